@@ -1,0 +1,65 @@
+// sockecho: the daemon's log lines.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "sockecho/address.hpp"
+
+namespace sockecho {
+
+// How a connection ended.
+enum class Outcome {
+  ok,         // answered
+  timeout,    // the peer stayed silent (or did not read) longer than the timeout
+  too_large,  // the request (or line) exceeded the size limit; closed unanswered
+  reset,      // the peer reset or went away mid-transfer
+  error,      // anything else, including a handler that threw
+};
+[[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
+
+// What the server knows about a finished connection.
+struct ConnectionRecord {
+  Address peer;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::chrono::microseconds duration{0};
+  Outcome outcome = Outcome::ok;
+  std::string detail;  // the error message, when there was one
+};
+
+enum class LogLevel {
+  quiet,    // problems only (e.g. out of descriptors)
+  normal,   // plus start, stop and one line per connection
+  verbose,  // plus a line when each connection opens
+};
+
+// Writes timestamped, single-line, key=value events to a descriptor, each with one write() so
+// lines from concurrent workers never interleave. Copyable; it does not own the descriptor.
+// A default-constructed Logger is quiet and writes nowhere.
+class Logger {
+ public:
+  Logger() noexcept = default;
+  Logger(int fd, LogLevel level) noexcept : fd_(fd), level_(level) {}
+
+  [[nodiscard]] bool enabled(LogLevel level) const noexcept {
+    return fd_ >= 0 && static_cast<int>(level) <= static_cast<int>(level_);
+  }
+  // "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok", at normal level.
+  void connection(const ConnectionRecord& record) const noexcept;
+  // A free-form event line at the given level.
+  void event(LogLevel level, std::string_view text) const noexcept;
+
+ private:
+  void write_line(std::string_view text) const noexcept;
+
+  int fd_ = -1;
+  LogLevel level_ = LogLevel::quiet;
+};
+
+// The text of a connection line, without timestamp and newline.
+[[nodiscard]] std::string format_record(const ConnectionRecord& record);
+
+}  // namespace sockecho

@@ -1,0 +1,14 @@
+// sockecho: everything, in one include.
+#pragma once
+
+#include "sockecho/address.hpp"
+#include "sockecho/buffer.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/connection.hpp"
+#include "sockecho/error.hpp"
+#include "sockecho/fd.hpp"
+#include "sockecho/listener.hpp"
+#include "sockecho/log.hpp"
+#include "sockecho/server.hpp"
+#include "sockecho/signals.hpp"
+#include "sockecho/version.hpp"

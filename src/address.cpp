@@ -1,0 +1,137 @@
+#include "sockecho/address.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "sockecho/error.hpp"
+
+namespace sockecho {
+
+Address::Address() noexcept : storage_{} { storage_.ss_family = AF_UNSPEC; }
+
+Address::Address(const sockaddr* addr, socklen_t len) : storage_{}, size_(len) {
+  if (len > capacity()) throw std::invalid_argument("socket address too long");
+  std::memcpy(&storage_, addr, len);
+}
+
+const sockaddr* Address::data() const noexcept {
+  return reinterpret_cast<const sockaddr*>(&storage_);
+}
+
+sockaddr* Address::data() noexcept { return reinterpret_cast<sockaddr*>(&storage_); }
+
+std::uint16_t Address::port() const noexcept {
+  switch (family()) {
+    case AF_INET:
+      return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+    case AF_INET6:
+      return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+    default:
+      return 0;
+  }
+}
+
+std::string Address::host() const {
+  char text[NI_MAXHOST] = {};
+  if (family() == AF_INET) {
+    // inet_ntop is much cheaper than getnameinfo, and IPv4 has no scope to print.
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&storage_);
+    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text) != nullptr) return text;
+  } else if (family() == AF_INET6) {
+    if (::getnameinfo(data(), size_, text, sizeof text, nullptr, 0, NI_NUMERICHOST) == 0) {
+      return text;
+    }
+  }
+  return "?";
+}
+
+std::string Address::to_string() const {
+  if (family() == AF_UNSPEC) return "(none)";
+  return join_host_port(host(), port());
+}
+
+Address Address::local_of(int fd) {
+  Address address;
+  socklen_t len = capacity();
+  if (::getsockname(fd, address.data(), &len) != 0) throw os_error(errno, "getsockname");
+  address.size_ = len;
+  return address;
+}
+
+Address Address::peer_of(int fd) {
+  Address address;
+  socklen_t len = capacity();
+  if (::getpeername(fd, address.data(), &len) != 0) throw os_error(errno, "getpeername");
+  address.size_ = len;
+  return address;
+}
+
+bool operator==(const Address& a, const Address& b) noexcept {
+  return a.size_ == b.size_ && std::memcmp(&a.storage_, &b.storage_, a.size_) == 0;
+}
+
+std::string join_host_port(std::string_view host, std::uint16_t port) {
+  std::string out;
+  const bool bracket = host.find(':') != std::string_view::npos;
+  if (bracket) out += '[';
+  out += host;
+  if (bracket) out += ']';
+  out += ':';
+  out += std::to_string(port);
+  return out;
+}
+
+std::vector<Address> resolve(std::string_view host, std::uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  const std::string node(host);
+  const std::string service = std::to_string(port);
+  addrinfo* list = nullptr;
+  const int rc = ::getaddrinfo(node.c_str(), service.c_str(), &hints, &list);
+  if (rc != 0) {
+    const int err = rc == EAI_SYSTEM ? errno : 0;
+    const std::string what = "resolve " + join_host_port(host, port);
+    if (err != 0) throw os_error(err, what);
+    throw std::system_error(rc, resolver_category(), what);
+  }
+  std::vector<Address> out;
+  for (const addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    Address address(ai->ai_addr, ai->ai_addrlen);
+    bool seen = false;
+    for (const auto& a : out) seen = seen || a == address;
+    if (!seen) out.push_back(address);
+  }
+  ::freeaddrinfo(list);
+  if (out.empty()) {
+    throw std::system_error(EAI_NONAME, resolver_category(),
+                            "resolve " + join_host_port(host, port));
+  }
+  return out;
+}
+
+std::uint16_t parse_port(std::string_view text) {
+  constexpr unsigned kMaxPort = 65535;
+  if (text.empty()) throw std::invalid_argument("port is empty");
+  unsigned value = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') {
+      throw std::invalid_argument("port '" + std::string(text) +
+                                  "' is not a number from 0 to 65535");
+    }
+    value = value * 10 + static_cast<unsigned>(c - '0');
+    if (value > kMaxPort) {
+      throw std::invalid_argument("port '" + std::string(text) + "' is out of range (0 to 65535)");
+    }
+  }
+  return static_cast<std::uint16_t>(value);
+}
+
+}  // namespace sockecho

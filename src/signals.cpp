@@ -1,0 +1,53 @@
+#include "sockecho/signals.hpp"
+
+#include <pthread.h>
+
+#include <stdexcept>
+#include <system_error>
+
+#include "sockecho/error.hpp"
+#include "sockecho/server.hpp"
+
+namespace sockecho {
+
+StopOnSignals::StopOnSignals(Server& server, std::initializer_list<int> signals) {
+  ::sigemptyset(&signals_);
+  for (const int signal : signals) {
+    ::sigaddset(&signals_, signal);
+    if (wake_signal_ == 0) wake_signal_ = signal;
+  }
+  if (wake_signal_ == 0) throw std::invalid_argument("no signals to stop on");
+  const int err = ::pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+  if (err != 0) throw os_error(err, "pthread_sigmask");
+  thread_ = std::thread([this, &server] { wait(server); });
+}
+
+StopOnSignals::~StopOnSignals() {
+  leaving_ = true;
+  // The signal is blocked everywhere, so this only wakes the waiting thread's sigwait().
+  ::pthread_kill(thread_.native_handle(), wake_signal_);
+  thread_.join();
+}
+
+void StopOnSignals::wait(Server& server) noexcept {
+  bool stopped = false;
+  for (;;) {
+    int signal = 0;
+    if (::sigwait(&signals_, &signal) != 0) continue;
+    if (leaving_) return;
+    if (!stopped) {
+      stopped = true;
+      server.stop();
+      continue;
+    }
+    // A second signal: the user insists. Let it act with its default action on this thread.
+    ::signal(signal, SIG_DFL);
+    sigset_t one;
+    ::sigemptyset(&one);
+    ::sigaddset(&one, signal);
+    ::pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+    ::raise(signal);
+  }
+}
+
+}  // namespace sockecho

@@ -1,0 +1,297 @@
+#include "options.hpp"
+
+#include <unistd.h>
+
+#include <climits>
+#include <limits>
+
+#include "sockecho/address.hpp"
+#include "sockecho/fd.hpp"
+
+namespace sockecho::cli {
+
+namespace {
+
+// Walks a command line of "--flag", "--flag VALUE" and "--flag=VALUE" arguments.
+class ArgReader {
+ public:
+  explicit ArgReader(const std::vector<std::string_view>& args) : args_(args) {}
+
+  // Moves to the next flag; false at the end.
+  bool next() {
+    if (index_ >= args_.size()) return false;
+    std::string_view arg = args_[index_++];
+    inline_value_.reset();
+    if (arg.size() < 3 || arg.substr(0, 2) != "--") {
+      if (arg == "-h") {
+        flag_ = "--help";
+        return true;
+      }
+      throw UsageError("unexpected argument '" + std::string(arg) + "'");
+    }
+    const std::size_t equals = arg.find('=');
+    if (equals != std::string_view::npos) {
+      inline_value_ = arg.substr(equals + 1);
+      arg = arg.substr(0, equals);
+    }
+    flag_ = arg;
+    return true;
+  }
+
+  [[nodiscard]] std::string_view flag() const { return flag_; }
+
+  // The flag's value, inline or the next argument.
+  std::string_view value() {
+    if (inline_value_) return *inline_value_;
+    if (index_ >= args_.size()) throw UsageError("option " + std::string(flag_) + " needs a value");
+    return args_[index_++];
+  }
+
+  // For flags without a value.
+  void no_value() const {
+    if (inline_value_) throw UsageError("option " + std::string(flag_) + " takes no value");
+  }
+
+ private:
+  const std::vector<std::string_view>& args_;
+  std::size_t index_ = 0;
+  std::string_view flag_;
+  std::optional<std::string_view> inline_value_;
+};
+
+[[noreturn]] void unknown(std::string_view flag) {
+  throw UsageError("unknown option '" + std::string(flag) + "'");
+}
+
+std::string parse_host(std::string_view text) {
+  if (text.empty()) throw UsageError("--host needs a host name or address");
+  return std::string(text);
+}
+
+std::uint16_t parse_port_flag(std::string_view text) {
+  try {
+    return parse_port(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--port: ") + e.what());
+  }
+}
+
+Mode parse_mode(std::string_view text) {
+  if (text == "echo") return Mode::echo;
+  if (text == "line") return Mode::line;
+  throw UsageError("--mode must be 'echo' or 'line', not '" + std::string(text) + "'");
+}
+
+std::string bad(std::string_view flag, std::string_view text, std::string_view expected) {
+  return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
+}
+
+}  // namespace
+
+unsigned long parse_number(std::string_view flag, std::string_view text, unsigned long min,
+                           unsigned long max) {
+  const std::string expected =
+      "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
+  if (text.empty()) throw UsageError(bad(flag, text, expected));
+  unsigned long value = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') throw UsageError(bad(flag, text, expected));
+    const auto digit = static_cast<unsigned long>(c - '0');
+    if (value > (max - digit) / 10) throw UsageError(bad(flag, text, expected));
+    value = value * 10 + digit;
+  }
+  if (value < min) throw UsageError(bad(flag, text, expected));
+  return value;
+}
+
+std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view text) {
+  constexpr unsigned long kMaxSeconds = 1'000'000;
+  const std::string expected = "a number of seconds (e.g. 30 or 0.5)";
+  const std::size_t dot = text.find('.');
+  const std::string_view whole = text.substr(0, dot);
+  const std::string_view fraction =
+      dot == std::string_view::npos ? std::string_view() : text.substr(dot + 1);
+  if (whole.empty() ||
+      (dot != std::string_view::npos && (fraction.empty() || fraction.size() > 3))) {
+    throw UsageError(bad(flag, text, expected));
+  }
+  unsigned long seconds = 0;
+  unsigned long millis = 0;
+  try {
+    seconds = parse_number(flag, whole, 0, kMaxSeconds);
+    if (!fraction.empty()) {
+      millis = parse_number(flag, fraction, 0, 999);
+      for (std::size_t i = fraction.size(); i < 3; ++i) millis *= 10;
+    }
+  } catch (const UsageError&) {
+    throw UsageError(bad(flag, text, expected));
+  }
+  return std::chrono::milliseconds(seconds * 1000 + millis);
+}
+
+std::size_t parse_size(std::string_view flag, std::string_view text) {
+  const std::string expected = "a byte count (e.g. 65536, 64K, 64M or 1G)";
+  const std::string_view original = text;
+  unsigned shift = 0;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K':
+      case 'k':
+        shift = 10;
+        break;
+      case 'M':
+      case 'm':
+        shift = 20;
+        break;
+      case 'G':
+      case 'g':
+        shift = 30;
+        break;
+      default:
+        break;
+    }
+  }
+  if (shift != 0) text.remove_suffix(1);
+  const unsigned long max = std::numeric_limits<std::size_t>::max() >> shift;
+  try {
+    return static_cast<std::size_t>(parse_number(flag, text, 0, max)) << shift;
+  } catch (const UsageError&) {
+    throw UsageError(bad(flag, original, expected));
+  }
+}
+
+ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
+  constexpr unsigned long kMaxWorkers = 4096;
+  ServerSettings s;
+  ArgReader reader(args);
+  while (reader.next()) {
+    const std::string_view flag = reader.flag();
+    if (flag == "--host") {
+      s.host = parse_host(reader.value());
+    } else if (flag == "--port") {
+      s.port = parse_port_flag(reader.value());
+    } else if (flag == "--prefix") {
+      s.prefix = std::string(reader.value());
+    } else if (flag == "--mode") {
+      s.options.mode = parse_mode(reader.value());
+    } else if (flag == "--workers") {
+      s.options.workers = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
+    } else if (flag == "--timeout") {
+      s.options.timeout = parse_seconds(flag, reader.value());
+    } else if (flag == "--max-bytes") {
+      s.options.max_bytes = parse_size(flag, reader.value());
+    } else if (flag == "--backlog") {
+      s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
+    } else if (flag == "--greeting") {
+      s.options.greeting = std::string(reader.value());
+    } else if (flag == "--quiet") {
+      reader.no_value();
+      s.log_level = LogLevel::quiet;
+    } else if (flag == "--verbose") {
+      reader.no_value();
+      s.log_level = LogLevel::verbose;
+    } else if (flag == "--help") {
+      reader.no_value();
+      s.help = true;
+    } else if (flag == "--version") {
+      reader.no_value();
+      s.version = true;
+    } else {
+      unknown(flag);
+    }
+  }
+  return s;
+}
+
+ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
+  ClientSettings s;
+  ArgReader reader(args);
+  while (reader.next()) {
+    const std::string_view flag = reader.flag();
+    if (flag == "--host") {
+      s.host = parse_host(reader.value());
+    } else if (flag == "--port") {
+      s.port = parse_port_flag(reader.value());
+    } else if (flag == "--send") {
+      s.send = std::string(reader.value());
+    } else if (flag == "--file") {
+      const std::string_view path = reader.value();
+      if (path.empty()) throw UsageError("--file needs a path, or - for stdin");
+      s.file = std::string(path);
+    } else if (flag == "--timeout") {
+      s.timeout = parse_seconds(flag, reader.value());
+    } else if (flag == "--mode") {
+      s.mode = parse_mode(reader.value());
+    } else if (flag == "--quiet") {
+      reader.no_value();
+      s.quiet = true;
+    } else if (flag == "--help") {
+      reader.no_value();
+      s.help = true;
+    } else if (flag == "--version") {
+      reader.no_value();
+      s.version = true;
+    } else {
+      unknown(flag);
+    }
+  }
+  if (s.send && s.file) throw UsageError("--send and --file cannot be combined");
+  if (s.send && s.mode == Mode::line) {
+    throw UsageError("--send is for echo mode; line mode reads --file or stdin");
+  }
+  return s;
+}
+
+void print(int fd, std::string_view text) noexcept {
+  try {
+    write_all(fd, text, fd == STDOUT_FILENO ? "stdout" : "stderr");
+  } catch (...) {  // NOLINT(bugprone-empty-catch): nowhere left to report it
+  }
+}
+
+std::string server_usage() {
+  return "Usage: sockecho-server [OPTION]...\n"
+         "A blocking TCP daemon: each client sends a request and half-closes; the reply is\n"
+         "PREFIX followed by the request (echo mode), or PREFIX + line for each line (line mode).\n"
+         "\n"
+         "  --host HOST        address or name to listen on; 0.0.0.0 or :: for every\n"
+         "                     interface (default 127.0.0.1)\n"
+         "  --port PORT        TCP port, 0 picks a free one (default 12387)\n"
+         "  --prefix TEXT      reply prefix (default '数据是 '; '' for a pure echo)\n"
+         "  --mode MODE        echo or line (default echo)\n"
+         "  --workers N        connections served at once; 1 is strictly serial (default 16)\n"
+         "  --timeout SEC      idle limit on each read and write; 0 = none (default 30)\n"
+         "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
+         "                     0 = no limit (default 64M)\n"
+         "  --backlog N        listen backlog (default SOMAXCONN)\n"
+         "  --greeting TEXT    line mode's first line (default 'connect')\n"
+         "  --quiet            log problems only\n"
+         "  --verbose          also log each connection as it opens\n"
+         "  --help             show this help and exit\n"
+         "  --version          show the version and exit\n"
+         "\n"
+         "Prints 'listening on HOST:PORT' on stdout once ready; logs go to stderr.\n"
+         "SIGINT or SIGTERM: stop accepting, finish connections in flight, exit 0.\n"
+         "Exit status: 0 clean shutdown, 1 runtime failure, 2 usage error.\n";
+}
+
+std::string client_usage() {
+  return "Usage: sockecho-client [OPTION]...\n"
+         "Sends a message to a sockecho server, half-closes, and prints the reply on stdout.\n"
+         "\n"
+         "  --host HOST        server address or name (default 127.0.0.1)\n"
+         "  --port PORT        server port (default 12387)\n"
+         "  --send TEXT        the message, byte for byte (default 'hello' and a newline)\n"
+         "  --file PATH        send a file's bytes instead; - reads stdin\n"
+         "  --timeout SEC      limit on connecting and on each wait for the reply;\n"
+         "                     0 = none (default 30)\n"
+         "  --mode MODE        echo or line (default echo); line sends --file or stdin line\n"
+         "                     by line and prints the greeting and each reply as it arrives\n"
+         "  --quiet            no status lines on stderr\n"
+         "  --help             show this help and exit\n"
+         "  --version          show the version and exit\n"
+         "\n"
+         "Exit status: 0 success, 1 connection, I/O or timeout failure, 2 usage error.\n";
+}
+
+}  // namespace sockecho::cli
