@@ -1,0 +1,115 @@
+#include "sockecho/fd.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace sockecho {
+namespace {
+
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+int new_fd() {
+  const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0);
+  return fd;
+}
+
+TEST(Fd, DefaultIsEmpty) {
+  const Fd fd;
+  EXPECT_FALSE(fd.valid());
+  EXPECT_FALSE(static_cast<bool>(fd));
+  EXPECT_EQ(fd.get(), -1);
+}
+
+TEST(Fd, ClosesOnDestruction) {
+  const int raw = new_fd();
+  {
+    const Fd fd(raw);
+    EXPECT_TRUE(is_open(raw));
+  }
+  EXPECT_FALSE(is_open(raw));
+}
+
+TEST(Fd, MoveConstructionTransfersOwnership) {
+  const int raw = new_fd();
+  Fd a(raw);
+  Fd b(std::move(a));
+  EXPECT_FALSE(a.valid());  // NOLINT(bugprone-use-after-move): the moved-from state is the point
+  EXPECT_EQ(b.get(), raw);
+  EXPECT_TRUE(is_open(raw));
+}
+
+TEST(Fd, MoveAssignmentClosesTheOldDescriptorOnce) {
+  const int first = new_fd();
+  const int second = new_fd();
+  Fd a(first);
+  Fd b(second);
+  a = std::move(b);
+  EXPECT_FALSE(is_open(first));
+  EXPECT_TRUE(is_open(second));
+  EXPECT_EQ(a.get(), second);
+  EXPECT_FALSE(b.valid());  // NOLINT(bugprone-use-after-move)
+}
+
+TEST(Fd, SelfMoveKeepsTheDescriptor) {
+  const int raw = new_fd();
+  Fd a(raw);
+  Fd& alias = a;
+  a = std::move(alias);
+  EXPECT_EQ(a.get(), raw);
+  EXPECT_TRUE(is_open(raw));
+}
+
+TEST(Fd, ReleaseGivesUpOwnership) {
+  const int raw = new_fd();
+  {
+    Fd fd(raw);
+    EXPECT_EQ(fd.release(), raw);
+    EXPECT_FALSE(fd.valid());
+  }
+  EXPECT_TRUE(is_open(raw));
+  Fd cleanup(raw);
+}
+
+TEST(Fd, ResetClosesExactlyOnce) {
+  const int first = new_fd();
+  Fd fd(first);
+  fd.reset();
+  EXPECT_FALSE(is_open(first));
+  // A descriptor opened now may reuse the number; a second close by fd must not touch it.
+  const int reused = new_fd();
+  fd.reset();
+  EXPECT_TRUE(is_open(reused));
+  Fd cleanup(reused);
+}
+
+TEST(WriteAll, WritesEverythingToAPipe) {
+  std::array<int, 2> fds{};
+  ASSERT_EQ(::pipe2(fds.data(), O_CLOEXEC), 0);
+  const Fd read_end(fds[0]);
+  const Fd write_end(fds[1]);
+  write_all(write_end.get(), "hello", "pipe");
+  std::array<char, 8> got{};
+  ASSERT_EQ(::read(read_end.get(), got.data(), got.size()), 5);
+  EXPECT_EQ(std::string(got.data(), 5), "hello");
+}
+
+TEST(WriteAll, ReportsTheTargetAndErrno) {
+  try {
+    write_all(-1, "x", "nowhere");
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EBADF);
+    EXPECT_EQ(std::string(e.what()).rfind("write nowhere: ", 0), 0U) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace sockecho

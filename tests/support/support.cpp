@@ -1,0 +1,290 @@
+#include "support.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <system_error>
+
+#include "sockecho/error.hpp"
+
+extern char** environ;  // NOLINT(readability-redundant-declaration): posix_spawn wants it
+
+namespace sockecho::test {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Pipe {
+  Fd read;
+  Fd write;
+};
+
+Pipe make_pipe() {
+  std::array<int, 2> fds{};
+  if (::pipe2(fds.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe2");
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
+int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() <= 0 ? 0 : static_cast<int>(left.count());
+}
+
+}  // namespace
+
+std::string server_program() { return SOCKECHO_SERVER_PROGRAM; }
+std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
+
+Child::Child(const std::vector<std::string>& argv) {
+  Pipe in = make_pipe();
+  Pipe out = make_pipe();
+  Pipe err = make_pipe();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  // dup2 clears close-on-exec on the copies, so the child gets exactly these three.
+  posix_spawn_file_actions_adddup2(&actions, in.read.get(), STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out.write.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err.write.get(), STDERR_FILENO);
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  // The child starts with default signal handling and nothing blocked, whatever the test did.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  const int rc = ::posix_spawn(&pid_, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw os_error(rc, "posix_spawn " + argv[0]);
+  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
+  if (!pidfd_) throw os_error(errno, "pidfd_open");
+  stdin_ = std::move(in.write);
+  out_.fd = std::move(out.read);
+  err_.fd = std::move(err.read);
+}
+
+Child::~Child() {
+  if (!status_) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+}
+
+void Child::write_stdin(std::string_view data) { write_all(stdin_.get(), data, "child stdin"); }
+
+void Child::signal(int signal_number) const {
+  if (!status_) ::kill(pid_, signal_number);
+}
+
+bool Child::pump(Clock::time_point deadline, bool until_exit) {
+  std::array<pollfd, 3> fds{};
+  fds[0] = {out_.fd.get(), POLLIN, 0};
+  fds[1] = {err_.fd.get(), POLLIN, 0};
+  fds[2] = {until_exit && !status_ ? pidfd_.get() : -1, POLLIN, 0};
+  const int ready = ::poll(fds.data(), fds.size(), remaining_ms(deadline));
+  if (ready < 0 && errno != EINTR) throw os_error(errno, "poll");
+  if (ready <= 0) return false;
+  std::array<char, 65536> chunk{};
+  for (Stream* stream : {&out_, &err_}) {
+    const pollfd& p = stream == &out_ ? fds[0] : fds[1];
+    if ((p.revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+    const ssize_t n = ::read(stream->fd.get(), chunk.data(), chunk.size());
+    if (n <= 0) {
+      stream->fd.reset();
+    } else {
+      stream->pending.append(chunk.data(), static_cast<std::size_t>(n));
+      stream->all->append(chunk.data(), static_cast<std::size_t>(n));
+    }
+  }
+  if ((fds[2].revents & POLLIN) != 0) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+  }
+  return true;
+}
+
+std::optional<std::string> Child::line(Stream& stream, std::chrono::milliseconds timeout) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  for (;;) {
+    const std::size_t newline = stream.pending.find('\n');
+    if (newline != std::string::npos) {
+      std::string line = stream.pending.substr(0, newline);
+      stream.pending.erase(0, newline + 1);
+      return line;
+    }
+    if (!stream.fd || Clock::now() >= deadline) return std::nullopt;
+    pump(deadline, false);
+  }
+}
+
+std::optional<std::string> Child::stdout_line(std::chrono::milliseconds timeout) {
+  return line(out_, timeout);
+}
+
+std::optional<std::string> Child::stderr_line(std::chrono::milliseconds timeout) {
+  return line(err_, timeout);
+}
+
+std::optional<std::string> Child::wait_stderr(std::string_view text,
+                                              std::chrono::milliseconds timeout) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  for (;;) {
+    auto next = stderr_line(std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::max(deadline - Clock::now(), Clock::duration::zero())));
+    if (!next) return std::nullopt;
+    if (next->find(text) != std::string::npos) return next;
+  }
+}
+
+std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  while (!status_ || out_.fd || err_.fd) {
+    if (Clock::now() >= deadline) return std::nullopt;
+    pump(deadline, true);
+  }
+  return status_;
+}
+
+RunResult run(const std::vector<std::string>& argv, std::string_view input) {
+  Child child(argv);
+  // Feed stdin from a thread so a child that writes a lot before reading cannot deadlock us.
+  std::thread feeder([&] {
+    try {
+      child.write_stdin(input);
+    } catch (const std::system_error&) {  // the child exited without reading all of it
+    }
+    child.close_stdin();
+  });
+  const std::optional<int> status = child.wait();
+  feeder.join();
+  if (!status) throw std::runtime_error("timed out running " + argv[0]);
+  return {*status, child.out(), child.err()};
+}
+
+std::uint16_t port_of(std::string_view ready_line) {
+  const std::size_t colon = ready_line.rfind(':');
+  if (colon == std::string_view::npos) return 0;
+  try {
+    return parse_port(ready_line.substr(colon + 1));
+  } catch (const std::invalid_argument&) {
+    return 0;
+  }
+}
+
+namespace {
+
+std::vector<std::string> server_argv(std::vector<std::string> args) {
+  args.insert(args.begin(), server_program());
+  args.emplace_back("--port");
+  args.emplace_back("0");
+  return args;
+}
+
+}  // namespace
+
+ServerProcess::ServerProcess(std::vector<std::string> args) : Child(server_argv(std::move(args))) {
+  std::optional<std::string> line = stdout_line();
+  if (!line) throw std::runtime_error("sockecho-server printed no ready line; stderr: " + err());
+  ready_ = *line;
+  port_ = port_of(ready_);
+  if (port_ == 0) throw std::runtime_error("no port in ready line: " + ready_);
+}
+
+struct ServerThread::Finished {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<ConnectionRecord> records;
+};
+
+ServerThread::ServerThread(ServerOptions options, Handler handler, const std::string& host)
+    : finished_(std::make_shared<Finished>()) {
+  auto user_callback = std::move(options.on_connection);
+  options.on_connection = [finished = finished_, user_callback](const ConnectionRecord& record) {
+    if (user_callback) user_callback(record);
+    {
+      const std::lock_guard<std::mutex> lock(finished->mutex);
+      finished->records.push_back(record);
+    }
+    finished->changed.notify_all();
+  };
+  server_ =
+      std::make_unique<Server>(Listener::bind(host, 0), std::move(handler), std::move(options));
+  thread_ = std::thread([this] { server_->run(); });
+}
+
+ServerThread::~ServerThread() { stop(); }
+
+void ServerThread::stop() {
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool ServerThread::wait_finished(std::size_t count) {
+  std::unique_lock<std::mutex> lock(finished_->mutex);
+  return finished_->changed.wait_for(lock, kPatience,
+                                     [&] { return finished_->records.size() >= count; });
+}
+
+std::vector<ConnectionRecord> ServerThread::records() {
+  const std::lock_guard<std::mutex> lock(finished_->mutex);
+  return finished_->records;
+}
+
+int open_fd_count() {
+  int count = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    ++count;
+  }
+  return count - 1;  // the directory iterator's own descriptor
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      long kib = 0;
+      status >> kib;
+      return kib;
+    }
+    status.ignore(1 << 20, '\n');
+  }
+  return -1;
+}
+
+std::string pattern(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t state = 2463534242U;  // xorshift: every byte value, no short period
+  for (char& c : data) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    c = static_cast<char>(state & 0xff);
+  }
+  return data;
+}
+
+}  // namespace sockecho::test

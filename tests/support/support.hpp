@@ -1,0 +1,141 @@
+// Shared helpers for sockecho's tests: child processes with pipes, an in-process server, counts
+// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "sockecho/fd.hpp"
+#include "sockecho/server.hpp"
+
+namespace sockecho::test {
+
+using namespace std::chrono_literals;
+
+// How long any single wait in a test may take before the test fails instead of hanging.
+inline constexpr std::chrono::milliseconds kPatience = 20s;
+
+// Paths of the built programs, from CMake.
+std::string server_program();
+std::string client_program();
+
+// A child process with its stdin, stdout and stderr on pipes. The destructor kills (SIGKILL) and
+// reaps it if it is still running.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv);
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&&) = delete;
+  Child& operator=(Child&&) = delete;
+  ~Child();
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+
+  void write_stdin(std::string_view data);
+  void close_stdin() { stdin_.reset(); }
+  void signal(int signal_number) const;
+
+  // The next line (without '\n') of stdout or stderr; nullopt at end of stream or timeout.
+  std::optional<std::string> stdout_line(std::chrono::milliseconds timeout = kPatience);
+  std::optional<std::string> stderr_line(std::chrono::milliseconds timeout = kPatience);
+  // Reads stderr lines until one contains `text`; returns that line, nullopt on timeout or end.
+  std::optional<std::string> wait_stderr(std::string_view text,
+                                         std::chrono::milliseconds timeout = kPatience);
+
+  // Waits for the child to exit, collecting its output meanwhile. Returns the exit code (128 +
+  // signal number when killed by a signal), nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout = kPatience);
+  // Everything read from stdout and stderr so far, lines included.
+  [[nodiscard]] const std::string& out() const { return out_all_; }
+  [[nodiscard]] const std::string& err() const { return err_all_; }
+
+ private:
+  struct Stream {
+    Fd fd;
+    std::string pending;  // read but not yet returned as a line
+    std::string* all;
+  };
+  std::optional<std::string> line(Stream& stream, std::chrono::milliseconds timeout);
+  // Reads whatever is available from the open streams, waiting at most until deadline.
+  bool pump(std::chrono::steady_clock::time_point deadline, bool until_exit);
+
+  pid_t pid_ = -1;
+  Fd pidfd_;
+  std::optional<int> status_;
+  Fd stdin_;
+  std::string out_all_;
+  std::string err_all_;
+  Stream out_{Fd(), {}, &out_all_};
+  Stream err_{Fd(), {}, &err_all_};
+};
+
+// Runs a program to completion with the given stdin, bounded by kPatience.
+struct RunResult {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+RunResult run(const std::vector<std::string>& argv, std::string_view input = {});
+
+// sockecho-server started with `args` plus "--port 0"; the port is read from its ready line.
+class ServerProcess : public Child {
+ public:
+  explicit ServerProcess(std::vector<std::string> args = {});
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+  [[nodiscard]] const std::string& ready_line() const { return ready_; }
+
+ private:
+  std::string ready_;
+  std::uint16_t port_ = 0;
+};
+
+// The port in a ready line "listening on HOST:PORT"; 0 if there is none.
+std::uint16_t port_of(std::string_view ready_line);
+
+// A Server on an ephemeral loopback port, run on a thread of its own, stopped and joined by the
+// destructor.
+class ServerThread {
+ public:
+  explicit ServerThread(ServerOptions options = {},
+                        Handler handler = prefix_handler(std::string(kDefaultPrefix)),
+                        const std::string& host = "127.0.0.1");
+  ServerThread(const ServerThread&) = delete;
+  ServerThread& operator=(const ServerThread&) = delete;
+  ServerThread(ServerThread&&) = delete;
+  ServerThread& operator=(ServerThread&&) = delete;
+  ~ServerThread();
+
+  [[nodiscard]] std::uint16_t port() const { return server_->address().port(); }
+  [[nodiscard]] Server& server() { return *server_; }
+  // Stops the server and waits for run() to return.
+  void stop();
+  // Waits until `count` connections have finished in all; false after kPatience.
+  bool wait_finished(std::size_t count);
+  // The records of finished connections, in the order they finished.
+  std::vector<ConnectionRecord> records();
+
+ private:
+  struct Finished;
+  std::shared_ptr<Finished> finished_;
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+// Number of descriptors this process has open.
+int open_fd_count();
+// Resident memory of a process, in KiB, from /proc/PID/status (VmRSS).
+long rss_kib(pid_t pid);
+// Bytes 0..size-1 in a repeating, non-trivial pattern, to check payloads arrive intact.
+std::string pattern(std::size_t size);
+
+}  // namespace sockecho::test
