@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 
+#include <array>
 #include <cstring>
 #include <stdexcept>
 
@@ -36,14 +37,17 @@ std::uint16_t Address::port() const noexcept {
 }
 
 std::string Address::host() const {
-  char text[NI_MAXHOST] = {};
+  std::array<char, NI_MAXHOST> text{};
   if (family() == AF_INET) {
     // inet_ntop is much cheaper than getnameinfo, and IPv4 has no scope to print.
     const auto* in = reinterpret_cast<const sockaddr_in*>(&storage_);
-    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text) != nullptr) return text;
+    if (::inet_ntop(AF_INET, &in->sin_addr, text.data(), text.size()) != nullptr) {
+      return text.data();
+    }
   } else if (family() == AF_INET6) {
-    if (::getnameinfo(data(), size_, text, sizeof text, nullptr, 0, NI_NUMERICHOST) == 0) {
-      return text;
+    if (::getnameinfo(data(), size_, text.data(), static_cast<socklen_t>(text.size()), nullptr, 0,
+                      NI_NUMERICHOST) == 0) {
+      return text.data();
     }
   }
   return "?";

@@ -20,7 +20,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kChunk = std::size_t{64} * 1024;
 
 // Milliseconds left until deadline, as poll() wants them; -1 (forever) without a deadline.
 int poll_timeout(bool has_deadline, Clock::time_point deadline) {
@@ -91,7 +91,7 @@ Connection connect(std::string_view host, std::uint16_t port, milliseconds timeo
   for (const Address& address : candidates) {
     int err = 0;
     Fd socket = try_connect(address, has_deadline, deadline, err);
-    if (socket) return Connection(std::move(socket), address);
+    if (socket) return {std::move(socket), address};
     if (first_error == 0) first_error = err;
     if (!tried.empty()) tried += ", ";
     tried += address.to_string();

@@ -14,7 +14,7 @@ namespace sockecho {
 namespace {
 
 // First allocation of a request buffer; it doubles from there as data arrives.
-constexpr std::size_t kInitialBuffer = 64 * 1024;
+constexpr std::size_t kInitialBuffer = std::size_t{64} * 1024;
 
 // Parts handed to one sendmsg(); more are sent by the next call.
 constexpr std::size_t kMaxGather = 64;

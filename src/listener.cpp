@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <exception>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -58,17 +59,18 @@ bool skippable(int err) noexcept {
 }  // namespace
 
 Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenOptions& options) {
-  std::optional<std::system_error> first_error;
+  std::exception_ptr first_error;
   for (const Address& candidate : resolve(host, port, /*passive=*/true)) {
     try {
       Fd socket = listen_on(candidate, options);
       const Address bound = Address::local_of(socket.get());
-      return Listener(std::move(socket), bound);
-    } catch (const std::system_error& e) {
-      if (!first_error) first_error = e;
+      return {std::move(socket), bound};
+    } catch (const std::system_error&) {
+      if (!first_error) first_error = std::current_exception();
     }
   }
-  throw *first_error;  // resolve() returned at least one address, so one attempt failed
+  // resolve() returned at least one address, so at least one attempt failed.
+  std::rethrow_exception(first_error);
 }
 
 Listener::Listener(Fd socket, const Address& address) noexcept

@@ -28,9 +28,9 @@ std::string_view to_string(Outcome outcome) noexcept {
 std::string format_record(const ConnectionRecord& record) {
   std::array<char, 160> numbers{};
   const auto us = static_cast<unsigned long long>(record.duration.count());
-  std::snprintf(numbers.data(), numbers.size(), " in=%llu out=%llu ms=%llu.%03llu outcome=",
-                static_cast<unsigned long long>(record.bytes_in),
-                static_cast<unsigned long long>(record.bytes_out), us / 1000, us % 1000);
+  (void)std::snprintf(numbers.data(), numbers.size(), " in=%llu out=%llu ms=%llu.%03llu outcome=",
+                      static_cast<unsigned long long>(record.bytes_in),
+                      static_cast<unsigned long long>(record.bytes_out), us / 1000, us % 1000);
   std::string line = "conn peer=" + record.peer.to_string();
   line += numbers.data();
   line += to_string(record.outcome);

@@ -203,6 +203,9 @@ void Server::serve(Connection& connection, Worker& worker) {
   } catch (const std::exception& e) {
     record.outcome = Outcome::error;
     record.detail = e.what();
+  } catch (...) {  // a handler may throw anything; it still ends only this connection
+    record.outcome = Outcome::error;
+    record.detail = "unknown exception";
   }
   connection.close();
   worker.buffer.trim(kKeptBuffer);
@@ -227,8 +230,8 @@ bool Server::serve_echo(Connection& connection, Worker& worker) {
 }
 
 bool Server::serve_line(Connection& connection, Worker& worker) {
-  const std::string_view greeting_line[] = {options_.greeting, kNewline};
-  connection.write_all(greeting_line, 2);
+  const std::array<std::string_view, 2> greeting_line = {options_.greeting, kNewline};
+  connection.write_all(greeting_line.data(), greeting_line.size());
 
   Buffer& buffer = worker.buffer;
   buffer.clear();

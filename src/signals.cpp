@@ -41,12 +41,12 @@ void StopOnSignals::wait(Server& server) noexcept {
       continue;
     }
     // A second signal: the user insists. Let it act with its default action on this thread.
-    ::signal(signal, SIG_DFL);
+    (void)::signal(signal, SIG_DFL);
     sigset_t one;
     ::sigemptyset(&one);
     ::sigaddset(&one, signal);
     ::pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
-    ::raise(signal);
+    (void)::raise(signal);
   }
 }
 

@@ -97,7 +97,7 @@ unsigned long parse_number(std::string_view flag, std::string_view text, unsigne
   for (const char c : text) {
     if (c < '0' || c > '9') throw UsageError(bad(flag, text, expected));
     const auto digit = static_cast<unsigned long>(c - '0');
-    if (value > (max - digit) / 10) throw UsageError(bad(flag, text, expected));
+    if (digit > max || value > (max - digit) / 10) throw UsageError(bad(flag, text, expected));
     value = value * 10 + digit;
   }
   if (value < min) throw UsageError(bad(flag, text, expected));

@@ -19,7 +19,7 @@ constexpr std::string_view kDefaultMessage = "hello\n";
 // The input named by --file: stdin for "-", else the file, opened before connecting so a wrong
 // path costs no connection.
 sockecho::Fd open_input(const std::string& path) {
-  if (path == "-") return sockecho::Fd();
+  if (path == "-") return {};
   sockecho::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw sockecho::os_error(errno, "open " + path);
   return fd;

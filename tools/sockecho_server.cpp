@@ -35,7 +35,7 @@ int serve(const sockecho::cli::ServerSettings& settings) {
 
 int main(int argc, char** argv) {
   // A closed stdout or stderr must cost a lost line, never the daemon.
-  std::signal(SIGPIPE, SIG_IGN);
+  (void)std::signal(SIGPIPE, SIG_IGN);
   const std::vector<std::string_view> args(argv + 1, argv + argc);
   sockecho::cli::ServerSettings settings;
   try {

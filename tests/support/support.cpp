@@ -1,7 +1,9 @@
 #include "support.hpp"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -172,6 +174,13 @@ RunResult run(const std::vector<std::string>& argv, std::string_view input) {
   Child child(argv);
   // Feed stdin from a thread so a child that writes a lot before reading cannot deadlock us.
   std::thread feeder([&] {
+    // A child may exit without reading all its input. Blocking SIGPIPE on this thread alone turns
+    // that into EPIPE here, while the rest of the test process keeps the default action, so a
+    // SIGPIPE raised by library code under test would still be caught.
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
     try {
       child.write_stdin(input);
     } catch (const std::system_error&) {  // the child exited without reading all of it
@@ -232,7 +241,13 @@ ServerThread::ServerThread(ServerOptions options, Handler handler, const std::st
   };
   server_ =
       std::make_unique<Server>(Listener::bind(host, 0), std::move(handler), std::move(options));
-  thread_ = std::thread([this] { server_->run(); });
+  thread_ = std::thread([this] {
+    try {
+      server_->run();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "Server::run() failed: " << e.what();
+    }
+  });
 }
 
 ServerThread::~ServerThread() { stop(); }

@@ -1,0 +1,276 @@
+// The command-line parsers of sockecho-server and sockecho-client (tools/options.hpp).
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "options.hpp"
+
+namespace sockecho::cli {
+namespace {
+
+using namespace std::chrono_literals;
+using Args = std::vector<std::string_view>;
+
+// The message of the UsageError that parsing `args` throws; "" (and a failure) when none.
+template <typename Parse>
+std::string usage_error(Parse parse, const Args& args) {
+  try {
+    (void)parse(args);
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no UsageError";
+  return "";
+}
+
+std::string server_error(const Args& args) { return usage_error(parse_server_args, args); }
+std::string client_error(const Args& args) { return usage_error(parse_client_args, args); }
+
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
+// --- sockecho-server ---
+
+TEST(ServerArgs, DefaultsMatchTheContract) {
+  const ServerSettings s = parse_server_args({});
+  EXPECT_EQ(s.host, "127.0.0.1");
+  EXPECT_EQ(s.port, kDefaultPort);
+  EXPECT_EQ(s.prefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
+  EXPECT_EQ(s.prefix, "数据是 ");
+  EXPECT_EQ(s.backlog, SOMAXCONN);
+  EXPECT_EQ(s.options.mode, Mode::echo);
+  EXPECT_EQ(s.options.workers, 16U);
+  EXPECT_EQ(s.options.timeout, 30s);
+  EXPECT_EQ(s.options.max_bytes, std::size_t{64} * 1024 * 1024);
+  EXPECT_EQ(s.options.greeting, "connect");
+  EXPECT_EQ(s.log_level, LogLevel::normal);
+  EXPECT_FALSE(s.help);
+  EXPECT_FALSE(s.version);
+}
+
+TEST(ServerArgs, ReadsEveryFlag) {
+  const ServerSettings s = parse_server_args(
+      {"--host", "::1", "--port", "0", "--prefix", ">", "--mode", "line", "--workers", "1",
+       "--timeout", "2.5", "--max-bytes", "1K", "--backlog", "7", "--greeting", "hi", "--verbose"});
+  EXPECT_EQ(s.host, "::1");
+  EXPECT_EQ(s.port, 0);
+  EXPECT_EQ(s.prefix, ">");
+  EXPECT_EQ(s.options.mode, Mode::line);
+  EXPECT_EQ(s.options.workers, 1U);
+  EXPECT_EQ(s.options.timeout, 2500ms);
+  EXPECT_EQ(s.options.max_bytes, 1024U);
+  EXPECT_EQ(s.backlog, 7);
+  EXPECT_EQ(s.options.greeting, "hi");
+  EXPECT_EQ(s.log_level, LogLevel::verbose);
+}
+
+TEST(ServerArgs, AcceptsTheEqualsForm) {
+  const ServerSettings s = parse_server_args(
+      {"--host=0.0.0.0", "--port=65535", "--prefix=a=b", "--workers=4096", "--max-bytes=2M"});
+  EXPECT_EQ(s.host, "0.0.0.0");
+  EXPECT_EQ(s.port, 65535);
+  EXPECT_EQ(s.prefix, "a=b");  // only the first '=' separates
+  EXPECT_EQ(s.options.workers, 4096U);
+  EXPECT_EQ(s.options.max_bytes, std::size_t{2} << 20);
+}
+
+TEST(ServerArgs, EmptyPrefixIsAllowed) {
+  EXPECT_EQ(parse_server_args({"--prefix", ""}).prefix, "");
+  EXPECT_EQ(parse_server_args({"--prefix="}).prefix, "");
+}
+
+TEST(ServerArgs, ZeroMeansNoLimit) {
+  const ServerSettings s = parse_server_args({"--timeout", "0", "--max-bytes", "0"});
+  EXPECT_EQ(s.options.timeout, 0ms);
+  EXPECT_EQ(s.options.max_bytes, 0U);
+}
+
+TEST(ServerArgs, LaterFlagsWin) {
+  EXPECT_EQ(parse_server_args({"--port", "1", "--port", "2"}).port, 2);
+}
+
+TEST(ServerArgs, HelpVersionAndQuiet) {
+  EXPECT_TRUE(parse_server_args({"--help"}).help);
+  EXPECT_TRUE(parse_server_args({"-h"}).help);
+  EXPECT_TRUE(parse_server_args({"--version"}).version);
+  EXPECT_EQ(parse_server_args({"--quiet"}).log_level, LogLevel::quiet);
+}
+
+TEST(ServerArgs, RejectsBadValues) {
+  EXPECT_TRUE(contains(server_error({"--port", "65536"}), "--port"));
+  EXPECT_TRUE(contains(server_error({"--port", "-1"}), "--port"));
+  EXPECT_TRUE(contains(server_error({"--port", ""}), "--port"));
+  EXPECT_TRUE(contains(server_error({"--port", " 80"}), "--port"));
+  EXPECT_TRUE(contains(server_error({"--workers", "0"}), "--workers"));
+  EXPECT_TRUE(contains(server_error({"--workers", "4097"}), "--workers"));
+  EXPECT_TRUE(contains(server_error({"--backlog", "0"}), "--backlog"));
+  EXPECT_TRUE(contains(server_error({"--timeout", "-1"}), "--timeout"));
+  EXPECT_TRUE(contains(server_error({"--max-bytes", "1T"}), "--max-bytes"));
+  EXPECT_TRUE(contains(server_error({"--mode", "chat"}), "--mode"));
+  EXPECT_TRUE(contains(server_error({"--host", ""}), "--host"));
+}
+
+TEST(ServerArgs, RejectsMalformedCommandLines) {
+  EXPECT_TRUE(contains(server_error({"--bogus"}), "unknown option '--bogus'"));
+  EXPECT_TRUE(contains(server_error({"--port"}), "--port needs a value"));
+  EXPECT_TRUE(contains(server_error({"--quiet=1"}), "--quiet takes no value"));
+  EXPECT_TRUE(contains(server_error({"stray"}), "'stray'"));
+  EXPECT_TRUE(contains(server_error({"-p", "1"}), "'-p'"));
+  EXPECT_FALSE(server_error({"--"}).empty());
+}
+
+// --- sockecho-client ---
+
+TEST(ClientArgs, DefaultsMatchTheContract) {
+  const ClientSettings s = parse_client_args({});
+  EXPECT_EQ(s.host, "127.0.0.1");
+  EXPECT_EQ(s.port, kDefaultPort);
+  EXPECT_FALSE(s.send.has_value());
+  EXPECT_FALSE(s.file.has_value());
+  EXPECT_EQ(s.timeout, kDefaultClientTimeout);
+  EXPECT_GT(s.timeout, 0ms);
+  EXPECT_EQ(s.mode, Mode::echo);
+  EXPECT_FALSE(s.quiet);
+  EXPECT_FALSE(s.help);
+  EXPECT_FALSE(s.version);
+}
+
+TEST(ClientArgs, ReadsEveryFlag) {
+  const ClientSettings s = parse_client_args({"--host", "localhost", "--port", "1", "--send",
+                                              "--not-a-flag", "--timeout", "0.25", "--quiet"});
+  EXPECT_EQ(s.host, "localhost");
+  EXPECT_EQ(s.port, 1);
+  EXPECT_EQ(s.send, std::optional<std::string>("--not-a-flag"));  // a value, taken as it is
+  EXPECT_EQ(s.timeout, 250ms);
+  EXPECT_TRUE(s.quiet);
+}
+
+TEST(ClientArgs, SendKeepsTheBytesAsGiven) {
+  EXPECT_EQ(parse_client_args({"--send", "a\\nb"}).send, std::optional<std::string>("a\\nb"));
+  EXPECT_EQ(parse_client_args({"--send", ""}).send, std::optional<std::string>(""));
+  EXPECT_EQ(parse_client_args({"--send=x=y"}).send, std::optional<std::string>("x=y"));
+}
+
+TEST(ClientArgs, FileAndLineMode) {
+  EXPECT_EQ(parse_client_args({"--file", "-"}).file, std::optional<std::string>("-"));
+  EXPECT_EQ(parse_client_args({"--file=/tmp/x"}).file, std::optional<std::string>("/tmp/x"));
+  const ClientSettings line = parse_client_args({"--mode", "line"});
+  EXPECT_EQ(line.mode, Mode::line);
+  EXPECT_FALSE(line.file.has_value());
+}
+
+TEST(ClientArgs, RejectsConflictsAndBadValues) {
+  EXPECT_TRUE(contains(client_error({"--send", "x", "--file", "-"}), "--send"));
+  EXPECT_TRUE(contains(client_error({"--file", "-", "--send", "x"}), "--file"));
+  EXPECT_TRUE(contains(client_error({"--send", "x", "--mode", "line"}), "--send"));
+  EXPECT_TRUE(contains(client_error({"--file", ""}), "--file"));
+  EXPECT_TRUE(contains(client_error({"--port", "abc"}), "--port"));
+  EXPECT_TRUE(contains(client_error({"--port", "1.5"}), "--port"));
+  EXPECT_TRUE(contains(client_error({"--timeout", "soon"}), "--timeout"));
+  EXPECT_TRUE(contains(client_error({"--send"}), "--send needs a value"));
+  EXPECT_TRUE(contains(client_error({"--workers", "2"}), "unknown option '--workers'"));
+  EXPECT_TRUE(contains(client_error({"--quiet=no"}), "--quiet"));
+}
+
+// --- value parsers ---
+
+TEST(ParseSeconds, AcceptsWholeAndDecimalSeconds) {
+  EXPECT_EQ(parse_seconds("--timeout", "0"), 0ms);
+  EXPECT_EQ(parse_seconds("--timeout", "30"), 30s);
+  EXPECT_EQ(parse_seconds("--timeout", "0.5"), 500ms);
+  EXPECT_EQ(parse_seconds("--timeout", "1.25"), 1250ms);
+  EXPECT_EQ(parse_seconds("--timeout", "0.001"), 1ms);
+  EXPECT_EQ(parse_seconds("--timeout", "007"), 7s);
+  EXPECT_EQ(parse_seconds("--timeout", "1000000"), 1000000s);
+}
+
+TEST(ParseSeconds, RejectsEverythingElse) {
+  for (const std::string_view text :
+       {"", ".5", "1.", "1.2345", "-1", "+1", "abc", "1e3", " 1", "1 ", "1s", "1,5", "1000001",
+        "0.0.1", "99999999999999999999999"}) {
+    SCOPED_TRACE(text);
+    try {
+      (void)parse_seconds("--timeout", text);
+      ADD_FAILURE() << "accepted";
+    } catch (const UsageError& e) {
+      EXPECT_TRUE(contains(e.what(), "--timeout")) << e.what();
+    }
+  }
+}
+
+TEST(ParseSize, AcceptsBinarySuffixes) {
+  EXPECT_EQ(parse_size("--max-bytes", "0"), 0U);
+  EXPECT_EQ(parse_size("--max-bytes", "65536"), 65536U);
+  EXPECT_EQ(parse_size("--max-bytes", "64K"), std::size_t{64} << 10);
+  EXPECT_EQ(parse_size("--max-bytes", "64k"), std::size_t{64} << 10);
+  EXPECT_EQ(parse_size("--max-bytes", "64M"), std::size_t{64} << 20);
+  EXPECT_EQ(parse_size("--max-bytes", "64m"), std::size_t{64} << 20);
+  EXPECT_EQ(parse_size("--max-bytes", "1G"), std::size_t{1} << 30);
+  EXPECT_EQ(parse_size("--max-bytes", "3g"), std::size_t{3} << 30);
+  EXPECT_EQ(parse_size("--max-bytes", "0K"), 0U);
+  const std::size_t max = std::numeric_limits<std::size_t>::max();
+  EXPECT_EQ(parse_size("--max-bytes", std::to_string(max)), max);
+  EXPECT_EQ(parse_size("--max-bytes", std::to_string(max >> 30) + "G"), (max >> 30) << 30);
+}
+
+TEST(ParseSize, RejectsEverythingElse) {
+  const std::size_t max = std::numeric_limits<std::size_t>::max();
+  for (const std::string& text :
+       {std::string(""), std::string("K"), std::string("1T"), std::string("-1"),
+        std::string("1.5M"), std::string("1KB"), std::string(" 1"), std::string("1 K"),
+        std::string("0x10"), std::to_string(max) + "0", std::to_string((max >> 10) + 1) + "K",
+        std::to_string((max >> 30) + 1) + "G"}) {
+    SCOPED_TRACE(text);
+    try {
+      (void)parse_size("--max-bytes", text);
+      ADD_FAILURE() << "accepted";
+    } catch (const UsageError& e) {
+      EXPECT_TRUE(contains(e.what(), "--max-bytes")) << e.what();
+    }
+  }
+}
+
+TEST(ParseNumber, AcceptsTheRangeInclusive) {
+  EXPECT_EQ(parse_number("--n", "1", 1, 4096), 1UL);
+  EXPECT_EQ(parse_number("--n", "4096", 1, 4096), 4096UL);
+  EXPECT_EQ(parse_number("--n", "0042", 1, 4096), 42UL);
+  const unsigned long max = std::numeric_limits<unsigned long>::max();
+  EXPECT_EQ(parse_number("--n", std::to_string(max), 0, max), max);
+}
+
+TEST(ParseNumber, RejectsOutOfRangeAndNonDigits) {
+  const unsigned long max = std::numeric_limits<unsigned long>::max();
+  EXPECT_THROW((void)parse_number("--n", "0", 1, 4096), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "4097", 1, 4096), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "10", 0, 9), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "", 0, 10), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "-1", 0, 10), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "+1", 0, 10), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "1 ", 0, 10), UsageError);
+  EXPECT_THROW((void)parse_number("--n", std::to_string(max) + "0", 0, max), UsageError);
+  try {
+    (void)parse_number("--workers", "x", 1, 4096);
+    ADD_FAILURE() << "accepted";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()), "--workers: 'x' is not a whole number from 1 to 4096");
+  }
+}
+
+// Disabled: fails today. parse_number's overflow guard `value > (max - digit) / 10`
+// (tools/options.cpp) wraps around when a digit exceeds max, so a single digit above a max below
+// 9 is accepted: parse_number("--n", "7", 0, 5) returns 7.
+TEST(ParseNumber, RejectsADigitAboveASmallMax) {
+  EXPECT_THROW((void)parse_number("--n", "7", 0, 5), UsageError);
+  EXPECT_THROW((void)parse_number("--n", "2", 0, 1), UsageError);
+}
+
+}  // namespace
+}  // namespace sockecho::cli

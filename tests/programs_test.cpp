@@ -1,0 +1,328 @@
+// sockecho-server and sockecho-client as users run them: real processes, real loopback sockets.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <ios>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "sockecho/listener.hpp"
+#include "sockecho/version.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using test::client_program;
+using test::RunResult;
+using test::server_program;
+using test::ServerProcess;
+
+constexpr std::string_view kPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
+// sockecho-client --port PORT followed by `args`.
+std::vector<std::string> client_argv(std::uint16_t port, std::vector<std::string> args = {}) {
+  args.insert(args.begin(), {client_program(), "--port", std::to_string(port)});
+  return args;
+}
+
+std::string every_byte_value() {
+  std::string bytes;
+  for (int i = 0; i < 256; ++i) bytes.push_back(static_cast<char>(i));
+  return bytes;
+}
+
+// A fresh directory under the test's temporary directory, removed with its contents at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string name = testing::TempDir() + "sockecho_programs_XXXXXX";
+    if (::mkdtemp(name.data()) == nullptr) throw std::runtime_error("mkdtemp " + name);
+    path_ = name;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+  // Writes `content` to a file in the directory; returns its path.
+  [[nodiscard]] std::string write(const std::string& name, std::string_view content) const {
+    const std::filesystem::path file = path_ / name;
+    std::ofstream out(file, std::ios::binary);
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    if (!out.flush()) throw std::runtime_error("write " + file.string());
+    return file.string();
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// --- sockecho-server ---
+
+TEST(ServerProgram, ReadyLineNamesTheIpv4AddressAndRealPort) {
+  ServerProcess server;
+  EXPECT_NE(server.port(), 0);
+  EXPECT_EQ(server.ready_line(), "listening on 127.0.0.1:" + std::to_string(server.port()));
+}
+
+TEST(ServerProgram, ReadyLineBracketsIpv6) {
+  ServerProcess server({"--host", "::1"});
+  EXPECT_EQ(server.ready_line(), "listening on [::1]:" + std::to_string(server.port()));
+  const RunResult result = test::run(client_argv(server.port(), {"--host", "::1", "--send", "v6"}));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, std::string(kPrefix) + "v6");
+  EXPECT_TRUE(contains(result.err, "try to connect to [::1]:" + std::to_string(server.port())))
+      << result.err;
+}
+
+TEST(ServerProgram, SigtermOnAnIdleServerExitsZero) {
+  ServerProcess server;
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), std::optional<int>(0)) << server.err();
+  EXPECT_TRUE(contains(server.err(), "stop accepted=0")) << server.err();
+}
+
+TEST(ServerProgram, SigtermAfterServingExitsZero) {
+  ServerProcess server;
+  const RunResult result = test::run(client_argv(server.port(), {"--send", "x"}));
+  ASSERT_EQ(result.status, 0) << result.err;
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), std::optional<int>(0)) << server.err();
+  EXPECT_TRUE(contains(server.err(), "stop accepted=1 ok=1")) << server.err();
+}
+
+TEST(ServerProgram, LogsStartAndOneLinePerConnection) {
+  ServerProcess server;
+  const std::optional<std::string> start = server.wait_stderr("start listen=");
+  ASSERT_TRUE(start) << server.err();
+  EXPECT_TRUE(contains(*start, "start listen=127.0.0.1:" + std::to_string(server.port())))
+      << *start;
+
+  const RunResult result = test::run(client_argv(server.port(), {"--send", "hello"}));
+  ASSERT_EQ(result.status, 0) << result.err;
+  const std::optional<std::string> conn = server.wait_stderr("conn peer=127.0.0.1:");
+  ASSERT_TRUE(conn) << server.err();
+  EXPECT_TRUE(contains(*conn, " in=5 out=15 ")) << *conn;
+  EXPECT_TRUE(contains(*conn, "outcome=ok")) << *conn;
+}
+
+TEST(ServerProgram, PortInUseExitsOneNamingTheAddress) {
+  const Listener taken = Listener::bind("127.0.0.1", 0);
+  const std::string port = std::to_string(taken.address().port());
+  const RunResult result = test::run({server_program(), "--port", port});
+  EXPECT_EQ(result.status, 1);
+  EXPECT_TRUE(contains(result.err, "bind 127.0.0.1:" + port + ": Address already in use"))
+      << result.err;
+  EXPECT_EQ(result.out, "");  // no ready line
+}
+
+TEST(ServerProgram, HelpGoesToStdout) {
+  const RunResult result = test::run({server_program(), "--help"});
+  EXPECT_EQ(result.status, 0);
+  EXPECT_TRUE(contains(result.out, "Usage: sockecho-server")) << result.out;
+  EXPECT_TRUE(contains(result.out, "--port")) << result.out;
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(ServerProgram, VersionGoesToStdout) {
+  const RunResult result = test::run({server_program(), "--version"});
+  EXPECT_EQ(result.status, 0);
+  EXPECT_EQ(result.out, std::string("sockecho-server ") + kVersion + "\n");
+  EXPECT_EQ(result.err, "");
+}
+
+// --- sockecho-client ---
+
+TEST(ClientProgram, PrintsExactlyThePrefixedReply) {
+  ServerProcess server;
+  const RunResult result = test::run(client_argv(server.port(), {"--send", "hello"}));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "数据是 hello");
+  EXPECT_EQ(result.out, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf\x20\x68\x65\x6c\x6c\x6f");
+  const std::string port = std::to_string(server.port());
+  EXPECT_TRUE(contains(result.err, "try to connect to 127.0.0.1:" + port + "...")) << result.err;
+  EXPECT_TRUE(contains(result.err, "sent OK")) << result.err;
+}
+
+TEST(ClientProgram, DefaultMessageIsHelloAndNewline) {
+  ServerProcess server;
+  const RunResult result = test::run(client_argv(server.port()));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, std::string(kPrefix) + "hello\n");
+  EXPECT_TRUE(contains(result.err, "sent OK (6 bytes)")) << result.err;
+}
+
+TEST(ClientProgram, QuietLeavesStderrEmpty) {
+  ServerProcess server;
+  const RunResult result = test::run(client_argv(server.port(), {"--quiet", "--send", "shh"}));
+  EXPECT_EQ(result.status, 0);
+  EXPECT_EQ(result.out, std::string(kPrefix) + "shh");
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(ClientProgram, EmptyPrefixIsAPureEcho) {
+  ServerProcess server({"--prefix", ""});
+  const RunResult result = test::run(client_argv(server.port(), {"--send", "plain"}));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "plain");
+}
+
+TEST(ClientProgram, SendsAFileByteForByte) {
+  ServerProcess server;
+  const TempDir dir;
+  const std::string content = every_byte_value() + test::pattern(200000) + std::string(3, '\0');
+  const std::string path = dir.write("payload.bin", content);
+  const RunResult result = test::run(client_argv(server.port(), {"--file", path}));
+  EXPECT_EQ(result.status, 0) << result.err;
+  ASSERT_EQ(result.out.size(), kPrefix.size() + content.size());
+  EXPECT_TRUE(result.out == std::string(kPrefix) + content) << "payload corrupted";
+  EXPECT_TRUE(contains(result.err, "sent OK (" + std::to_string(content.size()) + " bytes)"))
+      << result.err;
+}
+
+TEST(ClientProgram, SendsStdinByteForByte) {
+  ServerProcess server;
+  const std::string content = every_byte_value() + test::pattern(100000);
+  const RunResult result = test::run(client_argv(server.port(), {"--file", "-"}), content);
+  EXPECT_EQ(result.status, 0) << result.err;
+  ASSERT_EQ(result.out.size(), kPrefix.size() + content.size());
+  EXPECT_TRUE(result.out == std::string(kPrefix) + content) << "payload corrupted";
+}
+
+TEST(ClientProgram, SendsAnEmptyFile) {
+  ServerProcess server;
+  const TempDir dir;
+  const std::string path = dir.write("empty", "");
+  const RunResult result = test::run(client_argv(server.port(), {"--file", path}));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, kPrefix);
+}
+
+TEST(ClientProgram, MissingFileExitsOne) {
+  ServerProcess server;
+  const TempDir dir;
+  const std::string path = (dir.path() / "no-such-file").string();
+  const RunResult result = test::run(client_argv(server.port(), {"--file", path}));
+  EXPECT_EQ(result.status, 1);
+  EXPECT_TRUE(contains(result.err, "open " + path + ": No such file or directory")) << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+TEST(ClientProgram, ConnectionRefusedExitsOne) {
+  std::uint16_t port = 0;
+  {
+    // A port that was just listening and is now surely closed.
+    ServerProcess server;
+    port = server.port();
+    server.signal(SIGTERM);
+    ASSERT_EQ(server.wait(), std::optional<int>(0)) << server.err();
+  }
+  const RunResult result = test::run(client_argv(port, {"--send", "x"}));
+  EXPECT_EQ(result.status, 1);
+  EXPECT_TRUE(
+      contains(result.err, "connect 127.0.0.1:" + std::to_string(port) + ": Connection refused"))
+      << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+TEST(ClientProgram, HelpGoesToStdout) {
+  const RunResult result = test::run({client_program(), "--help"});
+  EXPECT_EQ(result.status, 0);
+  EXPECT_TRUE(contains(result.out, "Usage: sockecho-client")) << result.out;
+  EXPECT_TRUE(contains(result.out, "--send")) << result.out;
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(ClientProgram, VersionGoesToStdout) {
+  const RunResult result = test::run({client_program(), "--version"});
+  EXPECT_EQ(result.status, 0);
+  EXPECT_EQ(result.out, std::string("sockecho-client ") + kVersion + "\n");
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(ClientProgram, SendWithFileIsAUsageError) {
+  const RunResult result = test::run({client_program(), "--send", "x", "--file", "-"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_TRUE(contains(result.err, "--send")) << result.err;
+  EXPECT_TRUE(contains(result.err, "--file")) << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+// --- usage errors, both programs ---
+
+class BothPrograms : public testing::TestWithParam<const char*> {
+ protected:
+  [[nodiscard]] std::string program() const {
+    return std::string_view(GetParam()) == "server" ? server_program() : client_program();
+  }
+};
+
+TEST_P(BothPrograms, BadPortIsAUsageError) {
+  for (const char* value : {"-1", "65536", "abc", "", "1.5", " 80", "80 ", "0x50", "+80"}) {
+    SCOPED_TRACE(std::string("--port '") + value + "'");
+    const RunResult result = test::run({program(), "--port", value});
+    EXPECT_EQ(result.status, 2);
+    EXPECT_TRUE(contains(result.err, "--port")) << result.err;
+    EXPECT_EQ(result.out, "");
+  }
+}
+
+TEST_P(BothPrograms, BadPortInEqualsFormIsAUsageError) {
+  const RunResult result = test::run({program(), "--port=65536"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_TRUE(contains(result.err, "--port")) << result.err;
+}
+
+TEST_P(BothPrograms, UnknownFlagIsAUsageError) {
+  const RunResult result = test::run({program(), "--no-such-flag"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_TRUE(contains(result.err, "--no-such-flag")) << result.err;
+  EXPECT_TRUE(contains(result.err, "--help")) << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+TEST_P(BothPrograms, PositionalArgumentIsAUsageError) {
+  const RunResult result = test::run({program(), "stray"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_TRUE(contains(result.err, "stray")) << result.err;
+}
+
+TEST_P(BothPrograms, FlagMissingItsValueIsAUsageError) {
+  for (const char* flag : {"--port", "--host", "--timeout", "--mode"}) {
+    SCOPED_TRACE(flag);
+    const RunResult result = test::run({program(), flag});
+    EXPECT_EQ(result.status, 2);
+    EXPECT_TRUE(contains(result.err, flag)) << result.err;
+    EXPECT_EQ(result.out, "");
+  }
+}
+
+TEST_P(BothPrograms, FlagWithoutValueRejectsOne) {
+  const RunResult result = test::run({program(), "--help=yes"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_EQ(result.out, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, BothPrograms, testing::Values("server", "client"),
+                         [](const testing::TestParamInfo<const char*>& param) {
+                           return std::string(param.param);
+                         });
+
+}  // namespace
+}  // namespace sockecho

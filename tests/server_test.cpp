@@ -1,0 +1,386 @@
+#include "sockecho/server.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "sockecho/address.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/connection.hpp"
+#include "sockecho/listener.hpp"
+#include "sockecho/log.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using namespace std::chrono_literals;
+using test::kPatience;
+using test::ServerThread;
+
+// The document's prefix, spelled out byte by byte so a change to kDefaultPrefix cannot hide here.
+constexpr std::string_view kPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+
+// One echo exchange, bounded so a broken server fails the test instead of hanging it.
+std::string ask(std::uint16_t port, std::string_view message, std::string_view host = "127.0.0.1") {
+  RequestOptions options;
+  options.timeout = kPatience;
+  return request(host, port, message, options);
+}
+
+std::string every_byte_value() {
+  std::string bytes;
+  for (int i = 0; i < 256; ++i) bytes.push_back(static_cast<char>(i));
+  return bytes;
+}
+
+// A handler that echoes without a prefix.
+Handler echo_handler() { return prefix_handler(std::string()); }
+
+TEST(Server, DefaultPrefixIsTheDocumentsBytes) {
+  EXPECT_EQ(kDefaultPrefix, kPrefix);
+  EXPECT_EQ(kDefaultPrefix.size(), 10U);
+}
+
+TEST(Server, RepliesWithTheDefaultPrefixAndTheMessage) {
+  ServerThread server;
+  EXPECT_EQ(ask(server.port(), "hello"), std::string(kPrefix) + "hello");
+}
+
+TEST(Server, EmptyPrefixIsAPureEcho) {
+  ServerThread server({}, echo_handler());
+  EXPECT_EQ(ask(server.port(), "hello\n"), "hello\n");
+}
+
+TEST(Server, EveryByteValueComesBackIntact) {
+  ServerThread server;
+  const std::string message = every_byte_value() + every_byte_value();
+  ASSERT_EQ(message.size(), 512U);
+  ASSERT_EQ(message[0], '\0');
+  const std::string reply = ask(server.port(), message);
+  EXPECT_EQ(reply, std::string(kPrefix) + message);
+}
+
+TEST(Server, EmptyMessageGetsJustThePrefix) {
+  ServerThread server;
+  EXPECT_EQ(ask(server.port(), ""), kPrefix);
+  ASSERT_TRUE(server.wait_finished(1));
+  const ConnectionRecord record = server.records().at(0);
+  EXPECT_EQ(record.bytes_in, 0U);
+  EXPECT_EQ(record.bytes_out, kPrefix.size());
+  EXPECT_EQ(record.outcome, Outcome::ok);
+}
+
+TEST(Server, EmptyMessageWithEmptyPrefixGetsAnEmptyReply) {
+  ServerThread server({}, echo_handler());
+  EXPECT_EQ(ask(server.port(), ""), "");
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).outcome, Outcome::ok);
+  EXPECT_EQ(server.records().at(0).bytes_out, 0U);
+}
+
+TEST(Server, MessagesAroundBufferSizesComeBackIntact) {
+  ServerThread server;
+  // 8 KiB: a common stack buffer size; 64 KiB: the first request buffer's size.
+  for (const std::size_t size : {8191U, 8192U, 8193U, 65535U, 65536U, 65537U}) {
+    SCOPED_TRACE(size);
+    const std::string message = test::pattern(size);
+    const std::string reply = ask(server.port(), message);
+    ASSERT_EQ(reply.size(), kPrefix.size() + size);
+    EXPECT_TRUE(reply == std::string(kPrefix) + message) << "payload corrupted";
+  }
+}
+
+TEST(Server, TenMebibyteMessageComesBackIntact) {
+  ServerThread server;
+  const std::string message = test::pattern(std::size_t{10} << 20);
+  const std::string reply = ask(server.port(), message);
+  ASSERT_EQ(reply.size(), kPrefix.size() + message.size());
+  EXPECT_EQ(std::string_view(reply).substr(0, kPrefix.size()), kPrefix);
+  EXPECT_TRUE(std::string_view(reply).substr(kPrefix.size()) == message) << "payload corrupted";
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).bytes_in, message.size());
+  EXPECT_EQ(server.records().at(0).bytes_out, reply.size());
+}
+
+TEST(Server, ServesIpv6Loopback) {
+  ServerThread server({}, prefix_handler(std::string(kDefaultPrefix)), "::1");
+  EXPECT_EQ(server.server().address().family(), AF_INET6);
+  EXPECT_EQ(server.server().address().to_string(), "[::1]:" + std::to_string(server.port()));
+  EXPECT_EQ(ask(server.port(), "six", "::1"), std::string(kPrefix) + "six");
+  ASSERT_TRUE(server.wait_finished(1));
+  const ConnectionRecord record = server.records().at(0);
+  EXPECT_EQ(record.peer.family(), AF_INET6);
+  EXPECT_EQ(record.peer.host(), "::1");
+}
+
+TEST(Server, IsReachedByTheNameLocalhost) {
+  ServerThread server;  // 127.0.0.1 only: a client trying ::1 first must go on to 127.0.0.1
+  EXPECT_EQ(ask(server.port(), "by name", "localhost"), std::string(kPrefix) + "by name");
+}
+
+TEST(Server, RunsACustomHandler) {
+  ServerThread server({}, [](std::string_view request, Reply& reply) {
+    std::string upper(request);
+    std::transform(upper.begin(), upper.end(), upper.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    reply.append(upper);
+  });
+  EXPECT_EQ(ask(server.port(), "Hello, World 42"), "HELLO, WORLD 42");
+}
+
+TEST(Server, ThrowingHandlerEndsOnlyItsConnection) {
+  ServerThread server({}, [](std::string_view request, Reply& reply) {
+    if (request == "boom") throw std::runtime_error("handler exploded");
+    reply.append_ref(request);
+  });
+  // The connection is closed unanswered: an empty reply, or a reset.
+  try {
+    EXPECT_EQ(ask(server.port(), "boom"), "");
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
+  }
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(ask(server.port(), "still here"), "still here");
+  ASSERT_TRUE(server.wait_finished(2));
+
+  const std::vector<ConnectionRecord> records = server.records();
+  EXPECT_EQ(records.at(0).outcome, Outcome::error);
+  EXPECT_NE(records.at(0).detail.find("handler exploded"), std::string::npos)
+      << records.at(0).detail;
+  EXPECT_EQ(records.at(0).bytes_out, 0U);
+  EXPECT_EQ(records.at(1).outcome, Outcome::ok);
+  const ServerStats stats = server.server().stats();
+  EXPECT_EQ(stats.error, 1U);
+  EXPECT_EQ(stats.ok, 1U);
+  EXPECT_EQ(stats.active, 0U);
+}
+
+// Disabled: fails today. Server::serve (src/server.cpp) catches only std::exception, so a handler
+// throwing anything else escapes to Server::work(), which calls fail() and stops the whole server,
+// against server.hpp's promise that "an exception it throws ends that connection unanswered".
+TEST(Server, HandlerThrowingANonStandardExceptionEndsOnlyItsConnection) {
+  ServerThread server({}, [](std::string_view request, Reply& reply) {
+    if (request == "boom") throw 42;
+    reply.append_ref(request);
+  });
+  try {
+    (void)ask(server.port(), "boom");
+  } catch (const std::system_error&) {  // a reset is an acceptable way to go unanswered
+  }
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).outcome, Outcome::error);
+  EXPECT_EQ(ask(server.port(), "still here"), "still here");
+}
+
+TEST(Server, ReplyPiecesComeOutInOrder) {
+  static constexpr std::string_view kHeld = "[held]";  // outlives the server
+  ServerThread server({}, [](std::string_view request, Reply& reply) {
+    {
+      const std::string temporary = "<copied>";
+      reply.append(temporary);  // must be copied: destroyed before the reply is sent
+    }
+    reply.append_ref(request);
+    reply.append_ref(kHeld);
+    reply.append("");  // nothing
+    reply.append(std::string(3, '!'));
+    reply.append_ref(request.substr(0, 1));
+  });
+  EXPECT_EQ(ask(server.port(), "abc"), "<copied>abc[held]!!!a");
+}
+
+TEST(Server, ManyReplyPiecesComeOutInOrder) {
+  // One piece per byte: far more pieces than one gathered write takes.
+  ServerThread server({}, [](std::string_view request, Reply& reply) {
+    for (std::size_t i = 0; i < request.size(); ++i) {
+      if (i % 2 == 0) {
+        reply.append_ref(request.substr(i, 1));
+      } else {
+        reply.append(request.substr(i, 1));
+      }
+    }
+  });
+  const std::string message = test::pattern(1000);
+  EXPECT_TRUE(ask(server.port(), message) == message) << "pieces reordered or lost";
+}
+
+TEST(Reply, KeepsPiecesInOrderAndCountsBytes) {
+  Reply reply;
+  EXPECT_TRUE(reply.empty());
+  const std::string held = "ref";
+  reply.append("one");
+  reply.append_ref(held);
+  reply.append("");
+  reply.append_ref("");
+  reply.append("three");
+  EXPECT_FALSE(reply.empty());
+  EXPECT_EQ(reply.size(), 11U);
+  std::vector<std::string_view> pieces{"stale"};
+  reply.pieces(pieces);
+  ASSERT_EQ(pieces.size(), 3U);
+  EXPECT_EQ(pieces[0], "one");
+  EXPECT_EQ(pieces[1], "ref");
+  EXPECT_EQ(pieces[1].data(), held.data());  // not copied
+  EXPECT_EQ(pieces[2], "three");
+
+  reply.clear();
+  EXPECT_TRUE(reply.empty());
+  EXPECT_EQ(reply.size(), 0U);
+  reply.pieces(pieces);
+  EXPECT_TRUE(pieces.empty());
+}
+
+TEST(Server, RecordsEachConnection) {
+  ServerThread server;
+  Connection connection = connect("127.0.0.1", server.port(), kPatience);
+  connection.set_timeout(kPatience);
+  const Address local = Address::local_of(connection.fd());
+  connection.write_all("hello");
+  connection.close_write();
+  EXPECT_EQ(connection.read_to_end_string(), std::string(kPrefix) + "hello");
+  ASSERT_TRUE(server.wait_finished(1));
+
+  const std::vector<ConnectionRecord> records = server.records();
+  ASSERT_EQ(records.size(), 1U);
+  const ConnectionRecord& record = records[0];
+  EXPECT_EQ(record.peer, local);
+  EXPECT_EQ(record.peer.to_string(), "127.0.0.1:" + std::to_string(local.port()));
+  EXPECT_EQ(record.bytes_in, 5U);
+  EXPECT_EQ(record.bytes_out, kPrefix.size() + 5);
+  EXPECT_EQ(record.outcome, Outcome::ok);
+  EXPECT_TRUE(record.detail.empty()) << record.detail;
+  EXPECT_GE(record.duration.count(), 0);
+  EXPECT_EQ(format_record(record).rfind("conn peer=" + local.to_string() + " in=5 out=15 ", 0), 0U)
+      << format_record(record);
+}
+
+TEST(Server, RejectsZeroWorkers) {
+  ServerOptions options;
+  options.workers = 0;
+  EXPECT_THROW(Server(Listener::bind("127.0.0.1", 0), echo_handler(), options),
+               std::invalid_argument);
+}
+
+TEST(Server, StopBeforeRunMakesRunReturnPromptly) {
+  Server server(Listener::bind("127.0.0.1", 0), echo_handler());
+  server.stop();
+  server.stop();  // any number of times
+  const auto start = std::chrono::steady_clock::now();
+  server.run();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_EQ(server.stats().accepted, 0U);
+}
+
+TEST(Server, CountsConnectionsAndOutcomes) {
+  ServerOptions options;
+  options.max_bytes = 4;
+  ServerThread server(options, echo_handler());
+  const ServerStats fresh = server.server().stats();
+  EXPECT_EQ(fresh.accepted, 0U);
+  EXPECT_EQ(fresh.active, 0U);
+  EXPECT_EQ(fresh.ok, 0U);
+
+  EXPECT_EQ(ask(server.port(), "1234"), "1234");  // exactly max_bytes is fine
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(ask(server.port(), ""), "");
+  ASSERT_TRUE(server.wait_finished(2));
+  try {
+    EXPECT_EQ(ask(server.port(), "12345"), "");  // over the limit: closed unanswered
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
+  }
+  ASSERT_TRUE(server.wait_finished(3));
+
+  const ServerStats stats = server.server().stats();
+  EXPECT_EQ(stats.accepted, 3U);
+  EXPECT_EQ(stats.active, 0U);
+  EXPECT_EQ(stats.ok, 2U);
+  EXPECT_EQ(stats.too_large, 1U);
+  EXPECT_EQ(stats.timeout, 0U);
+  EXPECT_EQ(stats.reset, 0U);
+  EXPECT_EQ(stats.error, 0U);
+  EXPECT_EQ(server.records().at(2).outcome, Outcome::too_large);
+}
+
+TEST(Server, CountsActiveConnections) {
+  std::promise<void> entered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  ServerThread server({}, [&entered, released](std::string_view request, Reply& reply) {
+    entered.set_value();
+    released.wait();
+    reply.append_ref(request);
+  });
+  // Whatever fails below, the handler must be let go before the server is stopped and joined.
+  struct Release {
+    std::promise<void>& promise;
+    bool done = false;
+    void now() {
+      if (!done) promise.set_value();
+      done = true;
+    }
+    ~Release() { now(); }
+  } release_guard{release};
+  Connection connection = connect("127.0.0.1", server.port(), kPatience);
+  connection.set_timeout(kPatience);
+  connection.write_all("wait");
+  connection.close_write();
+  ASSERT_EQ(entered.get_future().wait_for(kPatience), std::future_status::ready);
+  const ServerStats busy = server.server().stats();
+  EXPECT_EQ(busy.accepted, 1U);
+  EXPECT_EQ(busy.active, 1U);
+  EXPECT_EQ(busy.ok, 0U);
+  release_guard.now();
+  EXPECT_EQ(connection.read_to_end_string(), "wait");
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.server().stats().active, 0U);
+  EXPECT_EQ(server.server().stats().ok, 1U);
+}
+
+TEST(Server, SilentClientTimesOut) {
+  ServerOptions options;
+  options.timeout = 100ms;
+  ServerThread server(options);
+  Connection connection = connect("127.0.0.1", server.port(), kPatience);
+  connection.set_timeout(kPatience);
+  // Never half-close: the server must give up, answering nothing.
+  EXPECT_EQ(connection.read_to_end_string(), "");
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).outcome, Outcome::timeout);
+  EXPECT_EQ(server.server().stats().timeout, 1U);
+  EXPECT_EQ(ask(server.port(), "next"), std::string(kPrefix) + "next");
+}
+
+TEST(Server, ServesConcurrentClients) {
+  ServerThread server;
+  constexpr int kClients = 8;
+  constexpr int kRequests = 10;
+  std::vector<std::future<int>> results;
+  for (int c = 0; c < kClients; ++c) {
+    results.push_back(std::async(std::launch::async, [&server, c] {
+      int good = 0;
+      for (int r = 0; r < kRequests; ++r) {
+        const std::string message = "client " + std::to_string(c) + " request " + std::to_string(r);
+        if (ask(server.port(), message) == std::string(kPrefix) + message) ++good;
+      }
+      return good;
+    }));
+  }
+  for (auto& result : results) EXPECT_EQ(result.get(), kRequests);
+  ASSERT_TRUE(server.wait_finished(kClients * kRequests));
+  EXPECT_EQ(server.server().stats().accepted, std::uint64_t{kClients * kRequests});
+  EXPECT_EQ(server.server().stats().ok, std::uint64_t{kClients * kRequests});
+}
+
+}  // namespace
+}  // namespace sockecho
