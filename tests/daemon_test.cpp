@@ -63,8 +63,9 @@ TEST(Daemon, AStalledClientDoesNotDelayAnotherWithFourWorkers) {
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(server.records()[0].bytes_in, 4U) << "the answered one is the second client";
   EXPECT_EQ(server.server().stats().active, 1U) << "the stalled client is still connected";
-  RecordProperty("answered_ms",
-                 static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  RecordProperty(
+      "answered_ms",
+      static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
 }
 
 TEST(Daemon, OneWorkerIsStrictlySerial) {
@@ -103,17 +104,23 @@ TEST(Daemon, OneWorkerDropsAStalledClientAfterTheTimeoutAndServesTheNext) {
 }
 
 TEST(Daemon, AClientThatDoesNotReadALargeReplyIsDroppedAfterTheTimeout) {
-  test::ServerThread server(with(1, 500ms));
+  // A one-byte request whose reply (32 MiB) is far more than the socket buffers hold, so the
+  // server's write must wait for a reader that never comes.
+  static const std::string big = test::pattern(32 << 20);
+  auto huge_reply = [](std::string_view request, Reply& reply) {
+    reply.append_ref(request == "big" ? std::string_view(big) : request);
+  };
+  test::ServerThread server(with(1, 500ms), huge_reply);
   Connection lazy = connect("127.0.0.1", server.port());
-  const std::string big = test::pattern(32 << 20);  // more than the socket buffers hold
-  std::thread writer([&] {
-    lazy.write_all(big);
-    lazy.close_write();
-  });
-  writer.join();
+  lazy.write_all("big");
+  lazy.close_write();
   ASSERT_TRUE(server.wait_finished(1));
-  EXPECT_EQ(server.records()[0].outcome, Outcome::timeout);
-  EXPECT_EQ(request("127.0.0.1", server.port(), "ok"), kPrefix + "ok");
+  const ConnectionRecord record = server.records()[0];
+  EXPECT_EQ(record.outcome, Outcome::timeout) << record.detail;
+  EXPECT_EQ(record.detail.rfind("write ", 0), 0U) << record.detail;
+  EXPECT_GT(record.bytes_out, 0U);
+  EXPECT_LT(record.bytes_out, big.size());
+  EXPECT_EQ(request("127.0.0.1", server.port(), "ok"), "ok");
 }
 
 TEST(Daemon, OversizedRequestIsClosedUnansweredAndTheDaemonGoesOn) {
