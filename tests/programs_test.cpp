@@ -91,36 +91,7 @@ TEST(ServerProgram, ReadyLineBracketsIpv6) {
       << result.err;
 }
 
-TEST(ServerProgram, SigtermOnAnIdleServerExitsZero) {
-  ServerProcess server;
-  server.signal(SIGTERM);
-  EXPECT_EQ(server.wait(), std::optional<int>(0)) << server.err();
-  EXPECT_TRUE(contains(server.err(), "stop accepted=0")) << server.err();
-}
-
-TEST(ServerProgram, SigtermAfterServingExitsZero) {
-  ServerProcess server;
-  const RunResult result = test::run(client_argv(server.port(), {"--send", "x"}));
-  ASSERT_EQ(result.status, 0) << result.err;
-  server.signal(SIGTERM);
-  EXPECT_EQ(server.wait(), std::optional<int>(0)) << server.err();
-  EXPECT_TRUE(contains(server.err(), "stop accepted=1 ok=1")) << server.err();
-}
-
-TEST(ServerProgram, LogsStartAndOneLinePerConnection) {
-  ServerProcess server;
-  const std::optional<std::string> start = server.wait_stderr("start listen=");
-  ASSERT_TRUE(start) << server.err();
-  EXPECT_TRUE(contains(*start, "start listen=127.0.0.1:" + std::to_string(server.port())))
-      << *start;
-
-  const RunResult result = test::run(client_argv(server.port(), {"--send", "hello"}));
-  ASSERT_EQ(result.status, 0) << result.err;
-  const std::optional<std::string> conn = server.wait_stderr("conn peer=127.0.0.1:");
-  ASSERT_TRUE(conn) << server.err();
-  EXPECT_TRUE(contains(*conn, " in=5 out=15 ")) << *conn;
-  EXPECT_TRUE(contains(*conn, "outcome=ok")) << *conn;
-}
+// Signals and log lines are tested in daemon_programs_test.cpp.
 
 TEST(ServerProgram, PortInUseExitsOneNamingTheAddress) {
   const Listener taken = Listener::bind("127.0.0.1", 0);
