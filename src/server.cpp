@@ -1,10 +1,11 @@
 #include "sockecho/server.hpp"
 
 #include <cerrno>
-#include <cstring>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
+
+#include "sockecho/line.hpp"
 
 namespace sockecho {
 
@@ -235,28 +236,20 @@ bool Server::serve_line(Connection& connection, Worker& worker) {
 
   Buffer& buffer = worker.buffer;
   buffer.clear();
-  const std::size_t max = options_.max_bytes;
-  // Room for a line of max bytes and its '\n'; anything longer is known to be too large.
-  const std::size_t limit = max == 0 ? 0 : max + 1;
-  std::size_t scanned = 0;  // bytes of buffer already searched for '\n'
+  LineFramer framer(options_.max_bytes);
+  // Room for a line of max_bytes and its '\n'; anything longer is known to be too large.
+  const std::size_t limit = options_.max_bytes == 0 ? 0 : options_.max_bytes + 1;
   for (;;) {
     // Answer every complete line now in the buffer with a single write.
     worker.reply.clear();
-    std::size_t start = 0;
-    for (;;) {
-      const void* found = std::memchr(buffer.data() + scanned, '\n', buffer.size() - scanned);
-      if (found == nullptr) break;
-      const auto end = static_cast<std::size_t>(static_cast<const char*>(found) - buffer.data());
-      if (max != 0 && end - start > max) return false;
-      handler_(std::string_view(buffer.data() + start, end - start), worker.reply);
+    while (const std::optional<std::string_view> line = framer.next(buffer.view())) {
+      handler_(*line, worker.reply);
       worker.reply.append_ref(kNewline);
-      start = end + 1;
-      scanned = start;
     }
     if (!worker.reply.empty()) send(connection, worker);
-    buffer.consume(start);
-    scanned = buffer.size();
-    if (max != 0 && buffer.size() > max) return false;
+    buffer.consume(framer.consumed());
+    framer.discard();
+    if (framer.too_long(buffer.size())) return false;
 
     if (connection.read_into(buffer, limit) == 0) {
       if (!buffer.empty()) {  // a last line without '\n' is answered too

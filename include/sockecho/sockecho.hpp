@@ -7,6 +7,7 @@
 #include "sockecho/connection.hpp"
 #include "sockecho/error.hpp"
 #include "sockecho/fd.hpp"
+#include "sockecho/line.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/server.hpp"
