@@ -26,7 +26,7 @@ class Exception extends \RuntimeException
         parent::__construct("$operation $address: $reason", $code, $previous);
     }
 
-    /** What was being done: "resolve", "socket", "connect", "write", "shutdown" or "read". */
+    /** What was being done: "connect", "write", "read", or rarely "resolve", "socket", "setsockopt", "shutdown". */
     public function getOperation(): string
     {
         return $this->operation;
