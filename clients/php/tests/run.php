@@ -201,6 +201,19 @@ $tests['reply limit: ReplyTooLargeException past maxReplyBytes'] = static functi
     same(strlen(PREFIX) + (2 << 20), strlen($unlimited->request(str_repeat('u', 2 << 20))), 'length with no limit');
 };
 
+$tests['a request over the daemon\'s --max-bytes: Sockecho\\Exception, and the daemon goes on'] = static function () use ($server): void {
+    $limited = new ServerProcess($server, ['--max-bytes', '1K']);
+    $client = new Client($limited->host, $limited->port, connectTimeout: 5.0, readTimeout: 10.0);
+    // The daemon closes with bytes unread, so the kernel resets the connection.
+    $e = throws(Exception::class, static fn () => $client->request(str_repeat('x', 64 << 10)));
+    same(Exception::class, get_class($e), 'exception class');
+    check(in_array($e->getOperation(), ['write', 'read'], true), 'operation: ' . $e->getOperation());
+    check(in_array($e->getCode(), [SOCKET_ECONNRESET, SOCKET_EPIPE], true), 'code ' . $e->getCode() . ': ' . $e->getMessage());
+    same(PREFIX . 'small', $client->request('small'), 'the next request');
+    same(0, $limited->stop(), 'exit status after SIGTERM');
+    check(str_contains($limited->log(), 'outcome=too_large'), 'the daemon logged too_large');
+};
+
 $tests['line mode: greeting, one reply per line'] = static function () use ($server): void {
     $lines = new ServerProcess($server, ['--mode', 'line']);
     $client = new Client($lines->host, $lines->port, connectTimeout: 5.0, readTimeout: 10.0);
