@@ -32,7 +32,8 @@ class Client
 
     /**
      * @param string     $host           IPv4 or IPv6 literal (IPv6 may be written "[::1]") or a name;
-     *                                   every address a name resolves to is tried in turn
+     *                                   every address a name resolves to is tried in turn (the
+     *                                   lookup is the system resolver's, not bounded by connectTimeout)
      * @param int        $port           1 to 65535
      * @param float      $connectTimeout seconds allowed for connecting (all addresses together); 0 = no limit
      * @param float      $readTimeout    seconds each read may wait for the daemon; 0 = no limit
