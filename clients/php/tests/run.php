@@ -1,0 +1,260 @@
+<?php
+
+// Tests of the PHP client (clients/php) against the real sockecho-server.
+//
+// Usage: php run.php --server PATH/TO/sockecho-server [--filter TEXT]
+// Prints one line per test and "N passed, N failed, N skipped"; exits 0 when nothing failed,
+// 1 otherwise, 77 (CTest's skip code) when PHP lacks the sockets extension.
+// Every server is started on --port 0 and found through its ready line; the sockets that play a
+// daemon that never answers are PHP sockets bound to port 0. Nothing sleeps: waits are bounded
+// by the client's own timeouts.
+
+declare(strict_types=1);
+
+namespace Sockecho\Tests;
+
+use Sockecho\Client;
+use Sockecho\ConnectionException;
+use Sockecho\Exception;
+use Sockecho\ReplyTooLargeException;
+use Sockecho\TimeoutException;
+
+ini_set('display_errors', 'stderr');
+ini_set('memory_limit', '512M');
+
+if (!extension_loaded('sockets')) {
+    fwrite(STDERR, "skipped: this PHP lacks the sockets extension (Debian: apt-get install php-cli)\n");
+    exit(77);
+}
+
+require __DIR__ . '/../autoload.php';
+require __DIR__ . '/support.php';
+
+$options = getopt('', ['server:', 'filter:']);
+$server = $options['server'] ?? getenv('SOCKECHO_SERVER') ?: '';
+if (!is_string($server) || $server === '' || !is_executable($server)) {
+    fwrite(STDERR, "usage: php run.php --server PATH/TO/sockecho-server [--filter TEXT]\n");
+    exit(2);
+}
+$filter = isset($options['filter']) && is_string($options['filter']) ? $options['filter'] : null;
+
+// The reply prefix "数据是 ", spelled as its UTF-8 bytes so this file's encoding cannot change it.
+const PREFIX = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf\x20";
+
+/** A listening socket on 127.0.0.1, port 0, that never accepts: a daemon that never answers. */
+function silent_listener(int $backlog): array
+{
+    $socket = socket_create(AF_INET, SOCK_STREAM, SOL_TCP);
+    check($socket !== false, 'socket_create failed');
+    check(socket_bind($socket, '127.0.0.1', 0) && socket_listen($socket, $backlog), 'bind/listen failed: ' . socket_strerror(socket_last_error($socket)));
+    check(socket_getsockname($socket, $address, $port), 'getsockname failed');
+    return [$socket, $port];
+}
+
+$echo = new ServerProcess($server);
+$client = new Client($echo->host, $echo->port, connectTimeout: 5.0, readTimeout: 10.0);
+
+$tests = [];
+
+$tests['hello gets the prefix, byte for byte'] = static function () use ($client): void {
+    same("\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf\x20hello", $client->request('hello'), 'reply');
+    same("数据是 hello\n", $client->request("hello\n"), 'reply with a newline');
+};
+
+$tests['every byte value comes back unchanged'] = static function () use ($client): void {
+    $all = '';
+    for ($i = 0; $i < 256; $i++) {
+        $all .= chr($i);
+    }
+    $message = $all . strrev($all) . "\r\n\0\n" . $all;
+    same(PREFIX . $message, $client->request($message), 'reply');
+};
+
+$tests['a chunk that is "0" does not end the reply'] = static function () use ($client): void {
+    same(PREFIX . '0', $client->request('0'), 'reply');
+};
+
+$tests['1 MiB payload'] = static function () use ($client): void {
+    $message = random_bytes(1 << 20);
+    $reply = $client->request($message);
+    same(strlen(PREFIX) + (1 << 20), strlen($reply), 'reply length');
+    check($reply === PREFIX . $message, 'the 1 MiB reply differs from prefix + message');
+};
+
+$tests['empty message gets the prefix alone'] = static function () use ($client): void {
+    same(PREFIX, $client->request(''), 'reply');
+};
+
+$tests['one client, many requests in a row'] = static function () use ($client): void {
+    for ($i = 0; $i < 200; $i++) {
+        same(PREFIX . "job $i", $client->request("job $i"), "reply $i");
+    }
+};
+
+$tests['a name is resolved (localhost)'] = static function () use ($echo): void {
+    $client = new Client('localhost', $echo->port, connectTimeout: 5.0, readTimeout: 10.0);
+    same(PREFIX . 'by name', $client->request('by name'), 'reply');
+};
+
+$tests['IPv6 loopback, bare and bracketed'] = static function () use ($server): void {
+    $probe = socket_create(AF_INET6, SOCK_STREAM, SOL_TCP);
+    $usable = $probe !== false && socket_bind($probe, '::1', 0);
+    if ($probe !== false) {
+        socket_close($probe);
+    }
+    if (!$usable) {
+        skip('this machine cannot bind ::1');
+    }
+    $v6 = new ServerProcess($server, [], '::1');
+    same('[::1]', $v6->host, 'host in the ready line');
+    same(PREFIX . 'six', (new Client('::1', $v6->port))->request('six'), 'reply via ::1');
+    same(PREFIX . 'six', (new Client('[::1]', $v6->port))->request('six'), 'reply via [::1]');
+    same(0, $v6->stop(), 'exit status after SIGTERM');
+    $e = throws(ConnectionException::class, static fn () => (new Client('::1', $v6->port))->request('six'));
+    same("connect [::1]:{$v6->port}: Connection refused", $e->getMessage(), 'message');
+};
+
+$tests['connection refused: ConnectionException with the address and reason'] = static function (): void {
+    // A socket bound but not listening holds the port, so the refusal is certain.
+    $holder = socket_create(AF_INET, SOCK_STREAM, SOL_TCP);
+    check($holder !== false && socket_bind($holder, '127.0.0.1', 0), 'bind failed');
+    socket_getsockname($holder, $address, $port);
+    try {
+        $start = hrtime(true);
+        $e = throws(ConnectionException::class, static fn () => (new Client('127.0.0.1', $port, connectTimeout: 5.0))->request('hello'));
+        same("connect 127.0.0.1:$port: Connection refused", $e->getMessage(), 'message');
+        same('connect', $e->getOperation(), 'operation');
+        same("127.0.0.1:$port", $e->getAddress(), 'address');
+        same('Connection refused', $e->getReason(), 'reason');
+        same(SOCKET_ECONNREFUSED, $e->getCode(), 'code');
+        check($e instanceof Exception && $e instanceof \RuntimeException, 'not a Sockecho\Exception and RuntimeException');
+        check(since($start) < 5.0, 'a refusal took ' . since($start) . ' s');
+    } finally {
+        socket_close($holder);
+    }
+};
+
+$tests['read timeout: a daemon that never answers'] = static function (): void {
+    [$listener, $port] = silent_listener(8);
+    try {
+        $start = hrtime(true);
+        $e = throws(TimeoutException::class, static fn () => (new Client('127.0.0.1', $port, connectTimeout: 5.0, readTimeout: 0.3))->request('hello'));
+        $elapsed = since($start);
+        same("read 127.0.0.1:$port: Connection timed out", $e->getMessage(), 'message');
+        same('read', $e->getOperation(), 'operation');
+        same(SOCKET_ETIMEDOUT, $e->getCode(), 'code');
+        check($elapsed >= 0.25 && $elapsed < 5.0, "the 0.3 s read timeout fired after $elapsed s");
+    } finally {
+        socket_close($listener);
+    }
+};
+
+$tests['connect timeout: a daemon whose backlog is full'] = static function (): void {
+    // With backlog 0 and nobody accepting, the kernel queues one connection and drops the SYNs of
+    // the next ones, so a later connect can only time out.
+    [$listener, $port] = silent_listener(0);
+    try {
+        $client = new Client('127.0.0.1', $port, connectTimeout: 0.3, readTimeout: 0.1);
+        $seen = [];
+        for ($attempt = 0; $attempt < 4; $attempt++) {
+            $start = hrtime(true);
+            $e = throws(TimeoutException::class, static fn () => $client->request('x'));
+            $seen[] = $e->getOperation();
+            if ($e->getOperation() === 'connect') {
+                same("connect 127.0.0.1:$port: Connection timed out", $e->getMessage(), 'message');
+                $elapsed = since($start);
+                check($elapsed >= 0.25 && $elapsed < 5.0, "the 0.3 s connect timeout fired after $elapsed s");
+                return;
+            }
+        }
+        throw new Failure('no connect timeout in 4 attempts; saw timeouts in: ' . implode(', ', $seen));
+    } finally {
+        socket_close($listener);
+    }
+};
+
+$tests['write timeout: a daemon that never reads'] = static function (): void {
+    [$listener, $port] = silent_listener(8);
+    try {
+        // Far more than the socket buffers of both ends hold, so the write must wait.
+        $message = str_repeat('w', 64 << 20);
+        $start = hrtime(true);
+        $e = throws(TimeoutException::class, static fn () => (new Client('127.0.0.1', $port, readTimeout: 10.0, writeTimeout: 0.3))->request($message));
+        same('write', $e->getOperation(), 'operation');
+        same("write 127.0.0.1:$port: Connection timed out", $e->getMessage(), 'message');
+        check(since($start) < 5.0, 'the 0.3 s write timeout fired after ' . since($start) . ' s');
+    } finally {
+        socket_close($listener);
+    }
+};
+
+$tests['reply limit: ReplyTooLargeException past maxReplyBytes'] = static function () use ($echo): void {
+    $limit = strlen(PREFIX) + 100;
+    $exact = new Client($echo->host, $echo->port, maxReplyBytes: $limit);
+    same(PREFIX . str_repeat('a', 100), $exact->request(str_repeat('a', 100)), 'a reply of exactly the limit');
+    $e = throws(ReplyTooLargeException::class, static fn () => $exact->request(str_repeat('a', 101)));
+    same("read {$echo->host}:{$echo->port}: reply larger than $limit bytes", $e->getMessage(), 'message');
+    same(SOCKET_EMSGSIZE, $e->getCode(), 'code');
+    $e = throws(ReplyTooLargeException::class, static fn () => (new Client($echo->host, $echo->port, maxReplyBytes: 1000))->request(random_bytes(1 << 20)));
+    same('read', $e->getOperation(), 'operation');
+    $unlimited = new Client($echo->host, $echo->port, maxReplyBytes: 0);
+    same(strlen(PREFIX) + (2 << 20), strlen($unlimited->request(str_repeat('u', 2 << 20))), 'length with no limit');
+};
+
+$tests['a request over the daemon\'s --max-bytes: Sockecho\\Exception, and the daemon goes on'] = static function () use ($server): void {
+    $limited = new ServerProcess($server, ['--max-bytes', '1K']);
+    $client = new Client($limited->host, $limited->port, connectTimeout: 5.0, readTimeout: 10.0);
+    // The daemon closes with bytes unread, so the kernel resets the connection.
+    $e = throws(Exception::class, static fn () => $client->request(str_repeat('x', 64 << 10)));
+    same(Exception::class, get_class($e), 'exception class');
+    check(in_array($e->getOperation(), ['write', 'read'], true), 'operation: ' . $e->getOperation());
+    check(in_array($e->getCode(), [SOCKET_ECONNRESET, SOCKET_EPIPE], true), 'code ' . $e->getCode() . ': ' . $e->getMessage());
+    same(PREFIX . 'small', $client->request('small'), 'the next request');
+    same(0, $limited->stop(), 'exit status after SIGTERM');
+    check(str_contains($limited->log(), 'outcome=too_large'), 'the daemon logged too_large');
+};
+
+$tests['line mode: greeting, one reply per line'] = static function () use ($server): void {
+    $lines = new ServerProcess($server, ['--mode', 'line']);
+    $client = new Client($lines->host, $lines->port, connectTimeout: 5.0, readTimeout: 10.0);
+    $session = $client->lineSession();
+    same('connect', $session->greeting(), 'greeting');
+    same(PREFIX . 'one', $session->send('one'), 'reply to one');
+    same(PREFIX, $session->send(''), 'reply to an empty line');
+    same(PREFIX . "tab\tand\0nul", $session->send("tab\tand\0nul"), 'reply to binary');
+    throws(\InvalidArgumentException::class, static fn () => $session->send("two\nlines"));
+    $session->close();
+    $session->close();
+    same([PREFIX . 'a', PREFIX . 'b', PREFIX . 'c'], $client->lines(['a', 'b', 'c']), 'lines()');
+    $e = throws(ReplyTooLargeException::class, static fn () => (new Client($lines->host, $lines->port, maxReplyBytes: 20))->lines(['short', str_repeat('x', 100)]));
+    same('read', $e->getOperation(), 'operation');
+    same(0, $lines->stop(), 'exit status after SIGTERM');
+};
+
+$tests['a stopped daemon: refused, and the message says where'] = static function () use ($server): void {
+    $daemon = new ServerProcess($server);
+    $client = new Client($daemon->host, $daemon->port, connectTimeout: 2.0, readTimeout: 2.0);
+    same(PREFIX . 'up', $client->request('up'), 'reply while running');
+    same(0, $daemon->stop(), 'exit status after SIGTERM');
+    $e = throws(ConnectionException::class, static fn () => $client->request('down'));
+    same("connect 127.0.0.1:{$daemon->port}: Connection refused", $e->getMessage(), 'message');
+};
+
+$tests['bad settings: InvalidArgumentException'] = static function (): void {
+    throws(\InvalidArgumentException::class, static fn () => new Client('127.0.0.1', 0));
+    throws(\InvalidArgumentException::class, static fn () => new Client('127.0.0.1', 65536));
+    throws(\InvalidArgumentException::class, static fn () => new Client(''));
+    throws(\InvalidArgumentException::class, static fn () => new Client(connectTimeout: -1.0));
+    throws(\InvalidArgumentException::class, static fn () => new Client(readTimeout: NAN));
+    throws(\InvalidArgumentException::class, static fn () => new Client(writeTimeout: INF));
+    throws(\InvalidArgumentException::class, static fn () => new Client(maxReplyBytes: -1));
+    new Client(connectTimeout: 0.0, readTimeout: 0.0, writeTimeout: 0.0, maxReplyBytes: 0);
+};
+
+$status = run_tests($tests, $filter);
+$stopped = $echo->stop();
+if ($stopped !== 0) {
+    echo "sockecho-server exited $stopped after SIGTERM; its log:\n", $echo->log();
+    $status = 1;
+}
+exit($status);
