@@ -183,6 +183,7 @@ TEST(Listener, AdoptedInterruptWakesBlockedAcceptsAndLeavesTheSocketListening) {
   const std::uint16_t port = original.address().port();
   Listener adopted(duplicate_of(original));
   std::vector<std::future<bool>> accepts;
+  accepts.reserve(3);
   for (int i = 0; i < 3; ++i) {
     accepts.push_back(std::async(std::launch::async, [&] { return adopted.accept().has_value(); }));
   }
@@ -209,6 +210,7 @@ TEST(Listener, AdoptedSocketServesSeveralAcceptingThreads) {
   Listener adopted(duplicate_of(original));
   constexpr int kThreads = 4;
   std::vector<std::future<std::string>> servers;
+  servers.reserve(kThreads);
   for (int i = 0; i < kThreads; ++i) {
     servers.push_back(std::async(std::launch::async, [&] {
       std::optional<Connection> c = adopted.accept();
@@ -217,6 +219,7 @@ TEST(Listener, AdoptedSocketServesSeveralAcceptingThreads) {
     }));
   }
   std::vector<Connection> clients;
+  clients.reserve(kThreads);
   for (int i = 0; i < kThreads; ++i) {
     clients.push_back(connect("127.0.0.1", port));
     clients.back().write_all("client " + std::to_string(i));
