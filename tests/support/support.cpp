@@ -209,6 +209,22 @@ RunResult run(const std::vector<std::string>& argv, std::string_view input) {
   return {*status, child.out(), child.err()};
 }
 
+std::vector<std::string> help_options(std::string_view help) {
+  std::vector<std::string> options;
+  std::size_t start = 0;
+  while (start < help.size()) {
+    std::size_t end = help.find('\n', start);
+    if (end == std::string_view::npos) end = help.size();
+    const std::string_view line = help.substr(start, end - start);
+    start = end + 1;
+    if (line.substr(0, 4) != "  --") continue;
+    const std::size_t name_end = line.find_first_not_of("abcdefghijklmnopqrstuvwxyz-", 4);
+    options.emplace_back(
+        line.substr(2, name_end == std::string_view::npos ? name_end : name_end - 2));
+  }
+  return options;
+}
+
 std::uint16_t port_of(std::string_view ready_line) {
   const std::size_t colon = ready_line.rfind(':');
   if (colon == std::string_view::npos) return 0;

@@ -111,6 +111,10 @@ class ServerProcess : public Child {
   std::uint16_t port_ = 0;
 };
 
+// The long options a --help text lists: the "--name" at the start of each line indented by two
+// spaces, in order.
+std::vector<std::string> help_options(std::string_view help);
+
 // The port in a ready line "listening on HOST:PORT"; 0 if there is none.
 std::uint16_t port_of(std::string_view ready_line);
 
