@@ -86,15 +86,17 @@ set(CPACK_PACKAGE_VENDOR "The sockecho authors")
 set(CPACK_PACKAGE_CONTACT "The sockecho authors <maintainers@users.noreply.r-seed-479ab467.example>"
     CACHE STRING "The package's maintainer, Name <email>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "blocking TCP daemon library and tools for web applications")
+# Debian wants the long description in lines under 80 characters; a lone "." is an empty line.
 set(CPACK_PACKAGE_DESCRIPTION
-    "sockecho-server is a small blocking TCP daemon that a web application (often PHP) hands work
-to: the client sends a request and half-closes, the server replies and closes. It runs under
-systemd as a service or socket-activated, with a fixed number of workers, timeouts and size
-limits. sockecho-client talks to it from the shell.
+    "sockecho-server is a small blocking TCP daemon that a web application (often
+PHP) hands work to: the client sends a request and half-closes, the server
+replies and closes. It runs under systemd as a service or socket-activated,
+with a fixed number of workers, timeouts and size limits. sockecho-client
+talks to it from the shell.
 .
-The package also holds libsockecho (a C++17 library: sockets, listener, connection, server
-with a pluggable handler, one-call client) with its headers, a CMake package
-(find_package(sockecho)) and a pkg-config file, to build daemons of one's own.")
+The package also holds libsockecho, a C++17 library (sockets, listener,
+connection, a server with a pluggable handler, a one-call client), with its
+headers, a CMake package and a pkg-config file, to build daemons of one's own.")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
 set(CPACK_STRIP_FILES ON)
