@@ -27,8 +27,7 @@ install(EXPORT sockecho-targets NAMESPACE sockecho:: DESTINATION ${SOCKECHO_CMAK
         COMPONENT dev)
 configure_package_config_file(cmake/sockecho-config.cmake.in ${_generated}/sockecho-config.cmake
                               INSTALL_DESTINATION ${SOCKECHO_CMAKE_DIR})
-# 0.x releases promise no compatibility between minor versions; SameMajorVersion then only
-# matches the same 0.x, which is what CMake does for major version 0.
+# find_package(sockecho 0.1) accepts 0.1 and any later 0.x; a 1.0 would need asking for.
 write_basic_package_version_file(${_generated}/sockecho-config-version.cmake
                                  COMPATIBILITY SameMajorVersion)
 install(FILES ${_generated}/sockecho-config.cmake ${_generated}/sockecho-config-version.cmake
