@@ -35,8 +35,8 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "wordcount: %s\nusage: wordcount [--host HOST] [--port PORT] [FILE]\n",
-                 e.what());
+    (void)std::fprintf(
+        stderr, "wordcount: %s\nusage: wordcount [--host HOST] [--port PORT] [FILE]\n", e.what());
     return 2;
   }
 
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   if (!path.empty()) {
     file.open(path, std::ios::binary);
     if (!file) {
-      std::fprintf(stderr, "wordcount: cannot open %s\n", path.c_str());
+      (void)std::fprintf(stderr, "wordcount: cannot open %s\n", path.c_str());
       return 1;
     }
   }
@@ -55,10 +55,10 @@ int main(int argc, char** argv) {
   options.timeout = std::chrono::seconds(10);
   try {
     const std::string reply = sockecho::request(host, port, text, options);
-    std::fwrite(reply.data(), 1, reply.size(), stdout);
-    return std::fflush(stdout) == 0 ? 0 : 1;
+    const bool written = std::fwrite(reply.data(), 1, reply.size(), stdout) == reply.size();
+    return written && std::fflush(stdout) == 0 ? 0 : 1;
   } catch (const std::system_error& e) {  // "connect 127.0.0.1:12388: Connection refused"
-    std::fprintf(stderr, "wordcount: %s\n", e.what());
+    (void)std::fprintf(stderr, "wordcount: %s\n", e.what());
     return 1;
   }
 }

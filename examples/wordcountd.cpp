@@ -94,7 +94,7 @@ std::optional<Settings> parse(int argc, char** argv) {
 int main(int argc, char** argv) {
   const std::optional<Settings> settings = parse(argc, argv);
   if (!settings) {
-    std::fprintf(stderr, "usage: wordcountd [--host HOST] [--port PORT] [--top N]\n");
+    (void)std::fprintf(stderr, "usage: wordcountd [--host HOST] [--port PORT] [--top N]\n");
     return 2;
   }
   sockecho::ServerOptions options;
@@ -112,10 +112,10 @@ int main(int argc, char** argv) {
     sockecho::Server server(std::move(*listener), handler, options);
     const sockecho::StopOnSignals stop(server);
     std::printf("listening on %s\n", server.address().to_string().c_str());
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     server.run();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "wordcountd: %s\n", e.what());
+    (void)std::fprintf(stderr, "wordcountd: %s\n", e.what());
     return 1;
   }
   return 0;
