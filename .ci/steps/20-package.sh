@@ -17,7 +17,7 @@ work=$(mktemp -d)
 server_pid=
 finish() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
-  if dpkg-query -W -f='${Status}' sockecho 2>/dev/null | grep -q 'install ok installed'; then
+  if [ "$(dpkg-query -W -f='${Status}' sockecho 2>/dev/null)" = "install ok installed" ]; then
     dpkg -r sockecho >/dev/null
   fi
   rm -rf "$work"
@@ -69,7 +69,7 @@ for f in bin/sockecho-server bin/sockecho-client include/sockecho/sockecho.hpp \
   lib/systemd/system/sockecho.service lib/systemd/system/sockecho.socket; do
   [ -f "$prefix/$f" ] || fail "cmake --install did not install $f"
 done
-if find "$prefix" -name '*sockecho_cli*' | grep -q .; then fail "the internal sockecho_cli got installed"; fi
+[ -z "$(find "$prefix" -name '*sockecho_cli*')" ] || fail "the internal sockecho_cli got installed"
 grep -q "^ExecStart=$prefix/bin/sockecho-server " "$prefix/lib/systemd/system/sockecho.service" ||
   fail "sockecho.service does not start $prefix/bin/sockecho-server"
 [ "$(PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig pkg-config --variable=includedir sockecho)" = "$prefix/include" ] ||
@@ -86,7 +86,8 @@ make -s -C examples PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig" OUT="$work/ex-pk
 step "examples: add_subdirectory, shared library"
 cmake -S examples -B "$work/ex-subdir" -DSOCKECHO_FROM=subdirectory -DBUILD_SHARED_LIBS=ON >/dev/null
 cmake --build "$work/ex-subdir" -j2 >/dev/null
-ldd "$work/ex-subdir/wordcountd" | grep -q 'libsockecho\.so\.0 ' || fail "not linked to libsockecho.so.0"
+[[ $(ldd "$work/ex-subdir/wordcountd") == *"libsockecho.so.0 => $work/ex-subdir/"* ]] ||
+  fail "wordcountd is not linked to the libsockecho.so.0 it built"
 
 step "examples: FetchContent of this checkout"
 cmake -S examples -B "$work/ex-fetch" -DSOCKECHO_FROM=fetch -DSOCKECHO_GIT_REPOSITORY="file://$PWD" \
@@ -107,7 +108,8 @@ rm -f build-pkg/sockecho_*.deb
 (cd build-pkg && cpack -G DEB >"$work/cpack.log") || { cat "$work/cpack.log"; exit 1; }
 deb=$(ls build-pkg/sockecho_*.deb)
 dpkg-deb -I "$deb" | sed -n '/Package:/p; /Version:/p; /Depends:/p; /Section:/p; /Maintainer:/p'
-dpkg-deb -I "$deb" | grep -q '^ Depends: .*libc6' || fail "the package's Depends was not computed"
+# (Never "cmd | grep -q" here: grep stops reading early, cmd gets SIGPIPE, and pipefail fails.)
+[[ $(dpkg-deb -f "$deb" Depends) == *libc6* ]] || fail "the package's Depends was not computed"
 dpkg-deb -c "$deb" >"$work/contents"
 for f in usr/bin/sockecho-server usr/bin/sockecho-client usr/include/sockecho/server.hpp \
   "usr/$libdir/libsockecho.a" "usr/$libdir/pkgconfig/sockecho.pc" "usr/$libdir/cmake/sockecho/sockecho-config.cmake" \
@@ -164,8 +166,9 @@ exec 5<&-
 
 step "package: man pages, completion, units"
 [ "$(man -w sockecho-server)" = /usr/share/man/man1/sockecho-server.1.gz ] || fail "man -w sockecho-server"
-MANWIDTH=80 MANPAGER=cat man sockecho-client 2>&1 >/dev/null | grep . && fail "man sockecho-client warns"
-MANWIDTH=80 MANPAGER=cat man sockecho-server | grep -q 'SOCKET ACTIVATION' || fail "man sockecho-server"
+warnings=$(MANWIDTH=80 MANPAGER=cat man --warnings sockecho-client 2>&1 >/dev/null)
+[ -z "$warnings" ] || fail "man sockecho-client: $warnings"
+[[ $(MANWIDTH=80 MANPAGER=cat man sockecho-server) == *"SOCKET ACTIVATION"* ]] || fail "man sockecho-server"
 offered=$(bash -c 'source /usr/share/bash-completion/completions/sockecho-server
   COMP_WORDS=(sockecho-server --mo); COMP_CWORD=1; _sockecho_server; echo "${COMPREPLY[*]}"')
 [ "$offered" = "--mode" ] || fail "installed completion offered '$offered'"
