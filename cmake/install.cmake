@@ -56,6 +56,13 @@ if(SOCKECHO_BUILD_TOOLS)
   # sockecho_cli, the programs' internal parser library, is linked into them and not installed.
   install(TARGETS sockecho-server sockecho-client RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
           COMPONENT tools)
+  # Linked to a shared libsockecho, the installed programs find it relative to themselves, wherever
+  # the prefix is; in /usr the system's search path already does.
+  if(BUILD_SHARED_LIBS AND NOT CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+    file(RELATIVE_PATH _libdir_from_bindir "/${CMAKE_INSTALL_BINDIR}" "/${CMAKE_INSTALL_LIBDIR}")
+    set_target_properties(sockecho-server sockecho-client PROPERTIES
+                          INSTALL_RPATH "$ORIGIN/${_libdir_from_bindir}")
+  endif()
 
   # Man pages, compressed as distributions ship them when gzip is there (man reads both).
   find_program(SOCKECHO_GZIP gzip)

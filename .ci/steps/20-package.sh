@@ -4,6 +4,7 @@
 #  - examples/ (a daemon of its own and a client) built against it with find_package and with
 #    pkg-config, and from the source tree with add_subdirectory (shared library) and FetchContent,
 #    then each daemon run against clients of the four builds;
+#  - a shared library build installed into a prefix, its programs run from there;
 #  - cpack's .deb: contents, dpkg -i, the installed programs once (direct and socket-activated by
 #    systemd's own systemd-socket-activate), man pages, completion, units checked by
 #    systemd-analyze, the examples against the installed package, then dpkg -r.
@@ -101,6 +102,24 @@ for i in "${!builds[@]}"; do
   examples/check.sh "$daemon" "$work/ex-${builds[$i]}/wordcount"
   examples/check.sh "$daemon" "$work/ex-${builds[$(((i + 1) % 4))]}/wordcount"
 done
+
+step "package: shared library (-DBUILD_SHARED_LIBS=ON), installed and run from its prefix"
+cmake -B "$work/build-shared" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+  -DSOCKECHO_BUILD_TESTS=OFF >/dev/null
+cmake --build "$work/build-shared" -j2 >/dev/null
+shared=$work/prefix-shared
+cmake --install "$work/build-shared" --prefix "$shared" >/dev/null
+shared_libdir=$(grep -m1 '^CMAKE_INSTALL_LIBDIR:' "$work/build-shared/CMakeCache.txt" | cut -d= -f2)
+[ -L "$shared/$shared_libdir/libsockecho.so" ] && [ -f "$shared/$shared_libdir/libsockecho.so.0.1.0" ] ||
+  fail "the shared library and its links are not installed"
+[[ $(ldd "$shared/bin/sockecho-server") == *"libsockecho.so.0 => $shared/"* ]] ||
+  fail "the installed sockecho-server does not find its libsockecho.so.0"
+[[ $(PKG_CONFIG_PATH=$shared/$shared_libdir/pkgconfig pkg-config --libs sockecho) != *-pthread* ]] ||
+  fail "sockecho.pc of a shared library should keep -pthread in Libs.private"
+start_server "$shared/bin/sockecho-server" --port 0 --prefix ''
+reply=$("$shared/bin/sockecho-client" --port "${ready##*:}" --send shared --quiet)
+[ "$reply" = shared ] || fail "shared build replied '$reply'"
+stop_server
 
 # --- the .deb --------------------------------------------------------------------------------------
 step "package: cpack -G DEB"
