@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,12 +35,18 @@ std::string plain(std::string text) {
   return text;
 }
 
+// Every "--name" in a line, name being a lower-case letter, then letters and '-'.
 std::vector<std::string> long_options_in(const std::string& text) {
-  static const std::regex option("--[a-z][a-z-]*");
-  std::vector<std::string> found;
   const std::string line = plain(text);
-  for (std::sregex_iterator it(line.begin(), line.end(), option), end; it != end; ++it) {
-    found.push_back(it->str());
+  const auto is_name_char = [](char c) { return (c >= 'a' && c <= 'z') || c == '-'; };
+  std::vector<std::string> found;
+  for (std::size_t at = line.find("--"); at != std::string::npos; at = line.find("--", at)) {
+    std::size_t end = at + 2;
+    if (end < line.size() && line[end] >= 'a' && line[end] <= 'z') {
+      while (end < line.size() && is_name_char(line[end])) ++end;
+      found.push_back(line.substr(at, end - at));
+    }
+    at = end;
   }
   return found;
 }
