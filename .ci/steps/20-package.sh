@@ -19,7 +19,7 @@ server_pid=
 finish() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
   if [ "$(dpkg-query -W -f='${Status}' sockecho 2>/dev/null)" = "install ok installed" ]; then
-    dpkg -r sockecho >/dev/null
+    dpkg --purge sockecho >/dev/null
   fi
   rm -rf "$work"
 }
@@ -203,8 +203,10 @@ cmake -S examples -B "$work/ex-system" >/dev/null
 cmake --build "$work/ex-system" -j2 >/dev/null
 examples/check.sh "$work/ex-system/wordcountd" "$work/ex-system/wordcount"
 
-step "package: dpkg -r"
+step "package: dpkg -r, then --purge"
 dpkg -r sockecho
 [ ! -e /usr/bin/sockecho-server ] || fail "dpkg -r left /usr/bin/sockecho-server"
 [ ! -e "/usr/$libdir/cmake/sockecho" ] || fail "dpkg -r left the CMake package"
+dpkg --purge sockecho
+[ -z "$(dpkg-query -W -f='${Status}' sockecho 2>/dev/null)" ] || fail "dpkg --purge left sockecho known"
 step "package: all checks passed"
