@@ -1,10 +1,15 @@
 #include "sockecho/listener.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -73,39 +78,74 @@ Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenO
   std::rethrow_exception(first_error);
 }
 
+// What an adopted socket needs besides the socket itself.
+struct Listener::Adopted {
+  Fd wake;                 // an eventfd, readable once interrupt() has been called
+  std::mutex accepting;    // one thread waits in poll() at a time; the others wait here
+  int original_flags = 0;  // the socket's file status flags as they were found
+};
+
 Listener::Listener(Fd socket, const Address& address) noexcept
     : socket_(std::move(socket)), address_(address) {}
 
 Listener::Listener(Fd socket) : socket_(std::move(socket)) {
   const int fd = socket_.get();
+  const std::string name = "adopt fd " + std::to_string(fd);
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) throw os_error(errno, name);
   int accepting = 0;
-  socklen_t len = sizeof accepting;
+  len = sizeof accepting;
   if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0) {
-    throw os_error(errno, "getsockopt SO_ACCEPTCONN fd " + std::to_string(fd));
+    throw os_error(errno, name);
   }
-  if (accepting == 0) throw os_error(EINVAL, "adopt fd " + std::to_string(fd) + " (not listening)");
+  if (type != SOCK_STREAM || accepting == 0) {
+    throw os_error(EINVAL, name + " (not a listening stream socket)");
+  }
   address_ = Address::local_of(fd);
-  // An inherited descriptor may lack close-on-exec and may be non-blocking; make it like ours.
+  if (address_.family() != AF_INET && address_.family() != AF_INET6) {
+    throw os_error(EINVAL, name + " (not an IPv4 or IPv6 socket)");
+  }
+  auto adopted = std::make_unique<Adopted>();
+  adopted->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!adopted->wake) throw os_error(errno, "eventfd " + address_.to_string());
+  // An inherited descriptor may lack close-on-exec; make it like ours.
   if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) throw os_error(errno, "fcntl " + address_.to_string());
-  const int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+  // Non-blocking, so that a thread woken by poll() never blocks in accept() when another process
+  // sharing the socket took the connection first.
+  adopted->original_flags = ::fcntl(fd, F_GETFL);
+  if (adopted->original_flags < 0 ||
+      ::fcntl(fd, F_SETFL, adopted->original_flags | O_NONBLOCK) != 0) {
     throw os_error(errno, "fcntl " + address_.to_string());
   }
+  adopted_ = std::move(adopted);
 }
 
 Listener::Listener(Listener&& other) noexcept
     : socket_(std::move(other.socket_)),
       address_(other.address_),
-      interrupted_(other.interrupted_.load()) {}
+      interrupted_(other.interrupted_.load()),
+      adopted_(std::move(other.adopted_)) {}
 
 Listener& Listener::operator=(Listener&& other) noexcept {
+  if (this == &other) return *this;
+  give_back();
   socket_ = std::move(other.socket_);
   address_ = other.address_;
   interrupted_.store(other.interrupted_.load());
+  adopted_ = std::move(other.adopted_);
   return *this;
 }
 
+Listener::~Listener() { give_back(); }
+
+void Listener::give_back() noexcept {
+  // The socket's other holders (a service manager, a parent process) get it back as they gave it.
+  if (adopted_ && socket_) (void)::fcntl(socket_.get(), F_SETFL, adopted_->original_flags);
+}
+
 std::optional<Connection> Listener::accept() {
+  if (adopted_) return accept_adopted();
   for (;;) {
     if (interrupted()) return std::nullopt;
     Address peer;
@@ -122,8 +162,43 @@ std::optional<Connection> Listener::accept() {
   }
 }
 
+std::optional<Connection> Listener::accept_adopted() {
+  // Every poller would wake for each connection and all but one would find nothing; taking turns
+  // wakes one thread per connection, as a blocking accept() does.
+  const std::lock_guard<std::mutex> turn(adopted_->accepting);
+  std::array<pollfd, 2> fds{};
+  for (;;) {
+    if (interrupted()) return std::nullopt;
+    fds[0] = {socket_.get(), POLLIN, 0};
+    fds[1] = {adopted_->wake.get(), POLLIN, 0};
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      throw os_error(errno, "poll " + address_.to_string());
+    }
+    if (interrupted()) return std::nullopt;
+    Address peer;
+    socklen_t len = Address::capacity();
+    // The accepted socket does not inherit O_NONBLOCK: connections are blocking, as always.
+    const int fd = ::accept4(socket_.get(), peer.data(), &len, SOCK_CLOEXEC);
+    if (fd >= 0) {
+      peer.set_size(len);
+      return Connection(Fd(fd), peer);
+    }
+    const int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || skippable(err)) continue;
+    throw os_error(err, "accept " + address_.to_string());
+  }
+}
+
 void Listener::interrupt() noexcept {
   interrupted_.store(true, std::memory_order_release);
+  if (adopted_) {
+    // Wakes the thread in poll(); each one after it finds the eventfd still readable. A write of 1
+    // to an eventfd cannot block or fail here: the counter would need 2^64 interrupts to fill.
+    const std::uint64_t one = 1;
+    (void)::write(adopted_->wake.get(), &one, sizeof one);
+    return;
+  }
   // On Linux, shutting down a listening socket wakes every thread blocked in accept() on it
   // (with EINVAL): the same effect as closing Go's listener, without the fd-reuse race of close().
   ::shutdown(socket_.get(), SHUT_RDWR);

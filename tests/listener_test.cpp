@@ -3,9 +3,16 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <future>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -19,6 +26,25 @@ namespace sockecho {
 namespace {
 
 bool close_on_exec(int fd) { return (::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
+bool non_blocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
+
+// A second descriptor of a listener's socket, as a service manager keeps one while the daemon
+// uses the copy it passed on.
+Fd duplicate_of(const Listener& listener) {
+  Fd copy(::fcntl(listener.fd(), F_DUPFD_CLOEXEC, 0));
+  if (!copy) throw std::system_error(errno, std::generic_category(), "dup");
+  return copy;
+}
+
+void expect_adoption_refused(Fd socket, std::errc expected, const std::string& reason) {
+  try {
+    const Listener listener{std::move(socket)};
+    ADD_FAILURE() << "adopted a socket that should have been refused (" << reason << ")";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), expected) << e.what();
+    EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+  }
+}
 
 TEST(Listener, PortZeroPicksAFreePortAndReportsIt) {
   const Listener listener = Listener::bind("127.0.0.1", 0);
@@ -105,12 +131,128 @@ TEST(Listener, AdoptsAnInheritedListeningSocket) {
 TEST(Listener, RefusesToAdoptASocketThatIsNotListening) {
   Fd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(socket.valid());
-  try {
-    const Listener listener{std::move(socket)};
-    FAIL() << "adopted a socket that does not listen";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+  expect_adoption_refused(std::move(socket), std::errc::invalid_argument,
+                          "not a listening stream socket");
+}
+
+TEST(Listener, RefusesToAdoptADatagramSocket) {
+  Fd socket(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(socket.valid());
+  expect_adoption_refused(std::move(socket), std::errc::invalid_argument,
+                          "not a listening stream socket");
+}
+
+TEST(Listener, RefusesToAdoptAUnixSocket) {
+  Fd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(socket.valid());
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  // An abstract name (leading NUL): nothing in the file system to clean up.
+  const std::string name = "sockecho-listener-test-" + std::to_string(::getpid());
+  std::memcpy(address.sun_path + 1, name.data(), name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  ASSERT_EQ(::bind(socket.get(), reinterpret_cast<const sockaddr*>(&address), len), 0);
+  ASSERT_EQ(::listen(socket.get(), 1), 0);
+  expect_adoption_refused(std::move(socket), std::errc::invalid_argument,
+                          "not an IPv4 or IPv6 socket");
+}
+
+TEST(Listener, RefusesToAdoptSomethingThatIsNotASocket) {
+  std::array<int, 2> pipe_fds{};
+  ASSERT_EQ(::pipe2(pipe_fds.data(), O_CLOEXEC), 0);
+  const Fd write_end(pipe_fds[1]);
+  const int fd = pipe_fds[0];
+  expect_adoption_refused(Fd(fd), std::errc::not_a_socket, "adopt fd " + std::to_string(fd));
+}
+
+TEST(Listener, AdoptedSocketIsMadeNonBlockingAndGivenBackAsFound) {
+  const Listener original = Listener::bind("127.0.0.1", 0);
+  ASSERT_FALSE(non_blocking(original.fd()));
+  {
+    const Listener adopted(duplicate_of(original));
+    EXPECT_TRUE(adopted.adopted());
+    EXPECT_FALSE(original.adopted());
+    // The flag belongs to the socket, so the original descriptor sees it too.
+    EXPECT_TRUE(non_blocking(original.fd()));
   }
+  EXPECT_FALSE(non_blocking(original.fd())) << "the adopter must restore the socket's flags";
+}
+
+TEST(Listener, AdoptedInterruptWakesBlockedAcceptsAndLeavesTheSocketListening) {
+  Listener original = Listener::bind("127.0.0.1", 0);
+  const std::uint16_t port = original.address().port();
+  Listener adopted(duplicate_of(original));
+  std::vector<std::future<bool>> accepts;
+  accepts.reserve(3);
+  for (int i = 0; i < 3; ++i) {
+    accepts.push_back(std::async(std::launch::async, [&] { return adopted.accept().has_value(); }));
+  }
+  adopted.interrupt();
+  for (auto& accepted : accepts) {
+    ASSERT_EQ(accepted.wait_for(test::kPatience), std::future_status::ready)
+        << "an accept() on the adopted socket was not woken";
+    EXPECT_FALSE(accepted.get());
+  }
+  EXPECT_FALSE(adopted.accept().has_value()) << "accept after interrupt must not block";
+
+  // The socket itself was not shut down: a new client is queued and taken through the original.
+  Connection client = connect("127.0.0.1", port);
+  std::optional<Connection> taken = original.accept();
+  ASSERT_TRUE(taken.has_value());
+  client.write_all("still here");
+  client.close_write();
+  EXPECT_EQ(taken->read_to_end_string(), "still here");
+}
+
+TEST(Listener, AdoptedSocketServesSeveralAcceptingThreads) {
+  const Listener original = Listener::bind("127.0.0.1", 0);
+  const std::uint16_t port = original.address().port();
+  Listener adopted(duplicate_of(original));
+  constexpr int kThreads = 4;
+  std::vector<std::future<std::string>> servers;
+  servers.reserve(kThreads);
+  for (int i = 0; i < kThreads; ++i) {
+    servers.push_back(std::async(std::launch::async, [&] {
+      std::optional<Connection> c = adopted.accept();
+      if (!c) return std::string("(interrupted)");
+      return c->read_to_end_string();
+    }));
+  }
+  std::vector<Connection> clients;
+  clients.reserve(kThreads);
+  for (int i = 0; i < kThreads; ++i) {
+    clients.push_back(connect("127.0.0.1", port));
+    clients.back().write_all("client " + std::to_string(i));
+    clients.back().close_write();
+  }
+  std::vector<std::string> got;
+  for (auto& server : servers) {
+    ASSERT_EQ(server.wait_for(test::kPatience), std::future_status::ready);
+    got.push_back(server.get());
+  }
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"client 0", "client 1", "client 2", "client 3"}));
+}
+
+TEST(Listener, AcceptedConnectionsOfAnAdoptedSocketBlock) {
+  const Listener original = Listener::bind("127.0.0.1", 0);
+  Listener adopted(duplicate_of(original));
+  Connection client = connect("127.0.0.1", adopted.address().port());
+  std::optional<Connection> accepted = adopted.accept();
+  ASSERT_TRUE(accepted.has_value());
+  EXPECT_FALSE(non_blocking(accepted->fd()));
+  EXPECT_TRUE(close_on_exec(accepted->fd()));
+}
+
+TEST(Listener, MovedAdoptedListenerStillInterrupts) {
+  const Listener original = Listener::bind("127.0.0.1", 0);
+  Listener first(duplicate_of(original));
+  Listener adopted(std::move(first));
+  EXPECT_TRUE(adopted.adopted());
+  auto accepted = std::async(std::launch::async, [&] { return adopted.accept().has_value(); });
+  adopted.interrupt();
+  ASSERT_EQ(accepted.wait_for(test::kPatience), std::future_status::ready);
+  EXPECT_FALSE(accepted.get());
 }
 
 TEST(Listener, MoveKeepsTheSocket) {

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,13 +16,24 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-int serve(const sockecho::cli::ServerSettings& settings) {
+// The socket a service manager passed on (systemd socket activation), else one bound here.
+sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
+                                 const sockecho::Logger& log) {
+  if (std::optional<sockecho::Listener> inherited = sockecho::inherited_listener()) {
+    log.event(sockecho::LogLevel::normal,
+              "socket-activation fd=" + std::to_string(inherited->fd()) +
+                  " listen=" + inherited->address().to_string());
+    return std::move(*inherited);
+  }
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
-  sockecho::Listener listener = sockecho::Listener::bind(settings.host, settings.port, listen);
+  return sockecho::Listener::bind(settings.host, settings.port, listen);
+}
 
+int serve(const sockecho::cli::ServerSettings& settings) {
   sockecho::ServerOptions options = settings.options;
   options.log = sockecho::Logger(STDERR_FILENO, settings.log_level);
+  sockecho::Listener listener = listen_socket(settings, options.log);
   sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
                           std::move(options));
   // Before run() starts the worker threads, so they inherit the blocked signals.

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 
@@ -24,6 +25,12 @@ struct ListenOptions {
 
 // A listening TCP socket. accept() may be called from several threads at once; interrupt(), from
 // any thread, makes every blocked and later accept() return std::nullopt.
+//
+// A socket the Listener binds itself is its own: interrupt() shuts it down, which wakes every
+// blocked accept() at once. An adopted socket (one inherited from a service manager such as
+// systemd) is shared with its giver and must keep listening after this process is done with it,
+// so interrupt() never touches it: accept() then waits in poll() on the socket together with an
+// eventfd of the Listener's own, one thread at a time, and interrupt() signals the eventfd.
 class Listener {
  public:
   // Resolves host, then binds and listens on the first address that works (SO_REUSEADDR on,
@@ -32,15 +39,17 @@ class Listener {
   [[nodiscard]] static Listener bind(std::string_view host, std::uint16_t port,
                                      const ListenOptions& options = {});
 
-  // Adopts a socket that is already bound and listening, such as one inherited from a service
-  // manager. Throws std::system_error if it is not a listening stream socket.
+  // Adopts a TCP socket that is already bound and listening, such as one inherited from a service
+  // manager, and makes it close-on-exec. Throws std::system_error (EINVAL) if it is not a
+  // listening IPv4 or IPv6 stream socket. The socket is switched to non-blocking mode, a flag its
+  // other holders share; the destructor puts the flag back as it found it.
   explicit Listener(Fd socket);
 
   Listener(Listener&& other) noexcept;
   Listener& operator=(Listener&& other) noexcept;
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
-  ~Listener() = default;
+  ~Listener();
 
   // The bound address, with the real port.
   [[nodiscard]] const Address& address() const noexcept { return address_; }
@@ -52,18 +61,26 @@ class Listener {
   [[nodiscard]] std::optional<Connection> accept();
 
   // Stops accepting: wakes every thread blocked in accept() and makes later calls return
-  // std::nullopt. Connections still queued in the kernel are refused. Safe from any thread.
+  // std::nullopt. Safe from any thread. Connections still queued in the kernel are refused, except
+  // on an adopted socket: there they stay queued for the socket's next user.
   void interrupt() noexcept;
+  // True for a socket taken over with Listener(Fd).
+  [[nodiscard]] bool adopted() const noexcept { return adopted_ != nullptr; }
   [[nodiscard]] bool interrupted() const noexcept {
     return interrupted_.load(std::memory_order_acquire);
   }
 
  private:
   Listener(Fd socket, const Address& address) noexcept;
+  std::optional<Connection> accept_adopted();
+  void give_back() noexcept;
+
+  struct Adopted;
 
   Fd socket_;
   Address address_;
   std::atomic<bool> interrupted_{false};
+  std::unique_ptr<Adopted> adopted_;  // only for an adopted socket
 };
 
 }  // namespace sockecho

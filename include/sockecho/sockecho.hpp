@@ -12,4 +12,5 @@
 #include "sockecho/log.hpp"
 #include "sockecho/server.hpp"
 #include "sockecho/signals.hpp"
+#include "sockecho/systemd.hpp"
 #include "sockecho/version.hpp"

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <condition_variable>
@@ -50,7 +51,9 @@ int remaining_ms(Clock::time_point deadline) {
 std::string server_program() { return SOCKECHO_SERVER_PROGRAM; }
 std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
 
-Child::Child(const std::vector<std::string>& argv) {
+Child::Child(const std::vector<std::string>& argv) : Child(argv, SpawnOptions{}) {}
+
+Child::Child(const std::vector<std::string>& argv, const SpawnOptions& options) {
   Pipe in = make_pipe();
   Pipe out = make_pipe();
   Pipe err = make_pipe();
@@ -60,6 +63,7 @@ Child::Child(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_adddup2(&actions, in.read.get(), STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out.write.get(), STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), STDERR_FILENO);
+  for (const auto& [from, to] : options.fds) posix_spawn_file_actions_adddup2(&actions, from, to);
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -74,7 +78,19 @@ Child::Child(const std::vector<std::string>& argv) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const int rc = ::posix_spawn(&pid_, args[0], &actions, &attr, args.data(), environ);
+  // This process's environment, less the variables options.env replaces, plus those.
+  std::vector<char*> env;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view existing(*entry);
+    const bool replaced = std::any_of(options.env.begin(), options.env.end(), [&](const auto& e) {
+      const std::size_t equals = e.find('=');
+      return existing.substr(0, existing.find('=')) == std::string_view(e).substr(0, equals);
+    });
+    if (!replaced) env.push_back(*entry);
+  }
+  for (const std::string& entry : options.env) env.push_back(const_cast<char*>(entry.c_str()));
+  env.push_back(nullptr);
+  const int rc = ::posix_spawn(&pid_, args[0], &actions, &attr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw os_error(rc, "posix_spawn " + argv[0]);
@@ -191,6 +207,22 @@ RunResult run(const std::vector<std::string>& argv, std::string_view input) {
   feeder.join();
   if (!status) throw std::runtime_error("timed out running " + argv[0]);
   return {*status, child.out(), child.err()};
+}
+
+std::vector<std::string> help_options(std::string_view help) {
+  std::vector<std::string> options;
+  std::size_t start = 0;
+  while (start < help.size()) {
+    std::size_t end = help.find('\n', start);
+    if (end == std::string_view::npos) end = help.size();
+    const std::string_view line = help.substr(start, end - start);
+    start = end + 1;
+    if (line.substr(0, 4) != "  --") continue;
+    const std::size_t name_end = line.find_first_not_of("abcdefghijklmnopqrstuvwxyz-", 4);
+    options.emplace_back(
+        line.substr(2, name_end == std::string_view::npos ? name_end : name_end - 2));
+  }
+  return options;
 }
 
 std::uint16_t port_of(std::string_view ready_line) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "sockecho/fd.hpp"
@@ -28,11 +29,22 @@ inline constexpr std::chrono::milliseconds kPatience = 20s;
 std::string server_program();
 std::string client_program();
 
+// What a child gets besides its argv and the stdio pipes.
+struct SpawnOptions {
+  // Further descriptors to pass on, as {descriptor in this process, number in the child}, the way
+  // a service manager passes sockets; the child's copies are not close-on-exec. Numbers in the
+  // child must be 3 or more, and distinct from the descriptors in this process being passed.
+  std::vector<std::pair<int, int>> fds;
+  // Environment variables "NAME=value" set for the child, replacing this process's own.
+  std::vector<std::string> env;
+};
+
 // A child process with its stdin, stdout and stderr on pipes. The destructor kills (SIGKILL) and
 // reaps it if it is still running.
 class Child {
  public:
   explicit Child(const std::vector<std::string>& argv);
+  Child(const std::vector<std::string>& argv, const SpawnOptions& options);
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
   Child(Child&&) = delete;
@@ -98,6 +110,10 @@ class ServerProcess : public Child {
   std::string ready_;
   std::uint16_t port_ = 0;
 };
+
+// The long options a --help text lists: the "--name" at the start of each line indented by two
+// spaces, in order.
+std::vector<std::string> help_options(std::string_view help);
 
 // The port in a ready line "listening on HOST:PORT"; 0 if there is none.
 std::uint16_t port_of(std::string_view ready_line);

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Installing sockecho the ways its users do, and running what got installed:
+#  - cmake --install into a prefix: files in place, no internal library;
+#  - examples/ (a daemon of its own and a client) built against it with find_package and with
+#    pkg-config, and from the source tree with add_subdirectory (shared library) and FetchContent,
+#    then each daemon run against clients of the four builds;
+#  - a shared library build installed into a prefix, its programs run from there;
+#  - cpack's .deb: contents, dpkg -i, the installed programs once (direct and socket-activated by
+#    systemd's own systemd-socket-activate), man pages, completion, units checked by
+#    systemd-analyze, the examples against the installed package, then dpkg -r.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source .ci/lib.sh
+
+need_packages pkgconf groff-base man-db dpkg-dev file systemd git
+
+work=$(mktemp -d)
+server_pid=
+finish() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  if [ "$(dpkg-query -W -f='${Status}' sockecho 2>/dev/null)" = "install ok installed" ]; then
+    dpkg --purge sockecho >/dev/null
+  fi
+  rm -rf "$work"
+}
+trap finish EXIT
+
+fail() {
+  echo "20-package: $*" >&2
+  exit 1
+}
+
+# Starts a server command in the background with its stdout on a FIFO and waits (20 s at most)
+# for its first line; sets server_pid and ready.
+start_server() {
+  local fifo=$work/ready.$RANDOM
+  mkfifo "$fifo"
+  "$@" >"$fifo" 2>"$work/server.log" &
+  server_pid=$!
+  exec 4<"$fifo"
+  read -r -t 20 ready <&4 || { cat "$work/server.log" >&2; fail "no ready line from $*"; }
+}
+
+# Sends SIGTERM to the server started last; it must exit 0.
+stop_server() {
+  local status=0
+  kill -TERM "$server_pid"
+  wait "$server_pid" || status=$?
+  server_pid=
+  exec 4<&-
+  [ "$status" -eq 0 ] || { cat "$work/server.log" >&2; fail "server exited $status on SIGTERM"; }
+}
+
+# --- cmake --install ------------------------------------------------------------------------------
+step "package: release build for /usr (library and programs only)"
+cmake -B build-pkg -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DSOCKECHO_BUILD_TESTS=OFF \
+  >"$work/configure.log"
+cmake --build build-pkg -j2 >"$work/build.log" || { cat "$work/build.log"; exit 1; }
+
+step "package: cmake --install --prefix (staging)"
+prefix=$work/prefix
+cmake --install build-pkg --prefix "$prefix" >/dev/null
+libdir=$(grep -m1 '^CMAKE_INSTALL_LIBDIR:' build-pkg/CMakeCache.txt | cut -d= -f2)
+for f in bin/sockecho-server bin/sockecho-client include/sockecho/sockecho.hpp \
+  include/sockecho/systemd.hpp include/sockecho/version.hpp "$libdir/libsockecho.a" \
+  "$libdir/cmake/sockecho/sockecho-config.cmake" "$libdir/cmake/sockecho/sockecho-config-version.cmake" \
+  "$libdir/cmake/sockecho/sockecho-targets.cmake" "$libdir/pkgconfig/sockecho.pc" \
+  share/man/man1/sockecho-server.1.gz share/man/man1/sockecho-client.1.gz \
+  share/bash-completion/completions/sockecho-server share/bash-completion/completions/sockecho-client \
+  lib/systemd/system/sockecho.service lib/systemd/system/sockecho.socket; do
+  [ -f "$prefix/$f" ] || fail "cmake --install did not install $f"
+done
+[ -z "$(find "$prefix" -name '*sockecho_cli*')" ] || fail "the internal sockecho_cli got installed"
+grep -q "^ExecStart=$prefix/bin/sockecho-server " "$prefix/lib/systemd/system/sockecho.service" ||
+  fail "sockecho.service does not start $prefix/bin/sockecho-server"
+[ "$(PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig pkg-config --variable=includedir sockecho)" = "$prefix/include" ] ||
+  fail "sockecho.pc does not point at the installed headers"
+
+# --- examples/ built four ways, run against each other ---------------------------------------------
+step "examples: find_package(sockecho CONFIG) from the staging prefix"
+cmake -S examples -B "$work/ex-package" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/ex-package" -j2 >/dev/null
+
+step "examples: pkg-config"
+make -s -C examples PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig" OUT="$work/ex-pkgconfig"
+
+step "examples: add_subdirectory, shared library"
+cmake -S examples -B "$work/ex-subdir" -DSOCKECHO_FROM=subdirectory -DBUILD_SHARED_LIBS=ON >/dev/null
+cmake --build "$work/ex-subdir" -j2 >/dev/null
+[[ $(ldd "$work/ex-subdir/wordcountd") == *"libsockecho.so.0 => $work/ex-subdir/"* ]] ||
+  fail "wordcountd is not linked to the libsockecho.so.0 it built"
+
+step "examples: FetchContent of this checkout"
+cmake -S examples -B "$work/ex-fetch" -DSOCKECHO_FROM=fetch -DSOCKECHO_GIT_REPOSITORY="file://$PWD" \
+  -DSOCKECHO_GIT_TAG="$(git rev-parse HEAD)" >/dev/null
+cmake --build "$work/ex-fetch" -j2 >/dev/null
+
+step "examples: each daemon against the clients of the builds"
+builds=(package pkgconfig subdir fetch)
+for i in "${!builds[@]}"; do
+  daemon=$work/ex-${builds[$i]}/wordcountd
+  examples/check.sh "$daemon" "$work/ex-${builds[$i]}/wordcount"
+  examples/check.sh "$daemon" "$work/ex-${builds[$(((i + 1) % 4))]}/wordcount"
+done
+
+step "package: shared library (-DBUILD_SHARED_LIBS=ON), installed and run from its prefix"
+cmake -B "$work/build-shared" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+  -DSOCKECHO_BUILD_TESTS=OFF >/dev/null
+cmake --build "$work/build-shared" -j2 >/dev/null
+shared=$work/prefix-shared
+cmake --install "$work/build-shared" --prefix "$shared" >/dev/null
+shared_libdir=$(grep -m1 '^CMAKE_INSTALL_LIBDIR:' "$work/build-shared/CMakeCache.txt" | cut -d= -f2)
+[ -L "$shared/$shared_libdir/libsockecho.so" ] && [ -f "$shared/$shared_libdir/libsockecho.so.0.1.0" ] ||
+  fail "the shared library and its links are not installed"
+[[ $(ldd "$shared/bin/sockecho-server") == *"libsockecho.so.0 => $shared/"* ]] ||
+  fail "the installed sockecho-server does not find its libsockecho.so.0"
+[[ $(PKG_CONFIG_PATH=$shared/$shared_libdir/pkgconfig pkg-config --libs sockecho) != *-pthread* ]] ||
+  fail "sockecho.pc of a shared library should keep -pthread in Libs.private"
+start_server "$shared/bin/sockecho-server" --port 0 --prefix ''
+reply=$("$shared/bin/sockecho-client" --port "${ready##*:}" --send shared --quiet)
+[ "$reply" = shared ] || fail "shared build replied '$reply'"
+stop_server
+
+# --- the .deb --------------------------------------------------------------------------------------
+step "package: cpack -G DEB"
+rm -f build-pkg/sockecho_*.deb
+(cd build-pkg && cpack -G DEB >"$work/cpack.log") || { cat "$work/cpack.log"; exit 1; }
+deb=$(ls build-pkg/sockecho_*.deb)
+dpkg-deb -I "$deb" | sed -n '/Package:/p; /Version:/p; /Depends:/p; /Section:/p; /Maintainer:/p'
+# (Never "cmd | grep -q" here: grep stops reading early, cmd gets SIGPIPE, and pipefail fails.)
+[[ $(dpkg-deb -f "$deb" Depends) == *libc6* ]] || fail "the package's Depends was not computed"
+dpkg-deb -c "$deb" >"$work/contents"
+for f in usr/bin/sockecho-server usr/bin/sockecho-client usr/include/sockecho/server.hpp \
+  "usr/$libdir/libsockecho.a" "usr/$libdir/pkgconfig/sockecho.pc" "usr/$libdir/cmake/sockecho/sockecho-config.cmake" \
+  usr/share/man/man1/sockecho-server.1.gz usr/share/man/man1/sockecho-client.1.gz \
+  usr/lib/systemd/system/sockecho.service usr/lib/systemd/system/sockecho.socket \
+  usr/share/bash-completion/completions/sockecho-server usr/share/bash-completion/completions/sockecho-client; do
+  grep -q " \./$f\$" "$work/contents" || fail "$deb lacks /$f"
+done
+
+step "package: dpkg -i"
+dpkg -i "$deb"
+
+step "package: the installed programs, once"
+start_server /usr/bin/sockecho-server --port 0
+port=${ready##*:}
+[ "$ready" = "listening on 127.0.0.1:$port" ] || fail "ready line: $ready"
+reply=$(/usr/bin/sockecho-client --port "$port" --send 'from the package' --quiet | od -An -tx1 | tr -d ' \n')
+expected=$(printf '数据是 from the package' | od -An -tx1 | tr -d ' \n')
+[ "$reply" = "$expected" ] || fail "reply bytes $reply, expected $expected"
+stop_server
+grep -q ' stop accepted=1 ok=1 ' "$work/server.log" || fail "server log: $(cat "$work/server.log")"
+
+step "package: socket-activated by systemd-socket-activate (systemd's own LISTEN_FDS side)"
+# It needs a fixed port: take one the kernel picks and let it go again.
+start_server /usr/bin/sockecho-server --port 0 --quiet
+port=${ready##*:}
+stop_server
+mkfifo "$work/activate.err"
+systemd-socket-activate --listen="127.0.0.1:$port" /usr/bin/sockecho-server --prefix '> ' \
+  >"$work/activated.out" 2>"$work/activate.err" &
+server_pid=$!
+exec 5<"$work/activate.err"
+read -r -t 20 line <&5 || fail "systemd-socket-activate did not start"
+[ "$line" = "Listening on 127.0.0.1:$port as 3." ] || fail "systemd-socket-activate: $line"
+# The first connection starts the server on the inherited socket; it answers as usual.
+reply=$(/usr/bin/sockecho-client --port "$port" --send activated --quiet)
+[ "$reply" = "> activated" ] || fail "socket-activated reply: $reply"
+inherited=
+while read -r -t 20 line <&5; do
+  echo "  $line"
+  if [[ $line == *" socket-activation fd=3 listen=127.0.0.1:$port" ]]; then
+    inherited=yes
+    break
+  fi
+done
+[ -n "$inherited" ] || fail "the server did not log that it took the inherited socket"
+kill -TERM "$server_pid"
+status=0
+wait "$server_pid" || status=$?
+server_pid=
+exec 5<&-
+[ "$status" -eq 0 ] || fail "socket-activated server exited $status"
+[ "$(cat "$work/activated.out")" = "listening on 127.0.0.1:$port" ] || fail "ready line: $(cat "$work/activated.out")"
+
+step "package: man pages, completion, units"
+[ "$(man -w sockecho-server)" = /usr/share/man/man1/sockecho-server.1.gz ] || fail "man -w sockecho-server"
+warnings=$(MANWIDTH=80 MANPAGER=cat man --warnings sockecho-client 2>&1 >/dev/null)
+[ -z "$warnings" ] || fail "man sockecho-client: $warnings"
+[[ $(MANWIDTH=80 MANPAGER=cat man sockecho-server) == *"SOCKET ACTIVATION"* ]] || fail "man sockecho-server"
+offered=$(bash -c 'source /usr/share/bash-completion/completions/sockecho-server
+  COMP_WORDS=(sockecho-server --mo); COMP_CWORD=1; _sockecho_server; echo "${COMPREPLY[*]}"')
+[ "$offered" = "--mode" ] || fail "installed completion offered '$offered'"
+verify=$(systemd-analyze verify /usr/lib/systemd/system/sockecho.socket /usr/lib/systemd/system/sockecho.service 2>&1) ||
+  fail "systemd-analyze verify: $verify"
+[ -z "$verify" ] || fail "systemd-analyze verify: $verify"
+systemd-analyze security --offline=true --threshold=20 /usr/lib/systemd/system/sockecho.service | tail -1
+[ "$(pkg-config --modversion sockecho)" = "$(sed -n 's/^project(sockecho VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)" ] ||
+  fail "pkg-config does not find the installed sockecho"
+
+step "examples: find_package against the installed package"
+cmake -S examples -B "$work/ex-system" >/dev/null
+cmake --build "$work/ex-system" -j2 >/dev/null
+examples/check.sh "$work/ex-system/wordcountd" "$work/ex-system/wordcount"
+
+step "package: dpkg -r, then --purge"
+dpkg -r sockecho
+[ ! -e /usr/bin/sockecho-server ] || fail "dpkg -r left /usr/bin/sockecho-server"
+[ ! -e "/usr/$libdir/cmake/sockecho" ] || fail "dpkg -r left the CMake package"
+dpkg --purge sockecho
+[ -z "$(dpkg-query -W -f='${Status}' sockecho 2>/dev/null)" ] || fail "dpkg --purge left sockecho known"
+step "package: all checks passed"

@@ -1,0 +1,121 @@
+# Install rules: the library with its headers, CMake package and pkg-config file; the programs with
+# their man pages, bash completions and systemd units; and the CPack settings for a .deb.
+# Included from the top-level CMakeLists.txt when SOCKECHO_INSTALL is on.
+
+include(CMakePackageConfigHelpers)
+
+set(SOCKECHO_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/sockecho" CACHE STRING
+    "Where sockecho-config.cmake is installed, relative to the prefix")
+set(SOCKECHO_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING
+    "Where the systemd units are installed, relative to the prefix (/usr/lib/systemd/system for a package)")
+set(SOCKECHO_BASH_COMPLETION_DIR "${CMAKE_INSTALL_DATADIR}/bash-completion/completions" CACHE STRING
+    "Where the bash completions are installed, relative to the prefix")
+set(_generated "${PROJECT_BINARY_DIR}/install")
+
+# --- The library ---
+install(TARGETS sockecho EXPORT sockecho-targets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT lib NAMELINK_COMPONENT dev
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT lib
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY include/sockecho DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev
+        FILES_MATCHING PATTERN "*.hpp")
+install(FILES ${PROJECT_BINARY_DIR}/include/sockecho/version.hpp
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sockecho COMPONENT dev)
+
+install(EXPORT sockecho-targets NAMESPACE sockecho:: DESTINATION ${SOCKECHO_CMAKE_DIR}
+        COMPONENT dev)
+configure_package_config_file(cmake/sockecho-config.cmake.in ${_generated}/sockecho-config.cmake
+                              INSTALL_DESTINATION ${SOCKECHO_CMAKE_DIR})
+# find_package(sockecho 0.1) accepts 0.1 and any later 0.x; a 1.0 would need asking for.
+write_basic_package_version_file(${_generated}/sockecho-config-version.cmake
+                                 COMPATIBILITY SameMajorVersion)
+install(FILES ${_generated}/sockecho-config.cmake ${_generated}/sockecho-config-version.cmake
+        DESTINATION ${SOCKECHO_CMAKE_DIR} COMPONENT dev)
+
+# sockecho.pc and sockecho.service name installed paths, so they are written at install time, for
+# the prefix really installed to (see install-generated.cmake).
+install(CODE "
+  set(SOCKECHO_SOURCE_DIR \"${PROJECT_SOURCE_DIR}\")
+  set(SOCKECHO_GENERATED_DIR \"${_generated}\")
+  set(SOCKECHO_INSTALL_BINDIR \"${CMAKE_INSTALL_BINDIR}\")
+  set(SOCKECHO_INSTALL_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")
+  set(SOCKECHO_INSTALL_INCLUDEDIR \"${CMAKE_INSTALL_INCLUDEDIR}\")
+  set(SOCKECHO_LIBRARY_TYPE \"$<TARGET_PROPERTY:sockecho,TYPE>\")
+  set(SOCKECHO_DESCRIPTION \"${PROJECT_DESCRIPTION}\")
+  set(SOCKECHO_VERSION \"${PROJECT_VERSION}\")
+  set(SOCKECHO_WITH_TOOLS \"${SOCKECHO_BUILD_TOOLS}\")
+" ALL_COMPONENTS)
+install(SCRIPT cmake/install-generated.cmake ALL_COMPONENTS)
+install(FILES ${_generated}/sockecho.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT dev)
+
+install(FILES LICENSE README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
+
+# --- The programs and what comes with them ---
+if(SOCKECHO_BUILD_TOOLS)
+  # sockecho_cli, the programs' internal parser library, is linked into them and not installed.
+  install(TARGETS sockecho-server sockecho-client RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+          COMPONENT tools)
+  # Linked to a shared libsockecho, the installed programs find it relative to themselves, wherever
+  # the prefix is; in /usr the system's search path already does.
+  if(BUILD_SHARED_LIBS AND NOT CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+    file(RELATIVE_PATH _libdir_from_bindir "/${CMAKE_INSTALL_BINDIR}" "/${CMAKE_INSTALL_LIBDIR}")
+    set_target_properties(sockecho-server sockecho-client PROPERTIES
+                          INSTALL_RPATH "$ORIGIN/${_libdir_from_bindir}")
+  endif()
+
+  # Man pages, compressed as distributions ship them when gzip is there (man reads both).
+  find_program(SOCKECHO_GZIP gzip)
+  foreach(page sockecho-server.1 sockecho-client.1)
+    if(SOCKECHO_GZIP)
+      add_custom_command(OUTPUT ${_generated}/${page}.gz
+        COMMAND ${SOCKECHO_GZIP} -9 -n -c ${PROJECT_SOURCE_DIR}/man/${page} > ${_generated}/${page}.gz
+        DEPENDS ${PROJECT_SOURCE_DIR}/man/${page} VERBATIM)
+      list(APPEND _man_pages ${_generated}/${page}.gz)
+    else()
+      list(APPEND _man_pages ${PROJECT_SOURCE_DIR}/man/${page})
+    endif()
+  endforeach()
+  add_custom_target(sockecho_man_pages ALL DEPENDS ${_man_pages})
+  install(FILES ${_man_pages} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT tools)
+
+  install(FILES completions/sockecho-server completions/sockecho-client
+          DESTINATION ${SOCKECHO_BASH_COMPLETION_DIR} COMPONENT tools)
+
+  install(FILES ${_generated}/sockecho.service packaging/systemd/sockecho.socket
+          DESTINATION ${SOCKECHO_SYSTEMD_UNIT_DIR} COMPONENT tools)
+endif()
+
+# --- A Debian package of all of it: cpack -G DEB ---
+set(CPACK_PACKAGE_NAME sockecho)
+set(CPACK_PACKAGE_VENDOR "The sockecho authors")
+set(CPACK_PACKAGE_CONTACT "The sockecho authors <maintainers@users.noreply.r-seed-479ab467.example>"
+    CACHE STRING "The package's maintainer, Name <email>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "blocking TCP daemon library and tools for web applications")
+# Debian wants the long description in lines under 80 characters; a lone "." is an empty line.
+set(CPACK_PACKAGE_DESCRIPTION
+    "sockecho-server is a small blocking TCP daemon that a web application (often
+PHP) hands work to: the client sends a request and half-closes, the server
+replies and closes. It runs under systemd as a service or socket-activated,
+with a fixed number of workers, timeouts and size limits. sockecho-client
+talks to it from the shell.
+.
+The package also holds libsockecho, a C++17 library (sockets, listener,
+connection, a server with a pluggable handler, a one-call client), with its
+headers, a CMake package and a pkg-config file, to build daemons of one's own.")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
+set(CPACK_STRIP_FILES ON)
+set(CPACK_GENERATOR DEB)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
+    ${PROJECT_SOURCE_DIR}/packaging/debian/postinst ${PROJECT_SOURCE_DIR}/packaging/debian/prerm
+    ${PROJECT_SOURCE_DIR}/packaging/debian/postrm)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git" "/build.*/")
+include(CPack)

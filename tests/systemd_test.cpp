@@ -1,0 +1,251 @@
+// Socket activation, in this process: descriptors placed at 3, 4, ... and LISTEN_* variables set
+// the way a service manager leaves them before it starts a daemon.
+#include "sockecho/systemd.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "sockecho/client.hpp"
+#include "sockecho/server.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
+bool close_on_exec(int fd) { return (::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
+
+// Descriptor numbers 3 and up, held for a test to fill as a service manager would. Whatever this
+// process had there (a test runner may leak descriptors to its children) is moved aside first and
+// put back afterwards. Until the test places something there, a slot holds /dev/null, so that the
+// sockets the test opens get other numbers.
+class InheritedSlots {
+ public:
+  static constexpr int kSlots = 3;
+
+  InheritedSlots() {
+    const Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!null) throw std::system_error(errno, std::generic_category(), "open /dev/null");
+    for (int i = 0; i < kSlots; ++i) {
+      const int number = kFirstInheritedFd + i;
+      if (is_open(number)) {
+        saved_[i].reset(::fcntl(number, F_DUPFD_CLOEXEC, 100));
+        if (!saved_[i]) throw std::system_error(errno, std::generic_category(), "save fd");
+      }
+      place(i, null.get());
+    }
+  }
+  InheritedSlots(const InheritedSlots&) = delete;
+  InheritedSlots& operator=(const InheritedSlots&) = delete;
+  InheritedSlots(InheritedSlots&&) = delete;
+  InheritedSlots& operator=(InheritedSlots&&) = delete;
+
+  ~InheritedSlots() {
+    for (int i = 0; i < kSlots; ++i) {
+      if (saved_[i]) {
+        ::dup2(saved_[i].get(), kFirstInheritedFd + i);  // closes what the test left there
+      } else {
+        vacate(i);
+      }
+    }
+  }
+
+  // Puts a copy of fd at number 3 + slot, without close-on-exec, as it arrives after exec().
+  static void place(int slot, int fd) {
+    if (::dup2(fd, kFirstInheritedFd + slot) < 0) {
+      throw std::system_error(errno, std::generic_category(), "dup2");
+    }
+  }
+  // Leaves number 3 + slot closed.
+  static void vacate(int slot) {
+    if (is_open(kFirstInheritedFd + slot)) Fd(kFirstInheritedFd + slot).reset();
+  }
+
+ private:
+  std::array<Fd, kSlots> saved_;
+};
+
+// Sets the LISTEN_* variables for the test, and removes whatever is left of them afterwards.
+class ListenEnvironment {
+ public:
+  ListenEnvironment(const std::string& pid, const std::string& fds,
+                    const std::optional<std::string>& names = std::nullopt) {
+    ::setenv("LISTEN_PID", pid.c_str(), 1);
+    ::setenv("LISTEN_FDS", fds.c_str(), 1);
+    if (names) ::setenv("LISTEN_FDNAMES", names->c_str(), 1);
+  }
+  ListenEnvironment(const ListenEnvironment&) = delete;
+  ListenEnvironment& operator=(const ListenEnvironment&) = delete;
+  ListenEnvironment(ListenEnvironment&&) = delete;
+  ListenEnvironment& operator=(ListenEnvironment&&) = delete;
+  ~ListenEnvironment() { clear(); }
+
+  static void clear() {
+    ::unsetenv("LISTEN_PID");
+    ::unsetenv("LISTEN_FDS");
+    ::unsetenv("LISTEN_FDNAMES");
+  }
+  static bool cleared() {
+    return std::getenv("LISTEN_PID") == nullptr && std::getenv("LISTEN_FDS") == nullptr &&
+           std::getenv("LISTEN_FDNAMES") == nullptr;
+  }
+};
+
+std::string my_pid() { return std::to_string(::getpid()); }
+
+void expect_refused(std::errc expected, const std::string& message) {
+  try {
+    const std::vector<Listener> listeners = inherited_listeners();
+    ADD_FAILURE() << "took " << listeners.size() << " socket(s); expected: " << message;
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), expected) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind(message, 0), 0U)
+        << "message '" << e.what() << "' should start with '" << message << "'";
+  }
+  EXPECT_TRUE(ListenEnvironment::cleared());
+}
+
+TEST(SocketActivation, NothingPassedMeansNoSockets) {
+  const InheritedSlots slots;
+  ListenEnvironment::clear();
+  EXPECT_TRUE(inherited_listeners().empty());
+  EXPECT_FALSE(inherited_listener().has_value());
+}
+
+TEST(SocketActivation, PassedSocketsAreAdoptedInOrderAndTheVariablesRemoved) {
+  const InheritedSlots slots;
+  Listener v4 = Listener::bind("127.0.0.1", 0);
+  Listener v6 = Listener::bind("::1", 0);
+  InheritedSlots::place(0, v4.fd());
+  InheritedSlots::place(1, v6.fd());
+  const ListenEnvironment env(my_pid(), "2", "ipv4:ipv6");
+
+  std::vector<Listener> listeners = inherited_listeners();
+  ASSERT_EQ(listeners.size(), 2U);
+  EXPECT_TRUE(ListenEnvironment::cleared()) << "children must not inherit the variables";
+  EXPECT_EQ(listeners[0].fd(), 3);
+  EXPECT_EQ(listeners[1].fd(), 4);
+  EXPECT_EQ(listeners[0].address(), v4.address());
+  EXPECT_EQ(listeners[1].address(), v6.address());
+  for (Listener& listener : listeners) {
+    EXPECT_TRUE(listener.adopted());
+    EXPECT_TRUE(close_on_exec(listener.fd()));
+    Connection client = connect(listener.address().host(), listener.address().port());
+    EXPECT_TRUE(listener.accept().has_value());
+  }
+  listeners.clear();
+  EXPECT_FALSE(is_open(3)) << "the Listeners own the passed descriptors";
+  EXPECT_FALSE(is_open(4));
+}
+
+TEST(SocketActivation, SocketsForAnotherProcessAreLeftAlone) {
+  const InheritedSlots slots;
+  const Listener listener = Listener::bind("127.0.0.1", 0);
+  InheritedSlots::place(0, listener.fd());
+  // A parent that was socket-activated and did not clear the variables before starting us.
+  const ListenEnvironment env(std::to_string(::getppid()), "1");
+  EXPECT_TRUE(inherited_listeners().empty());
+  EXPECT_TRUE(ListenEnvironment::cleared());
+  EXPECT_TRUE(is_open(3));
+  EXPECT_FALSE(close_on_exec(3)) << "a descriptor that is not ours must not be touched";
+}
+
+TEST(SocketActivation, ZeroSocketsPassed) {
+  const InheritedSlots slots;
+  const ListenEnvironment env(my_pid(), "0");
+  EXPECT_TRUE(inherited_listeners().empty());
+  EXPECT_TRUE(ListenEnvironment::cleared());
+}
+
+TEST(SocketActivation, MalformedVariablesAreRefused) {
+  const InheritedSlots slots;
+  for (const std::string pid : {"", "abc", "-1", "0", "12x", "99999999999999999999"}) {
+    const ListenEnvironment env(pid, "1");
+    expect_refused(std::errc::invalid_argument, "LISTEN_PID=" + pid + ":");
+  }
+  for (const std::string fds : {"", "one", "-1", "1 ", "+1", "4294967296"}) {
+    const ListenEnvironment env(my_pid(), fds);
+    expect_refused(std::errc::invalid_argument, "LISTEN_FDS=" + fds + ":");
+  }
+}
+
+TEST(SocketActivation, APassedDescriptorThatIsNotOpenIsRefused) {
+  const InheritedSlots slots;
+  const Listener listener = Listener::bind("127.0.0.1", 0);
+  InheritedSlots::place(0, listener.fd());
+  InheritedSlots::vacate(1);
+  const ListenEnvironment env(my_pid(), "2");  // says two, but only 3 is open
+  expect_refused(std::errc::bad_file_descriptor, "LISTEN_FDS fd 4: Bad file descriptor");
+  EXPECT_FALSE(is_open(3)) << "every passed descriptor is closed when they cannot be used";
+}
+
+TEST(SocketActivation, APassedDescriptorThatDoesNotListenIsRefused) {
+  const InheritedSlots slots;
+  const Listener listener = Listener::bind("127.0.0.1", 0);
+  const Connection connected = connect("127.0.0.1", listener.address().port());
+  InheritedSlots::place(0, listener.fd());
+  InheritedSlots::place(1, connected.fd());  // as with Accept=yes, which sockecho does not use
+  const ListenEnvironment env(my_pid(), "2");
+  expect_refused(std::errc::invalid_argument, "adopt fd 4 (not a listening stream socket)");
+  EXPECT_FALSE(is_open(3));
+  EXPECT_FALSE(is_open(4));
+}
+
+TEST(SocketActivation, ASingleSocketIsExpectedByInheritedListener) {
+  const InheritedSlots slots;
+  const Listener a = Listener::bind("127.0.0.1", 0);
+  const Listener b = Listener::bind("127.0.0.1", 0);
+  InheritedSlots::place(0, a.fd());
+  InheritedSlots::place(1, b.fd());
+  const ListenEnvironment env(my_pid(), "2");
+  try {
+    (void)inherited_listener();
+    ADD_FAILURE() << "accepted two sockets where one was expected";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+    EXPECT_EQ(std::string(e.what()),
+              "LISTEN_FDS=2 (a single listening socket was expected): Invalid argument");
+  }
+  EXPECT_FALSE(is_open(3));
+  EXPECT_FALSE(is_open(4));
+}
+
+TEST(SocketActivation, AServerOnAnInheritedSocketStopsWithoutShuttingItDown) {
+  const InheritedSlots slots;
+  Listener original = Listener::bind("127.0.0.1", 0);
+  const std::uint16_t port = original.address().port();
+  InheritedSlots::place(0, original.fd());
+  const ListenEnvironment env(my_pid(), "1");
+  std::optional<Listener> inherited = inherited_listener();
+  ASSERT_TRUE(inherited.has_value());
+  {
+    ServerOptions options;
+    options.workers = 3;
+    Server server(std::move(*inherited), prefix_handler("> "), options);
+    std::thread runner([&] { server.run(); });
+    EXPECT_EQ(request("127.0.0.1", port, "hello"), "> hello");
+    server.stop();
+    runner.join();
+  }
+  // The service manager's copy still listens: a connection made now waits for the next server.
+  Connection client = connect("127.0.0.1", port);
+  client.write_all("next");
+  client.close_write();
+  std::optional<Connection> queued = original.accept();
+  ASSERT_TRUE(queued.has_value());
+  EXPECT_EQ(queued->read_to_end_string(), "next");
+}
+
+}  // namespace
+}  // namespace sockecho

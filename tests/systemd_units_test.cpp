@@ -1,0 +1,118 @@
+// The systemd units in packaging/systemd/ against the program they start: the service's command
+// line works, and the socket unit listens where the service would.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "sockecho/address.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/server.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+const std::string kUnitDir = std::string(SOCKECHO_SOURCE_DIR) + "/packaging/systemd/";
+
+// Every value of `key` in a unit file ("key=value" lines outside comments), in order.
+std::vector<std::string> values(const std::string& unit, const std::string& key) {
+  std::ifstream file(kUnitDir + unit);
+  if (!file) throw std::runtime_error("cannot read " + kUnitDir + unit);
+  std::vector<std::string> found;
+  for (std::string line; std::getline(file, line);) {
+    if (line.rfind(key + "=", 0) == 0) found.push_back(line.substr(key.size() + 1));
+  }
+  return found;
+}
+
+std::string value(const std::string& unit, const std::string& key) {
+  const std::vector<std::string> all = values(unit, key);
+  if (all.size() != 1) {
+    throw std::runtime_error(unit + " should set " + key + "= once, not " +
+                             std::to_string(all.size()) + " times");
+  }
+  return all.front();
+}
+
+std::vector<std::string> words(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string word; in >> word;) out.push_back(word);
+  return out;
+}
+
+// The flags of the service's ExecStart=, after the program.
+std::vector<std::string> exec_start_flags() {
+  const std::string command = value("sockecho.service.in", "ExecStart");
+  // systemd would unquote; the test splits on blanks, so the line must not need quoting.
+  EXPECT_EQ(command.find_first_of("\"'\\$%"), std::string::npos) << command;
+  std::vector<std::string> flags = words(command);
+  EXPECT_EQ(flags.at(0), "@SOCKECHO_BINDIR@/sockecho-server");
+  flags.erase(flags.begin());
+  return flags;
+}
+
+std::string flag_value(const std::vector<std::string>& flags, const std::string& flag) {
+  for (std::size_t i = 0; i + 1 < flags.size(); ++i) {
+    if (flags[i] == flag) return flags[i + 1];
+  }
+  return {};
+}
+
+TEST(SystemdUnits, ServiceCommandLineStartsTheServer) {
+  std::vector<std::string> flags = exec_start_flags();
+  ASSERT_FALSE(flags.empty());
+  // The same flags, then --port 0 (the last --port wins) so the test takes no fixed port.
+  test::ServerProcess server(flags);
+  EXPECT_EQ(request("127.0.0.1", server.port(), "unit\n"), std::string(kDefaultPrefix) + "unit\n");
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
+TEST(SystemdUnits, SocketListensWhereTheServiceWouldBind) {
+  const std::vector<std::string> flags = exec_start_flags();
+  const std::string host = flag_value(flags, "--host");
+  const std::string port = flag_value(flags, "--port");
+  ASSERT_FALSE(host.empty());
+  ASSERT_FALSE(port.empty());
+  EXPECT_EQ(value("sockecho.socket", "ListenStream"), join_host_port(host, parse_port(port)))
+      << "both ways of running the service should serve the same address";
+}
+
+TEST(SystemdUnits, SocketPassesOneListeningSocket) {
+  // sockecho-server serves exactly one inherited socket, and serves it with its own workers.
+  EXPECT_EQ(values("sockecho.socket", "ListenStream").size(), 1U);
+  EXPECT_TRUE(values("sockecho.socket", "ListenDatagram").empty());
+  EXPECT_EQ(value("sockecho.socket", "Accept"), "no");
+}
+
+TEST(SystemdUnits, StopTimeoutOutlastsTheConnectionTimeout) {
+  // On SIGTERM connections in flight get up to --timeout to finish: systemd must wait longer
+  // before it sends SIGKILL.
+  const std::string timeout = flag_value(exec_start_flags(), "--timeout");
+  ASSERT_FALSE(timeout.empty());
+  EXPECT_GT(std::stol(value("sockecho.service.in", "TimeoutStopSec")), std::stol(timeout));
+}
+
+TEST(SystemdUnits, ServiceIsHardened) {
+  for (const auto& [key, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"DynamicUser", "yes"},
+           {"NoNewPrivileges", "yes"},
+           {"ProtectSystem", "strict"},
+           {"ProtectHome", "yes"},
+           {"PrivateTmp", "yes"},
+           {"PrivateDevices", "yes"},
+           {"CapabilityBoundingSet", ""},
+           {"RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"},
+       }) {
+    EXPECT_EQ(value("sockecho.service.in", key), expected) << key;
+  }
+}
+
+}  // namespace
+}  // namespace sockecho
