@@ -251,7 +251,8 @@ TEST_F(PhpInterop, SockechoClientSendsABinaryFileToPhpServer) {
 
 // The PHP server reads in 8192-byte chunks: messages on and around that size must be whole.
 TEST_F(PhpInterop, SockechoClientMessagesAroundThePhpChunkSizeRoundTrip) {
-  const std::vector<std::size_t> sizes = {8191, 8192, 8193, std::size_t{2} * 8192};
+  constexpr std::size_t kChunk = 8192;
+  const std::vector<std::size_t> sizes = {kChunk - 1, kChunk, kChunk + 1, 2 * kChunk};
   PhpServer server(php(), static_cast<int>(sizes.size()));
   ASSERT_NE(server.port(), 0) << server.child().err();
   for (const std::size_t size : sizes) {
