@@ -271,7 +271,7 @@ std::string server_usage() {
          "  --version          show the version and exit\n"
          "\n"
          "Prints 'listening on HOST:PORT' on stdout once ready; logs go to stderr.\n"
-         "SIGINT or SIGTERM: stop accepting, finish connections in flight, exit 0.\n"
+         "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0.\n"
          "Exit status: 0 clean shutdown, 1 runtime failure, 2 usage error.\n";
 }
 

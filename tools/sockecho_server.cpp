@@ -24,8 +24,10 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   options.log = sockecho::Logger(STDERR_FILENO, settings.log_level);
   sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
                           std::move(options));
-  // Before run() starts the worker threads, so they inherit the blocked signals.
-  const sockecho::StopOnSignals stop_on_signals(server);
+  // Before run() starts the worker threads, so they inherit the blocked signals. SIGHUP (the
+  // terminal went away) stops it the same graceful way: the default action would drop the
+  // connections in flight.
+  const sockecho::StopOnSignals stop_on_signals(server, {SIGINT, SIGTERM, SIGHUP});
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   server.run();
   return 0;
