@@ -21,6 +21,7 @@
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -461,6 +462,139 @@ TEST(FaultProgram, TenThousandSequentialConnectionsLeaveDescriptorsAndMemoryFlat
   expect_answers(server.port());
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
+// --- Out of descriptors ---
+
+// The lowest descriptor number that does not appear in /proc/PID/fd: free, or reserved by a
+// thread blocked in accept() (Linux takes the number before it blocks, and shows it only once
+// a connection arrives).
+int lowest_unlisted_descriptor(pid_t pid) {
+  std::vector<int> listed;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    listed.push_back(std::stoi(entry.path().filename().string()));
+  }
+  std::sort(listed.begin(), listed.end());
+  int lowest = 0;
+  for (const int fd : listed) {
+    if (fd != lowest) break;
+    ++lowest;
+  }
+  return lowest;
+}
+
+// How many of a process's threads are blocked in accept4(), from /proc/PID/task/*/syscall.
+int threads_in_accept(pid_t pid) {
+  int count = 0;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream syscall(task.path() / "syscall");
+    long number = -1;
+    if (syscall >> number && number == SYS_accept4) ++count;
+  }
+  return count;
+}
+
+// Sets a running process's soft descriptor limit; returns the limits it had.
+rlimit set_descriptor_limit(pid_t pid, rlim_t soft) {
+  rlimit old{};
+  if (::prlimit(pid, RLIMIT_NOFILE, nullptr, &old) != 0) throw os_error(errno, "prlimit");
+  rlimit wanted = old;
+  wanted.rlim_cur = soft;
+  if (::prlimit(pid, RLIMIT_NOFILE, &wanted, nullptr) != 0) throw os_error(errno, "prlimit");
+  return old;
+}
+
+// The soft descriptor limit of a running process.
+rlim_t descriptor_limit(pid_t pid) {
+  rlimit now{};
+  if (::prlimit(pid, RLIMIT_NOFILE, nullptr, &now) != 0) throw os_error(errno, "prlimit");
+  return now.rlim_cur;
+}
+
+// util-linux's prlimit(1) runs a program with other limits; it is on every Debian system.
+constexpr const char* kPrlimit = "/usr/bin/prlimit";
+
+TEST(FaultProgram, OutOfDescriptorsPausesAcceptAndRecovers) {
+  ServerProcess server({"--workers", "2", "--timeout", "10"});
+  // Each worker waiting in accept() already holds the number its next connection will get.
+  // Once both wait there, take away every number not in use: a worker that has served one
+  // connection then finds accept() failing with EMFILE, as if clients held all the daemon's
+  // descriptors.
+  const auto deadline = Clock::now() + test::kPatience;
+  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(threads_in_accept(server.pid()), 2);
+  const rlimit old = set_descriptor_limit(
+      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
+  expect_answers(server.port());
+  expect_answers(server.port());
+  const std::optional<std::string> paused = server.wait_stderr("; pausing accept");
+  ASSERT_TRUE(paused) << server.err();
+  EXPECT_NE(paused->find("accept 127.0.0.1:"), std::string::npos) << *paused;
+  EXPECT_NE(paused->find("Too many open files"), std::string::npos) << *paused;
+
+  // With both workers out of descriptors, a new connection waits in the backlog, unanswered...
+  Connection waiting = connect("127.0.0.1", server.port());
+  waiting.write_all("waited");
+  waiting.close_write();
+  waiting.set_timeout(300ms);
+  char byte = 0;
+  try {
+    (void)waiting.read_some(&byte, 1);
+    ADD_FAILURE() << "answered while the daemon had no descriptor to accept with";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+  }
+  // ...and is served once descriptors are back, within the pause of 100 ms.
+  set_descriptor_limit(server.pid(), old.rlim_cur);
+  waiting.set_timeout(test::kPatience);
+  EXPECT_EQ(waiting.read_to_end_string(), kPrefix + "waited");
+  EXPECT_EQ(socket_count(server.pid()), 1);
+  expect_answers(server.port());
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
+TEST(FaultProgram, TheDaemonRaisesItsDescriptorLimitForItsWorkers) {
+  // Started with a soft limit of 32 and 80 workers: it raises the soft limit (to 80 + 16) so
+  // every worker can hold a connection at once.
+  test::Child child({kPrlimit, "--nofile=32:", test::server_program(), "--port", "0", "--workers",
+                     "80", "--verbose"});
+  const std::optional<std::string> ready = child.stdout_line();
+  ASSERT_TRUE(ready) << child.err();
+  const std::uint16_t port = test::port_of(*ready);
+  EXPECT_EQ(descriptor_limit(child.pid()), rlim_t{96});
+  std::vector<Connection> held;
+  held.reserve(80);
+  for (int i = 0; i < 80; ++i) {
+    held.push_back(connect("127.0.0.1", port));
+    held.back().write_all("held " + std::to_string(i));
+  }
+  for (int i = 0; i < 80; ++i) {
+    ASSERT_TRUE(child.wait_stderr(" open peer=")) << "only " << i << " of 80 taken at once";
+  }
+  EXPECT_EQ(socket_count(child.pid()), 81);
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    held[i].close_write();
+    EXPECT_EQ(held[i].read_to_end_string(), kPrefix + "held " + std::to_string(i));
+  }
+  expect_answers(port);
+  child.signal(SIGTERM);
+  EXPECT_EQ(child.wait(), 0);
+  EXPECT_EQ(child.err().find("pausing accept"), std::string::npos) << child.err();
+}
+
+TEST(FaultProgram, MoreWorkersThanTheHardDescriptorLimitAllowsIsRefusedAtStart) {
+  const test::RunResult r = test::run(
+      {kPrlimit, "--nofile=64:64", test::server_program(), "--port", "0", "--workers", "80"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err,
+            "sockecho-server: --workers 80 needs 96 open files, but the hard limit is 64 "
+            "(ulimit -Hn); lower --workers or raise the limit\n");
 }
 
 // --- Signals ---

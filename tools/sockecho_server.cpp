@@ -1,9 +1,12 @@
 // sockecho-server: the daemon. Flags in, library calls, one-line errors and exit codes out.
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -15,7 +18,35 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
+// Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
+// room for the C++ and sanitizer runtimes.
+constexpr rlim_t kOwnDescriptors = 16;
+
+// Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
+// before blocking), so a soft limit below workers + kOwnDescriptors would leave the workers
+// beyond it failing with EMFILE for as long as the daemon runs. Raise the soft limit when it is
+// short; refuse to start when the hard limit is.
+void ensure_descriptors(unsigned workers) {
+  const rlim_t needed = rlim_t{workers} + kOwnDescriptors;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    throw sockecho::os_error(errno, "getrlimit RLIMIT_NOFILE");
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= needed) return;
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
+    throw std::runtime_error("--workers " + std::to_string(workers) + " needs " +
+                             std::to_string(needed) + " open files, but the hard limit is " +
+                             std::to_string(limit.rlim_max) +
+                             " (ulimit -Hn); lower --workers or raise the limit");
+  }
+  limit.rlim_cur = needed;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    throw sockecho::os_error(errno, "setrlimit RLIMIT_NOFILE " + std::to_string(needed));
+  }
+}
+
 int serve(const sockecho::cli::ServerSettings& settings) {
+  ensure_descriptors(settings.options.workers);
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
   sockecho::Listener listener = sockecho::Listener::bind(settings.host, settings.port, listen);
