@@ -166,8 +166,10 @@ TEST(FaultProgram, ClientsResettingMidRequestInBothModes) {
     constexpr int kClients = 10;
     for (int i = 0; i < kClients; ++i) {
       Connection c = connect("127.0.0.1", server.port());
-      // Echo mode: a request with no end; line mode: a line with no end (under --max-bytes).
-      c.write_all(test::pattern(std::size_t{256} * 1024 + static_cast<std::size_t>(i)));
+      // Echo mode: a request with no end; line mode: a line with no end (under --max-bytes), so
+      // the server is reading, never writing, when the reset comes.
+      const std::size_t size = std::size_t{256} * 1024 + static_cast<std::size_t>(i);
+      c.write_all(line_mode ? std::string(size, 'x') : test::pattern(size));
       reset_on_close(c);
     }
     for (const std::string& outcome : outcomes(server, kClients)) EXPECT_EQ(outcome, "reset");
@@ -220,7 +222,7 @@ TEST(FaultProgram, ClientsThatConnectAndLeaveAtOnce) {
     reset_on_close(c);
   }
   for (const std::string& outcome : outcomes(server, 10)) EXPECT_EQ(outcome, "reset");
-  for (int i = 0; i < 10; ++i) Connection c = connect("127.0.0.1", server.port());
+  for (int i = 0; i < 10; ++i) connect("127.0.0.1", server.port()).close();
   for (const std::string& outcome : outcomes(server, 10)) {
     EXPECT_TRUE(outcome == "ok" || outcome == "reset") << outcome;
   }
@@ -256,9 +258,9 @@ TEST(FaultProgram, HalfClosedClientsThatNeverReadAreDropped) {
     if (line_mode) args.insert(args.end(), {"--mode", "line"});
     ServerProcess server(args);
     const int fds = socket_count(server.pid());
-    // Each sends a request whose reply cannot fit in the socket buffers, half-closes, and
-    // never reads: the server's write stalls until the timeout. Three clients, two workers.
-    // Either way the replies (16 MiB) are more than loopback's socket buffers can take in.
+    // Three clients, two workers. Each sends a request whose reply (16 MiB either way) is more
+    // than loopback's socket buffers take in, half-closes, and never reads: the server's write
+    // stalls until the timeout.
     const std::string request = line_mode ? lines(400000, 32) : test::pattern(16 << 20);
     std::vector<Connection> lazy;
     std::vector<std::thread> writers;
@@ -365,6 +367,12 @@ BurstResult burst(std::uint16_t port, int count, std::chrono::milliseconds budge
     c.message = "burst " + std::to_string(i);
     c.fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!c.fd) throw os_error(errno, "socket");
+    // Closing resets: a connection still unanswered when the budget runs out must not linger
+    // in the kernel, retrying its handshake or request into the daemon after the burst.
+    const linger abort{1, 0};
+    if (::setsockopt(c.fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort) != 0) {
+      throw os_error(errno, "setsockopt SO_LINGER");
+    }
     if (::connect(c.fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 &&
         errno != EINPROGRESS) {
       c.done = true;
