@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -67,9 +68,9 @@ TEST(Connection, MoveKeepsTheSocketAndCounters) {
 TEST(Connection, GatheredWriteSendsPartsInOrderSkippingEmptyOnes) {
   Pair p = make_pair();
   const std::string big = test::pattern(300000);
-  const std::string_view parts[] = {"", "head:", "", big, "", ":tail", ""};
+  const std::array<std::string_view, 7> parts = {"", "head:", "", big, "", ":tail", ""};
   std::thread writer([&] {
-    p.client.write_all(parts, std::size(parts));
+    p.client.write_all(parts.data(), parts.size());
     p.client.close_write();
   });
   const std::string got = p.server.read_to_end_string();
@@ -82,6 +83,8 @@ TEST(Connection, ManyPartsBeyondOneSendmsg) {
   std::vector<std::string> strings;
   std::vector<std::string_view> parts;
   std::string expected;
+  strings.reserve(200);
+  parts.reserve(200);
   for (int i = 0; i < 200; ++i) strings.push_back(std::to_string(i) + ",");
   for (const auto& s : strings) {
     parts.emplace_back(s);

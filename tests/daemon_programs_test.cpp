@@ -1,10 +1,10 @@
 // The daemon's promises, tested on the real sockecho-server and sockecho-client processes:
 // signals, logs, memory, line mode and timeouts as a user meets them.
-#include <gtest/gtest.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -57,7 +57,8 @@ TEST(DaemonProgram, LogsStartConnectionsAndStop) {
   ServerProcess server({"--workers", "3", "--timeout", "7", "--max-bytes", "1M"});
   const auto start = server.wait_stderr(" start listen=127.0.0.1:");
   ASSERT_TRUE(start);
-  EXPECT_NE(start->find("workers=3 timeout_ms=7000 max_bytes=1048576"), std::string::npos) << *start;
+  EXPECT_NE(start->find("workers=3 timeout_ms=7000 max_bytes=1048576"), std::string::npos)
+      << *start;
   EXPECT_EQ(request("127.0.0.1", server.port(), "hello"), kPrefix + "hello");
   const auto line = server.wait_stderr(" conn peer=127.0.0.1:");
   ASSERT_TRUE(line);
@@ -83,6 +84,7 @@ TEST(DaemonProgram, OversizedRequestsKeepTheDaemonsMemorySmall) {
   const long rss_before = test::rss_kib(server.pid());
   const std::string payload = test::pattern(32 << 20);
   std::vector<std::thread> clients;
+  clients.reserve(4);
   for (int i = 0; i < 4; ++i) {
     clients.emplace_back([&] {
       try {
@@ -98,7 +100,8 @@ TEST(DaemonProgram, OversizedRequestsKeepTheDaemonsMemorySmall) {
   const long rss_after = test::rss_kib(server.pid());
   EXPECT_EQ(request("127.0.0.1", server.port(), "still here"), kPrefix + "still here");
   // Four 32 MiB requests against a 1 MiB limit: at most ~4 x 1 MiB of buffers ever existed.
-  EXPECT_LT(rss_after - rss_before, 16 * 1024) << "RSS " << rss_before << " -> " << rss_after << " KiB";
+  EXPECT_LT(rss_after - rss_before, 16 * 1024)
+      << "RSS " << rss_before << " -> " << rss_after << " KiB";
   RecordProperty("rss_before_kib", static_cast<int>(rss_before));
   RecordProperty("rss_after_kib", static_cast<int>(rss_after));
 }
@@ -128,9 +131,9 @@ TEST(DaemonProgram, StalledClientIsDroppedAndLoggedAsTimeout) {
 
 TEST(DaemonProgram, LineModeBothWays) {
   ServerProcess server({"--mode", "line", "--greeting", "hello there", "--prefix", "re: "});
-  const test::RunResult r = test::run(
-      {test::client_program(), "--port", std::to_string(server.port()), "--mode", "line", "--quiet"},
-      "first\nsecond\nunterminated");
+  const test::RunResult r = test::run({test::client_program(), "--port",
+                                       std::to_string(server.port()), "--mode", "line", "--quiet"},
+                                      "first\nsecond\nunterminated");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "hello there\nre: first\nre: second\nre: unterminated\n");
   EXPECT_EQ(r.err, "");
@@ -144,9 +147,9 @@ TEST(DaemonProgram, LineModeClientReadsAFile) {
     ASSERT_TRUE(file.valid());
     write_all(file.get(), "a\nb\n", path);
   }
-  const test::RunResult r = test::run({test::client_program(), "--port",
-                                       std::to_string(server.port()), "--mode", "line", "--file",
-                                       path, "--quiet"});
+  const test::RunResult r =
+      test::run({test::client_program(), "--port", std::to_string(server.port()), "--mode", "line",
+                 "--file", path, "--quiet"});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "connect\n" + kPrefix + "a\n" + kPrefix + "b\n");
 }

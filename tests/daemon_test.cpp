@@ -201,10 +201,12 @@ TEST(Daemon, SixtyFourConcurrentClientsAreAllAnsweredCorrectly) {
   test::ServerThread server(with(8, 20s));
   constexpr int kClients = 64;
   std::vector<std::thread> clients;
+  clients.reserve(kClients);
   std::atomic<int> correct{0};
   for (int i = 0; i < kClients; ++i) {
     clients.emplace_back([&, i] {
-      const std::string message = "client " + std::to_string(i) + " " + test::pattern(1000 * i);
+      const std::string message =
+          "client " + std::to_string(i) + " " + test::pattern(std::size_t{1000} * i);
       RequestOptions options;
       options.timeout = 20s;
       try {

@@ -104,6 +104,7 @@ TEST(Listener, InterruptWakesEveryBlockedAccept) {
   Listener listener = Listener::bind("127.0.0.1", 0);
   std::atomic<int> returned{0};
   std::vector<std::thread> threads;
+  threads.reserve(3);
   for (int i = 0; i < 3; ++i) {
     threads.emplace_back([&] {
       if (!listener.accept().has_value()) ++returned;

@@ -42,7 +42,7 @@ std::string find_php() {
     const std::size_t colon = rest.find(':');
     std::string dir(rest.substr(0, colon));
     if (dir.empty()) dir = ".";
-    const std::string candidate = dir + "/php";
+    std::string candidate = dir + "/php";
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
     if (colon == std::string_view::npos) return {};
     rest.remove_prefix(colon + 1);
@@ -242,7 +242,7 @@ TEST_F(PhpInterop, SockechoClientSendsABinaryFileToPhpServer) {
     ASSERT_TRUE(file.good()) << "cannot write " << path;
   }
   const RunResult result = sockecho_client(server.port(), {"--file", path});
-  std::remove(path.c_str());
+  (void)std::remove(path.c_str());
   ASSERT_EQ(result.status, 0) << show(result);
   ASSERT_EQ(result.out.size(), kPrefix.size() + content.size());
   EXPECT_TRUE(result.out == kPrefix + content) << "reply differs from prefix + file";
@@ -251,7 +251,8 @@ TEST_F(PhpInterop, SockechoClientSendsABinaryFileToPhpServer) {
 
 // The PHP server reads in 8192-byte chunks: messages on and around that size must be whole.
 TEST_F(PhpInterop, SockechoClientMessagesAroundThePhpChunkSizeRoundTrip) {
-  const std::vector<std::size_t> sizes = {8191, 8192, 8193, 2 * 8192};
+  constexpr std::size_t kChunk = 8192;
+  const std::vector<std::size_t> sizes = {kChunk - 1, kChunk, kChunk + 1, 2 * kChunk};
   PhpServer server(php(), static_cast<int>(sizes.size()));
   ASSERT_NE(server.port(), 0) << server.child().err();
   for (const std::size_t size : sizes) {

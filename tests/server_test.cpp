@@ -366,6 +366,7 @@ TEST(Server, ServesConcurrentClients) {
   constexpr int kClients = 8;
   constexpr int kRequests = 10;
   std::vector<std::future<int>> results;
+  results.reserve(kClients);
   for (int c = 0; c < kClients; ++c) {
     results.push_back(std::async(std::launch::async, [&server, c] {
       int good = 0;
@@ -377,9 +378,10 @@ TEST(Server, ServesConcurrentClients) {
     }));
   }
   for (auto& result : results) EXPECT_EQ(result.get(), kRequests);
-  ASSERT_TRUE(server.wait_finished(kClients * kRequests));
-  EXPECT_EQ(server.server().stats().accepted, std::uint64_t{kClients * kRequests});
-  EXPECT_EQ(server.server().stats().ok, std::uint64_t{kClients * kRequests});
+  constexpr std::uint64_t kTotal = std::uint64_t{kClients} * kRequests;
+  ASSERT_TRUE(server.wait_finished(kTotal));
+  EXPECT_EQ(server.server().stats().accepted, kTotal);
+  EXPECT_EQ(server.server().stats().ok, kTotal);
 }
 
 }  // namespace

@@ -271,7 +271,7 @@ std::string server_usage() {
          "  --version          show the version and exit\n"
          "\n"
          "Prints 'listening on HOST:PORT' on stdout once ready; logs go to stderr.\n"
-         "SIGINT or SIGTERM: stop accepting, finish connections in flight, exit 0.\n"
+         "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0.\n"
          "Socket activation: given a listening socket by systemd (LISTEN_FDS, LISTEN_PID),\n"
          "it serves that socket and does not bind --host/--port.\n"
          "Exit status: 0 clean shutdown, 1 runtime failure, 2 usage error.\n";

@@ -1,10 +1,13 @@
 // sockecho-server: the daemon. Flags in, library calls, one-line errors and exit codes out.
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,34 @@ namespace {
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+
+// Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
+// room for the C++ and sanitizer runtimes.
+constexpr rlim_t kOwnDescriptors = 16;
+
+// Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
+// before blocking), so a soft limit below workers + kOwnDescriptors would leave the workers
+// beyond it failing with EMFILE for as long as the daemon runs. Raise the soft limit when it is
+// short; refuse to start when the hard limit is.
+void ensure_descriptors(unsigned workers) {
+  const rlim_t needed = rlim_t{workers} + kOwnDescriptors;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    throw sockecho::os_error(errno, "getrlimit RLIMIT_NOFILE");
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= needed) return;
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
+    throw std::runtime_error("--workers " + std::to_string(workers) + " needs " +
+                             std::to_string(needed) + " open files, but the hard limit is " +
+                             std::to_string(limit.rlim_max) +
+                             " (ulimit -Hn); lower --workers or raise the limit");
+  }
+  limit.rlim_cur = needed;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    throw sockecho::os_error(errno, "setrlimit RLIMIT_NOFILE " + std::to_string(needed));
+  }
+}
+
 
 // The socket a service manager passed on (systemd socket activation), else one bound here.
 sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
@@ -31,13 +62,16 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
 }
 
 int serve(const sockecho::cli::ServerSettings& settings) {
+  ensure_descriptors(settings.options.workers);
   sockecho::ServerOptions options = settings.options;
   options.log = sockecho::Logger(STDERR_FILENO, settings.log_level);
   sockecho::Listener listener = listen_socket(settings, options.log);
   sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
                           std::move(options));
-  // Before run() starts the worker threads, so they inherit the blocked signals.
-  const sockecho::StopOnSignals stop_on_signals(server);
+  // Before run() starts the worker threads, so they inherit the blocked signals. SIGHUP (the
+  // terminal went away) stops it the same graceful way: the default action would drop the
+  // connections in flight.
+  const sockecho::StopOnSignals stop_on_signals(server, {SIGINT, SIGTERM, SIGHUP});
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   server.run();
   return 0;
