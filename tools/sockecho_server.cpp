@@ -46,7 +46,6 @@ void ensure_descriptors(unsigned workers) {
   }
 }
 
-
 // The socket a service manager passed on (systemd socket activation), else one bound here.
 sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
                                  const sockecho::Logger& log) {
