@@ -37,10 +37,12 @@ long parse_variable(const char* name, std::string_view text, long max, bool zero
   return value;
 }
 
+// The environment is not thread-safe; inherited_listeners() documents that it must run before
+// the process starts threads, which is when a service manager's variables are read anyway.
 void forget_variables() noexcept {
-  ::unsetenv(kPidVariable);
-  ::unsetenv(kFdsVariable);
-  ::unsetenv(kNamesVariable);
+  ::unsetenv(kPidVariable);    // NOLINT(concurrency-mt-unsafe): called before threads start
+  ::unsetenv(kFdsVariable);    // NOLINT(concurrency-mt-unsafe)
+  ::unsetenv(kNamesVariable);  // NOLINT(concurrency-mt-unsafe)
 }
 
 // How many descriptors LISTEN_PID and LISTEN_FDS pass to this process: 0 when none.

@@ -302,14 +302,21 @@ TEST(LineMode, ALineOverTheLimitClosesTheConnection) {
   options.mode = Mode::line;
   test::ServerThread server(options, prefix_handler(""));
   Connection c = connect("127.0.0.1", server.port());
-  c.write_all("12345678\n");  // exactly the limit: answered
-  c.write_all("123456789\n");
-  c.close_write();
+  std::string got;
   try {
-    EXPECT_EQ(c.read_to_end_string(), "connect\n12345678\n");
+    c.write_all("12345678\n");  // exactly the limit: answered
+    c.write_all("123456789\n");
+    c.close_write();
+    got = c.read_to_end_string();
+    EXPECT_EQ(got, "connect\n12345678\n");
   } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
+    // The server closes with the long line unread, which resets the connection; the reset can
+    // reach any of the calls above (the half-close then fails with ENOTCONN).
+    EXPECT_TRUE(e.code() == std::errc::connection_reset || e.code() == std::errc::not_connected ||
+                e.code() == std::errc::broken_pipe)
+        << e.what();
   }
+  EXPECT_EQ(got.find("123456789"), std::string::npos) << "the long line must not be answered";
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(server.records()[0].outcome, Outcome::too_large);
   EXPECT_EQ(request("127.0.0.1", server.port(), "short\n"), "connect\nshort\n");

@@ -76,6 +76,9 @@ class InheritedSlots {
   std::array<Fd, kSlots> saved_;
 };
 
+// Each test runs alone in its process before any thread starts, so the environment is safe to
+// change here.
+// NOLINTBEGIN(concurrency-mt-unsafe)
 // Sets the LISTEN_* variables for the test, and removes whatever is left of them afterwards.
 class ListenEnvironment {
  public:
@@ -96,6 +99,7 @@ class ListenEnvironment {
     ::unsetenv("LISTEN_FDS");
     ::unsetenv("LISTEN_FDNAMES");
   }
+  // NOLINTEND(concurrency-mt-unsafe)
   static bool cleared() {
     return std::getenv("LISTEN_PID") == nullptr && std::getenv("LISTEN_FDS") == nullptr &&
            std::getenv("LISTEN_FDNAMES") == nullptr;
