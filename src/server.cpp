@@ -191,7 +191,9 @@ void Server::serve(Connection& connection, Worker& worker) {
 
   ConnectionRecord record;
   try {
-    if (options_.timeout.count() > 0) connection.set_timeout(options_.timeout);
+    // A listener bound with ListenOptions::connection_timeout equal to options_.timeout hands
+    // out connections that already have it, saving two system calls per connection.
+    if (connection.timeout() != options_.timeout) connection.set_timeout(options_.timeout);
     const bool answered = options_.mode == Mode::echo ? serve_echo(connection, worker)
                                                       : serve_line(connection, worker);
     if (!answered) {
