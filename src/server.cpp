@@ -233,11 +233,13 @@ void Server::serve(Connection& connection, Worker& worker) {
 }
 
 void Server::take_spare(Buffer& buffer) {
-  if (buffer.capacity() > kKeptBuffer) return;
+  // Most servers never see a large request: skip the lock when there is nothing to take.
+  if (buffer.capacity() > kKeptBuffer || spare_count_.load(std::memory_order_relaxed) == 0) return;
   const std::lock_guard<std::mutex> lock(spare_mutex_);
   if (spare_.empty()) return;
   buffer = std::move(spare_.back());
   spare_.pop_back();
+  spare_count_.store(spare_.size(), std::memory_order_relaxed);
 }
 
 void Server::keep_or_free(Buffer& buffer) {
@@ -249,11 +251,13 @@ void Server::keep_or_free(Buffer& buffer) {
   buffer.clear();
   const std::lock_guard<std::mutex> lock(spare_mutex_);
   spare_.push_back(std::move(buffer));
+  spare_count_.store(spare_.size(), std::memory_order_relaxed);
 }
 
 void Server::free_spares() noexcept {
   const std::lock_guard<std::mutex> lock(spare_mutex_);
   spare_.clear();  // keeps the vector's own room, so keep_or_free() still never allocates
+  spare_count_.store(0, std::memory_order_relaxed);
 }
 
 bool Server::serve_echo(Connection& connection, Worker& worker) {

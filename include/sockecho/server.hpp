@@ -148,6 +148,7 @@ class Server {
   // whole timeout without a connection.
   std::mutex spare_mutex_;
   std::vector<Buffer> spare_;
+  std::atomic<std::size_t> spare_count_{0};  // spare_.size(), readable without the lock
 
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> active_{0};
