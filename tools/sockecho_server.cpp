@@ -18,6 +18,7 @@ constexpr int kExitUsage = 2;
 int serve(const sockecho::cli::ServerSettings& settings) {
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
+  listen.reuse_port = settings.reuse_port;
   // Connections inherit the timeout from the listening socket: no system call per connection.
   listen.connection_timeout = settings.options.timeout;
   sockecho::Listener listener = sockecho::Listener::bind(settings.host, settings.port, listen);
