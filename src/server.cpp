@@ -255,9 +255,23 @@ void Server::keep_or_free(Buffer& buffer) {
 }
 
 void Server::free_spares() noexcept {
-  const std::lock_guard<std::mutex> lock(spare_mutex_);
-  spare_.clear();  // keeps the vector's own room, so keep_or_free() still never allocates
-  spare_count_.store(0, std::memory_order_relaxed);
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  {
+    const std::lock_guard<std::mutex> lock(spare_mutex_);
+    count = spare_.size();
+    for (const Buffer& buffer : spare_) bytes += buffer.capacity();
+    spare_.clear();  // keeps the vector's own room, so keep_or_free() still never allocates
+    spare_count_.store(0, std::memory_order_relaxed);
+  }
+  if (count > 0 && options_.log.enabled(LogLevel::verbose)) {
+    try {
+      options_.log.event(LogLevel::verbose, "idle: freed " + std::to_string(count) +
+                                                " spare buffers, " + std::to_string(bytes) +
+                                                " bytes");
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory for a log line; drop it
+    }
+  }
 }
 
 bool Server::serve_echo(Connection& connection, Worker& worker) {
