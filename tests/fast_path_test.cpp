@@ -153,6 +153,7 @@ TEST(SpareBuffers, AreFreedWhenTheServerHasBeenIdleForATimeout) {
   patient.timeout = test::kPatience;
   const std::string payload = test::pattern(std::size_t{8} << 20);
   std::vector<std::thread> clients;
+  clients.reserve(3);
   for (int i = 0; i < 3; ++i) {
     clients.emplace_back([&] {
       EXPECT_EQ(request("127.0.0.1", server.port(), payload, patient).size(),
@@ -167,7 +168,7 @@ TEST(SpareBuffers, AreFreedWhenTheServerHasBeenIdleForATimeout) {
   // Up to three 8 MiB requests at once: one to three buffers, each 16 MiB of room.
   EXPECT_NE(freed->find(" spare buffers, "), std::string::npos) << *freed;
   const long idle_kib = test::rss_kib(server.pid());
-  EXPECT_LT(idle_kib, busy_kib - 6 * 1024)
+  EXPECT_LT(idle_kib, busy_kib - 6L * 1024)
       << "peak " << busy_kib << ", idle " << idle_kib << " KiB";
   EXPECT_EQ(request("127.0.0.1", server.port(), "after", patient), kPrefix + "after");
 }
@@ -183,7 +184,7 @@ TEST(SpareBuffers, WithoutATimeoutLargeBuffersAreFreedAtOnce) {
   // The reply to a later request comes after the large buffer was freed.
   EXPECT_EQ(request("127.0.0.1", server.port(), "x", patient), kPrefix + "x");
   const long after_kib = test::rss_kib(server.pid());
-  EXPECT_LT(after_kib, before_kib + 4 * 1024) << "RSS " << before_kib << " -> " << after_kib;
+  EXPECT_LT(after_kib, before_kib + 4L * 1024) << "RSS " << before_kib << " -> " << after_kib;
 }
 
 TEST(LogLine, FormatIsUnchangedForEveryKindOfRecord) {

@@ -128,7 +128,7 @@ class TempDir {
     ::rmdir(path_.c_str());
   }
   std::string write(const std::string& name, const std::string& text) {
-    const std::string file = path_ + "/" + name;
+    std::string file = path_ + "/" + name;
     std::ofstream(file) << text;
     files_.push_back(file);
     return file;
