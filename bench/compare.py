@@ -370,6 +370,21 @@ def write_results(args, specs, results, elapsed, load_before, when):
         "",
     ]
     floor_of = {s.key: s.floor for s in specs}
+    lines += ["## Summary", "",
+              "Throughput (requests/s for 6 B, MB/s for 16 MiB) and, in brackets, the ratio to "
+              "the floor of the same kind.", "",
+              "| server | " + " | ".join(sc.title for sc in SCENARIOS) + " |",
+              "| --- |" + " ---: |" * len(SCENARIOS)]
+    for spec in specs:
+        cells = []
+        for scenario in SCENARIOS:
+            summary = {k: summarize(v) for k, v in results[scenario.key].items()}
+            metric = "mbps" if scenario.large else "rps"
+            value = summary[spec.key][metric]
+            base = summary[floor_of[spec.key]][metric]
+            cells.append(f"{fmt(value)} ({fmt(ratio(value, base), 2)}x)")
+        lines.append(f"| {spec.title} | " + " | ".join(cells) + " |")
+    lines.append("")
     for scenario in SCENARIOS:
         runs = results[scenario.key]
         summary = {k: summarize(v) for k, v in runs.items()}
