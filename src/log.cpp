@@ -84,18 +84,19 @@ void append_decimal(Sink& sink, std::uint64_t value) {
 
 template <typename Sink>
 void append_peer(Sink& sink, const Address& peer) {
-  if (peer.family() == AF_INET) {
-    // The common case without the std::string that Address::to_string() builds.
-    std::array<char, INET_ADDRSTRLEN> host{};
-    const auto* in = reinterpret_cast<const sockaddr_in*>(peer.data());
-    if (::inet_ntop(AF_INET, &in->sin_addr, host.data(), host.size()) != nullptr) {
-      sink.append(std::string_view(host.data()));
-      sink.append(':');
-      append_decimal(sink, peer.port());
-      return;
-    }
+  if (peer.family() != AF_INET) {
+    sink.append(peer.to_string());
+    return;
   }
-  sink.append(peer.to_string());
+  // The common case by hand: Address::to_string() builds std::strings, and glibc's inet_ntop
+  // formats IPv4 with sprintf.
+  const auto* in = reinterpret_cast<const sockaddr_in*>(peer.data());
+  const std::uint32_t host = ntohl(in->sin_addr.s_addr);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    append_decimal(sink, (host >> shift) & 0xffU);
+    sink.append(shift > 0 ? '.' : ':');
+  }
+  append_decimal(sink, peer.port());
 }
 
 // "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok"

@@ -196,6 +196,13 @@ TEST(LogLine, FormatIsUnchangedForEveryKindOfRecord) {
   record.outcome = Outcome::reset;
   EXPECT_EQ(format_record(record),
             "conn peer=[::1]:443 in=18446744073709551615 out=0 ms=1000.007 outcome=reset");
+  record.peer = resolve("255.255.255.255", 0).front();
+  record.duration = std::chrono::microseconds(0);
+  record.outcome = Outcome::ok;
+  EXPECT_EQ(format_record(record),
+            "conn peer=255.255.255.255:0 in=18446744073709551615 out=0 ms=0.000 outcome=ok");
+  record.peer = resolve("0.0.0.0", 7).front();
+  EXPECT_EQ(format_record(record).substr(0, 20), "conn peer=0.0.0.0:7 ");
   record.peer = resolve("10.1.2.3", 65535).front();
   record.duration = std::chrono::microseconds(5);
   record.outcome = Outcome::error;
