@@ -297,8 +297,18 @@ def main():
     print(f"compare.py: {elapsed:.0f} s; wrote {os.path.relpath(args.results)}", file=sys.stderr)
 
 
+def spread(values):
+    """Interquartile range over median: how much the runs of one cell disagree."""
+    if len(values) < 4:
+        return float("nan")
+    q = statistics.quantiles(values, n=4)
+    med = statistics.median(values)
+    return (q[2] - q[0]) / med if med else float("nan")
+
+
 def summarize(runs):
     return {
+        "spread": spread(runs.mbps if runs.mbps and runs.mbps[0] > 100 else runs.rps),
         "rps": statistics.median(runs.rps),
         "mbps": statistics.median(runs.mbps),
         "p50": statistics.median(runs.p50),
@@ -364,7 +374,9 @@ def write_results(args, specs, results, elapsed, load_before, when):
         "requests/s and MB/s are medians of the runs (MB/s: request bytes echoed per second, "
         "10^6 bytes); p50/p99 are medians of each run's percentiles; CPU is the server's "
         "user + system time per request (from `/proc/PID/stat`, summed over all runs); peak RSS is "
-        "VmHWM, reset before each scenario. x floor: ratio to the floor of the same kind "
+        "VmHWM, reset before each scenario. spread: interquartile range of the runs' "
+        "throughput over its median, the noise to read every ratio against. "
+        "x floor: ratio to the floor of the same kind "
         "(serial servers to the serial floor, concurrent ones to the pooled floor); for CPU and "
         "RSS lower is better.",
         "",
@@ -389,16 +401,17 @@ def write_results(args, specs, results, elapsed, load_before, when):
         runs = results[scenario.key]
         summary = {k: summarize(v) for k, v in runs.items()}
         lines += [f"## {scenario.title}", "",
-                  "| server | requests/s | x floor | MB/s | x floor | p50 ms | p99 ms "
+                  "| server | requests/s | x floor | MB/s | x floor | spread | p50 ms | p99 ms "
                   "| CPU us/req | x floor | peak RSS MiB | x floor | errors |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: | ---: |"]
         for spec in specs:
             m = summary[spec.key]
             f = summary[floor_of[spec.key]]
             lines.append(
                 f"| {spec.title} | {fmt(m['rps'])} | {fmt(ratio(m['rps'], f['rps']), 2)} "
                 f"| {fmt(m['mbps'], 1 if scenario.large else 3)} "
-                f"| {fmt(ratio(m['mbps'], f['mbps']), 2)} "
+                f"| {fmt(ratio(m['mbps'], f['mbps']), 2)} | {fmt(100 * m['spread'])}% "
                 f"| {fmt(m['p50'], 3)} | {fmt(m['p99'], 3)} "
                 f"| {fmt(m['cpu'], 1)} | {fmt(ratio(m['cpu'], f['cpu']), 2)} "
                 f"| {fmt(m['rss'], 1)} | {fmt(ratio(m['rss'], f['rss']), 2)} | {m['errors']} |")
