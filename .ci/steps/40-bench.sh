@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-need_packages python3 haproxy
+need_packages python3
 
 build=build
 server_out=$(mktemp)
