@@ -24,6 +24,9 @@ constexpr std::size_t kMaxGather = 64;
 Connection::Connection(Fd socket, const Address& peer) noexcept
     : socket_(std::move(socket)), peer_(peer) {}
 
+Connection::Connection(Fd socket, const Address& peer, std::chrono::milliseconds timeout) noexcept
+    : socket_(std::move(socket)), peer_(peer), timeout_(timeout) {}
+
 void Connection::set_timeout(std::chrono::milliseconds timeout) {
   if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
   timeval tv{};

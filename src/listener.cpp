@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <exception>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "sockecho/error.hpp"
 
@@ -32,6 +34,18 @@ Fd listen_on(const Address& address, const ListenOptions& options) {
   if (!socket) throw os_error(errno, "socket " + address.to_string());
   set_flag(socket.get(), SO_REUSEADDR, address, "SO_REUSEADDR");
   if (options.reuse_port) set_flag(socket.get(), SO_REUSEPORT, address, "SO_REUSEPORT");
+  if (options.connection_timeout.count() > 0) {
+    const auto ms = options.connection_timeout.count();
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(ms / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((ms % 1000) * 1000);
+    for (const auto& [option, name] :
+         {std::pair{SO_RCVTIMEO, "SO_RCVTIMEO"}, std::pair{SO_SNDTIMEO, "SO_SNDTIMEO"}}) {
+      if (::setsockopt(socket.get(), SOL_SOCKET, option, &tv, sizeof tv) != 0) {
+        throw os_error(errno, std::string("setsockopt ") + name + " " + address.to_string());
+      }
+    }
+  }
   if (::bind(socket.get(), address.data(), address.size()) != 0) {
     throw os_error(errno, "bind " + address.to_string());
   }
@@ -69,7 +83,8 @@ Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenO
     try {
       Fd socket = listen_on(candidate, options);
       const Address bound = Address::local_of(socket.get());
-      return {std::move(socket), bound};
+      return {std::move(socket), bound,
+              std::max(options.connection_timeout, std::chrono::milliseconds(0))};
     } catch (const std::system_error&) {
       if (!first_error) first_error = std::current_exception();
     }
@@ -85,8 +100,8 @@ struct Listener::Adopted {
   int original_flags = 0;  // the socket's file status flags as they were found
 };
 
-Listener::Listener(Fd socket, const Address& address) noexcept
-    : socket_(std::move(socket)), address_(address) {}
+Listener::Listener(Fd socket, const Address& address, std::chrono::milliseconds timeout) noexcept
+    : socket_(std::move(socket)), address_(address), connection_timeout_(timeout) {}
 
 Listener::Listener(Fd socket) : socket_(std::move(socket)) {
   const int fd = socket_.get();
@@ -124,6 +139,7 @@ Listener::Listener(Fd socket) : socket_(std::move(socket)) {
 Listener::Listener(Listener&& other) noexcept
     : socket_(std::move(other.socket_)),
       address_(other.address_),
+      connection_timeout_(other.connection_timeout_),
       interrupted_(other.interrupted_.load()),
       adopted_(std::move(other.adopted_)) {}
 
@@ -132,6 +148,7 @@ Listener& Listener::operator=(Listener&& other) noexcept {
   give_back();
   socket_ = std::move(other.socket_);
   address_ = other.address_;
+  connection_timeout_ = other.connection_timeout_;
   interrupted_.store(other.interrupted_.load());
   adopted_ = std::move(other.adopted_);
   return *this;
@@ -145,6 +162,14 @@ void Listener::give_back() noexcept {
 }
 
 std::optional<Connection> Listener::accept() {
+  for (;;) {
+    std::optional<Connection> next = accept_or_idle();
+    if (!next || next->is_open()) return next;
+  }
+}
+
+std::optional<Connection> Listener::accept_or_idle() {
+  // An adopted socket has no connection timeout of ours, so it never idles.
   if (adopted_) return accept_adopted();
   for (;;) {
     if (interrupted()) return std::nullopt;
@@ -153,11 +178,13 @@ std::optional<Connection> Listener::accept() {
     const int fd = ::accept4(socket_.get(), peer.data(), &len, SOCK_CLOEXEC);
     if (fd >= 0) {
       peer.set_size(len);
-      return Connection(Fd(fd), peer);
+      return Connection(Fd(fd), peer, connection_timeout_);
     }
     const int err = errno;
     if (interrupted()) return std::nullopt;
     if (err == EINTR || skippable(err)) continue;
+    // SO_RCVTIMEO on the listening socket bounds accept() too: nothing arrived in that time.
+    if (err == EAGAIN || err == EWOULDBLOCK) return Connection();
     throw os_error(err, "accept " + address_.to_string());
   }
 }

@@ -16,7 +16,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::string_view kNewline = "\n";
 
 // A worker keeps its request buffer between connections up to this size; a larger one (left by
-// a large request) is freed so idle workers hold little memory.
+// a large request) goes to the server's spares, or is freed when the server has no timeout
+// (and so no idle moment to free spares in).
 constexpr std::size_t kKeptBuffer = std::size_t{1} << 20;
 
 // How long accept() pauses when the process is out of descriptors or memory, so the loop does
@@ -95,6 +96,8 @@ Server::Server(Listener listener, Handler handler, ServerOptions options)
     : listener_(std::move(listener)), handler_(std::move(handler)), options_(std::move(options)) {
   if (options_.workers == 0) throw std::invalid_argument("workers must be at least 1");
   if (!handler_) throw std::invalid_argument("handler is empty");
+  // Each worker holds at most one buffer, so keep_or_free() never allocates.
+  spare_.reserve(options_.workers);
 }
 
 void Server::run() {
@@ -168,12 +171,16 @@ void Server::work() noexcept {
     while (!stopping_.load(std::memory_order_relaxed)) {
       std::optional<Connection> connection;
       try {
-        connection = listener_.accept();
+        connection = listener_.accept_or_idle();
       } catch (const std::system_error& e) {
         if (pause_after_accept_failure(e)) continue;
         throw;
       }
       if (!connection) break;
+      if (!connection->is_open()) {  // a whole timeout without a connection
+        free_spares();
+        continue;
+      }
       serve(*connection, worker);
     }
   } catch (...) {
@@ -191,7 +198,9 @@ void Server::serve(Connection& connection, Worker& worker) {
 
   ConnectionRecord record;
   try {
-    if (options_.timeout.count() > 0) connection.set_timeout(options_.timeout);
+    // A listener bound with ListenOptions::connection_timeout equal to options_.timeout hands
+    // out connections that already have it, saving two system calls per connection.
+    if (connection.timeout() != options_.timeout) connection.set_timeout(options_.timeout);
     const bool answered = options_.mode == Mode::echo ? serve_echo(connection, worker)
                                                       : serve_line(connection, worker);
     if (!answered) {
@@ -208,8 +217,10 @@ void Server::serve(Connection& connection, Worker& worker) {
     record.outcome = Outcome::error;
     record.detail = "unknown exception";
   }
+  // The reply is in the kernel by now. Handing the buffer back before the close (which is what
+  // tells the client it is done) lets that client's next request find it.
+  keep_or_free(worker.buffer);
   connection.close();
-  worker.buffer.trim(kKeptBuffer);
 
   record.peer = connection.peer();
   record.bytes_in = connection.bytes_read();
@@ -221,7 +232,50 @@ void Server::serve(Connection& connection, Worker& worker) {
   if (options_.on_connection) options_.on_connection(record);
 }
 
+void Server::take_spare(Buffer& buffer) {
+  // Most servers never see a large request: skip the lock when there is nothing to take.
+  if (buffer.capacity() > kKeptBuffer || spare_count_.load(std::memory_order_relaxed) == 0) return;
+  const std::lock_guard<std::mutex> lock(spare_mutex_);
+  if (spare_.empty()) return;
+  buffer = std::move(spare_.back());
+  spare_.pop_back();
+  spare_count_.store(spare_.size(), std::memory_order_relaxed);
+}
+
+void Server::keep_or_free(Buffer& buffer) {
+  if (buffer.capacity() <= kKeptBuffer) return;
+  if (listener_.connection_timeout().count() == 0) {
+    buffer.trim(kKeptBuffer);
+    return;
+  }
+  buffer.clear();
+  const std::lock_guard<std::mutex> lock(spare_mutex_);
+  spare_.push_back(std::move(buffer));
+  spare_count_.store(spare_.size(), std::memory_order_relaxed);
+}
+
+void Server::free_spares() noexcept {
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  {
+    const std::lock_guard<std::mutex> lock(spare_mutex_);
+    count = spare_.size();
+    for (const Buffer& buffer : spare_) bytes += buffer.capacity();
+    spare_.clear();  // keeps the vector's own room, so keep_or_free() still never allocates
+    spare_count_.store(0, std::memory_order_relaxed);
+  }
+  if (count > 0 && options_.log.enabled(LogLevel::verbose)) {
+    try {
+      options_.log.event(LogLevel::verbose, "idle: freed " + std::to_string(count) +
+                                                " spare buffers, " + std::to_string(bytes) +
+                                                " bytes");
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory for a log line; drop it
+    }
+  }
+}
+
 bool Server::serve_echo(Connection& connection, Worker& worker) {
+  take_spare(worker.buffer);
   worker.buffer.clear();
   if (!connection.read_to_end(worker.buffer, options_.max_bytes)) return false;
   worker.reply.clear();

@@ -182,6 +182,9 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       s.options.max_bytes = parse_size(flag, reader.value());
     } else if (flag == "--backlog") {
       s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
+    } else if (flag == "--reuseport") {
+      reader.no_value();
+      s.reuse_port = true;
     } else if (flag == "--greeting") {
       s.options.greeting = std::string(reader.value());
     } else if (flag == "--quiet") {
@@ -264,6 +267,8 @@ std::string server_usage() {
          "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
          "                     0 = no limit (default 64M)\n"
          "  --backlog N        listen backlog (default SOMAXCONN)\n"
+         "  --reuseport        share the port with other processes started with --reuseport\n"
+         "                     (SO_REUSEPORT); the kernel spreads connections among them\n"
          "  --greeting TEXT    line mode's first line (default 'connect')\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens\n"

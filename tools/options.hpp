@@ -29,7 +29,8 @@ struct ServerSettings {
   std::uint16_t port = kDefaultPort;
   std::string prefix{kDefaultPrefix};
   int backlog = SOMAXCONN;
-  ServerOptions options;  // mode, workers, timeout, max_bytes, greeting
+  bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
+  ServerOptions options;    // mode, workers, timeout, max_bytes, greeting
   LogLevel log_level = LogLevel::normal;
   bool help = false;
   bool version = false;

@@ -57,6 +57,9 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
   }
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
+  listen.reuse_port = settings.reuse_port;
+  // Connections inherit the timeout from the listening socket: no system call per connection.
+  listen.connection_timeout = settings.options.timeout;
   return sockecho::Listener::bind(settings.host, settings.port, listen);
 }
 

@@ -22,6 +22,9 @@ class Connection {
   Connection() noexcept = default;
   // Takes ownership of a connected socket.
   Connection(Fd socket, const Address& peer) noexcept;
+  // Takes ownership of a connected socket whose reads and writes already time out after
+  // `timeout` (one accepted from a Listener with a connection timeout, which it inherits).
+  Connection(Fd socket, const Address& peer, std::chrono::milliseconds timeout) noexcept;
 
   [[nodiscard]] bool is_open() const noexcept { return socket_.valid(); }
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -21,6 +22,11 @@ struct ListenOptions {
   // SO_REUSEPORT: let several processes bind the same port and share its connections. Off by
   // default, so a second daemon started by mistake fails with "Address already in use".
   bool reuse_port = false;
+  // Every accepted connection starts with this limit on each read and write
+  // (Connection::timeout() reports it); zero means none. Set on the listening socket before
+  // listen(), so each connection inherits it from there (Linux copies SO_RCVTIMEO and
+  // SO_SNDTIMEO to accepted sockets) instead of costing two system calls of its own.
+  std::chrono::milliseconds connection_timeout{0};
 };
 
 // A listening TCP socket. accept() may be called from several threads at once; interrupt(), from
@@ -60,6 +66,15 @@ class Listener {
   // std::system_error on other failures, e.g. EMFILE when out of descriptors.
   [[nodiscard]] std::optional<Connection> accept();
 
+  // The timeout every accepted connection starts with (ListenOptions::connection_timeout).
+  [[nodiscard]] std::chrono::milliseconds connection_timeout() const noexcept {
+    return connection_timeout_;
+  }
+  // Like accept(), but with a connection timeout it also returns when that long passes without
+  // a connection: then with a Connection that is not open (is_open() false), so the caller can
+  // tidy up while idle. std::nullopt still means interrupt() was called.
+  [[nodiscard]] std::optional<Connection> accept_or_idle();
+
   // Stops accepting: wakes every thread blocked in accept() and makes later calls return
   // std::nullopt. Safe from any thread. Connections still queued in the kernel are refused, except
   // on an adopted socket: there they stay queued for the socket's next user.
@@ -71,7 +86,7 @@ class Listener {
   }
 
  private:
-  Listener(Fd socket, const Address& address) noexcept;
+  Listener(Fd socket, const Address& address, std::chrono::milliseconds timeout) noexcept;
   std::optional<Connection> accept_adopted();
   void give_back() noexcept;
 
@@ -79,6 +94,7 @@ class Listener {
 
   Fd socket_;
   Address address_;
+  std::chrono::milliseconds connection_timeout_{0};
   std::atomic<bool> interrupted_{false};
   std::unique_ptr<Adopted> adopted_;  // only for an adopted socket
 };

@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison of sockecho-server with the servers a user would otherwise run.
+
+Starts every server on a free loopback port, then runs the same scenarios against each with
+sockecho-bench, interleaving the servers within each repetition so that a machine getting busier
+or quieter during the run affects them alike. Writes a Markdown table to bench/RESULTS.md and a
+chart (SVG, with gnuplot) to bench/results.svg.
+
+    cmake -B build && cmake --build build -j2 && python3 bench/compare.py
+
+Servers: sockecho-server (--workers 1 and the default pool of 16, logging on, to a file), the
+floor (bench/floor.c: a bare C accept loop, serial and with 16 threads in accept), Python's
+socketserver.TCPServer and ThreadingTCPServer (bench/py_server.py), and the document's PHP server
+(tests/php/server.php) when php is installed.
+
+Measured per server and scenario: requests/s and MB/s (medians of the repetitions), latency p50
+and p99 (medians of the repetitions' percentiles), server CPU time per request (user + system
+from /proc/PID/stat over all repetitions, divided by the requests served) and peak RSS (VmHWM,
+reset before each scenario). Ratios are to the floor of the same kind: serial servers to the
+serial floor, concurrent ones to the pooled floor.
+"""
+
+import argparse
+import json
+import os
+import platform
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(ROOT, "bench")
+OUT_DIR = os.path.join(BENCH_DIR, "out")
+TICKS = os.sysconf("SC_CLK_TCK")
+POOL = 16
+MIB = 1 << 20
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    size: int
+    concurrency: int
+    large: bool
+
+
+SCENARIOS = [
+    Scenario("small-c1", "6 B, concurrency 1", 6, 1, False),
+    Scenario("small-c16", "6 B, concurrency 16", 6, 16, False),
+    Scenario("large-c1", "16 MiB, concurrency 1", 16 * MIB, 1, True),
+    Scenario("large-c4", "16 MiB, concurrency 4", 16 * MIB, 4, True),
+]
+
+
+@dataclass
+class ServerSpec:
+    key: str
+    title: str
+    argv: list
+    pooled: bool  # serves connections concurrently
+    floor: str  # key of the floor it is compared with
+
+
+@dataclass
+class Runs:
+    rps: list = field(default_factory=list)
+    mbps: list = field(default_factory=list)
+    p50: list = field(default_factory=list)
+    p99: list = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    first_error: str = ""
+    cpu_ticks: int = 0
+    peak_kib: int = 0
+
+
+class Server:
+    def __init__(self, spec, log_path):
+        self.spec = spec
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log
+        )
+        self.port = self._read_port()
+
+    def _read_port(self):
+        deadline = time.monotonic() + 10
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise RuntimeError(f"{self.spec.title}: no ready line")
+            chunk = os.read(self.proc.stdout.fileno(), 1)
+            if not chunk:
+                raise RuntimeError(f"{self.spec.title}: exited before its ready line")
+            line += chunk
+        text = line.decode().strip()
+        if not text.startswith("listening on "):
+            raise RuntimeError(f"{self.spec.title}: unexpected ready line {text!r}")
+        return int(text.rsplit(":", 1)[1])
+
+    def cpu_ticks(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+    def reset_peak(self):
+        # Writing 5 to clear_refs resets VmHWM to the current RSS.
+        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def peak_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
+
+
+def build_floor():
+    os.makedirs(OUT_DIR, exist_ok=True)
+    binary = os.path.join(OUT_DIR, "floor")
+    source = os.path.join(BENCH_DIR, "floor.c")
+    if not os.path.exists(binary) or os.path.getmtime(binary) < os.path.getmtime(source):
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O2", "-pthread", "-o", binary, source], check=True)
+    return binary
+
+
+def server_specs(build, php):
+    sockecho = os.path.join(build, "tools", "sockecho-server")
+    floor = build_floor()
+    py = os.path.join(BENCH_DIR, "py_server.py")
+    specs = [
+        ServerSpec("floor-1", "floor (C, serial)", [floor, "127.0.0.1", "0", "1"], False, "floor-1"),
+        ServerSpec("floor-16", f"floor (C, {POOL} threads)", [floor, "127.0.0.1", "0", str(POOL)],
+                   True, "floor-16"),
+        ServerSpec("sockecho-1", "sockecho-server --workers 1",
+                   [sockecho, "--port", "0", "--workers", "1"], False, "floor-1"),
+        ServerSpec("sockecho-16", f"sockecho-server --workers {POOL}",
+                   [sockecho, "--port", "0", "--workers", str(POOL)], True, "floor-16"),
+        ServerSpec("py-plain", "Python TCPServer", [sys.executable, py, "127.0.0.1", "0", "plain"],
+                   False, "floor-1"),
+        ServerSpec("py-threading", "Python ThreadingTCPServer",
+                   [sys.executable, py, "127.0.0.1", "0", "threading"], True, "floor-16"),
+    ]
+    if php:
+        specs.append(ServerSpec("php", "PHP (the document's server)",
+                                [php, os.path.join(ROOT, "tests", "php", "server.php"),
+                                 "127.0.0.1", "0"], False, "floor-1"))
+    return specs
+
+
+def run_bench(bench, port, scenario, seconds):
+    argv = [bench, "--port", str(port), "-c", str(scenario.concurrency), "--size",
+            str(scenario.size), "--duration", f"{seconds:.3f}", "--json", "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def ratio(value, base):
+    return value / base if base else float("nan")
+
+
+def fmt(value, digits=0):
+    if value != value:  # NaN
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def cpu_us(runs):
+    return runs.cpu_ticks / TICKS * 1e6 / runs.requests if runs.requests else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"),
+                        help="CMake build directory with sockecho-server and sockecho-bench")
+    parser.add_argument("--repeat", type=int, default=9, help="runs per server and scenario")
+    parser.add_argument("--seconds", type=float, default=0.4,
+                        help="length of each run of 6-byte requests")
+    parser.add_argument("--large-seconds", type=float, default=1.0,
+                        help="length of each run of 16 MiB requests (a few dozen requests each)")
+    parser.add_argument("--only", default="", help="comma-separated server keys to run")
+    parser.add_argument("--against", default="",
+                        help="another build directory whose sockecho-server runs too (before/after)")
+    parser.add_argument("--scenarios", default="", help="comma-separated scenario keys to run")
+    parser.add_argument("--redraw", action="store_true",
+                        help="rewrite RESULTS.md and the chart from the last run's raw numbers")
+    parser.add_argument("--results", default=os.path.join(BENCH_DIR, "RESULTS.md"))
+    parser.add_argument("--chart", default=os.path.join(BENCH_DIR, "results.svg"))
+    args = parser.parse_args()
+
+    raw = os.path.join(OUT_DIR, "raw.json")
+    if args.redraw:
+        with open(raw) as f:
+            saved = json.load(f)
+        specs = [ServerSpec(**s) for s in saved["specs"]]
+        results = {sc: {k: Runs(**r) for k, r in runs.items()}
+                   for sc, runs in saved["results"].items()}
+        args.repeat, args.seconds = saved["repeat"], saved["seconds"]
+        args.large_seconds = saved.get("large_seconds", args.seconds)
+        write_results(args, specs, results, saved["elapsed"], saved["load"], saved["when"])
+        write_chart(args, specs, results)
+        return
+
+    bench = os.path.join(args.build, "tools", "sockecho-bench")
+    for program in (bench, os.path.join(args.build, "tools", "sockecho-server")):
+        if not os.access(program, os.X_OK):
+            sys.exit(f"compare.py: {program} is missing; build first: "
+                     "cmake -B build && cmake --build build -j2")
+    php = shutil.which("php")
+    if not php:
+        print("compare.py: php not found (apt-get install php-cli); the PHP server is left out",
+              file=sys.stderr)
+    specs = server_specs(args.build, php)
+    if args.against:
+        other = os.path.join(args.against, "tools", "sockecho-server")
+        for workers, floor in (("1", "floor-1"), (str(POOL), "floor-16")):
+            specs.append(ServerSpec(f"against-{workers}", f"{other} --workers {workers}",
+                                    [other, "--port", "0", "--workers", workers],
+                                    workers != "1", floor))
+    if args.only:
+        wanted = set(args.only.split(","))
+        specs = [s for s in specs
+                 if s.key in wanted or s.key.startswith(("floor", "against"))]
+
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    servers = []
+    try:
+        for spec in specs:
+            servers.append(Server(spec, os.path.join(OUT_DIR, f"{spec.key}.log")))
+        results = {}
+        for scenario in SCENARIOS:
+            if args.scenarios and scenario.key not in args.scenarios.split(","):
+                continue
+            print(f"== {scenario.title}", file=sys.stderr, flush=True)
+            for server in servers:
+                # Warm up: first connections, thread start-up, buffers grown once.
+                run_bench(bench, server.port, scenario, 0.15)
+                server.reset_peak()
+            runs = {server.spec.key: Runs() for server in servers}
+            for _ in range(args.repeat):
+                for server in servers:
+                    r = runs[server.spec.key]
+                    before = server.cpu_ticks()
+                    out = run_bench(bench, server.port, scenario,
+                                    args.large_seconds if scenario.large else args.seconds)
+                    r.cpu_ticks += server.cpu_ticks() - before
+                    r.rps.append(out["requests_per_s"])
+                    r.mbps.append(out["mb_per_s"])
+                    r.p50.append(out["p50_ms"])
+                    r.p99.append(out["p99_ms"])
+                    r.requests += out["ok"]
+                    r.errors += out["errors"]
+                    r.first_error = r.first_error or out["first_error"]
+            for server in servers:
+                r = runs[server.spec.key]
+                r.peak_kib = server.peak_kib()
+                print(f"   {server.spec.title:34} {statistics.median(r.rps):10.0f} req/s "
+                      f"{statistics.median(r.mbps):9.1f} MB/s  cpu {cpu_us(r):7.1f} us/req  "
+                      f"peak {r.peak_kib / 1024:6.1f} MiB  errors {r.errors}",
+                      file=sys.stderr, flush=True)
+            results[scenario.key] = runs
+    finally:
+        for server in servers:
+            server.stop()
+    elapsed = time.monotonic() - started
+
+    if args.only or args.scenarios:
+        print("compare.py: a partial run; RESULTS.md and the chart are left as they are",
+              file=sys.stderr)
+        return
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with open(raw, "w") as f:
+        json.dump({"specs": [vars(s) for s in specs],
+                   "results": {sc: {k: vars(r) for k, r in runs.items()}
+                               for sc, runs in results.items()},
+                   "repeat": args.repeat, "seconds": args.seconds,
+                   "large_seconds": args.large_seconds, "elapsed": elapsed,
+                   "load": list(load_before), "when": when}, f)
+    write_results(args, specs, results, elapsed, load_before, when)
+    write_chart(args, specs, results)
+    print(f"compare.py: {elapsed:.0f} s; wrote {os.path.relpath(args.results)}", file=sys.stderr)
+
+
+def spread(values):
+    """Interquartile range over median: how much the runs of one cell disagree."""
+    if len(values) < 4:
+        return float("nan")
+    q = statistics.quantiles(values, n=4)
+    med = statistics.median(values)
+    return (q[2] - q[0]) / med if med else float("nan")
+
+
+def summarize(runs):
+    return {
+        "spread": spread(runs.mbps if runs.mbps and runs.mbps[0] > 100 else runs.rps),
+        "rps": statistics.median(runs.rps),
+        "mbps": statistics.median(runs.mbps),
+        "p50": statistics.median(runs.p50),
+        "p99": statistics.median(runs.p99),
+        "cpu": cpu_us(runs),
+        "rss": runs.peak_kib / 1024,
+        "errors": runs.errors,
+    }
+
+
+def targets(specs, results):
+    """The issue's targets, each as (text, met, detail)."""
+    keys = {s.key for s in specs}
+    out = []
+    s = {sc: {k: summarize(v) for k, v in results[sc].items()} for sc in results}
+    for sc in ("small-c1", "small-c16"):
+        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho-16", "floor-16")):
+            r = ratio(s[sc][mine]["rps"], s[sc][floor]["rps"])
+            out.append((f"{sc}: {mine} requests/s >= 0.95x {floor}", r >= 0.95, f"{r:.2f}x"))
+            c = ratio(s[sc][mine]["cpu"], s[sc][floor]["cpu"])
+            out.append((f"{sc}: {mine} CPU/request <= 1.1x {floor}", c <= 1.1, f"{c:.2f}x"))
+    for sc in ("large-c1", "large-c4"):
+        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho-16", "floor-16")):
+            r = ratio(s[sc][mine]["mbps"], s[sc][floor]["mbps"])
+            out.append((f"{sc}: {mine} MB/s >= 0.95x {floor}", r >= 0.95, f"{r:.2f}x"))
+    for other in ("py-threading", "php"):
+        if other not in keys:
+            continue
+        for sc in results:
+            metric = "mbps" if sc.startswith("large") else "rps"
+            need = 2.0 if sc.startswith("large") else 1.0
+            best = max(s[sc]["sockecho-1"][metric], s[sc]["sockecho-16"][metric])
+            r = ratio(best, s[sc][other][metric])
+            out.append((f"{sc}: sockecho >= {need:g}x {other}", r >= need, f"{r:.2f}x"))
+    for sc in ("large-c1", "large-c4"):
+        conc = next(x.concurrency for x in SCENARIOS if x.key == sc)
+        limit = 16 * conc + 4
+        for mine in ("sockecho-1", "sockecho-16"):
+            rss = s[sc][mine]["rss"]
+            out.append((f"{sc}: {mine} peak RSS <= {limit} MiB", rss <= limit, f"{rss:.1f} MiB"))
+    for sc in ("large-c1", "large-c4"):
+        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho-16", "floor-16")):
+            r = ratio(s[sc][mine]["mbps"], s[sc][floor]["mbps"])
+            out.append((f"stretch, {sc}: {mine} MB/s > {floor}", r > 1.0, f"{r:.2f}x"))
+    return out
+
+
+def write_results(args, specs, results, elapsed, load_before, when):
+    lines = ["# sockecho compared", ""]
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines += [
+        f"Generated by `python3 bench/compare.py` on {when}: "
+        f"Linux {platform.release()}, {os.cpu_count()} x {cpu}, load average "
+        f"{load_before[0]:.2f} at the start; {args.repeat} runs per server and scenario "
+        f"({args.seconds:g} s each for 6 B, {args.large_seconds:g} s for 16 MiB), servers "
+        f"interleaved within each run; {elapsed:.0f} s in all. Client and "
+        f"server share the machine's cores.",
+        "",
+        "requests/s and MB/s are medians of the runs (MB/s: request bytes echoed per second, "
+        "10^6 bytes); p50/p99 are medians of each run's percentiles; CPU is the server's "
+        "user + system time per request (from `/proc/PID/stat`, summed over all runs); peak RSS is "
+        "VmHWM, reset before each scenario. spread: interquartile range of the runs' "
+        "throughput over its median, the noise to read every ratio against. "
+        "x floor: ratio to the floor of the same kind "
+        "(serial servers to the serial floor, concurrent ones to the pooled floor); for CPU and "
+        "RSS lower is better.",
+        "",
+    ]
+    floor_of = {s.key: s.floor for s in specs}
+    lines += ["## Summary", "",
+              "Throughput (requests/s for 6 B, MB/s for 16 MiB) and, in brackets, the ratio to "
+              "the floor of the same kind.", "",
+              "| server | " + " | ".join(sc.title for sc in SCENARIOS) + " |",
+              "| --- |" + " ---: |" * len(SCENARIOS)]
+    for spec in specs:
+        cells = []
+        for scenario in SCENARIOS:
+            summary = {k: summarize(v) for k, v in results[scenario.key].items()}
+            metric = "mbps" if scenario.large else "rps"
+            value = summary[spec.key][metric]
+            base = summary[floor_of[spec.key]][metric]
+            cells.append(f"{fmt(value)} ({fmt(ratio(value, base), 2)}x)")
+        lines.append(f"| {spec.title} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for scenario in SCENARIOS:
+        runs = results[scenario.key]
+        summary = {k: summarize(v) for k, v in runs.items()}
+        lines += [f"## {scenario.title}", "",
+                  "| server | requests/s | x floor | MB/s | x floor | spread | p50 ms | p99 ms "
+                  "| CPU us/req | x floor | peak RSS MiB | x floor | errors |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: | ---: |"]
+        for spec in specs:
+            m = summary[spec.key]
+            f = summary[floor_of[spec.key]]
+            lines.append(
+                f"| {spec.title} | {fmt(m['rps'])} | {fmt(ratio(m['rps'], f['rps']), 2)} "
+                f"| {fmt(m['mbps'], 1 if scenario.large else 3)} "
+                f"| {fmt(ratio(m['mbps'], f['mbps']), 2)} | {fmt(100 * m['spread'])}% "
+                f"| {fmt(m['p50'], 3)} | {fmt(m['p99'], 3)} "
+                f"| {fmt(m['cpu'], 1)} | {fmt(ratio(m['cpu'], f['cpu']), 2)} "
+                f"| {fmt(m['rss'], 1)} | {fmt(ratio(m['rss'], f['rss']), 2)} | {m['errors']} |")
+        lines.append("")
+    lines += ["## Targets", "", "| target | met | measured |", "| --- | --- | ---: |"]
+    for text, met, detail in targets(specs, results):
+        lines.append(f"| {text} | {'yes' if met else '**no**'} | {detail} |")
+    lines.append("")
+    lines += [
+        "## Notes", "",
+        "- Python's `TCPServer` and the document's PHP server listen with backlogs of 5 and 4 "
+        "(socketserver's `request_queue_size`, the post's `socket_listen($socket, 4)`). At "
+        "concurrency 16 their accept queue overflows: some connections are reset (the errors "
+        "column) or wait for a retransmission (p99).",
+        "- `ThreadingTCPServer` starts a thread per connection, and many requests then wait for "
+        "CPython's GIL switch interval (5 ms): hence its rate and p99 on small requests.",
+        "- The floor keeps every thread's request buffer for good: with 16 threads that is 16 "
+        "buffers of 16 MiB touched, whatever the concurrency. sockecho keeps a large buffer only "
+        "for the next large request (never more than the large requests served at once) and frees "
+        "it after a `--timeout` without connections.",
+        "- Client and server share the cores: a server that uses less CPU leaves more to the "
+        "client, so a throughput ratio and a CPU ratio tell different things. Other work on the "
+        "machine shows up as spread between runs; compare ratios within one run.",
+        "",
+    ]
+    chart = os.path.relpath(args.chart, os.path.dirname(os.path.abspath(args.results)))
+    lines += [f"![requests/s and MB/s of each server, as a ratio to the floor]({chart})", ""]
+    with open(args.results, "w") as f:
+        f.write("\n".join(lines))
+
+
+def write_chart(args, specs, results):
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        print("compare.py: gnuplot not found (apt-get install gnuplot-nox); chart not drawn",
+              file=sys.stderr)
+        return
+    # One group per scenario, one bar per server: throughput as a ratio to the faster of the two
+    # floors, the best the kernel gives this design, so every bar is on the same scale.
+    data = os.path.join(OUT_DIR, "chart.dat")
+    with open(data, "w") as f:
+        f.write("scenario " + " ".join(f'"{s.title}"' for s in specs) + "\n")
+        for scenario in SCENARIOS:
+            summary = {k: summarize(v) for k, v in results[scenario.key].items()}
+            metric = "mbps" if scenario.large else "rps"
+            base = max(summary["floor-16"][metric], summary["floor-1"][metric])
+            row = [f"{summary[s.key][metric] / base:.4f}" for s in specs]
+            f.write(f'"{scenario.title}" ' + " ".join(row) + "\n")
+    xtics = ", ".join(
+        '"{}" {}'.format(sc.title.replace(", concurrency ", ", c = "), i)
+        for i, sc in enumerate(SCENARIOS))
+    script = f"""
+set terminal svg size 1100,480 dynamic enhanced font 'sans,12' background rgb 'white'
+set output '{args.chart}'
+set title 'Throughput relative to the faster floor (requests/s for 6 B, MB/s for 16 MiB)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set yrange [0:*]
+set grid ytics
+set ylabel 'x floor'
+set key outside right top vertical
+set offsets 0, 0, 0.1, 0
+set xtics nomirror ({xtics})
+plot for [i=2:{len(specs) + 1}] '{data}' using i title columnheader(i)
+"""
+    subprocess.run([gnuplot], input=script, text=True, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+/* The floor of the comparison: the least a blocking accept-loop server of sockecho's protocol
+ * can do, with no library around it. Each thread blocks in accept() on the shared socket, reads
+ * until the client half-closes into a buffer it keeps (grown by doubling), writes prefix and
+ * data with one writev(), and closes. No timeouts, no limits, no log: what is left is what the
+ * kernel costs.
+ *
+ * Usage: floor HOST PORT THREADS [PREFIX]   (IPv4 HOST; PORT 0 picks a free one; THREADS 1 is
+ * the strictly serial loop). Prints "listening on HOST:PORT" once ready. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static int listener;
+static const char* prefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+static size_t prefix_len;
+
+static void die(const char* what) {
+  perror(what);
+  exit(1);
+}
+
+static void* serve(void* unused) {
+  (void)unused;
+  char* buffer = NULL;
+  size_t capacity = 0;
+  for (;;) {
+    int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      die("accept");
+    }
+    size_t size = 0;
+    for (;;) {
+      if (size == capacity) {
+        capacity = capacity ? capacity * 2 : 65536;
+        buffer = realloc(buffer, capacity);
+        if (!buffer) die("realloc");
+      }
+      ssize_t n = recv(fd, buffer + size, capacity - size, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (n < 0) size = (size_t)-1;
+        break;
+      }
+      size += (size_t)n;
+    }
+    if (size != (size_t)-1) {
+      struct iovec iov[2] = {{(void*)prefix, prefix_len}, {buffer, size}};
+      struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+      size_t left = prefix_len + size;
+      while (left > 0) {
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        left -= (size_t)n;
+        /* A partial write: step the iovecs past what went out. */
+        while (n > 0 && msg.msg_iovlen > 0) {
+          size_t step = (size_t)n < msg.msg_iov->iov_len ? (size_t)n : msg.msg_iov->iov_len;
+          msg.msg_iov->iov_base = (char*)msg.msg_iov->iov_base + step;
+          msg.msg_iov->iov_len -= step;
+          n -= (ssize_t)step;
+          if (msg.msg_iov->iov_len == 0) {
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+          }
+        }
+      }
+    }
+    close(fd);
+  }
+  return NULL;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 4 || argc > 5) {
+    fprintf(stderr, "usage: floor HOST PORT THREADS [PREFIX]\n");
+    return 2;
+  }
+  int threads = atoi(argv[3]);
+  if (threads < 1) threads = 1;
+  if (argc == 5) prefix = argv[4];
+  prefix_len = strlen(prefix);
+
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
+  if (inet_pton(AF_INET, argv[1], &address.sin_addr) != 1) {
+    fprintf(stderr, "floor: %s is not an IPv4 address\n", argv[1]);
+    return 2;
+  }
+  listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) die("socket");
+  int on = 1;
+  if (setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0) die("setsockopt");
+  if (bind(listener, (struct sockaddr*)&address, sizeof address) != 0) die("bind");
+  if (listen(listener, SOMAXCONN) != 0) die("listen");
+  socklen_t len = sizeof address;
+  if (getsockname(listener, (struct sockaddr*)&address, &len) != 0) die("getsockname");
+  printf("listening on %s:%u\n", argv[1], (unsigned)ntohs(address.sin_port));
+  fflush(stdout);
+
+  for (int i = 1; i < threads; ++i) {
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, serve, NULL) != 0) die("pthread_create");
+  }
+  serve(NULL);
+  return 0;
+}

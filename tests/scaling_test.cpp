@@ -1,0 +1,200 @@
+// Several sockecho-server instances on one service: processes sharing a port with --reuseport,
+// and instances behind HAProxy in TCP mode (the README's recipe), all on loopback.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "sockecho/client.hpp"
+#include "sockecho/fd.hpp"
+#include "sockecho/listener.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Child;
+using test::ServerProcess;
+
+// sockecho-server with exactly these arguments (no "--port 0" added), once it is ready.
+class FixedPortServer : public Child {
+ public:
+  explicit FixedPortServer(const std::vector<std::string>& args) : Child(argv(args)) {
+    ready_ = stdout_line();
+  }
+  [[nodiscard]] const std::optional<std::string>& ready() const { return ready_; }
+
+ private:
+  static std::vector<std::string> argv(const std::vector<std::string>& args) {
+    std::vector<std::string> out{test::server_program()};
+    out.insert(out.end(), args.begin(), args.end());
+    return out;
+  }
+  std::optional<std::string> ready_;
+};
+
+RequestOptions patient() {
+  RequestOptions options;
+  options.timeout = test::kPatience;
+  return options;
+}
+
+// Sends requests until replies with every prefix in `prefixes` have been seen, at most `limit`
+// requests; returns the prefixes seen. Each reply must be one of them followed by the message.
+std::set<std::string> prefixes_answering(std::uint16_t port, const std::set<std::string>& prefixes,
+                                         int limit) {
+  std::set<std::string> seen;
+  for (int i = 0; i < limit && seen.size() < prefixes.size(); ++i) {
+    const std::string message = "request " + std::to_string(i);
+    const std::string reply = request("127.0.0.1", port, message, patient());
+    bool known = false;
+    for (const std::string& prefix : prefixes) {
+      if (reply == prefix + message) {
+        seen.insert(prefix);
+        known = true;
+      }
+    }
+    EXPECT_TRUE(known) << "unexpected reply '" << reply << "'";
+    if (!known) break;
+  }
+  return seen;
+}
+
+TEST(ReusePort, TwoServersShareOnePortAndBothServe) {
+  ServerProcess first({"--reuseport", "--prefix", "A:"});
+  const std::string port = std::to_string(first.port());
+  FixedPortServer second({"--reuseport", "--prefix", "B:", "--port", port});
+  ASSERT_TRUE(second.ready()) << second.err();
+  EXPECT_EQ(*second.ready(), "listening on 127.0.0.1:" + port);
+  // The kernel spreads connections over both sockets by a hash of their addresses: 200
+  // requests all landing on one of two servers would take a broken --reuseport.
+  EXPECT_EQ(prefixes_answering(first.port(), {"A:", "B:"}, 200),
+            (std::set<std::string>{"A:", "B:"}));
+}
+
+TEST(ReusePort, WithoutItASecondServerOnThePortFails) {
+  ServerProcess first;
+  FixedPortServer second({"--port", std::to_string(first.port())});
+  EXPECT_EQ(second.wait(), 1);
+  EXPECT_NE(second.err().find("bind 127.0.0.1:" + std::to_string(first.port()) +
+                              ": Address already in use"),
+            std::string::npos)
+      << second.err();
+}
+
+TEST(ReusePort, BothServersMustAskForIt) {
+  ServerProcess first;  // without --reuseport
+  FixedPortServer second({"--reuseport", "--port", std::to_string(first.port())});
+  EXPECT_EQ(second.wait(), 1);
+  EXPECT_NE(second.err().find("Address already in use"), std::string::npos) << second.err();
+}
+
+std::optional<std::string> find_program(const std::string& name) {
+  std::string path = std::getenv("PATH") != nullptr ? std::getenv("PATH") : "";
+  path += ":/usr/sbin:/sbin:/usr/local/sbin";
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const std::size_t end = std::min(path.find(':', start), path.size());
+    const std::string candidate = path.substr(start, end - start) + "/" + name;
+    if (end > start && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
+// A directory under TMPDIR, removed with its files at the end.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/sockecho-test-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::system_error(errno, std::generic_category());
+    path_ = pattern;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  TempDir(TempDir&&) = delete;
+  TempDir& operator=(TempDir&&) = delete;
+  ~TempDir() {
+    for (const std::string& file : files_) ::unlink(file.c_str());
+    ::rmdir(path_.c_str());
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    std::string file = path_ + "/" + name;
+    std::ofstream(file) << text;
+    files_.push_back(file);
+    return file;
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> files_;
+};
+
+// The README's recipe: HAProxy in TCP mode in front of sockecho-server instances. Its timeouts
+// are longer than sockecho's --timeout (30 s), so sockecho decides when a client is too slow.
+std::string haproxy_config(const std::string& bind, const std::vector<std::uint16_t>& ports) {
+  std::string config =
+      "global\n"
+      "    maxconn 4096\n"
+      "defaults\n"
+      "    mode tcp\n"
+      "    timeout connect 5s\n"
+      "    timeout client 35s\n"
+      "    timeout server 35s\n"
+      "frontend sockecho\n"
+      "    bind " +
+      bind +
+      "\n"
+      "    default_backend sockecho_servers\n"
+      "backend sockecho_servers\n"
+      "    balance roundrobin\n";
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    config += "    server s" + std::to_string(i + 1) + " 127.0.0.1:" + std::to_string(ports[i]) +
+              " check\n";
+  }
+  return config;
+}
+
+TEST(HAProxy, SpreadsRequestsOverTwoServersInTcpMode) {
+  const std::optional<std::string> haproxy = find_program("haproxy");
+  if (!haproxy) GTEST_SKIP() << "haproxy is not installed (apt-get install haproxy)";
+
+  ServerProcess one({"--prefix", "one:", "--quiet"});
+  ServerProcess two({"--prefix", "two:", "--quiet"});
+  // The frontend's socket is bound here, on an ephemeral port, and handed to HAProxy as an
+  // inherited descriptor ("bind fd@N"): no port to guess, and connections made before HAProxy
+  // is up wait in the backlog. dup() gives a copy without close-on-exec for the child.
+  const Listener frontend = Listener::bind("127.0.0.1", 0);
+  const Fd inherited(::dup(frontend.fd()));
+  ASSERT_TRUE(inherited.valid());
+
+  TempDir dir;
+  const std::string config =
+      dir.write("haproxy.cfg",
+                haproxy_config("fd@" + std::to_string(inherited.get()), {one.port(), two.port()}));
+  const test::RunResult check = test::run({*haproxy, "-c", "-f", config});
+  ASSERT_EQ(check.status, 0) << check.out << check.err;
+
+  Child proxy({*haproxy, "-db", "-f", config});
+  const std::uint16_t port = frontend.address().port();
+  EXPECT_EQ(prefixes_answering(port, {"one:", "two:"}, 20), (std::set<std::string>{"one:", "two:"}))
+      << proxy.err();
+
+  // A large request crosses the proxy intact, half-close and all.
+  const std::string payload = test::pattern(std::size_t{4} << 20);
+  const std::string reply = request("127.0.0.1", port, payload, patient());
+  ASSERT_EQ(reply.size(), payload.size() + 4);
+  EXPECT_TRUE(reply == "one:" + payload || reply == "two:" + payload);
+}
+
+}  // namespace
+}  // namespace sockecho

@@ -1,0 +1,586 @@
+#include "bench.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <system_error>
+#include <thread>
+
+#include "sockecho/address.hpp"
+#include "sockecho/error.hpp"
+#include "sockecho/fd.hpp"
+
+namespace sockecho::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr unsigned long kMaxConcurrency = 1024;
+constexpr unsigned long kMaxSources = 250;  // 127.0.0.2 .. 127.0.0.251
+// Each read of a reply takes up to this much, checked while it is still in the cache.
+constexpr std::size_t kReadChunk = std::size_t{256} * 1024;
+constexpr std::chrono::milliseconds kProgressEvery{250};
+
+std::string bad_value(std::string_view flag, std::string_view text, std::string_view expected) {
+  return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
+}
+
+// A reply must be exactly prefix followed by payload; this checks one piece of it that starts
+// `offset` bytes into the reply.
+class Expected {
+ public:
+  Expected(std::string_view prefix, std::string_view payload)
+      : prefix_(prefix), payload_(payload) {}
+
+  [[nodiscard]] std::size_t size() const noexcept { return prefix_.size() + payload_.size(); }
+
+  [[nodiscard]] bool matches(std::size_t offset, const char* data, std::size_t n) const noexcept {
+    if (offset + n > size()) return false;
+    if (offset < prefix_.size()) {
+      const std::size_t in_prefix = std::min(n, prefix_.size() - offset);
+      if (std::memcmp(data, prefix_.data() + offset, in_prefix) != 0) return false;
+      data += in_prefix;
+      n -= in_prefix;
+      offset += in_prefix;
+    }
+    return n == 0 || std::memcmp(data, payload_.data() + (offset - prefix_.size()), n) == 0;
+  }
+
+ private:
+  std::string_view prefix_;
+  std::string_view payload_;
+};
+
+// One failed request: its kind and what to tell the user.
+struct Failure {
+  ErrorKind kind;
+  std::string message;
+};
+
+ErrorKind kind_of(ErrorKind during, int err) noexcept {
+  // SO_RCVTIMEO / SO_SNDTIMEO expiry shows as EAGAIN (EINPROGRESS for connect).
+  if (err == EAGAIN || err == EWOULDBLOCK || err == ETIMEDOUT) return ErrorKind::timeout;
+  if (during == ErrorKind::connect && err == EINPROGRESS) return ErrorKind::timeout;
+  return during;
+}
+
+timeval to_timeval(std::chrono::milliseconds timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  return tv;
+}
+
+// The shared plan of a run, read by every worker thread.
+struct Plan {
+  Address server;
+  std::vector<Address> sources;  // empty: let the kernel choose
+  std::string payload;
+  Expected expected;
+  timeval timeout{};
+  bool timed = false;
+  // Requests still to start (request-count mode), or the time to stop starting them.
+  std::atomic<std::int64_t> remaining{0};
+  bool by_duration = false;
+  Clock::time_point stop_at;
+
+  Plan(const Address& to, std::string request, std::string_view prefix)
+      : server(to), payload(std::move(request)), expected(prefix, payload) {}
+};
+
+// One load thread: a connection at a time, every buffer reused.
+class Worker {
+ public:
+  Worker(Plan& plan, unsigned index) : plan_(plan), next_source_(index), chunk_(kReadChunk) {}
+
+  void run() {
+    for (;;) {
+      if (plan_.by_duration) {
+        if (Clock::now() >= plan_.stop_at) break;
+      } else if (plan_.remaining.fetch_sub(1, std::memory_order_relaxed) <= 0) {
+        break;
+      }
+      one_request();
+      done_.store(ok_ + failed_, std::memory_order_relaxed);
+    }
+  }
+
+  [[nodiscard]] std::uint64_t done() const noexcept {
+    return done_.load(std::memory_order_relaxed);
+  }
+
+  void add_to(BenchResult& result) const {
+    result.ok += ok_;
+    for (std::size_t i = 0; i < kErrorKinds; ++i) result.errors[i] += errors_[i];
+    if (result.first_error.empty()) result.first_error = first_error_;
+    result.bytes_sent += bytes_sent_;
+    result.bytes_received += bytes_received_;
+    result.latency.merge(latency_);
+  }
+
+ private:
+  void one_request() {
+    const Clock::time_point start = Clock::now();
+    Failure failure{ErrorKind::connect, {}};
+    if (exchange(failure)) {
+      ++ok_;
+      latency_.record(static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count()));
+      return;
+    }
+    ++failed_;
+    ++errors_[static_cast<std::size_t>(failure.kind)];
+    if (first_error_.empty()) first_error_ = failure.message;
+  }
+
+  // One connection: connect, send, half-close, read and check the reply. False on failure, with
+  // the failure described.
+  bool exchange(Failure& failure) {
+    const Address& server = plan_.server;
+    auto fail = [&](ErrorKind during, int err, const char* call) {
+      failure.kind = kind_of(during, err);
+      failure.message = std::string(call) + " " + server.to_string() + ": " + std::strerror(err);
+      return false;
+    };
+    const Fd socket(::socket(server.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!socket) return fail(ErrorKind::connect, errno, "socket");
+    const int fd = socket.get();
+    if (!plan_.sources.empty()) {
+      const Address& source = plan_.sources[next_source_++ % plan_.sources.size()];
+      // Without this, bind() would reserve a port for the source address alone; with it the
+      // port is chosen at connect() and only needs to be unique for the whole 4-tuple.
+      const int on = 1;
+      if (::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0 ||
+          ::bind(fd, source.data(), source.size()) != 0) {
+        return fail(ErrorKind::connect, errno, "bind");
+      }
+    }
+    if (plan_.timed) {
+      if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &plan_.timeout, sizeof plan_.timeout) != 0 ||
+          ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &plan_.timeout, sizeof plan_.timeout) != 0) {
+        return fail(ErrorKind::connect, errno, "setsockopt");
+      }
+    }
+    if (::connect(fd, server.data(), server.size()) != 0) {
+      return fail(ErrorKind::connect, errno, "connect");
+    }
+
+    std::string_view left = plan_.payload;
+    while (!left.empty()) {
+      const ssize_t n =
+          retry_eintr([&] { return ::send(fd, left.data(), left.size(), MSG_NOSIGNAL); });
+      if (n < 0) return fail(ErrorKind::write, errno, "write");
+      bytes_sent_ += static_cast<std::uint64_t>(n);
+      left.remove_prefix(static_cast<std::size_t>(n));
+    }
+    if (::shutdown(fd, SHUT_WR) != 0) return fail(ErrorKind::write, errno, "shutdown");
+
+    std::size_t received = 0;
+    for (;;) {
+      const ssize_t n = retry_eintr([&] { return ::recv(fd, chunk_.data(), chunk_.size(), 0); });
+      if (n < 0) return fail(ErrorKind::read, errno, "read");
+      if (n == 0) break;
+      const auto size = static_cast<std::size_t>(n);
+      bytes_received_ += size;
+      if (!plan_.expected.matches(received, chunk_.data(), size)) {
+        failure.kind = ErrorKind::mismatch;
+        failure.message = "reply from " + server.to_string() + " differs from the expected " +
+                          std::to_string(plan_.expected.size()) + " bytes at or after byte " +
+                          std::to_string(received);
+        return false;
+      }
+      received += size;
+    }
+    if (received != plan_.expected.size()) {
+      failure.kind = ErrorKind::mismatch;
+      failure.message = "reply from " + server.to_string() + " is " + std::to_string(received) +
+                        " bytes, expected " + std::to_string(plan_.expected.size());
+      return false;
+    }
+    return true;
+  }
+
+  Plan& plan_;
+  std::size_t next_source_;
+  std::vector<char> chunk_;
+  Histogram latency_;
+  std::uint64_t ok_ = 0;
+  std::uint64_t failed_ = 0;
+  std::array<std::uint64_t, kErrorKinds> errors_{};
+  std::string first_error_;
+  std::uint64_t bytes_sent_ = 0;
+  std::uint64_t bytes_received_ = 0;
+  std::atomic<std::uint64_t> done_{0};
+};
+
+bool is_ipv4_loopback(const Address& address) {
+  if (address.family() != AF_INET) return false;
+  const auto* in = reinterpret_cast<const sockaddr_in*>(address.data());
+  return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+}
+
+std::vector<Address> loopback_sources(unsigned count) {
+  std::vector<Address> out;
+  for (unsigned i = 0; i < count; ++i) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl((127U << 24) + 2 + i);  // 127.0.0.2, 127.0.0.3, ...
+    out.emplace_back(reinterpret_cast<const sockaddr*>(&in), static_cast<socklen_t>(sizeof in));
+  }
+  return out;
+}
+
+std::string format_ms(std::uint64_t ns) {
+  std::array<char, 32> text{};
+  (void)std::snprintf(text.data(), text.size(), "%.3f", static_cast<double>(ns) / 1e6);
+  return text.data();
+}
+
+std::string format_fixed(double value, int decimals) {
+  std::array<char, 48> text{};
+  (void)std::snprintf(text.data(), text.size(), "%.*f", decimals, value);
+  return text.data();
+}
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      std::array<char, 8> escaped{};
+      (void)std::snprintf(escaped.data(), escaped.size(), "\\u%04x", c);
+      out += escaped.data();
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
+  BenchSettings s;
+  bool have_requests = false;
+  bool have_duration = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string_view flag = args[i];
+    std::optional<std::string_view> inline_value;
+    if (flag.size() < 3 || flag.substr(0, 2) != "--") {
+      if (flag == "-h") {
+        s.help = true;
+        continue;
+      }
+      if (flag != "-c") throw cli::UsageError("unexpected argument '" + std::string(flag) + "'");
+    }
+    if (const std::size_t equals = flag.find('=');
+        flag != "-c" && equals != std::string_view::npos) {
+      inline_value = flag.substr(equals + 1);
+      flag = flag.substr(0, equals);
+    }
+    auto value = [&]() -> std::string_view {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= args.size()) {
+        throw cli::UsageError("option " + std::string(flag) + " needs a value");
+      }
+      return args[++i];
+    };
+    auto no_value = [&] {
+      if (inline_value) throw cli::UsageError("option " + std::string(flag) + " takes no value");
+    };
+    if (flag == "--host") {
+      s.host = std::string(value());
+      if (s.host.empty()) throw cli::UsageError("--host needs a host name or address");
+    } else if (flag == "--port") {
+      const std::string_view text = value();
+      try {
+        s.port = parse_port(text);
+      } catch (const std::invalid_argument& e) {
+        throw cli::UsageError(std::string("--port: ") + e.what());
+      }
+    } else if (flag == "--concurrency" || flag == "-c") {
+      s.concurrency = static_cast<unsigned>(cli::parse_number(flag, value(), 1, kMaxConcurrency));
+    } else if (flag == "--requests") {
+      s.requests = cli::parse_number(flag, value(), 1, 1'000'000'000'000UL);
+      have_requests = true;
+    } else if (flag == "--duration") {
+      s.duration = cli::parse_seconds(flag, value());
+      if (s.duration.count() == 0) {
+        throw cli::UsageError(bad_value(flag, "0", "a positive number of seconds"));
+      }
+      have_duration = true;
+    } else if (flag == "--size") {
+      s.size = cli::parse_size(flag, value());
+    } else if (flag == "--prefix") {
+      s.prefix = std::string(value());
+    } else if (flag == "--sources") {
+      s.sources = static_cast<unsigned>(cli::parse_number(flag, value(), 0, kMaxSources));
+    } else if (flag == "--timeout") {
+      s.timeout = cli::parse_seconds(flag, value());
+    } else if (flag == "--json") {
+      no_value();
+      s.json = true;
+    } else if (flag == "--quiet") {
+      no_value();
+      s.quiet = true;
+    } else if (flag == "--help") {
+      no_value();
+      s.help = true;
+    } else if (flag == "--version") {
+      no_value();
+      s.version = true;
+    } else {
+      throw cli::UsageError("unknown option '" + std::string(flag) + "'");
+    }
+  }
+  if (have_requests && have_duration) {
+    throw cli::UsageError("--requests and --duration cannot be combined");
+  }
+  if (!have_requests && !have_duration) s.requests = 1000;
+  return s;
+}
+
+std::string bench_usage() {
+  return "Usage: sockecho-bench [OPTION]...\n"
+         "Load generator for the sockecho protocol: each request connects, sends SIZE bytes,\n"
+         "half-closes and reads the reply, which must be PREFIX followed by the same bytes.\n"
+         "\n"
+         "  --host HOST        server address or name (default 127.0.0.1)\n"
+         "  --port PORT        server port (default 12387)\n"
+         "  -c, --concurrency N  threads, each with one request at a time (default 1)\n"
+         "  --requests N       requests in all (default 1000)\n"
+         "  --duration SEC     start requests for this long instead (e.g. 10 or 2.5)\n"
+         "  --size N           request bytes, K/M/G suffixes allowed (default 6)\n"
+         "  --prefix TEXT      the reply prefix the server uses (default '数据是 ')\n"
+         "  --sources N        spread connections over N source addresses 127.0.0.2... when\n"
+         "                     the server is on IPv4 loopback, so TIME_WAIT sockets do not\n"
+         "                     exhaust the ephemeral ports; 0 = kernel's choice (default 8)\n"
+         "  --timeout SEC      limit on connecting and each read and write; 0 = none\n"
+         "                     (default 10)\n"
+         "  --json             print the results as one JSON object\n"
+         "  --quiet            no progress line on stderr\n"
+         "  --help             show this help and exit\n"
+         "  --version          show the version and exit\n"
+         "\n"
+         "Reports requests/s, MB/s (request bytes echoed per second, 10^6 bytes), latency\n"
+         "p50/p90/p99/max of correct replies, and errors by kind.\n"
+         "Exit status: 0 every reply correct, 1 some request failed, 2 usage error.\n";
+}
+
+std::size_t Histogram::bucket_of(std::uint64_t ns) noexcept {
+  if (ns < (std::uint64_t{1} << kSubBits)) return static_cast<std::size_t>(ns);
+  const unsigned top = 63U - static_cast<unsigned>(__builtin_clzll(ns));  // >= kSubBits
+  const unsigned shift = top - kSubBits;
+  const std::uint64_t sub = (ns >> shift) & ((std::uint64_t{1} << kSubBits) - 1);
+  return (static_cast<std::size_t>(shift + 1) << kSubBits) + static_cast<std::size_t>(sub);
+}
+
+std::uint64_t Histogram::upper_bound_of(std::size_t bucket) noexcept {
+  const std::size_t group = bucket >> kSubBits;
+  const std::uint64_t sub = bucket & ((std::size_t{1} << kSubBits) - 1);
+  if (group == 0) return sub;
+  const unsigned shift = static_cast<unsigned>(group) - 1;
+  return (((std::uint64_t{1} << kSubBits) + sub + 1) << shift) - 1;
+}
+
+void Histogram::record(std::uint64_t ns) noexcept {
+  ++counts_[bucket_of(ns)];
+  ++count_;
+  max_ = std::max(max_, ns);
+}
+
+void Histogram::merge(const Histogram& other) noexcept {
+  for (std::size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
+  count_ += other.count_;
+  max_ = std::max(max_, other.max_);
+}
+
+std::uint64_t Histogram::quantile(double q) const noexcept {
+  if (count_ == 0) return 0;
+  const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(count_)));
+  const std::uint64_t wanted = std::max<std::uint64_t>(rank, 1);
+  std::uint64_t seen = 0;
+  for (std::size_t i = 0; i < counts_.size(); ++i) {
+    seen += counts_[i];
+    if (seen >= wanted) return std::min(upper_bound_of(i), max_);
+  }
+  return max_;
+}
+
+std::string_view to_string(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::connect:
+      return "connect";
+    case ErrorKind::write:
+      return "write";
+    case ErrorKind::read:
+      return "read";
+    case ErrorKind::timeout:
+      return "timeout";
+    case ErrorKind::mismatch:
+      return "mismatch";
+  }
+  return "?";
+}
+
+std::uint64_t BenchResult::error_count() const noexcept {
+  std::uint64_t total = 0;
+  for (const std::uint64_t n : errors) total += n;
+  return total;
+}
+
+double BenchResult::seconds() const noexcept {
+  return std::chrono::duration<double>(elapsed).count();
+}
+
+double BenchResult::requests_per_second() const noexcept {
+  return seconds() > 0 ? static_cast<double>(ok) / seconds() : 0.0;
+}
+
+double BenchResult::megabytes_per_second(std::size_t size) const noexcept {
+  return requests_per_second() * static_cast<double>(size) / 1e6;
+}
+
+std::string make_payload(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period
+  for (char& c : data) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    c = static_cast<char>(state & 0xff);
+  }
+  return data;
+}
+
+BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
+  const std::vector<Address> resolved = resolve(settings.host, settings.port);
+  Plan plan(resolved.front(), make_payload(settings.size), settings.prefix);
+  if (settings.sources > 0 && is_ipv4_loopback(plan.server)) {
+    plan.sources = loopback_sources(settings.sources);
+  }
+  plan.timed = settings.timeout.count() > 0;
+  plan.timeout = to_timeval(settings.timeout);
+  plan.by_duration = settings.duration.count() > 0;
+  plan.remaining.store(static_cast<std::int64_t>(settings.requests));
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  workers.reserve(settings.concurrency);
+  for (unsigned i = 0; i < settings.concurrency; ++i) {
+    workers.push_back(std::make_unique<Worker>(plan, i));
+  }
+
+  std::mutex mutex;
+  std::condition_variable finished;
+  unsigned running = settings.concurrency;
+  const Clock::time_point start = Clock::now();
+  plan.stop_at = start + settings.duration;
+  std::vector<std::thread> threads;
+  threads.reserve(workers.size());
+  for (auto& worker : workers) {
+    threads.emplace_back([&, w = worker.get()] {
+      w->run();
+      {
+        const std::lock_guard<std::mutex> lock(mutex);
+        --running;
+      }
+      finished.notify_one();
+    });
+  }
+  Clock::time_point end;
+  {
+    std::unique_lock<std::mutex> lock(mutex);
+    while (running > 0) {
+      finished.wait_for(lock, kProgressEvery);
+      if (progress_fd < 0 || running == 0) continue;
+      std::uint64_t done = 0;
+      for (const auto& worker : workers) done += worker->done();
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      const std::string line = "\r" + std::to_string(done) + " requests, " +
+                               format_fixed(static_cast<double>(done) / seconds, 0) +
+                               " requests/s, " + format_fixed(seconds, 1) + " s  ";
+      (void)::write(progress_fd, line.data(), line.size());
+    }
+    end = Clock::now();
+  }
+  for (std::thread& thread : threads) thread.join();
+  if (progress_fd >= 0) {
+    constexpr std::string_view kClear = "\r\033[K";
+    (void)::write(progress_fd, kClear.data(), kClear.size());
+  }
+
+  BenchResult result;
+  result.elapsed = end - start;
+  for (const auto& worker : workers) worker->add_to(result);
+  return result;
+}
+
+std::string format_report(const BenchSettings& settings, const BenchResult& result) {
+  const Histogram& h = result.latency;
+  std::string out;
+  out += "target     " + join_host_port(settings.host, settings.port) + ", " +
+         std::to_string(settings.concurrency) + " concurrent, " + std::to_string(settings.size) +
+         "-byte requests\n";
+  out += "requests   " + std::to_string(result.ok) + " ok, " +
+         std::to_string(result.error_count()) + " errors in " + format_fixed(result.seconds(), 3) +
+         " s\n";
+  out += "rate       " + format_fixed(result.requests_per_second(), 0) + " requests/s, " +
+         format_fixed(result.megabytes_per_second(settings.size), 2) + " MB/s\n";
+  out += "latency    p50 " + format_ms(h.quantile(0.50)) + " ms, p90 " +
+         format_ms(h.quantile(0.90)) + " ms, p99 " + format_ms(h.quantile(0.99)) + " ms, max " +
+         format_ms(h.max()) + " ms\n";
+  if (result.error_count() > 0) {
+    out += "errors    ";
+    for (std::size_t i = 0; i < kErrorKinds; ++i) {
+      if (result.errors[i] == 0) continue;
+      out += " " + std::string(to_string(static_cast<ErrorKind>(i))) + "=" +
+             std::to_string(result.errors[i]);
+    }
+    out += "\nfirst      " + result.first_error + "\n";
+  }
+  return out;
+}
+
+std::string format_json(const BenchSettings& settings, const BenchResult& result) {
+  const Histogram& h = result.latency;
+  std::string out = "{";
+  out += "\"host\":" + json_string(settings.host);
+  out += ",\"port\":" + std::to_string(settings.port);
+  out += ",\"concurrency\":" + std::to_string(settings.concurrency);
+  out += ",\"size\":" + std::to_string(settings.size);
+  out += ",\"ok\":" + std::to_string(result.ok);
+  out += ",\"errors\":" + std::to_string(result.error_count());
+  for (std::size_t i = 0; i < kErrorKinds; ++i) {
+    out += ",\"errors_" + std::string(to_string(static_cast<ErrorKind>(i))) +
+           "\":" + std::to_string(result.errors[i]);
+  }
+  out += ",\"seconds\":" + format_fixed(result.seconds(), 6);
+  out += ",\"requests_per_s\":" + format_fixed(result.requests_per_second(), 1);
+  out += ",\"mb_per_s\":" + format_fixed(result.megabytes_per_second(settings.size), 3);
+  out += ",\"p50_ms\":" + format_ms(h.quantile(0.50));
+  out += ",\"p90_ms\":" + format_ms(h.quantile(0.90));
+  out += ",\"p99_ms\":" + format_ms(h.quantile(0.99));
+  out += ",\"max_ms\":" + format_ms(h.max());
+  out += ",\"bytes_sent\":" + std::to_string(result.bytes_sent);
+  out += ",\"bytes_received\":" + std::to_string(result.bytes_received);
+  out += ",\"first_error\":" + json_string(result.first_error);
+  out += "}\n";
+  return out;
+}
+
+}  // namespace sockecho::bench
