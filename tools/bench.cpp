@@ -152,7 +152,8 @@ class Worker {
     const Address& server = plan_.server;
     auto fail = [&](ErrorKind during, int err, const char* call) {
       failure.kind = kind_of(during, err);
-      failure.message = std::string(call) + " " + server.to_string() + ": " + std::strerror(err);
+      failure.message = std::string(call) + " " + server.to_string() + ": " +
+                        std::generic_category().message(err);
       return false;
     };
     const Fd socket(::socket(server.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
