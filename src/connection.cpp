@@ -130,7 +130,9 @@ void Connection::write_all(const std::string_view* parts, std::size_t count) {
 }
 
 void Connection::close_write() {
-  if (::shutdown(fd(), SHUT_WR) != 0) fail("shutdown", errno);
+  if (::shutdown(fd(), SHUT_WR) == 0) return;
+  // The socket was connected, so ENOTCONN here means the peer has since reset it: say so.
+  fail("shutdown", errno == ENOTCONN ? ECONNRESET : errno);
 }
 
 }  // namespace sockecho

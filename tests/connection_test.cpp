@@ -201,6 +201,23 @@ TEST(Connection, ReadFromAResetPeerIsEconnreset) {
   }
 }
 
+TEST(Connection, HalfCloseAfterThePeerResetSaysReset) {
+  Pair p = make_pair();
+  const linger abort{1, 0};
+  ASSERT_EQ(::setsockopt(p.server.fd(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort), 0);
+  p.server.close();
+  char byte = 0;
+  EXPECT_THROW((void)p.client.read_some(&byte, 1), std::system_error);  // sees the reset
+  try {
+    p.client.close_write();
+    FAIL() << "half-closed a reset connection";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
+    EXPECT_EQ(std::string(e.what()),
+              "shutdown " + p.client.peer().to_string() + ": Connection reset by peer");
+  }
+}
+
 TEST(Connection, HalfCloseLetsThePeerSeeEndOfStreamWhileWeStillRead) {
   Pair p = make_pair();
   p.client.close_write();
