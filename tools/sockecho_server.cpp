@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -18,6 +19,7 @@ namespace {
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+constexpr std::chrono::milliseconds kLogDelay{50};
 
 // Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
 // room for the C++ and sanitizer runtimes.
@@ -66,7 +68,9 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
 int serve(const sockecho::cli::ServerSettings& settings) {
   ensure_descriptors(settings.options.workers);
   sockecho::ServerOptions options = settings.options;
-  options.log = sockecho::Logger(STDERR_FILENO, settings.log_level);
+  // Lines are written in batches, at most kLogDelay late: one write() per batch instead of one
+  // per connection, and a stalled reader of stderr costs lines, never service.
+  options.log = sockecho::Logger(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, options.log);
   sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
                           std::move(options));

@@ -2,7 +2,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -42,7 +45,18 @@ enum class LogLevel {
 class Logger {
  public:
   Logger() noexcept = default;
+  // Writes each line at once, with one write() of its own.
   Logger(int fd, LogLevel level) noexcept : fd_(fd), level_(level) {}
+  // Collects lines and writes them from a thread of the logger's own, many in one write(), at
+  // most `delay` after they are logged: a busy server then pays for a log line with a copy,
+  // not a system call. At most `capacity` bytes wait; lines beyond that are dropped and counted
+  // in a later line, so a log reader that stalls (a full pipe) never stalls the server. Copies
+  // share the thread; the last copy to go writes what is left and joins it. Throws
+  // std::system_error if the thread cannot start.
+  Logger(int fd, LogLevel level, std::chrono::milliseconds delay,
+         std::size_t capacity = kDefaultLogCapacity);
+
+  static constexpr std::size_t kDefaultLogCapacity = std::size_t{1} << 20;
 
   [[nodiscard]] bool enabled(LogLevel level) const noexcept {
     return fd_ >= 0 && static_cast<int>(level) <= static_cast<int>(level_);
@@ -53,10 +67,14 @@ class Logger {
   void event(LogLevel level, std::string_view text) const noexcept;
 
  private:
+  class Batch;
   void write_line(std::string_view text) const noexcept;
+  // Writes, or queues, one whole line made of these pieces.
+  void emit(std::initializer_list<std::string_view> pieces) const noexcept;
 
   int fd_ = -1;
   LogLevel level_ = LogLevel::quiet;
+  std::shared_ptr<Batch> batch_;
 };
 
 // The text of a connection line, without timestamp and newline.
