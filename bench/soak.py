@@ -48,8 +48,7 @@ def open_fds(pid):
 
 
 def snapshot(pid):
-    return {"rss_kib": proc_status(pid, "VmRSS"), "fds": open_fds(pid),
-            "threads": proc_status(pid, "Threads")}
+    return {"rss_kib": proc_status(pid, "VmRSS"), "fds": open_fds(pid)}
 
 
 def reset(sock):
@@ -123,7 +122,7 @@ class Faults:
 
 def bench(binary, port, size, threads, seconds):
     out = subprocess.run(
-        [binary, "--port", str(port), "-c", str(threads), "--duration", str(seconds),
+        [binary, "--port", str(port), "-c", str(threads), "--duration", f"{seconds:.1f}",
          "--size", str(size), "--json", "--quiet", "--timeout", "10"],
         capture_output=True, text=True, timeout=seconds + 60)
     if not out.stdout.strip():
@@ -158,6 +157,15 @@ def main():
     print(f"soak: {ready.strip()}, pid {server.pid}, {args.minutes:g} min; "
           f"start: RSS {start['rss_kib']} KiB, {start['fds']} descriptors", flush=True)
 
+    try:
+        return soak(args, server, port, start, bench_bin)
+    finally:
+        if server.poll() is None:
+            server.kill()  # only reached on an unexpected error: the normal end stops it
+            server.wait()
+
+
+def soak(args, server, port, start, bench_bin):
     faults = Faults(port)
     kinds_a = ["silent", "half_then_reset", "oversized", "connect_close"]
     kinds_b = ["never_reads", "reset_mid_reply", "half_then_reset", "connect_close"]
@@ -212,12 +220,11 @@ def main():
           + f" ({sum(faults.counts.values())} in all)")
     print(f"daemon: {stop_line}")
     print(f"daemon RSS: {start['rss_kib']} KiB at start, {end['rss_kib']} KiB at the end; "
-          f"descriptors: {start['fds']} -> {end['fds']}; threads: {start['threads']} -> "
-          f"{end['threads']}; exit status {status}")
+          f"descriptors: {start['fds']} -> {end['fds']}; exit status {status}")
     ok = alive and status == 0 and totals["errors"] == 0 and end["fds"] == start["fds"]
     print("soak: PASS" if ok else "soak: FAIL")
-    sys.exit(0 if ok else 1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
