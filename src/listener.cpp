@@ -75,6 +75,14 @@ bool skippable(int err) noexcept {
   }
 }
 
+// One accept4(): a close-on-exec descriptor with its peer filled in, or -1 with errno set.
+int accept_one(int listener, Address& peer) noexcept {
+  socklen_t len = Address::capacity();
+  const int fd = ::accept4(listener, peer.data(), &len, SOCK_CLOEXEC);
+  if (fd >= 0) peer.set_size(len);
+  return fd;
+}
+
 }  // namespace
 
 Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenOptions& options) {
@@ -174,12 +182,8 @@ std::optional<Connection> Listener::accept_or_idle() {
   for (;;) {
     if (interrupted()) return std::nullopt;
     Address peer;
-    socklen_t len = Address::capacity();
-    const int fd = ::accept4(socket_.get(), peer.data(), &len, SOCK_CLOEXEC);
-    if (fd >= 0) {
-      peer.set_size(len);
-      return Connection(Fd(fd), peer, connection_timeout_);
-    }
+    const int fd = accept_one(socket_.get(), peer);
+    if (fd >= 0) return Connection(Fd(fd), peer, connection_timeout_);
     const int err = errno;
     if (interrupted()) return std::nullopt;
     if (err == EINTR || skippable(err)) continue;
@@ -204,13 +208,9 @@ std::optional<Connection> Listener::accept_adopted() {
     }
     if (interrupted()) return std::nullopt;
     Address peer;
-    socklen_t len = Address::capacity();
     // The accepted socket does not inherit O_NONBLOCK: connections are blocking, as always.
-    const int fd = ::accept4(socket_.get(), peer.data(), &len, SOCK_CLOEXEC);
-    if (fd >= 0) {
-      peer.set_size(len);
-      return Connection(Fd(fd), peer);
-    }
+    const int fd = accept_one(socket_.get(), peer);
+    if (fd >= 0) return Connection(Fd(fd), peer);
     const int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || skippable(err)) continue;
     throw os_error(err, "accept " + address_.to_string());

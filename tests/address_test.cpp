@@ -24,13 +24,13 @@ TEST(Address, DefaultIsUnspecified) {
 TEST(Address, FormatsIPv4AsHostColonPort) {
   sockaddr_in in{};
   in.sin_family = AF_INET;
-  in.sin_port = htons(12387);
+  in.sin_port = htons(40312);
   ASSERT_EQ(::inet_pton(AF_INET, "127.0.0.1", &in.sin_addr), 1);
   const Address a(reinterpret_cast<const sockaddr*>(&in), sizeof in);
   EXPECT_EQ(a.family(), AF_INET);
-  EXPECT_EQ(a.port(), 12387);
+  EXPECT_EQ(a.port(), 40312);
   EXPECT_EQ(a.host(), "127.0.0.1");
-  EXPECT_EQ(a.to_string(), "127.0.0.1:12387");
+  EXPECT_EQ(a.to_string(), "127.0.0.1:40312");
 }
 
 TEST(Address, FormatsIPv6InBrackets) {

@@ -26,26 +26,9 @@ std::uint16_t closed_port() {
   return listener.address().port();
 }
 
-struct Pipe {
-  Fd read;
-  Fd write;
-};
-
-Pipe make_pipe() {
-  std::array<int, 2> fds{};
-  EXPECT_EQ(::pipe2(fds.data(), O_CLOEXEC), 0);
-  return {Fd(fds[0]), Fd(fds[1])};
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  std::array<char, 4096> chunk{};
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk.data(), chunk.size());
-    if (n <= 0) return out;
-    out.append(chunk.data(), static_cast<std::size_t>(n));
-  }
-}
+using test::make_pipe;
+using test::Pipe;
+using test::read_all;
 
 TEST(Connect, RefusedNamesTheAddressAndErrno) {
   const std::uint16_t port = closed_port();

@@ -20,27 +20,8 @@
 namespace sockecho {
 namespace {
 
-struct Pipe {
-  Fd read;
-  Fd write;
-};
-
-Pipe make_pipe() {
-  std::array<int, 2> fds{};
-  EXPECT_EQ(::pipe2(fds.data(), O_CLOEXEC), 0);
-  return {Fd(fds[0]), Fd(fds[1])};
-}
-
-// Everything the pipe holds until every writer has closed it.
-std::string drain(int fd) {
-  std::string out;
-  std::array<char, 65536> chunk{};
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk.data(), chunk.size());
-    if (n <= 0) return out;
-    out.append(chunk.data(), static_cast<std::size_t>(n));
-  }
-}
+using test::make_pipe;
+using test::Pipe;
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
@@ -54,7 +35,7 @@ std::vector<std::string> lines_of(const std::string& text) {
 std::string log_from_threads(bool batched, int threads, int per_thread) {
   Pipe pipe = make_pipe();
   std::string out;
-  std::thread reader([&] { out = drain(pipe.read.get()); });
+  std::thread reader([&] { out = test::read_all(pipe.read.get()); });
   {
     const Logger log =
         batched ? Logger(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(20))
@@ -127,7 +108,7 @@ TEST(Logger, LevelsFilterBeforeAnythingIsWritten) {
     log.event(LogLevel::quiet, "shown");
   }
   pipe.write.reset();
-  const std::string out = drain(pipe.read.get());
+  const std::string out = test::read_all(pipe.read.get());
   EXPECT_EQ(out.find("hidden"), std::string::npos);
   EXPECT_NE(out.find(" shown\n"), std::string::npos);
 }
@@ -141,7 +122,7 @@ TEST(Logger, AStalledReaderBlocksNeitherTheCallersNorTheShutdown) {
     for (int i = 0; i < kLines; ++i) log.event(LogLevel::normal, "line " + std::to_string(i));
   }  // returns: the writer gives up on the stalled pipe instead of hanging the destructor
   pipe.write.reset();
-  const std::vector<std::string> lines = lines_of(drain(pipe.read.get()));
+  const std::vector<std::string> lines = lines_of(test::read_all(pipe.read.get()));
   ASSERT_FALSE(lines.empty());
   EXPECT_LT(lines.size(), static_cast<std::size_t>(kLines)) << "more lines than the pipe holds";
   EXPECT_NE(lines.front().find(" line 0"), std::string::npos) << lines.front();
@@ -157,7 +138,7 @@ TEST(Logger, DroppedLinesAreCountedInALaterLine) {
     log.event(LogLevel::normal, "after");
   }
   pipe.write.reset();
-  const std::string out = drain(pipe.read.get());
+  const std::string out = test::read_all(pipe.read.get());
   EXPECT_NE(out.find(" lines dropped: the log's reader fell behind\n"), std::string::npos) << out;
   EXPECT_NE(out.find(" burst 0\n"), std::string::npos);
   EXPECT_LT(lines_of(out).size(), 1000U);

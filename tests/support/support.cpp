@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "bench.hpp"
 #include "sockecho/error.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): posix_spawn wants it
@@ -30,10 +31,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Pipe {
-  Fd read;
-  Fd write;
-};
+int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() <= 0 ? 0 : static_cast<int>(left.count());
+}
+
+}  // namespace
 
 Pipe make_pipe() {
   std::array<int, 2> fds{};
@@ -41,12 +44,15 @@ Pipe make_pipe() {
   return {Fd(fds[0]), Fd(fds[1])};
 }
 
-int remaining_ms(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return left.count() <= 0 ? 0 : static_cast<int>(left.count());
+std::string read_all(int fd) {
+  std::string out;
+  std::array<char, 65536> chunk{};
+  for (;;) {
+    const ssize_t n = retry_eintr([&] { return ::read(fd, chunk.data(), chunk.size()); });
+    if (n <= 0) return out;
+    out.append(chunk.data(), static_cast<std::size_t>(n));
+  }
 }
-
-}  // namespace
 
 std::string server_program() { return SOCKECHO_SERVER_PROGRAM; }
 std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
@@ -322,16 +328,6 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
-std::string pattern(std::size_t size) {
-  std::string data(size, '\0');
-  std::uint32_t state = 2463534242U;  // xorshift: every byte value, no short period
-  for (char& c : data) {
-    state ^= state << 13;
-    state ^= state >> 17;
-    state ^= state << 5;
-    c = static_cast<char>(state & 0xff);
-  }
-  return data;
-}
+std::string pattern(std::size_t size) { return bench::make_payload(size); }
 
 }  // namespace sockecho::test

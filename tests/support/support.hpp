@@ -25,6 +25,15 @@ using namespace std::chrono_literals;
 // How long any single wait in a test may take before the test fails instead of hanging.
 inline constexpr std::chrono::milliseconds kPatience = 20s;
 
+// Both ends of a pipe, close-on-exec.
+struct Pipe {
+  Fd read;
+  Fd write;
+};
+Pipe make_pipe();
+// Everything read from fd until end of file (or an error).
+std::string read_all(int fd);
+
 // Paths of the built programs, from CMake.
 std::string server_program();
 std::string client_program();
@@ -151,7 +160,8 @@ class ServerThread {
 int open_fd_count();
 // Resident memory of a process, in KiB, from /proc/PID/status (VmRSS).
 long rss_kib(pid_t pid);
-// Bytes 0..size-1 in a repeating, non-trivial pattern, to check payloads arrive intact.
+// size bytes in a non-trivial pattern with every byte value (sockecho-bench's payload), to
+// check that payloads arrive intact.
 std::string pattern(std::size_t size);
 
 }  // namespace sockecho::test
