@@ -35,7 +35,7 @@ long long json_number(const std::string& json, const std::string& key) {
 TEST(BenchArgs, Defaults) {
   const BenchSettings s = parse_bench_args({});
   EXPECT_EQ(s.host, "127.0.0.1");
-  EXPECT_EQ(s.port, 12387);
+  EXPECT_EQ(s.port, cli::kDefaultPort);
   EXPECT_EQ(s.concurrency, 1U);
   EXPECT_EQ(s.requests, 1000U);
   EXPECT_EQ(s.duration.count(), 0);
