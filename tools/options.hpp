@@ -2,8 +2,11 @@
 // apart from the mains so tests and fuzzers can call the parsers directly.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "sockecho/server.hpp"
+#include "sockecho/version.hpp"
 
 namespace sockecho::cli {
 
@@ -54,6 +58,41 @@ struct ClientSettings {
 
 // Writes text to stdout or stderr, dropping it when that fails: there is nowhere left to report.
 void print(int fd, std::string_view text) noexcept;
+
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// The frame every sockecho program shares: parses the arguments after argv[0] with `parse` (a
+// UsageError becomes a message and exit 2), answers --help with usage() and --version, then
+// returns run(settings) (an exception becomes one line, "NAME: what", and exit 1). The settings
+// type needs `help` and `version` members.
+template <typename Parse, typename Run>
+int run_program(std::string_view name, int argc, char** argv, Parse parse, std::string (*usage)(),
+                Run run) {
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  decltype(parse(args)) settings;
+  try {
+    settings = parse(args);
+  } catch (const UsageError& e) {
+    print(STDERR_FILENO, std::string(name) + ": " + e.what() + "\nTry '" + std::string(name) +
+                             " --help' for more information.\n");
+    return kExitUsage;
+  }
+  if (settings.help) {
+    print(STDOUT_FILENO, usage());
+    return 0;
+  }
+  if (settings.version) {
+    print(STDOUT_FILENO, std::string(name) + " " + kVersion + "\n");
+    return 0;
+  }
+  try {
+    return run(settings);
+  } catch (const std::exception& e) {
+    print(STDERR_FILENO, std::string(name) + ": " + e.what() + "\n");
+    return kExitFailure;
+  }
+}
 
 // The --help texts.
 [[nodiscard]] std::string server_usage();

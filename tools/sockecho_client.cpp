@@ -12,8 +12,6 @@
 
 namespace {
 
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
 constexpr std::string_view kDefaultMessage = "hello\n";
 
 // The input named by --file: stdin for "-", else the file, opened before connecting so a wrong
@@ -59,29 +57,6 @@ int run(const sockecho::cli::ClientSettings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::vector<std::string_view> args(argv + 1, argv + argc);
-  sockecho::cli::ClientSettings settings;
-  try {
-    settings = sockecho::cli::parse_client_args(args);
-  } catch (const sockecho::cli::UsageError& e) {
-    sockecho::cli::print(STDERR_FILENO,
-                         std::string("sockecho-client: ") + e.what() +
-                             "\nTry 'sockecho-client --help' for more information.\n");
-    return kExitUsage;
-  }
-  if (settings.help) {
-    sockecho::cli::print(STDOUT_FILENO, sockecho::cli::client_usage());
-    return 0;
-  }
-  if (settings.version) {
-    sockecho::cli::print(STDOUT_FILENO,
-                         std::string("sockecho-client ") + sockecho::kVersion + "\n");
-    return 0;
-  }
-  try {
-    return run(settings);
-  } catch (const std::exception& e) {
-    sockecho::cli::print(STDERR_FILENO, std::string("sockecho-client: ") + e.what() + "\n");
-    return kExitFailure;
-  }
+  return sockecho::cli::run_program("sockecho-client", argc, argv, sockecho::cli::parse_client_args,
+                                    sockecho::cli::client_usage, run);
 }

@@ -17,8 +17,6 @@
 
 namespace {
 
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
 constexpr std::chrono::milliseconds kLogDelay{50};
 
 // Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
@@ -88,29 +86,6 @@ int serve(const sockecho::cli::ServerSettings& settings) {
 int main(int argc, char** argv) {
   // A closed stdout or stderr must cost a lost line, never the daemon.
   (void)std::signal(SIGPIPE, SIG_IGN);
-  const std::vector<std::string_view> args(argv + 1, argv + argc);
-  sockecho::cli::ServerSettings settings;
-  try {
-    settings = sockecho::cli::parse_server_args(args);
-  } catch (const sockecho::cli::UsageError& e) {
-    sockecho::cli::print(STDERR_FILENO,
-                         std::string("sockecho-server: ") + e.what() +
-                             "\nTry 'sockecho-server --help' for more information.\n");
-    return kExitUsage;
-  }
-  if (settings.help) {
-    sockecho::cli::print(STDOUT_FILENO, sockecho::cli::server_usage());
-    return 0;
-  }
-  if (settings.version) {
-    sockecho::cli::print(STDOUT_FILENO,
-                         std::string("sockecho-server ") + sockecho::kVersion + "\n");
-    return 0;
-  }
-  try {
-    return serve(settings);
-  } catch (const std::exception& e) {
-    sockecho::cli::print(STDERR_FILENO, std::string("sockecho-server: ") + e.what() + "\n");
-    return kExitFailure;
-  }
+  return sockecho::cli::run_program("sockecho-server", argc, argv, sockecho::cli::parse_server_args,
+                                    sockecho::cli::server_usage, serve);
 }
