@@ -7,7 +7,6 @@
 
 #include <array>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -41,20 +40,7 @@ constexpr bool kAddressSanitizer = false;
 constexpr bool kAddressSanitizer = false;
 #endif
 
-// VmHWM of a process, in KiB: its peak resident memory.
-long peak_rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmHWM:") {
-      long kib = 0;
-      status >> kib;
-      return kib;
-    }
-    status.ignore(1 << 20, '\n');
-  }
-  return -1;
-}
+using test::peak_rss_kib;
 
 TEST(InheritedTimeout, AcceptedConnectionsStartWithTheListenersTimeout) {
   ListenOptions options;

@@ -95,6 +95,15 @@ std::string normal_reply(bool line_mode) {
                    : kPrefix + std::string(kNormal);
 }
 
+// The daemon's arguments for a fault tried in both modes: two workers, line mode when asked, and
+// `more`.
+std::vector<std::string> two_workers(bool line_mode, std::vector<std::string> more = {}) {
+  std::vector<std::string> args{"--workers", "2"};
+  if (line_mode) args.insert(args.end(), {"--mode", "line"});
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
 // The daemon answers a normal request correctly.
 void expect_answers(std::uint16_t port, bool line_mode = false) {
   RequestOptions options;
@@ -160,8 +169,7 @@ std::string lines(std::size_t count, std::size_t width) {
 TEST(FaultProgram, ClientsResettingMidRequestInBothModes) {
   for (const bool line_mode : {false, true}) {
     SCOPED_TRACE(line_mode ? "line mode" : "echo mode");
-    ServerProcess server(line_mode ? std::vector<std::string>{"--mode", "line", "--workers", "2"}
-                                   : std::vector<std::string>{"--workers", "2"});
+    ServerProcess server(two_workers(line_mode));
     const int fds = socket_count(server.pid());
     constexpr int kClients = 10;
     for (int i = 0; i < kClients; ++i) {
@@ -181,8 +189,7 @@ TEST(FaultProgram, ClientsResettingMidRequestInBothModes) {
 TEST(FaultProgram, ClientsResettingMidReplyInBothModes) {
   for (const bool line_mode : {false, true}) {
     SCOPED_TRACE(line_mode ? "line mode" : "echo mode");
-    ServerProcess server(line_mode ? std::vector<std::string>{"--mode", "line", "--workers", "2"}
-                                   : std::vector<std::string>{"--workers", "2"});
+    ServerProcess server(two_workers(line_mode));
     const int fds = socket_count(server.pid());
     // Replies far larger than the socket buffers, so the server is mid-write when the reset
     // comes: 8 MiB echoed at once, or 100,000 lines answered in batches.
@@ -233,9 +240,7 @@ TEST(FaultProgram, ClientsThatConnectAndLeaveAtOnce) {
 TEST(FaultProgram, SilentClientsOnEveryWorkerAndInTheBacklogAreDropped) {
   for (const bool line_mode : {false, true}) {
     SCOPED_TRACE(line_mode ? "line mode" : "echo mode");
-    std::vector<std::string> args{"--workers", "2", "--timeout", "0.3"};
-    if (line_mode) args.insert(args.end(), {"--mode", "line"});
-    ServerProcess server(args);
+    ServerProcess server(two_workers(line_mode, {"--timeout", "0.3"}));
     const int fds = socket_count(server.pid());
     // Twice as many silent clients as workers: two hold the workers, two wait in the backlog.
     std::vector<Connection> silent;
@@ -254,9 +259,7 @@ TEST(FaultProgram, SilentClientsOnEveryWorkerAndInTheBacklogAreDropped) {
 TEST(FaultProgram, HalfClosedClientsThatNeverReadAreDropped) {
   for (const bool line_mode : {false, true}) {
     SCOPED_TRACE(line_mode ? "line mode" : "echo mode");
-    std::vector<std::string> args{"--workers", "2", "--timeout", "0.3"};
-    if (line_mode) args.insert(args.end(), {"--mode", "line"});
-    ServerProcess server(args);
+    ServerProcess server(two_workers(line_mode, {"--timeout", "0.3"}));
     const int fds = socket_count(server.pid());
     // Three clients, two workers. Each sends a request whose reply (16 MiB either way) is more
     // than loopback's socket buffers take in, half-closes, and never reads: the server's write

@@ -314,11 +314,12 @@ int open_fd_count() {
   return count - 1;  // the directory iterator's own descriptor
 }
 
-long rss_kib(pid_t pid) {
+long status_kib(pid_t pid, std::string_view field) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  const std::string wanted = std::string(field) + ":";
   std::string key;
   while (status >> key) {
-    if (key == "VmRSS:") {
+    if (key == wanted) {
       long kib = 0;
       status >> kib;
       return kib;
@@ -327,6 +328,10 @@ long rss_kib(pid_t pid) {
   }
   return -1;
 }
+
+long rss_kib(pid_t pid) { return status_kib(pid, "VmRSS"); }
+
+long peak_rss_kib(pid_t pid) { return status_kib(pid, "VmHWM"); }
 
 std::string pattern(std::size_t size) { return bench::make_payload(size); }
 

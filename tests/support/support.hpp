@@ -158,8 +158,11 @@ class ServerThread {
 
 // Number of descriptors this process has open.
 int open_fd_count();
-// Resident memory of a process, in KiB, from /proc/PID/status (VmRSS).
+// A memory field of /proc/PID/status ("VmRSS", "VmHWM", ...), in KiB; -1 if absent.
+long status_kib(pid_t pid, std::string_view field);
+// Resident memory of a process, in KiB (VmRSS), and its peak (VmHWM).
 long rss_kib(pid_t pid);
+long peak_rss_kib(pid_t pid);
 // size bytes in a non-trivial pattern with every byte value (sockecho-bench's payload), to
 // check that payloads arrive intact.
 std::string pattern(std::size_t size);
