@@ -147,10 +147,13 @@ void line_session(Connection& connection, int in_fd, int out_fd, milliseconds re
   for (;;) {
     if (!input_open && pending.empty() && !half_closed) {
       half_closed = true;
-      // ENOTCONN: the server has already closed or reset the connection; the read below reports
-      // that with what it means (lines left unanswered) rather than a failed shutdown.
-      if (::shutdown(sock, SHUT_WR) != 0 && errno != ENOTCONN)
-        throw os_error(errno, "shutdown " + peer);
+      try {
+        connection.close_write();
+      } catch (const std::system_error& e) {
+        // The server has already reset the connection; the read below reports that with what it
+        // means (lines left unanswered) rather than as a failed half-close.
+        if (e.code() != std::errc::connection_reset) throw;
+      }
     }
     std::array<pollfd, 2> fds{};
     fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
