@@ -27,22 +27,6 @@
 
 namespace sockecho {
 
-std::string_view to_string(Outcome outcome) noexcept {
-  switch (outcome) {
-    case Outcome::ok:
-      return "ok";
-    case Outcome::timeout:
-      return "timeout";
-    case Outcome::too_large:
-      return "too_large";
-    case Outcome::reset:
-      return "reset";
-    case Outcome::error:
-      return "error";
-  }
-  return "error";
-}
-
 namespace {
 
 // Decimal digits of v into out (which has room for 20); returns the count.
@@ -70,6 +54,11 @@ class LineBuffer {
     size_ += text.size();
   }
   void append(char c) noexcept { append(std::string_view(&c, 1)); }
+  void append(const ConnectionRecord& record) noexcept {
+    const std::size_t n = format_record(record, data_.data() + size_, data_.size() - size_);
+    if (n == 0) overflowed_ = true;
+    size_ += n;
+  }
   [[nodiscard]] std::string_view view() const noexcept { return {data_.data(), size_}; }
   [[nodiscard]] bool overflowed() const noexcept { return overflowed_; }
 
@@ -78,66 +67,6 @@ class LineBuffer {
   std::size_t size_ = 0;
   bool overflowed_ = false;
 };
-
-// A std::string used where format_record() wants a sink.
-class StringSink {
- public:
-  explicit StringSink(std::string& out) noexcept : out_(out) {}
-  void append(std::string_view text) { out_ += text; }
-  void append(char c) { out_ += c; }
-
- private:
-  std::string& out_;
-};
-
-template <typename Sink>
-void append_decimal(Sink& sink, std::uint64_t value) {
-  std::array<char, 20> digits{};
-  sink.append(std::string_view(digits.data(), format_decimal(value, digits.data())));
-}
-
-template <typename Sink>
-void append_peer(Sink& sink, const Address& peer) {
-  if (peer.family() != AF_INET) {
-    sink.append(peer.to_string());
-    return;
-  }
-  // The common case by hand: Address::to_string() builds std::strings, and glibc's inet_ntop
-  // formats IPv4 with sprintf.
-  const auto* in = reinterpret_cast<const sockaddr_in*>(peer.data());
-  const std::uint32_t host = ntohl(in->sin_addr.s_addr);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    append_decimal(sink, (host >> shift) & 0xffU);
-    sink.append(shift > 0 ? '.' : ':');
-  }
-  append_decimal(sink, peer.port());
-}
-
-// "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok"
-template <typename Sink>
-void append_record(Sink& sink, const ConnectionRecord& record) {
-  const auto us = static_cast<std::uint64_t>(record.duration.count());
-  sink.append("conn peer=");
-  append_peer(sink, record.peer);
-  sink.append(" in=");
-  append_decimal(sink, record.bytes_in);
-  sink.append(" out=");
-  append_decimal(sink, record.bytes_out);
-  sink.append(" ms=");
-  append_decimal(sink, us / 1000);
-  const auto frac = static_cast<unsigned>(us % 1000);
-  const std::array<char, 4> millis = {'.', static_cast<char>('0' + frac / 100),
-                                      static_cast<char>('0' + frac / 10 % 10),
-                                      static_cast<char>('0' + frac % 10)};
-  sink.append(std::string_view(millis.data(), millis.size()));
-  sink.append(" outcome=");
-  sink.append(to_string(record.outcome));
-  if (!record.detail.empty()) {
-    sink.append(" error=\"");
-    sink.append(record.detail);
-    sink.append('"');
-  }
-}
 
 // "2026-11-25T21:48:35.692Z ": the date and time are formatted once a second per thread, the
 // milliseconds every time.
@@ -166,18 +95,11 @@ void append_timestamp(LineBuffer& line) noexcept {
 
 }  // namespace
 
-std::string format_record(const ConnectionRecord& record) {
-  std::string line;
-  StringSink sink(line);
-  append_record(sink, record);
-  return line;
-}
-
 void Logger::connection(const ConnectionRecord& record) const noexcept {
   if (!enabled(LogLevel::normal)) return;
   LineBuffer line;
   append_timestamp(line);
-  append_record(line, record);
+  line.append(record);
   line.append('\n');
   if (!line.overflowed()) {
     emit({line.view()});
@@ -273,7 +195,8 @@ class Logger::Batch {
       LineBuffer note;
       append_timestamp(note);
       note.append("log: ");
-      append_decimal(note, dropped);
+      std::array<char, 20> digits{};
+      note.append(std::string_view(digits.data(), format_decimal(dropped, digits.data())));
       note.append(" lines dropped: the log's reader fell behind\n");
       writing_.append(note.view());
     }

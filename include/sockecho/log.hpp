@@ -9,29 +9,9 @@
 #include <string>
 #include <string_view>
 
-#include "sockecho/address.hpp"
+#include "sockecho/record.hpp"
 
 namespace sockecho {
-
-// How a connection ended.
-enum class Outcome {
-  ok,         // answered
-  timeout,    // the peer stayed silent (or did not read) longer than the timeout
-  too_large,  // the request (or line) exceeded the size limit; closed unanswered
-  reset,      // the peer reset or went away mid-transfer
-  error,      // anything else, including a handler that threw
-};
-[[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
-
-// What the server knows about a finished connection.
-struct ConnectionRecord {
-  Address peer;
-  std::uint64_t bytes_in = 0;
-  std::uint64_t bytes_out = 0;
-  std::chrono::microseconds duration{0};
-  Outcome outcome = Outcome::ok;
-  std::string detail;  // the error message, when there was one
-};
 
 enum class LogLevel {
   quiet,    // problems only (e.g. out of descriptors)
@@ -76,8 +56,5 @@ class Logger {
   LogLevel level_ = LogLevel::quiet;
   std::shared_ptr<Batch> batch_;
 };
-
-// The text of a connection line, without timestamp and newline.
-[[nodiscard]] std::string format_record(const ConnectionRecord& record);
 
 }  // namespace sockecho

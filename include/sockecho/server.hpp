@@ -152,7 +152,7 @@ class Server {
 
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> active_{0};
-  std::array<std::atomic<std::uint64_t>, 5> outcomes_{};  // indexed by Outcome
+  std::array<std::atomic<std::uint64_t>, kOutcomeCount> outcomes_{};  // indexed by Outcome
 };
 
 }  // namespace sockecho

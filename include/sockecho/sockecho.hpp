@@ -10,6 +10,7 @@
 #include "sockecho/line.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/record.hpp"
 #include "sockecho/server.hpp"
 #include "sockecho/signals.hpp"
 #include "sockecho/systemd.hpp"

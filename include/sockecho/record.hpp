@@ -1,0 +1,47 @@
+// sockecho: what the server knows about a finished connection, and its one-line text.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "sockecho/address.hpp"
+
+namespace sockecho {
+
+// How a connection ended.
+enum class Outcome {
+  ok,         // answered
+  timeout,    // the peer stayed silent (or did not read) longer than the timeout
+  too_large,  // the request (or line) exceeded the size limit; closed unanswered
+  reset,      // the peer reset or went away mid-transfer
+  error,      // anything else, including a handler that threw
+};
+
+// Every outcome, in the order of the enum: counters indexed by outcome are sized from it.
+inline constexpr std::array kOutcomes = {Outcome::ok, Outcome::timeout, Outcome::too_large,
+                                         Outcome::reset, Outcome::error};
+inline constexpr std::size_t kOutcomeCount = kOutcomes.size();
+
+[[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
+
+// What the server knows about a finished connection.
+struct ConnectionRecord {
+  Address peer;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::chrono::microseconds duration{0};
+  Outcome outcome = Outcome::ok;
+  std::string detail;  // the error message, when there was one
+};
+
+// "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok", without timestamp and newline.
+[[nodiscard]] std::string format_record(const ConnectionRecord& record);
+// The same text written into out[0, capacity) without allocating: returns its length, or 0 when
+// it does not fit (a long error message).
+std::size_t format_record(const ConnectionRecord& record, char* out, std::size_t capacity) noexcept;
+
+}  // namespace sockecho

@@ -1,0 +1,132 @@
+#include "sockecho/record.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <array>
+#include <charconv>
+#include <cstring>
+
+namespace sockecho {
+
+std::string_view to_string(Outcome outcome) noexcept {
+  switch (outcome) {
+    case Outcome::ok:
+      return "ok";
+    case Outcome::timeout:
+      return "timeout";
+    case Outcome::too_large:
+      return "too_large";
+    case Outcome::reset:
+      return "reset";
+    case Outcome::error:
+      return "error";
+  }
+  return "error";
+}
+
+namespace {
+
+// Fixed room that a record is written into; a record that does not fit marks it overflowed.
+class FixedSink {
+ public:
+  FixedSink(char* out, std::size_t capacity) noexcept : out_(out), capacity_(capacity) {}
+  void append(std::string_view text) noexcept {
+    if (overflowed_ || text.size() > capacity_ - size_) {
+      overflowed_ = true;
+      return;
+    }
+    std::memcpy(out_ + size_, text.data(), text.size());
+    size_ += text.size();
+  }
+  void append(char c) noexcept { append(std::string_view(&c, 1)); }
+  [[nodiscard]] std::size_t size() const noexcept { return overflowed_ ? 0 : size_; }
+
+ private:
+  char* out_;
+  std::size_t capacity_;
+  std::size_t size_ = 0;
+  bool overflowed_ = false;
+};
+
+class StringSink {
+ public:
+  explicit StringSink(std::string& out) noexcept : out_(out) {}
+  void append(std::string_view text) { out_ += text; }
+  void append(char c) { out_ += c; }
+
+ private:
+  std::string& out_;
+};
+
+template <typename Sink>
+void append_decimal(Sink& sink, std::uint64_t value) {
+  std::array<char, 20> digits{};
+  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), value).ptr;
+  sink.append(std::string_view(digits.data(), static_cast<std::size_t>(end - digits.data())));
+}
+
+template <typename Sink>
+void append_peer(Sink& sink, const Address& peer) {
+  if (peer.family() != AF_INET) {
+    sink.append(peer.to_string());
+    return;
+  }
+  // The common case by hand: Address::to_string() builds std::strings, and glibc's inet_ntop
+  // formats IPv4 with sprintf.
+  const auto* in = reinterpret_cast<const sockaddr_in*>(peer.data());
+  const std::uint32_t host = ntohl(in->sin_addr.s_addr);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    append_decimal(sink, (host >> shift) & 0xffU);
+    sink.append(shift > 0 ? '.' : ':');
+  }
+  append_decimal(sink, peer.port());
+}
+
+template <typename Sink>
+void append_record(Sink& sink, const ConnectionRecord& record) {
+  const auto us = static_cast<std::uint64_t>(record.duration.count());
+  sink.append("conn peer=");
+  append_peer(sink, record.peer);
+  sink.append(" in=");
+  append_decimal(sink, record.bytes_in);
+  sink.append(" out=");
+  append_decimal(sink, record.bytes_out);
+  sink.append(" ms=");
+  append_decimal(sink, us / 1000);
+  const auto frac = static_cast<unsigned>(us % 1000);
+  const std::array<char, 4> millis = {'.', static_cast<char>('0' + frac / 100),
+                                      static_cast<char>('0' + frac / 10 % 10),
+                                      static_cast<char>('0' + frac % 10)};
+  sink.append(std::string_view(millis.data(), millis.size()));
+  sink.append(" outcome=");
+  sink.append(to_string(record.outcome));
+  if (!record.detail.empty()) {
+    sink.append(" error=\"");
+    sink.append(record.detail);
+    sink.append('"');
+  }
+}
+
+}  // namespace
+
+std::string format_record(const ConnectionRecord& record) {
+  std::string line;
+  StringSink sink(line);
+  append_record(sink, record);
+  return line;
+}
+
+std::size_t format_record(const ConnectionRecord& record, char* out,
+                          std::size_t capacity) noexcept {
+  FixedSink sink(out, capacity);
+  // An IPv6 peer goes through Address::to_string(), which allocates and may throw.
+  try {
+    append_record(sink, record);
+  } catch (...) {
+    return 0;
+  }
+  return sink.size();
+}
+
+}  // namespace sockecho
