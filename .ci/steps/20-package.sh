@@ -30,15 +30,12 @@ fail() {
   exit 1
 }
 
-# Starts a server command in the background with its stdout on a FIFO and waits (20 s at most)
-# for its first line; sets server_pid and ready.
+# Starts a server command and waits for its ready line (wait_for_ready_line, .ci/lib.sh); sets
+# server_pid and ready.
 start_server() {
-  local fifo=$work/ready.$RANDOM
-  mkfifo "$fifo"
-  "$@" >"$fifo" 2>"$work/server.log" &
-  server_pid=$!
-  exec 4<"$fifo"
-  read -r -t 20 ready <&4 || { cat "$work/server.log" >&2; fail "no ready line from $*"; }
+  wait_for_ready_line "$work/server.log" "$@" || { server_pid=$ready_pid; fail "no ready line from $*"; }
+  server_pid=$ready_pid
+  ready=$ready_line
 }
 
 # Sends SIGTERM to the server started last; it must exit 0.
@@ -47,7 +44,7 @@ stop_server() {
   kill -TERM "$server_pid"
   wait "$server_pid" || status=$?
   server_pid=
-  exec 4<&-
+  exec {ready_fd}<&-
   [ "$status" -eq 0 ] || { cat "$work/server.log" >&2; fail "server exited $status on SIGTERM"; }
 }
 
