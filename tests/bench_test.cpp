@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/listener.hpp"
 #include "support.hpp"
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "programs.hpp"
 #include "support.hpp"
 
 namespace sockecho {

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/error.hpp"
 #include "sockecho/server.hpp"

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/version.hpp"
 #include "support.hpp"
 

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/fd.hpp"
 #include "support.hpp"
 

@@ -1,4 +1,6 @@
 // sockecho-server and sockecho-client as users run them: real processes, real loopback sockets.
+#include "programs.hpp"
+
 #include <gtest/gtest.h>
 
 #include <csignal>

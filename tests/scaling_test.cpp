@@ -11,6 +11,7 @@
 #include <system_error>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/listener.hpp"

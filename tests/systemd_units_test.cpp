@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "programs.hpp"
 #include "sockecho/address.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/server.hpp"

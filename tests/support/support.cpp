@@ -20,7 +20,6 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "bench.hpp"
 #include "sockecho/error.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): posix_spawn wants it
@@ -53,9 +52,6 @@ std::string read_all(int fd) {
     out.append(chunk.data(), static_cast<std::size_t>(n));
   }
 }
-
-std::string server_program() { return SOCKECHO_SERVER_PROGRAM; }
-std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
 
 Child::Child(const std::vector<std::string>& argv) : Child(argv, SpawnOptions{}) {}
 
@@ -241,25 +237,6 @@ std::uint16_t port_of(std::string_view ready_line) {
   }
 }
 
-namespace {
-
-std::vector<std::string> server_argv(std::vector<std::string> args) {
-  args.insert(args.begin(), server_program());
-  args.emplace_back("--port");
-  args.emplace_back("0");
-  return args;
-}
-
-}  // namespace
-
-ServerProcess::ServerProcess(std::vector<std::string> args) : Child(server_argv(std::move(args))) {
-  std::optional<std::string> line = stdout_line();
-  if (!line) throw std::runtime_error("sockecho-server printed no ready line; stderr: " + err());
-  ready_ = *line;
-  port_ = port_of(ready_);
-  if (port_ == 0) throw std::runtime_error("no port in ready line: " + ready_);
-}
-
 struct ServerThread::Finished {
   std::mutex mutex;
   std::condition_variable changed;
@@ -333,6 +310,16 @@ long rss_kib(pid_t pid) { return status_kib(pid, "VmRSS"); }
 
 long peak_rss_kib(pid_t pid) { return status_kib(pid, "VmHWM"); }
 
-std::string pattern(std::size_t size) { return bench::make_payload(size); }
+std::string pattern(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period
+  for (char& c : data) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    c = static_cast<char>(state & 0xff);
+  }
+  return data;
+}
 
 }  // namespace sockecho::test

@@ -1,5 +1,6 @@
 // Shared helpers for sockecho's tests: child processes with pipes, an in-process server, counts
-// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps.
+// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps. What needs the
+// built programs is in programs.hpp.
 #pragma once
 
 #include <sys/types.h>
@@ -33,10 +34,6 @@ struct Pipe {
 Pipe make_pipe();
 // Everything read from fd until end of file (or an error).
 std::string read_all(int fd);
-
-// Paths of the built programs, from CMake.
-std::string server_program();
-std::string client_program();
 
 // What a child gets besides its argv and the stdio pipes.
 struct SpawnOptions {
@@ -108,18 +105,6 @@ struct RunResult {
 };
 RunResult run(const std::vector<std::string>& argv, std::string_view input = {});
 
-// sockecho-server started with `args` plus "--port 0"; the port is read from its ready line.
-class ServerProcess : public Child {
- public:
-  explicit ServerProcess(std::vector<std::string> args = {});
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-  [[nodiscard]] const std::string& ready_line() const { return ready_; }
-
- private:
-  std::string ready_;
-  std::uint16_t port_ = 0;
-};
-
 // The long options a --help text lists: the "--name" at the start of each line indented by two
 // spaces, in order.
 std::vector<std::string> help_options(std::string_view help);
@@ -163,8 +148,8 @@ long status_kib(pid_t pid, std::string_view field);
 // Resident memory of a process, in KiB (VmRSS), and its peak (VmHWM).
 long rss_kib(pid_t pid);
 long peak_rss_kib(pid_t pid);
-// size bytes in a non-trivial pattern with every byte value (sockecho-bench's payload), to
-// check that payloads arrive intact.
+// size bytes in a non-trivial pattern with every byte value, to check that payloads arrive
+// intact (the bytes sockecho-bench sends, computed here so these helpers need no tools/ code).
 std::string pattern(std::size_t size);
 
 }  // namespace sockecho::test

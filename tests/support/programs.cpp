@@ -1,0 +1,33 @@
+#include "programs.hpp"
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sockecho::test {
+
+std::string server_program() { return SOCKECHO_SERVER_PROGRAM; }
+std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
+
+namespace {
+
+std::vector<std::string> server_argv(std::vector<std::string> args) {
+  args.insert(args.begin(), server_program());
+  args.emplace_back("--port");
+  args.emplace_back("0");
+  return args;
+}
+
+}  // namespace
+
+ServerProcess::ServerProcess(std::vector<std::string> args) : Child(server_argv(std::move(args))) {
+  std::optional<std::string> line = stdout_line();
+  if (!line) throw std::runtime_error("sockecho-server printed no ready line; stderr: " + err());
+  ready_ = *line;
+  port_ = port_of(ready_);
+  if (port_ == 0) throw std::runtime_error("no port in ready line: " + ready_);
+}
+
+}  // namespace sockecho::test
