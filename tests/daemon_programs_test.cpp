@@ -22,7 +22,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::ServerProcess;
 
-const std::string kPrefix(kDefaultPrefix);
+using test::kPrefix;
 
 TEST(DaemonProgram, SigtermWhileIdleExitsZeroPromptly) {
   ServerProcess server;

@@ -21,7 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-const std::string kPrefix(kDefaultPrefix);
+using test::kPrefix;
 
 ServerOptions with(unsigned workers, std::chrono::milliseconds timeout,
                    std::size_t max_bytes = kDefaultMaxBytes) {

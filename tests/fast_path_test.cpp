@@ -26,7 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::ServerProcess;
 
-const std::string kPrefix(kDefaultPrefix);
+using test::kPrefix;
 
 // AddressSanitizer keeps freed memory in quarantine, so RSS says nothing about freeing there.
 #if defined(__SANITIZE_ADDRESS__)

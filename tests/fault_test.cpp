@@ -42,7 +42,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::ServerProcess;
 
-const std::string kPrefix(kDefaultPrefix);
+using test::kPrefix;
 constexpr std::string_view kNormal = "a normal request";
 
 // Which sanitizer this test runs under; the daemon it spawns is built the same way, and

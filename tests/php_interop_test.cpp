@@ -28,9 +28,7 @@ using test::Child;
 using test::RunResult;
 using test::ServerProcess;
 
-// The post's reply prefix "数据是 ", spelled as its UTF-8 bytes so this file's encoding cannot
-// change it.
-const std::string kPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+using test::kPrefix;
 
 const std::string kPhpDir = SOCKECHO_PHP_DIR;
 

@@ -28,7 +28,7 @@ using test::RunResult;
 using test::server_program;
 using test::ServerProcess;
 
-constexpr std::string_view kPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+using test::kPrefix;
 
 bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;

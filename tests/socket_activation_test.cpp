@@ -21,7 +21,7 @@ namespace {
 using test::Child;
 using test::SpawnOptions;
 
-const std::string kPrefix(kDefaultPrefix);
+using test::kPrefix;
 
 // LISTEN_PID must be the pid of the server itself, which is known only once it runs: a shell
 // sets it to its own pid ($$), then exec()s the server, which keeps that pid.

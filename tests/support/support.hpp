@@ -23,6 +23,9 @@ namespace sockecho::test {
 
 using namespace std::chrono_literals;
 
+// The reply prefix "数据是 " (UTF-8), the servers' default; server_test checks its bytes.
+inline const std::string kPrefix{kDefaultPrefix};
+
 // How long any single wait in a test may take before the test fails instead of hanging.
 inline constexpr std::chrono::milliseconds kPatience = 20s;
 
