@@ -29,17 +29,7 @@ using test::ServerProcess;
 using test::kPrefix;
 
 // AddressSanitizer keeps freed memory in quarantine, so RSS says nothing about freeing there.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kAddressSanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kAddressSanitizer = true;
-#else
-constexpr bool kAddressSanitizer = false;
-#endif
-#else
-constexpr bool kAddressSanitizer = false;
-#endif
+using test::kAddressSanitized;
 
 using test::peak_rss_kib;
 
@@ -168,7 +158,7 @@ TEST(SpareBuffers, AreFreedWhenTheServerHasBeenIdleForATimeout) {
   // Up to three 8 MiB requests at once: one to three buffers, each 16 MiB of room.
   EXPECT_NE(freed->find(" spare buffers, "), std::string::npos) << *freed;
   const long idle_kib = test::rss_kib(server.pid());
-  if (!kAddressSanitizer) {
+  if (!kAddressSanitized) {
     EXPECT_LT(idle_kib, busy_kib - 6L * 1024)
         << "peak " << busy_kib << ", idle " << idle_kib << " KiB";
   }
@@ -186,7 +176,7 @@ TEST(SpareBuffers, WithoutATimeoutLargeBuffersAreFreedAtOnce) {
   // The reply to a later request comes after the large buffer was freed.
   EXPECT_EQ(request("127.0.0.1", server.port(), "x", patient), kPrefix + "x");
   const long after_kib = test::rss_kib(server.pid());
-  if (!kAddressSanitizer) {
+  if (!kAddressSanitized) {
     EXPECT_LT(after_kib, before_kib + 4L * 1024) << "RSS " << before_kib << " -> " << after_kib;
   }
 }

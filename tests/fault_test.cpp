@@ -45,36 +45,12 @@ using test::ServerProcess;
 using test::kPrefix;
 constexpr std::string_view kNormal = "a normal request";
 
-// Which sanitizer this test runs under; the daemon it spawns is built the same way, and
-// CMakeLists.txt pairs AddressSanitizer with UndefinedBehaviorSanitizer.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SOCKECHO_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SOCKECHO_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define SOCKECHO_TEST_UNDEFINED_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SOCKECHO_TEST_UNDEFINED_SANITIZED 1
-#endif
-#endif
-
 // ASan keeps freed memory in quarantine and TSan shadows it, so resident memory is no measure
 // of leaks there; LeakSanitizer looks for leaks in those builds instead.
-#ifdef SOCKECHO_TEST_SANITIZED
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-// UBSan's vptr check needs descriptors of its own (it probes memory through a pipe).
-#ifdef SOCKECHO_TEST_UNDEFINED_SANITIZED
-constexpr bool kUndefinedSanitized = true;
-#else
-constexpr bool kUndefinedSanitized = false;
-#endif
+using test::kSanitized;
+// UBSan's vptr check needs descriptors of its own (it probes memory through a pipe); the
+// sanitized builds pair UndefinedBehaviorSanitizer with AddressSanitizer.
+constexpr bool kUndefinedSanitized = test::kAddressSanitized;
 
 // Sockets a process has open, from /proc/PID/fd: the listener and its connections. Other
 // descriptors are left out, since sanitizer runtimes briefly open files of their own (such as

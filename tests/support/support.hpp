@@ -26,6 +26,37 @@ using namespace std::chrono_literals;
 // The reply prefix "数据是 " (UTF-8), the servers' default; server_test checks its bytes.
 inline const std::string kPrefix{kDefaultPrefix};
 
+// Which sanitizers this build has; the programs the tests spawn are built the same way.
+// CMakeLists.txt pairs AddressSanitizer with UndefinedBehaviorSanitizer (and LeakSanitizer).
+// g++ says so with __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__, clang with __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+#define SOCKECHO_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SOCKECHO_TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define SOCKECHO_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SOCKECHO_TEST_TSAN 1
+#endif
+#endif
+#ifdef SOCKECHO_TEST_ASAN
+inline constexpr bool kAddressSanitized = true;
+#else
+inline constexpr bool kAddressSanitized = false;
+#endif
+#ifdef SOCKECHO_TEST_TSAN
+inline constexpr bool kThreadSanitized = true;
+#else
+inline constexpr bool kThreadSanitized = false;
+#endif
+#undef SOCKECHO_TEST_ASAN
+#undef SOCKECHO_TEST_TSAN
+inline constexpr bool kSanitized = kAddressSanitized || kThreadSanitized;
+
 // How long any single wait in a test may take before the test fails instead of hanging.
 inline constexpr std::chrono::milliseconds kPatience = 20s;
 
