@@ -196,11 +196,11 @@ std::optional<Connection> Listener::accept_or_idle() {
     if (adopted_ && !wait_adopted()) return Connection();
     if (interrupted()) return std::nullopt;
     Address peer;
-    const int fd = accept_one(socket_.get(), peer);
+    const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
     if (fd >= 0) return Connection(Fd(fd), peer, Connection::NonBlocking{});
     const int err = errno;
     if (interrupted()) return std::nullopt;
-    if (err == EINTR || skippable(err)) continue;
+    if (skippable(err)) continue;
     if (err == EAGAIN || err == EWOULDBLOCK) {
       // Adopted (non-blocking): another holder of the socket took the connection first.
       // Our own: SO_RCVTIMEO ran out with nothing to accept.
