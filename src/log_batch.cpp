@@ -40,9 +40,13 @@ bool is_regular_file(int fd) noexcept {
 
 }  // namespace
 
-Logger::Logger(int fd, LogLevel level, std::chrono::milliseconds delay, std::size_t capacity)
-    : fd_(fd), level_(level) {
-  if (fd >= 0 && level != LogLevel::quiet) batch_ = std::make_shared<Batch>(fd, delay, capacity);
+Logger Logger::batched(int fd, LogLevel level, std::chrono::milliseconds delay,
+                       std::size_t capacity) {
+  Logger log(fd, level);
+  if (fd >= 0 && level != LogLevel::quiet) {
+    log.batch_ = std::make_shared<Batch>(fd, delay, capacity);
+  }
+  return log;
 }
 
 Logger::Batch::Batch(int fd, std::chrono::milliseconds delay, std::size_t capacity)

@@ -1,5 +1,5 @@
-// sockecho (private): the shared state of a batching Logger: lines waiting, and the thread of its
-// own that writes them.
+// sockecho (private): the shared state of a batching Logger (Logger::batched): lines waiting, and
+// the thread of its own that writes them.
 #pragma once
 
 #include <atomic>

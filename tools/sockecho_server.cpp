@@ -68,7 +68,7 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   sockecho::ServerOptions options = settings.options;
   // Lines are written in batches, at most kLogDelay late: one write() per batch instead of one
   // per connection, and a stalled reader of stderr costs lines, never service.
-  options.log = sockecho::Logger(STDERR_FILENO, settings.log_level, kLogDelay);
+  options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, options.log);
   sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
                           std::move(options));
