@@ -75,7 +75,8 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // Before run() starts the worker threads, so they inherit the blocked signals. SIGHUP (the
   // terminal went away) stops it the same graceful way: the default action would drop the
   // connections in flight.
-  const sockecho::StopOnSignals stop_on_signals(server, {SIGINT, SIGTERM, SIGHUP});
+  const sockecho::StopOnSignals stop_on_signals([&server] { server.stop(); },
+                                                {SIGINT, SIGTERM, SIGHUP});
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   server.run();
   return 0;
