@@ -266,9 +266,9 @@ TEST(ParseNumber, RejectsOutOfRangeAndNonDigits) {
   }
 }
 
-// Disabled: fails today. parse_number's overflow guard `value > (max - digit) / 10`
-// (tools/options.cpp) wraps around when a digit exceeds max, so a single digit above a max below
-// 9 is accepted: parse_number("--n", "7", 0, 5) returns 7.
+// Without the digit > max test in front of it (tools/options.cpp), parse_number's overflow guard
+// `value > (max - digit) / 10` would wrap around for a digit above max, and a single digit above a
+// max below 9 would pass.
 TEST(ParseNumber, RejectsADigitAboveASmallMax) {
   EXPECT_THROW((void)parse_number("--n", "7", 0, 5), UsageError);
   EXPECT_THROW((void)parse_number("--n", "2", 0, 1), UsageError);
