@@ -96,12 +96,9 @@ bool read_common_flag(ArgReader& reader, Settings& settings) {
     settings.host = parse_host(reader.value());
   } else if (flag == "--port") {
     settings.port = parse_port_flag(reader.value());
-  } else if (flag == "--help") {
+  } else if (flag == "--help" || flag == "--version") {
     reader.no_value();
-    settings.help = true;
-  } else if (flag == "--version") {
-    reader.no_value();
-    settings.version = true;
+    (flag == "--help" ? settings.help : settings.version) = true;
   } else {
     return false;
   }
