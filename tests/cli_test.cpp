@@ -48,11 +48,11 @@ TEST(ServerArgs, DefaultsMatchTheContract) {
   EXPECT_EQ(s.prefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
   EXPECT_EQ(s.prefix, "数据是 ");
   EXPECT_EQ(s.backlog, SOMAXCONN);
-  EXPECT_EQ(s.options.mode, Mode::echo);
+  EXPECT_EQ(s.mode, cli::Mode::echo);
   EXPECT_EQ(s.options.workers, 16U);
   EXPECT_EQ(s.options.timeout, 30s);
-  EXPECT_EQ(s.options.max_bytes, std::size_t{64} * 1024 * 1024);
-  EXPECT_EQ(s.options.greeting, "connect");
+  EXPECT_EQ(s.limits.max_bytes, std::size_t{64} * 1024 * 1024);
+  EXPECT_EQ(s.greeting, "connect");
   EXPECT_EQ(s.log_level, LogLevel::normal);
   EXPECT_FALSE(s.help);
   EXPECT_FALSE(s.version);
@@ -65,12 +65,12 @@ TEST(ServerArgs, ReadsEveryFlag) {
   EXPECT_EQ(s.host, "::1");
   EXPECT_EQ(s.port, 0);
   EXPECT_EQ(s.prefix, ">");
-  EXPECT_EQ(s.options.mode, Mode::line);
+  EXPECT_EQ(s.mode, cli::Mode::line);
   EXPECT_EQ(s.options.workers, 1U);
   EXPECT_EQ(s.options.timeout, 2500ms);
-  EXPECT_EQ(s.options.max_bytes, 1024U);
+  EXPECT_EQ(s.limits.max_bytes, 1024U);
   EXPECT_EQ(s.backlog, 7);
-  EXPECT_EQ(s.options.greeting, "hi");
+  EXPECT_EQ(s.greeting, "hi");
   EXPECT_EQ(s.log_level, LogLevel::verbose);
 }
 
@@ -81,7 +81,7 @@ TEST(ServerArgs, AcceptsTheEqualsForm) {
   EXPECT_EQ(s.port, 65535);
   EXPECT_EQ(s.prefix, "a=b");  // only the first '=' separates
   EXPECT_EQ(s.options.workers, 4096U);
-  EXPECT_EQ(s.options.max_bytes, std::size_t{2} << 20);
+  EXPECT_EQ(s.limits.max_bytes, std::size_t{2} << 20);
 }
 
 TEST(ServerArgs, EmptyPrefixIsAllowed) {
@@ -92,7 +92,7 @@ TEST(ServerArgs, EmptyPrefixIsAllowed) {
 TEST(ServerArgs, ZeroMeansNoLimit) {
   const ServerSettings s = parse_server_args({"--timeout", "0", "--max-bytes", "0"});
   EXPECT_EQ(s.options.timeout, 0ms);
-  EXPECT_EQ(s.options.max_bytes, 0U);
+  EXPECT_EQ(s.limits.max_bytes, 0U);
 }
 
 TEST(ServerArgs, LaterFlagsWin) {
@@ -139,7 +139,7 @@ TEST(ClientArgs, DefaultsMatchTheContract) {
   EXPECT_FALSE(s.file.has_value());
   EXPECT_EQ(s.timeout, kDefaultClientTimeout);
   EXPECT_GT(s.timeout, 0ms);
-  EXPECT_EQ(s.mode, Mode::echo);
+  EXPECT_EQ(s.mode, cli::Mode::echo);
   EXPECT_FALSE(s.quiet);
   EXPECT_FALSE(s.help);
   EXPECT_FALSE(s.version);
@@ -165,7 +165,7 @@ TEST(ClientArgs, FileAndLineMode) {
   EXPECT_EQ(parse_client_args({"--file", "-"}).file, std::optional<std::string>("-"));
   EXPECT_EQ(parse_client_args({"--file=/tmp/x"}).file, std::optional<std::string>("/tmp/x"));
   const ClientSettings line = parse_client_args({"--mode", "line"});
-  EXPECT_EQ(line.mode, Mode::line);
+  EXPECT_EQ(line.mode, cli::Mode::line);
   EXPECT_FALSE(line.file.has_value());
 }
 

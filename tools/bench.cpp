@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,8 +17,8 @@
 #include <thread>
 
 #include "sockecho/address.hpp"
-#include "sockecho/error.hpp"
-#include "sockecho/fd.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/connection.hpp"
 
 namespace sockecho::bench {
 
@@ -65,28 +64,13 @@ struct Failure {
   std::string message;
 };
 
-ErrorKind kind_of(ErrorKind during, int err) noexcept {
-  // SO_RCVTIMEO / SO_SNDTIMEO expiry shows as EAGAIN (EINPROGRESS for connect).
-  if (err == EAGAIN || err == EWOULDBLOCK || err == ETIMEDOUT) return ErrorKind::timeout;
-  if (during == ErrorKind::connect && err == EINPROGRESS) return ErrorKind::timeout;
-  return during;
-}
-
-timeval to_timeval(std::chrono::milliseconds timeout) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  return tv;
-}
-
 // The shared plan of a run, read by every worker thread.
 struct Plan {
   Address server;
   std::vector<Address> sources;  // empty: let the kernel choose
   std::string payload;
   Expected expected;
-  timeval timeout{};
-  bool timed = false;
+  std::chrono::milliseconds timeout{0};  // connecting, and the idle limit of each connection
   // Requests still to start (request-count mode), or the time to stop starting them.
   std::atomic<std::int64_t> remaining{0};
   bool by_duration = false;
@@ -144,66 +128,46 @@ class Worker {
   // One connection: connect, send, half-close, read and check the reply. False on failure, with
   // the failure described.
   bool exchange(Failure& failure) {
-    const Address& server = plan_.server;
-    auto fail = [&](ErrorKind during, int err, const char* call) {
-      failure.kind = kind_of(during, err);
-      failure.message = std::string(call) + " " + server.to_string() + ": " +
-                        std::generic_category().message(err);
-      return false;
-    };
-    const Fd socket(::socket(server.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!socket) return fail(ErrorKind::connect, errno, "socket");
-    const int fd = socket.get();
-    if (!plan_.sources.empty()) {
-      const Address& source = plan_.sources[next_source_++ % plan_.sources.size()];
-      // Without this, bind() would reserve a port for the source address alone; with it the
-      // port is chosen at connect() and only needs to be unique for the whole 4-tuple.
-      const int on = 1;
-      if (::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0 ||
-          ::bind(fd, source.data(), source.size()) != 0) {
-        return fail(ErrorKind::connect, errno, "bind");
-      }
-    }
-    if (plan_.timed) {
-      if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &plan_.timeout, sizeof plan_.timeout) != 0 ||
-          ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &plan_.timeout, sizeof plan_.timeout) != 0) {
-        return fail(ErrorKind::connect, errno, "setsockopt");
-      }
-    }
-    if (::connect(fd, server.data(), server.size()) != 0) {
-      return fail(ErrorKind::connect, errno, "connect");
-    }
-
-    std::string_view left = plan_.payload;
-    while (!left.empty()) {
-      const ssize_t n =
-          retry_eintr([&] { return ::send(fd, left.data(), left.size(), MSG_NOSIGNAL); });
-      if (n < 0) return fail(ErrorKind::write, errno, "write");
-      bytes_sent_ += static_cast<std::uint64_t>(n);
-      left.remove_prefix(static_cast<std::size_t>(n));
-    }
-    if (::shutdown(fd, SHUT_WR) != 0) return fail(ErrorKind::write, errno, "shutdown");
-
+    ConnectOptions options;
+    options.timeout = plan_.timeout;
+    if (!plan_.sources.empty())
+      options.source = plan_.sources[next_source_++ % plan_.sources.size()];
+    ErrorKind during = ErrorKind::connect;
+    std::optional<Connection> connection;
     std::size_t received = 0;
-    for (;;) {
-      const ssize_t n = retry_eintr([&] { return ::recv(fd, chunk_.data(), chunk_.size(), 0); });
-      if (n < 0) return fail(ErrorKind::read, errno, "read");
-      if (n == 0) break;
-      const auto size = static_cast<std::size_t>(n);
-      bytes_received_ += size;
-      if (!plan_.expected.matches(received, chunk_.data(), size)) {
-        failure.kind = ErrorKind::mismatch;
-        failure.message = "reply from " + server.to_string() + " differs from the expected " +
-                          std::to_string(plan_.expected.size()) + " bytes at or after byte " +
-                          std::to_string(received);
-        return false;
+    try {
+      connection = connect(plan_.server, options);
+      connection->set_timeout(plan_.timeout);
+      during = ErrorKind::write;
+      connection->write_all(plan_.payload);
+      connection->close_write();
+      during = ErrorKind::read;
+      for (;;) {
+        const std::size_t n = connection->read_some(chunk_.data(), chunk_.size());
+        if (n == 0) break;
+        if (!plan_.expected.matches(received, chunk_.data(), n)) {
+          failure.kind = ErrorKind::mismatch;
+          failure.message = "reply from " + plan_.server.to_string() +
+                            " differs from the expected " + std::to_string(plan_.expected.size()) +
+                            " bytes at or after byte " + std::to_string(received);
+          break;
+        }
+        received += n;
       }
-      received += size;
+    } catch (const std::system_error& e) {
+      failure.kind = e.code() == std::errc::timed_out ? ErrorKind::timeout : during;
+      failure.message = e.what();
     }
+    if (connection) {
+      bytes_sent_ += connection->bytes_written();
+      bytes_received_ += connection->bytes_read();
+    }
+    if (!failure.message.empty()) return false;
     if (received != plan_.expected.size()) {
       failure.kind = ErrorKind::mismatch;
-      failure.message = "reply from " + server.to_string() + " is " + std::to_string(received) +
-                        " bytes, expected " + std::to_string(plan_.expected.size());
+      failure.message = "reply from " + plan_.server.to_string() + " is " +
+                        std::to_string(received) + " bytes, expected " +
+                        std::to_string(plan_.expected.size());
       return false;
     }
     return true;
@@ -434,8 +398,7 @@ BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
   if (settings.sources > 0 && is_ipv4_loopback(plan.server)) {
     plan.sources = loopback_sources(settings.sources);
   }
-  plan.timed = settings.timeout.count() > 0;
-  plan.timeout = to_timeval(settings.timeout);
+  plan.timeout = settings.timeout;
   plan.by_duration = settings.duration.count() > 0;
   plan.remaining.store(static_cast<std::int64_t>(settings.requests));
 

@@ -162,20 +162,20 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     if (flag == "--prefix") {
       s.prefix = std::string(reader.value());
     } else if (flag == "--mode") {
-      s.options.mode = parse_mode(reader.value());
+      s.mode = parse_mode(reader.value());
     } else if (flag == "--workers") {
       s.options.workers = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
     } else if (flag == "--timeout") {
       s.options.timeout = parse_seconds(flag, reader.value());
     } else if (flag == "--max-bytes") {
-      s.options.max_bytes = parse_size(flag, reader.value());
+      s.limits.max_bytes = parse_size(flag, reader.value());
     } else if (flag == "--backlog") {
       s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
     } else if (flag == "--reuseport") {
       reader.no_value();
       s.reuse_port = true;
     } else if (flag == "--greeting") {
-      s.options.greeting = std::string(reader.value());
+      s.greeting = std::string(reader.value());
     } else if (flag == "--quiet") {
       reader.no_value();
       s.log_level = LogLevel::quiet;

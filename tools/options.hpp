@@ -29,13 +29,22 @@ inline constexpr std::uint16_t kDefaultPort = 12387;
 inline constexpr std::string_view kDefaultHost = "127.0.0.1";
 inline constexpr std::chrono::seconds kDefaultClientTimeout{30};
 
+// Which of the document's protocols.
+enum class Mode {
+  echo,  // read until the client half-closes, answer once, close
+  line,  // greet, then answer each '\n'-terminated line until the client closes
+};
+
 struct ServerSettings {
   std::string host{kDefaultHost};
   std::uint16_t port = kDefaultPort;
   std::string prefix{kDefaultPrefix};
   int backlog = SOMAXCONN;
   bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
-  ServerOptions options;    // mode, workers, timeout, max_bytes, greeting
+  Mode mode = Mode::echo;
+  Limits limits;  // --max-bytes
+  std::string greeting{kDefaultGreeting};
+  ServerOptions options;  // workers, timeout
   LogLevel log_level = LogLevel::normal;
   bool help = false;
   bool version = false;

@@ -60,8 +60,6 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
   listen.reuse_port = settings.reuse_port;
-  // Connections inherit the timeout from the listening socket: no system call per connection.
-  listen.connection_timeout = settings.options.timeout;
   return sockecho::Listener::bind(settings.host, settings.port, listen);
 }
 
@@ -75,8 +73,12 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // per connection, and a stalled reader of stderr costs lines, never service.
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
-  sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
-                          std::move(options));
+  sockecho::Handler handler = sockecho::prefix_handler(settings.prefix);
+  std::shared_ptr<sockecho::Protocol> protocol =
+      settings.mode == sockecho::cli::Mode::echo
+          ? sockecho::echo_protocol(std::move(handler), settings.limits)
+          : sockecho::line_protocol(std::move(handler), settings.limits, settings.greeting);
+  sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
   // StopOnSignals blocks the signals in this thread, so it must come before run() starts the
   // worker threads: they inherit the mask, and a signal delivered to a worker would take its
   // default action. Coming after the logger is fine: the logger's thread blocks every signal

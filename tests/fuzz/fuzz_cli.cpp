@@ -68,8 +68,7 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(s.options.workers >= 1 && s.options.workers <= 4096);
   SOCKECHO_FUZZ_CHECK(s.backlog >= 1);
   SOCKECHO_FUZZ_CHECK(s.options.timeout.count() >= 0);
-  SOCKECHO_FUZZ_CHECK(s.options.mode == sockecho::Mode::echo ||
-                      s.options.mode == sockecho::Mode::line);
+  SOCKECHO_FUZZ_CHECK(s.mode == sockecho::cli::Mode::echo || s.mode == sockecho::cli::Mode::line);
   // The last occurrence of a flag wins, and nothing else changes.
   args.emplace_back("--port=7");
   args.emplace_back("--workers");
@@ -78,7 +77,7 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(t.port == 7 && t.options.workers == 3);
   SOCKECHO_FUZZ_CHECK(t.host == s.host && t.prefix == s.prefix && t.backlog == s.backlog);
   SOCKECHO_FUZZ_CHECK(t.options.timeout == s.options.timeout);
-  SOCKECHO_FUZZ_CHECK(t.options.max_bytes == s.options.max_bytes);
+  SOCKECHO_FUZZ_CHECK(t.limits.max_bytes == s.limits.max_bytes);
   // An unknown flag anywhere after a valid command line is a usage error.
   args.emplace_back("--no-such-flag");
   SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args(args); }));
@@ -90,7 +89,7 @@ void client_args(std::string_view text) {
   if (!parses([&] { s = sockecho::cli::parse_client_args(args); })) return;
   SOCKECHO_FUZZ_CHECK(!s.host.empty());
   SOCKECHO_FUZZ_CHECK(!(s.send && s.file));
-  SOCKECHO_FUZZ_CHECK(!(s.send && s.mode == sockecho::Mode::line));
+  SOCKECHO_FUZZ_CHECK(!(s.send && s.mode == sockecho::cli::Mode::line));
   SOCKECHO_FUZZ_CHECK(!s.file || !s.file->empty());
   SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
   args.emplace_back("--port");
