@@ -13,7 +13,6 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <system_error>
 #include <thread>
 
@@ -32,10 +31,6 @@ constexpr unsigned long kMaxSources = 250;  // 127.0.0.2 .. 127.0.0.251
 // Each read of a reply takes up to this much, checked while it is still in the cache.
 constexpr std::size_t kReadChunk = std::size_t{256} * 1024;
 constexpr std::chrono::milliseconds kProgressEvery{250};
-
-std::string bad_value(std::string_view flag, std::string_view text, std::string_view expected) {
-  return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
-}
 
 // A reply must be exactly prefix followed by payload; this checks one piece of it that starts
 // `offset` bytes into the reply.
@@ -243,74 +238,38 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
   BenchSettings s;
   bool have_requests = false;
   bool have_duration = false;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string_view flag = args[i];
-    std::optional<std::string_view> inline_value;
-    if (flag.size() < 3 || flag.substr(0, 2) != "--") {
-      if (flag == "-h") {
-        s.help = true;
-        continue;
-      }
-      if (flag != "-c") throw cli::UsageError("unexpected argument '" + std::string(flag) + "'");
-    }
-    if (const std::size_t equals = flag.find('=');
-        flag != "-c" && equals != std::string_view::npos) {
-      inline_value = flag.substr(equals + 1);
-      flag = flag.substr(0, equals);
-    }
-    auto value = [&]() -> std::string_view {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= args.size()) {
-        throw cli::UsageError("option " + std::string(flag) + " needs a value");
-      }
-      return args[++i];
-    };
-    auto no_value = [&] {
-      if (inline_value) throw cli::UsageError("option " + std::string(flag) + " takes no value");
-    };
-    if (flag == "--host") {
-      s.host = std::string(value());
-      if (s.host.empty()) throw cli::UsageError("--host needs a host name or address");
-    } else if (flag == "--port") {
-      const std::string_view text = value();
-      try {
-        s.port = parse_port(text);
-      } catch (const std::invalid_argument& e) {
-        throw cli::UsageError(std::string("--port: ") + e.what());
-      }
-    } else if (flag == "--concurrency" || flag == "-c") {
-      s.concurrency = static_cast<unsigned>(cli::parse_number(flag, value(), 1, kMaxConcurrency));
+  cli::ArgReader reader(args, {"-c"});
+  while (reader.next()) {
+    if (cli::read_common_flag(reader, s)) continue;
+    const std::string_view flag = reader.flag();
+    if (flag == "--concurrency" || flag == "-c") {
+      s.concurrency =
+          static_cast<unsigned>(cli::parse_number(flag, reader.value(), 1, kMaxConcurrency));
     } else if (flag == "--requests") {
-      s.requests = cli::parse_number(flag, value(), 1, 1'000'000'000'000UL);
+      s.requests = cli::parse_number(flag, reader.value(), 1, 1'000'000'000'000UL);
       have_requests = true;
     } else if (flag == "--duration") {
-      s.duration = cli::parse_seconds(flag, value());
+      s.duration = cli::parse_seconds(flag, reader.value());
       if (s.duration.count() == 0) {
-        throw cli::UsageError(bad_value(flag, "0", "a positive number of seconds"));
+        throw cli::UsageError(cli::bad_value(flag, "0", "a positive number of seconds"));
       }
       have_duration = true;
     } else if (flag == "--size") {
-      s.size = cli::parse_size(flag, value());
+      s.size = cli::parse_size(flag, reader.value());
     } else if (flag == "--prefix") {
-      s.prefix = std::string(value());
+      s.prefix = std::string(reader.value());
     } else if (flag == "--sources") {
-      s.sources = static_cast<unsigned>(cli::parse_number(flag, value(), 0, kMaxSources));
+      s.sources = static_cast<unsigned>(cli::parse_number(flag, reader.value(), 0, kMaxSources));
     } else if (flag == "--timeout") {
-      s.timeout = cli::parse_seconds(flag, value());
-    } else if (flag == "--json") {
-      no_value();
-      s.json = true;
+      s.timeout = cli::parse_seconds(flag, reader.value());
     } else if (flag == "--quiet") {
-      no_value();
+      reader.no_value();
       s.quiet = true;
-    } else if (flag == "--help") {
-      no_value();
-      s.help = true;
-    } else if (flag == "--version") {
-      no_value();
-      s.version = true;
+    } else if (flag == "--json") {
+      reader.no_value();
+      s.json = true;
     } else {
-      throw cli::UsageError("unknown option '" + std::string(flag) + "'");
+      reader.unknown();
     }
   }
   if (have_requests && have_duration) {

@@ -1,10 +1,11 @@
-// Fuzz target: the command-line parsers of sockecho-server and sockecho-client
-// (tools/options.hpp). Whole command lines must either parse into settings that keep their
-// invariants or fail with UsageError, never anything else; the value parsers must agree with
-// plain reference implementations on every input.
+// Fuzz target: the command-line parsers of sockecho-server, sockecho-client (tools/options.hpp)
+// and sockecho-bench (tools/bench.hpp), which share one argument reader. Whole command lines must
+// either parse into settings that keep their invariants or fail with UsageError, never anything
+// else; the value parsers must agree with plain reference implementations on every input.
 //
-// Input: byte 0 picks the parser; for whole command lines the rest is the arguments, separated
-// by NUL bytes (as argv cannot hold one); for parse_number, 16 bytes of min and max come first.
+// Input: byte 0 picks the parser (modulo 6: server, client, seconds, size, number, bench); for
+// whole command lines the rest is the arguments, separated by NUL bytes (as argv cannot hold one);
+// for parse_number, 16 bytes of min and max come first.
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -12,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench.hpp"
 #include "fuzz.hpp"
 #include "options.hpp"
 
@@ -97,6 +99,31 @@ void client_args(std::string_view text) {
                       t.timeout == s.timeout);
 }
 
+void bench_args(std::string_view text) {
+  Args args = split_args(text);
+  sockecho::bench::BenchSettings s;
+  if (!parses([&] { s = sockecho::bench::parse_bench_args(args); })) return;
+  SOCKECHO_FUZZ_CHECK(!s.host.empty());
+  SOCKECHO_FUZZ_CHECK(s.concurrency >= 1 && s.concurrency <= 1024);
+  // Either a number of requests or a duration, never both.
+  SOCKECHO_FUZZ_CHECK((s.requests == 0) != (s.duration.count() == 0));
+  SOCKECHO_FUZZ_CHECK(s.requests <= 1'000'000'000'000U);
+  SOCKECHO_FUZZ_CHECK(s.sources <= 250);
+  SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
+  // The short and the long form of --concurrency are one flag: the last one wins.
+  args.emplace_back("--concurrency=3");
+  args.emplace_back("-c");
+  args.emplace_back("5");
+  const sockecho::bench::BenchSettings t = sockecho::bench::parse_bench_args(args);
+  SOCKECHO_FUZZ_CHECK(t.concurrency == 5 && t.host == s.host && t.port == s.port);
+  SOCKECHO_FUZZ_CHECK(t.requests == s.requests && t.duration == s.duration && t.size == s.size);
+  SOCKECHO_FUZZ_CHECK(t.prefix == s.prefix && t.timeout == s.timeout);
+  // The short flag takes no inline value, and it is the bench's alone.
+  args.emplace_back("-c=4");
+  SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::bench::parse_bench_args(args); }));
+  SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args({"-c", "4"}); }));
+}
+
 void seconds(std::string_view text) {
   std::chrono::milliseconds got{};
   const bool ok = parses([&] { got = sockecho::cli::parse_seconds("--timeout", text); });
@@ -154,7 +181,7 @@ void number(sockecho::fuzz::Input& input) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size_in) {
   sockecho::fuzz::Input input(data, size_in);
-  switch (input.byte() % 5) {
+  switch (input.byte() % 6) {
     case 0:
       server_args(input.rest());
       break;
@@ -167,8 +194,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 3:
       size(input.rest());
       break;
-    default:
+    case 4:
       number(input);
+      break;
+    default:
+      bench_args(input.rest());
       break;
   }
   return 0;
