@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     limits.max_bytes = std::size_t{8} << 20;
     sockecho::Server server(std::move(*listener), sockecho::echo_protocol(handler, limits),
                             options);
-    const sockecho::StopOnSignals stop(server);
+    const sockecho::StopOnSignals stop([&server] { server.stop(); });
     std::printf("listening on %s\n", server.address().to_string().c_str());
     (void)std::fflush(stdout);
     server.run();
