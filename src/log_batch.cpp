@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "log_line.hpp"
+#include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 
 namespace sockecho {
@@ -127,8 +128,8 @@ void Logger::Batch::write_out(std::uint64_t dropped) noexcept {
     // much never blocks; a regular file takes everything at once.
     const std::size_t size =
         whole_writes_ ? rest.size() : std::min<std::size_t>(rest.size(), PIPE_BUF);
-    const ssize_t n = ::write(fd_, rest.data(), size);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    const ssize_t n = retry_eintr([&] { return ::write(fd_, rest.data(), size); });
+    if (n < 0 && errno == EAGAIN) continue;
     // A failed log write (stderr closed, disk full) must not take the server down: drop it.
     if (n <= 0) break;
     rest.remove_prefix(static_cast<std::size_t>(n));
@@ -141,9 +142,9 @@ bool Logger::Batch::writable() const noexcept {
   const auto give_up = std::chrono::steady_clock::now() + kExitPatience;
   for (;;) {
     pollfd ready{fd_, POLLOUT, 0};
-    const int n = ::poll(&ready, 1, kPollStep);
+    const int n = poll_until(&ready, 1, Clock::now() + std::chrono::milliseconds(kPollStep));
     if (n > 0) return (ready.revents & POLLNVAL) == 0;
-    if (n < 0 && errno != EINTR) return false;
+    if (n < 0) return false;
     if (leaving_.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() >= give_up) {
       return false;
     }
