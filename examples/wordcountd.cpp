@@ -100,7 +100,6 @@ int main(int argc, char** argv) {
   sockecho::ServerOptions options;
   options.workers = 4;
   options.timeout = std::chrono::seconds(10);
-  options.max_bytes = std::size_t{8} << 20;
   options.log = sockecho::Logger(2, sockecho::LogLevel::normal);
   const std::size_t top = settings->top;
   auto handler = [top](std::string_view request, sockecho::Reply& reply) {
@@ -109,8 +108,11 @@ int main(int argc, char** argv) {
   try {
     std::optional<sockecho::Listener> listener = sockecho::inherited_listener();
     if (!listener) listener = sockecho::Listener::bind(settings->host, settings->port);
-    sockecho::Server server(std::move(*listener), handler, options);
-    const sockecho::StopOnSignals stop(server);
+    sockecho::Limits limits;
+    limits.max_bytes = std::size_t{8} << 20;
+    sockecho::Server server(std::move(*listener), sockecho::echo_protocol(handler, limits),
+                            options);
+    const sockecho::StopOnSignals stop([&server] { server.stop(); });
     std::printf("listening on %s\n", server.address().to_string().c_str());
     (void)std::fflush(stdout);
     server.run();

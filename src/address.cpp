@@ -58,21 +58,22 @@ std::string Address::to_string() const {
   return join_host_port(host(), port());
 }
 
-Address Address::local_of(int fd) {
+namespace {
+
+// The address getsockname() or getpeername() reports for fd.
+Address named_by(int fd, int (*call)(int, sockaddr*, socklen_t*), const char* name) {
   Address address;
-  socklen_t len = capacity();
-  if (::getsockname(fd, address.data(), &len) != 0) throw os_error(errno, "getsockname");
-  address.size_ = len;
+  socklen_t len = Address::capacity();
+  if (call(fd, address.data(), &len) != 0) throw os_error(errno, name);
+  address.set_size(len);
   return address;
 }
 
-Address Address::peer_of(int fd) {
-  Address address;
-  socklen_t len = capacity();
-  if (::getpeername(fd, address.data(), &len) != 0) throw os_error(errno, "getpeername");
-  address.size_ = len;
-  return address;
-}
+}  // namespace
+
+Address Address::local_of(int fd) { return named_by(fd, ::getsockname, "getsockname"); }
+
+Address Address::peer_of(int fd) { return named_by(fd, ::getpeername, "getpeername"); }
 
 bool operator==(const Address& a, const Address& b) noexcept {
   return a.size_ == b.size_ && std::memcmp(&a.storage_, &b.storage_, a.size_) == 0;

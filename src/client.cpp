@@ -1,6 +1,6 @@
 #include "sockecho/client.hpp"
 
-#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 
 namespace sockecho {
@@ -22,57 +23,45 @@ using std::chrono::milliseconds;
 
 constexpr std::size_t kChunk = std::size_t{64} * 1024;
 
-// Milliseconds left until deadline, as poll() wants them; -1 (forever) without a deadline.
-int poll_timeout(bool has_deadline, Clock::time_point deadline) {
-  if (!has_deadline) return -1;
-  const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-  // Round up so a nearly expired deadline still gets one more look instead of spinning.
-  return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left + 1, 1 << 30));
+Clock::time_point until_after(milliseconds timeout) {
+  return timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
 }
 
-void set_blocking(int fd, bool blocking, const Address& address) {
-  const int flags = ::fcntl(fd, F_GETFL);
-  const int wanted = blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK;
-  if (flags < 0 || ::fcntl(fd, F_SETFL, wanted) != 0) {
-    throw os_error(errno, "fcntl " + address.to_string());
-  }
-}
-
-// One connect attempt; returns the socket or sets err and returns an empty Fd.
-Fd try_connect(const Address& address, bool has_deadline, Clock::time_point deadline, int& err) {
+// One connect attempt: the connected, non-blocking socket, or an empty Fd with the failed call
+// and its errno in `failed` and `err`.
+Fd try_connect(const Address& address, const ConnectOptions& options, Clock::time_point until,
+               const char*& failed, int& err) {
+  const auto failure = [&](const char* call, int code) {
+    failed = call;
+    err = code;
+    return Fd();
+  };
   Fd socket(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!socket) {
-    err = errno;
-    return {};
+  if (!socket) return failure("socket", errno);
+  if (options.source) {
+    // Without this, bind() would reserve a port for the source address alone; with it the port
+    // is chosen at connect() and only needs to be unique for the whole 4-tuple.
+    const int on = 1;
+    if (options.source->family() == AF_INET &&
+        ::setsockopt(socket.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0) {
+      return failure("setsockopt IP_BIND_ADDRESS_NO_PORT", errno);
+    }
+    if (::bind(socket.get(), options.source->data(), options.source->size()) != 0) {
+      return failure("bind", errno);
+    }
   }
   if (::connect(socket.get(), address.data(), address.size()) != 0) {
-    if (errno != EINPROGRESS && errno != EINTR) {
-      err = errno;
-      return {};
-    }
-    // Wait for the handshake; EINTR must not restart the clock, so the deadline is absolute.
+    if (errno != EINPROGRESS && errno != EINTR) return failure("connect", errno);
+    // Wait for the handshake against the absolute deadline, which EINTR does not restart.
     pollfd waiting{socket.get(), POLLOUT, 0};
-    int ready = 0;
-    do {
-      ready = ::poll(&waiting, 1, poll_timeout(has_deadline, deadline));
-    } while (ready < 0 && errno == EINTR);
-    if (ready < 0) {
-      err = errno;
-      return {};
-    }
-    if (ready == 0) {
-      err = ETIMEDOUT;
-      return {};
-    }
+    const int ready = poll_until(&waiting, 1, until);
+    if (ready < 0) return failure("connect", errno);
+    if (ready == 0) return failure("connect", ETIMEDOUT);
     int so_error = 0;
     socklen_t len = sizeof so_error;
     if (::getsockopt(socket.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
-    if (so_error != 0) {
-      err = so_error;
-      return {};
-    }
+    if (so_error != 0) return failure("connect", so_error);
   }
-  set_blocking(socket.get(), true, address);
   return socket;
 }
 
@@ -82,20 +71,28 @@ std::size_t count_newlines(const char* data, std::size_t size) {
 
 }  // namespace
 
+Connection connect(const Address& address, const ConnectOptions& options) {
+  const char* failed = "connect";
+  int err = 0;
+  Fd socket = try_connect(address, options, until_after(options.timeout), failed, err);
+  if (!socket) throw os_error(err, std::string(failed) + " " + address.to_string());
+  return {std::move(socket), address, Connection::NonBlocking{}};
+}
+
 Connection connect(std::string_view host, std::uint16_t port, milliseconds timeout) {
-  const bool has_deadline = timeout.count() > 0;
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point until = until_after(timeout);
   const std::vector<Address> candidates = resolve(host, port);
   int first_error = 0;
   std::string tried;
   for (const Address& address : candidates) {
+    const char* failed = "connect";
     int err = 0;
-    Fd socket = try_connect(address, has_deadline, deadline, err);
-    if (socket) return {std::move(socket), address};
+    Fd socket = try_connect(address, {}, until, failed, err);
+    if (socket) return {std::move(socket), address, Connection::NonBlocking{}};
     if (first_error == 0) first_error = err;
     if (!tried.empty()) tried += ", ";
     tried += address.to_string();
-    if (has_deadline && Clock::now() >= deadline) break;
+    if (Clock::now() >= until) break;
   }
   throw os_error(first_error, "connect " + tried);
 }
@@ -103,7 +100,7 @@ Connection connect(std::string_view host, std::uint16_t port, milliseconds timeo
 std::string request(std::string_view host, std::uint16_t port, std::string_view message,
                     const RequestOptions& options) {
   Connection connection = connect(host, port, options.timeout);
-  if (options.timeout.count() > 0) connection.set_timeout(options.timeout);
+  connection.set_timeout(options.timeout);
   connection.write_all(message);
   connection.close_write();
   return connection.read_to_end_string(options.max_reply);
@@ -134,7 +131,6 @@ std::uint64_t receive_to_fd(Connection& connection, int out_fd) {
 
 void line_session(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout) {
   const int sock = connection.fd();
-  const std::string peer = connection.peer().to_string();
   std::vector<char> chunk(kChunk);
   std::string pending;  // read from in_fd, not yet sent
   bool input_open = true;
@@ -161,38 +157,28 @@ void line_session(Connection& connection, int in_fd, int out_fd, milliseconds re
     fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
     const bool waiting = received < owed || !input_open;
     const bool timed = waiting && reply_timeout.count() > 0;
-    const int ready =
-        ::poll(fds.data(), fds.size(), poll_timeout(timed, last_progress + reply_timeout));
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      throw os_error(errno, "poll " + peer);
-    }
-    if (ready == 0) throw os_error(ETIMEDOUT, "read " + peer);
+    const int ready = poll_until(fds.data(), fds.size(),
+                                 timed ? last_progress + reply_timeout : Clock::time_point::max());
+    if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
+    if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
 
     if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-      const ssize_t n =
-          retry_eintr([&] { return ::recv(sock, chunk.data(), chunk.size(), MSG_DONTWAIT); });
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) throw os_error(errno, "read " + peer);
-      if (n == 0) {
-        if (received < owed) {
-          throw os_error(EPROTO, "read " + peer + " (closed with " +
-                                     std::to_string(owed - received) + " lines unanswered)");
+      if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
+        if (*n == 0) {
+          if (received < owed) {
+            throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
+                                       std::to_string(owed - received) + " lines unanswered)");
+          }
+          return;
         }
-        return;
-      }
-      if (n > 0) {
-        const auto size = static_cast<std::size_t>(n);
-        received += count_newlines(chunk.data(), size);
-        write_all(out_fd, std::string_view(chunk.data(), size), "output");
+        received += count_newlines(chunk.data(), *n);
+        write_all(out_fd, std::string_view(chunk.data(), *n), "output");
         last_progress = Clock::now();
       }
     }
     if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
-      const ssize_t n = retry_eintr([&] {
-        return ::send(sock, pending.data(), pending.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      });
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) throw os_error(errno, "write " + peer);
-      if (n > 0) pending.erase(0, static_cast<std::size_t>(n));
+      const std::string_view unsent = pending;
+      pending.erase(0, connection.try_write(&unsent, 1));
     }
     if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
       const ssize_t n = retry_eintr([&] { return ::read(in_fd, chunk.data(), chunk.size()); });

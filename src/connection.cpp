@@ -1,5 +1,8 @@
 #include "sockecho/connection.hpp"
 
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -19,39 +22,73 @@ constexpr std::size_t kInitialBuffer = std::size_t{64} * 1024;
 // Parts handed to one sendmsg(); more are sent by the next call.
 constexpr std::size_t kMaxGather = 64;
 
+bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
+
 }  // namespace
 
-Connection::Connection(Fd socket, const Address& peer) noexcept
-    : socket_(std::move(socket)), peer_(peer) {}
-
-Connection::Connection(Fd socket, const Address& peer, std::chrono::milliseconds timeout) noexcept
-    : socket_(std::move(socket)), peer_(peer), timeout_(timeout) {}
-
-void Connection::set_timeout(std::chrono::milliseconds timeout) {
-  if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  if (::setsockopt(fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
-    throw os_error(errno, "setsockopt SO_RCVTIMEO " + peer_.to_string());
+Connection::Connection(Fd socket, const Address& peer) : socket_(std::move(socket)), peer_(peer) {
+  const int flags = ::fcntl(fd(), F_GETFL);
+  if (flags < 0 || ((flags & O_NONBLOCK) == 0 && ::fcntl(fd(), F_SETFL, flags | O_NONBLOCK) != 0)) {
+    throw os_error(errno, "fcntl O_NONBLOCK " + peer_.to_string());
   }
-  if (::setsockopt(fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
-    throw os_error(errno, "setsockopt SO_SNDTIMEO " + peer_.to_string());
-  }
-  timeout_ = timeout;
 }
 
+Connection::Connection(Fd socket, const Address& peer, NonBlocking /*unused*/) noexcept
+    : socket_(std::move(socket)), peer_(peer) {}
+
 void Connection::fail(const char* operation, int err) const {
-  // SO_RCVTIMEO and SO_SNDTIMEO report expiry as EAGAIN; say what it means.
-  if (err == EAGAIN || err == EWOULDBLOCK) err = ETIMEDOUT;
   throw os_error(err, std::string(operation) + " " + peer_.to_string());
 }
 
-std::size_t Connection::read_some(char* data, std::size_t size) {
-  const ssize_t n = retry_eintr([&] { return ::recv(fd(), data, size, 0); });
-  if (n < 0) fail("read", errno);
+int Connection::unsent_bytes() const noexcept {
+  int queued = 0;
+  // SIOCOUTQ: bytes in the send queue the peer has not acknowledged. On failure, report none
+  // left, so a failing check never counts as progress.
+  if (::ioctl(fd(), SIOCOUTQ, &queued) != 0) return 0;
+  return queued;
+}
+
+void Connection::wait(short events, const char* operation) {
+  // Only a writer needs to look for progress it cannot see: room freed in a full send buffer.
+  const bool check_sends = (events & POLLOUT) != 0 && deadline_.idle().count() > 0;
+  int unsent = check_sends ? unsent_bytes() : 0;
+  for (;;) {
+    const Clock::time_point now = Clock::now();
+    if (progressed_) {
+      deadline_.progress(now);
+      progressed_ = false;
+    }
+    const Clock::time_point expiry = deadline_.expiry();
+    if (now >= expiry) fail(operation, ETIMEDOUT);
+    const Clock::time_point until = check_sends ? std::min(expiry, now + kProgressCheck) : expiry;
+    pollfd ready{fd(), events, 0};
+    const int n = poll_until(&ready, 1, until);
+    if (n > 0) return;
+    if (n < 0) fail("poll", errno);
+    if (check_sends) {
+      const int now_unsent = unsent_bytes();
+      if (now_unsent < unsent) progressed_ = true;
+      unsent = now_unsent;
+    }
+  }
+}
+
+std::optional<std::size_t> Connection::try_read(char* data, std::size_t size) {
+  const ssize_t n = retry_eintr([&] { return ::recv(fd(), data, size, MSG_DONTWAIT); });
+  if (n < 0) {
+    if (would_block(errno)) return std::nullopt;
+    fail("read", errno);
+  }
+  if (n > 0) progressed_ = true;
   bytes_read_ += static_cast<std::uint64_t>(n);
   return static_cast<std::size_t>(n);
+}
+
+std::size_t Connection::read_some(char* data, std::size_t size) {
+  for (;;) {
+    if (const std::optional<std::size_t> n = try_read(data, size)) return *n;
+    wait(POLLIN, "read");
+  }
 }
 
 std::size_t Connection::read_into(Buffer& buffer, std::size_t limit) {
@@ -85,6 +122,38 @@ std::string Connection::read_to_end_string(std::size_t max_bytes) {
   return std::string(buffer.view());
 }
 
+std::size_t Connection::send_parts(const std::string_view* parts, std::size_t count,
+                                   std::size_t skip) {
+  std::array<iovec, kMaxGather> iov{};
+  std::size_t used = 0;
+  for (std::size_t i = 0; i < count && used < iov.size(); ++i) {
+    const std::size_t from = i == 0 ? skip : 0;
+    if (parts[i].size() == from) continue;
+    // sendmsg never writes through iov_base; the cast only satisfies its C signature.
+    iov[used].iov_base = const_cast<char*>(parts[i].data() + from);
+    iov[used].iov_len = parts[i].size() - from;
+    ++used;
+  }
+  if (used == 0) return 0;
+  msghdr message{};
+  message.msg_iov = iov.data();
+  message.msg_iovlen = used;
+  // MSG_NOSIGNAL: a peer that has gone away is an EPIPE error here, never a SIGPIPE.
+  const ssize_t sent =
+      retry_eintr([&] { return ::sendmsg(fd(), &message, MSG_NOSIGNAL | MSG_DONTWAIT); });
+  if (sent < 0) {
+    if (would_block(errno)) return 0;
+    fail("write", errno);
+  }
+  if (sent > 0) progressed_ = true;
+  bytes_written_ += static_cast<std::uint64_t>(sent);
+  return static_cast<std::size_t>(sent);
+}
+
+std::size_t Connection::try_write(const std::string_view* parts, std::size_t count) {
+  return send_parts(parts, count, 0);
+}
+
 void Connection::write_all(std::string_view data) { write_all(&data, 1); }
 
 void Connection::write_all(const std::string_view* parts, std::size_t count) {
@@ -96,26 +165,11 @@ void Connection::write_all(const std::string_view* parts, std::size_t count) {
       offset = 0;
     }
     if (index == count) return;
-
-    std::array<iovec, kMaxGather> iov{};
-    std::size_t used = 0;
-    for (std::size_t i = index; i < count && used < iov.size(); ++i) {
-      const std::size_t skip = i == index ? offset : 0;
-      if (parts[i].size() == skip) continue;
-      // sendmsg never writes through iov_base; the cast only satisfies its C signature.
-      iov[used].iov_base = const_cast<char*>(parts[i].data() + skip);
-      iov[used].iov_len = parts[i].size() - skip;
-      ++used;
+    std::size_t left = send_parts(parts + index, count - index, offset);
+    if (left == 0) {
+      wait(POLLOUT, "write");
+      continue;
     }
-    msghdr message{};
-    message.msg_iov = iov.data();
-    message.msg_iovlen = used;
-    // MSG_NOSIGNAL: a peer that has gone away is an EPIPE error here, never a SIGPIPE.
-    const ssize_t sent = retry_eintr([&] { return ::sendmsg(fd(), &message, MSG_NOSIGNAL); });
-    if (sent < 0) fail("write", errno);
-    bytes_written_ += static_cast<std::uint64_t>(sent);
-
-    auto left = static_cast<std::size_t>(sent);
     while (left > 0) {
       const std::size_t rest = parts[index].size() - offset;
       if (left < rest) {

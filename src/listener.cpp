@@ -16,6 +16,7 @@
 #include <system_error>
 #include <utility>
 
+#include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 
 namespace sockecho {
@@ -34,18 +35,6 @@ Fd listen_on(const Address& address, const ListenOptions& options) {
   if (!socket) throw os_error(errno, "socket " + address.to_string());
   set_flag(socket.get(), SO_REUSEADDR, address, "SO_REUSEADDR");
   if (options.reuse_port) set_flag(socket.get(), SO_REUSEPORT, address, "SO_REUSEPORT");
-  if (options.connection_timeout.count() > 0) {
-    const auto ms = options.connection_timeout.count();
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(ms / 1000);
-    tv.tv_usec = static_cast<suseconds_t>((ms % 1000) * 1000);
-    for (const auto& [option, name] :
-         {std::pair{SO_RCVTIMEO, "SO_RCVTIMEO"}, std::pair{SO_SNDTIMEO, "SO_SNDTIMEO"}}) {
-      if (::setsockopt(socket.get(), SOL_SOCKET, option, &tv, sizeof tv) != 0) {
-        throw os_error(errno, std::string("setsockopt ") + name + " " + address.to_string());
-      }
-    }
-  }
   if (::bind(socket.get(), address.data(), address.size()) != 0) {
     throw os_error(errno, "bind " + address.to_string());
   }
@@ -53,6 +42,13 @@ Fd listen_on(const Address& address, const ListenOptions& options) {
     throw os_error(errno, "listen " + address.to_string());
   }
   return socket;
+}
+
+timeval to_timeval(std::chrono::milliseconds duration) noexcept {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(duration.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((duration.count() % 1000) * 1000);
+  return tv;
 }
 
 // accept() failures that concern one connection, not the listener: skip it and take the next
@@ -75,10 +71,11 @@ bool skippable(int err) noexcept {
   }
 }
 
-// One accept4(): a close-on-exec descriptor with its peer filled in, or -1 with errno set.
+// One accept4(): a close-on-exec, non-blocking descriptor with its peer filled in, or -1 with
+// errno set.
 int accept_one(int listener, Address& peer) noexcept {
   socklen_t len = Address::capacity();
-  const int fd = ::accept4(listener, peer.data(), &len, SOCK_CLOEXEC);
+  const int fd = ::accept4(listener, peer.data(), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (fd >= 0) peer.set_size(len);
   return fd;
 }
@@ -91,8 +88,7 @@ Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenO
     try {
       Fd socket = listen_on(candidate, options);
       const Address bound = Address::local_of(socket.get());
-      return {std::move(socket), bound,
-              std::max(options.connection_timeout, std::chrono::milliseconds(0))};
+      return {std::move(socket), bound};
     } catch (const std::system_error&) {
       if (!first_error) first_error = std::current_exception();
     }
@@ -108,8 +104,8 @@ struct Listener::Adopted {
   int original_flags = 0;  // the socket's file status flags as they were found
 };
 
-Listener::Listener(Fd socket, const Address& address, std::chrono::milliseconds timeout) noexcept
-    : socket_(std::move(socket)), address_(address), connection_timeout_(timeout) {}
+Listener::Listener(Fd socket, const Address& address) noexcept
+    : socket_(std::move(socket)), address_(address) {}
 
 Listener::Listener(Fd socket) : socket_(std::move(socket)) {
   const int fd = socket_.get();
@@ -147,7 +143,7 @@ Listener::Listener(Fd socket) : socket_(std::move(socket)) {
 Listener::Listener(Listener&& other) noexcept
     : socket_(std::move(other.socket_)),
       address_(other.address_),
-      connection_timeout_(other.connection_timeout_),
+      idle_(other.idle_),
       interrupted_(other.interrupted_.load()),
       adopted_(std::move(other.adopted_)) {}
 
@@ -156,7 +152,7 @@ Listener& Listener::operator=(Listener&& other) noexcept {
   give_back();
   socket_ = std::move(other.socket_);
   address_ = other.address_;
-  connection_timeout_ = other.connection_timeout_;
+  idle_ = other.idle_;
   interrupted_.store(other.interrupted_.load());
   adopted_ = std::move(other.adopted_);
   return *this;
@@ -176,45 +172,54 @@ std::optional<Connection> Listener::accept() {
   }
 }
 
+void Listener::set_idle_timeout(std::chrono::milliseconds idle) {
+  idle = std::max(idle, std::chrono::milliseconds(0));
+  // A socket of our own waits in accept() itself, bounded by SO_RCVTIMEO on the listening
+  // socket (connections are non-blocking, so what they inherit of it never applies). An
+  // adopted socket is not ours to change: its wait is the poll() in wait_adopted().
+  if (!adopted_) {
+    const timeval tv = to_timeval(idle);
+    if (::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+      throw os_error(errno, "setsockopt SO_RCVTIMEO " + address_.to_string());
+    }
+  }
+  idle_ = idle;
+}
+
 std::optional<Connection> Listener::accept_or_idle() {
-  // An adopted socket has no connection timeout of ours, so it never idles.
-  if (adopted_) return accept_adopted();
+  // Every poller of an adopted socket would wake for each connection and all but one would find
+  // nothing; taking turns wakes one thread per connection, as a blocking accept() does.
+  std::unique_lock<std::mutex> turn;
+  if (adopted_) turn = std::unique_lock<std::mutex>(adopted_->accepting);
   for (;;) {
     if (interrupted()) return std::nullopt;
+    if (adopted_ && !wait_adopted()) return Connection();
+    if (interrupted()) return std::nullopt;
     Address peer;
-    const int fd = accept_one(socket_.get(), peer);
-    if (fd >= 0) return Connection(Fd(fd), peer, connection_timeout_);
+    const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
+    if (fd >= 0) return Connection(Fd(fd), peer, Connection::NonBlocking{});
     const int err = errno;
     if (interrupted()) return std::nullopt;
-    if (err == EINTR || skippable(err)) continue;
-    // SO_RCVTIMEO on the listening socket bounds accept() too: nothing arrived in that time.
-    if (err == EAGAIN || err == EWOULDBLOCK) return Connection();
+    if (skippable(err)) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      // Adopted (non-blocking): another holder of the socket took the connection first.
+      // Our own: SO_RCVTIMEO ran out with nothing to accept.
+      if (adopted_) continue;
+      return Connection();
+    }
     throw os_error(err, "accept " + address_.to_string());
   }
 }
 
-std::optional<Connection> Listener::accept_adopted() {
-  // Every poller would wake for each connection and all but one would find nothing; taking turns
-  // wakes one thread per connection, as a blocking accept() does.
-  const std::lock_guard<std::mutex> turn(adopted_->accepting);
+bool Listener::wait_adopted() {
   std::array<pollfd, 2> fds{};
-  for (;;) {
-    if (interrupted()) return std::nullopt;
-    fds[0] = {socket_.get(), POLLIN, 0};
-    fds[1] = {adopted_->wake.get(), POLLIN, 0};
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      throw os_error(errno, "poll " + address_.to_string());
-    }
-    if (interrupted()) return std::nullopt;
-    Address peer;
-    // The accepted socket does not inherit O_NONBLOCK: connections are blocking, as always.
-    const int fd = accept_one(socket_.get(), peer);
-    if (fd >= 0) return Connection(Fd(fd), peer);
-    const int err = errno;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || skippable(err)) continue;
-    throw os_error(err, "accept " + address_.to_string());
-  }
+  fds[0] = {socket_.get(), POLLIN, 0};
+  fds[1] = {adopted_->wake.get(), POLLIN, 0};
+  const Clock::time_point until =
+      idle_.count() > 0 ? Clock::now() + idle_ : Clock::time_point::max();
+  const int ready = poll_until(fds.data(), fds.size(), until);
+  if (ready < 0) throw os_error(errno, "poll " + address_.to_string());
+  return ready > 0;
 }
 
 void Listener::interrupt() noexcept {

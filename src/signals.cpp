@@ -4,13 +4,16 @@
 
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 #include "sockecho/error.hpp"
-#include "sockecho/server.hpp"
 
 namespace sockecho {
 
-StopOnSignals::StopOnSignals(Server& server, std::initializer_list<int> signals) {
+StopOnSignals::StopOnSignals(std::function<void()> on_first_signal,
+                             std::initializer_list<int> signals)
+    : on_first_signal_(std::move(on_first_signal)) {
+  if (!on_first_signal_) throw std::invalid_argument("no action to take on a signal");
   ::sigemptyset(&signals_);
   for (const int signal : signals) {
     ::sigaddset(&signals_, signal);
@@ -19,7 +22,7 @@ StopOnSignals::StopOnSignals(Server& server, std::initializer_list<int> signals)
   if (wake_signal_ == 0) throw std::invalid_argument("no signals to stop on");
   const int err = ::pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
   if (err != 0) throw os_error(err, "pthread_sigmask");
-  thread_ = std::thread([this, &server] { wait(server); });
+  thread_ = std::thread([this] { wait(); });
 }
 
 StopOnSignals::~StopOnSignals() {
@@ -29,7 +32,7 @@ StopOnSignals::~StopOnSignals() {
   thread_.join();
 }
 
-void StopOnSignals::wait(Server& server) noexcept {
+void StopOnSignals::wait() noexcept {
   bool stopped = false;
   for (;;) {
     int signal = 0;
@@ -37,7 +40,7 @@ void StopOnSignals::wait(Server& server) noexcept {
     if (leaving_) return;
     if (!stopped) {
       stopped = true;
-      server.stop();
+      on_first_signal_();
       continue;
     }
     // A second signal: the user insists. Let it act with its default action on this thread.

@@ -77,6 +77,53 @@ TEST(BenchArgs, RejectsBadCommandLines) {
   }
 }
 
+// The message of the UsageError parse_bench_args throws; "" (and a failure) when none.
+std::string bench_error(const std::vector<std::string_view>& args) {
+  try {
+    (void)parse_bench_args(args);
+  } catch (const cli::UsageError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no UsageError";
+  return "";
+}
+
+TEST(BenchArgs, ConcurrencyLongShortAndEqualsForms) {
+  EXPECT_EQ(parse_bench_args({"--concurrency=4"}).concurrency, 4U);
+  EXPECT_EQ(parse_bench_args({"--concurrency", "4"}).concurrency, 4U);
+  EXPECT_EQ(parse_bench_args({"-c", "4"}).concurrency, 4U);
+  EXPECT_EQ(parse_bench_args({"-c", "4", "--concurrency=6"}).concurrency, 6U);
+  EXPECT_EQ(parse_bench_args({"--concurrency=6", "-c", "2"}).concurrency, 2U);
+  // -c takes its value from the next argument only, as it always has.
+  EXPECT_EQ(bench_error({"-c=4"}), "unexpected argument '-c=4'");
+  EXPECT_EQ(bench_error({"-c4"}), "unexpected argument '-c4'");
+  EXPECT_EQ(bench_error({"-c", "0"}), "-c: '0' is not a whole number from 1 to 1024");
+  EXPECT_EQ(bench_error({"--concurrency=1025"}),
+            "--concurrency: '1025' is not a whole number from 1 to 1024");
+}
+
+TEST(BenchArgs, UnknownFlagsAndMissingValues) {
+  EXPECT_EQ(bench_error({"--frobnicate"}), "unknown option '--frobnicate'");
+  EXPECT_EQ(bench_error({"--frobnicate=1"}), "unknown option '--frobnicate'");
+  EXPECT_EQ(bench_error({"-x"}), "unexpected argument '-x'");
+  EXPECT_EQ(bench_error({"-c"}), "option -c needs a value");
+  EXPECT_EQ(bench_error({"--concurrency"}), "option --concurrency needs a value");
+  EXPECT_EQ(bench_error({"--host"}), "option --host needs a value");
+  EXPECT_EQ(bench_error({"--host="}), "--host needs a host name or address");
+  EXPECT_EQ(bench_error({"--port", "x"}), "--port: port 'x' is not a number from 0 to 65535");
+  EXPECT_EQ(bench_error({"--json=yes"}), "option --json takes no value");
+  EXPECT_EQ(bench_error({"--duration", "0"}),
+            "--duration: '0' is not a positive number of seconds");
+}
+
+TEST(BenchArgs, HelpAndVersion) {
+  EXPECT_TRUE(parse_bench_args({"-h"}).help);
+  EXPECT_TRUE(parse_bench_args({"--help"}).help);
+  EXPECT_TRUE(parse_bench_args({"--version"}).version);
+  EXPECT_EQ(bench_error({"-h=1"}), "unexpected argument '-h=1'");
+  EXPECT_EQ(bench_error({"--help=1"}), "option --help takes no value");
+}
+
 TEST(Histogram, QuantilesAreWithinTheBucketWidth) {
   Histogram h;
   for (std::uint64_t us = 1; us <= 1000; ++us) h.record(us * 1000);

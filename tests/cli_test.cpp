@@ -1,4 +1,5 @@
-// The command-line parsers of sockecho-server and sockecho-client (tools/options.hpp).
+// The command-line parsers of sockecho-server and sockecho-client, and the argument reader all
+// three programs share (tools/options.hpp).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -8,6 +9,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "options.hpp"
@@ -46,11 +48,11 @@ TEST(ServerArgs, DefaultsMatchTheContract) {
   EXPECT_EQ(s.prefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
   EXPECT_EQ(s.prefix, "数据是 ");
   EXPECT_EQ(s.backlog, SOMAXCONN);
-  EXPECT_EQ(s.options.mode, Mode::echo);
+  EXPECT_EQ(s.mode, cli::Mode::echo);
   EXPECT_EQ(s.options.workers, 16U);
   EXPECT_EQ(s.options.timeout, 30s);
-  EXPECT_EQ(s.options.max_bytes, std::size_t{64} * 1024 * 1024);
-  EXPECT_EQ(s.options.greeting, "connect");
+  EXPECT_EQ(s.limits.max_bytes, std::size_t{64} * 1024 * 1024);
+  EXPECT_EQ(s.greeting, "connect");
   EXPECT_EQ(s.log_level, LogLevel::normal);
   EXPECT_FALSE(s.help);
   EXPECT_FALSE(s.version);
@@ -63,12 +65,12 @@ TEST(ServerArgs, ReadsEveryFlag) {
   EXPECT_EQ(s.host, "::1");
   EXPECT_EQ(s.port, 0);
   EXPECT_EQ(s.prefix, ">");
-  EXPECT_EQ(s.options.mode, Mode::line);
+  EXPECT_EQ(s.mode, cli::Mode::line);
   EXPECT_EQ(s.options.workers, 1U);
   EXPECT_EQ(s.options.timeout, 2500ms);
-  EXPECT_EQ(s.options.max_bytes, 1024U);
+  EXPECT_EQ(s.limits.max_bytes, 1024U);
   EXPECT_EQ(s.backlog, 7);
-  EXPECT_EQ(s.options.greeting, "hi");
+  EXPECT_EQ(s.greeting, "hi");
   EXPECT_EQ(s.log_level, LogLevel::verbose);
 }
 
@@ -79,7 +81,7 @@ TEST(ServerArgs, AcceptsTheEqualsForm) {
   EXPECT_EQ(s.port, 65535);
   EXPECT_EQ(s.prefix, "a=b");  // only the first '=' separates
   EXPECT_EQ(s.options.workers, 4096U);
-  EXPECT_EQ(s.options.max_bytes, std::size_t{2} << 20);
+  EXPECT_EQ(s.limits.max_bytes, std::size_t{2} << 20);
 }
 
 TEST(ServerArgs, EmptyPrefixIsAllowed) {
@@ -90,7 +92,7 @@ TEST(ServerArgs, EmptyPrefixIsAllowed) {
 TEST(ServerArgs, ZeroMeansNoLimit) {
   const ServerSettings s = parse_server_args({"--timeout", "0", "--max-bytes", "0"});
   EXPECT_EQ(s.options.timeout, 0ms);
-  EXPECT_EQ(s.options.max_bytes, 0U);
+  EXPECT_EQ(s.limits.max_bytes, 0U);
 }
 
 TEST(ServerArgs, LaterFlagsWin) {
@@ -137,7 +139,7 @@ TEST(ClientArgs, DefaultsMatchTheContract) {
   EXPECT_FALSE(s.file.has_value());
   EXPECT_EQ(s.timeout, kDefaultClientTimeout);
   EXPECT_GT(s.timeout, 0ms);
-  EXPECT_EQ(s.mode, Mode::echo);
+  EXPECT_EQ(s.mode, cli::Mode::echo);
   EXPECT_FALSE(s.quiet);
   EXPECT_FALSE(s.help);
   EXPECT_FALSE(s.version);
@@ -163,7 +165,7 @@ TEST(ClientArgs, FileAndLineMode) {
   EXPECT_EQ(parse_client_args({"--file", "-"}).file, std::optional<std::string>("-"));
   EXPECT_EQ(parse_client_args({"--file=/tmp/x"}).file, std::optional<std::string>("/tmp/x"));
   const ClientSettings line = parse_client_args({"--mode", "line"});
-  EXPECT_EQ(line.mode, Mode::line);
+  EXPECT_EQ(line.mode, cli::Mode::line);
   EXPECT_FALSE(line.file.has_value());
 }
 
@@ -264,11 +266,84 @@ TEST(ParseNumber, RejectsOutOfRangeAndNonDigits) {
   }
 }
 
-// A single digit above a max below 9 is out of range. parse_number's overflow guard
-// `value > (max - digit) / 10` alone would wrap around there and accept "7" for a max of 5.
+// Without the digit > max test in front of it (tools/options.cpp), parse_number's overflow guard
+// `value > (max - digit) / 10` would wrap around for a digit above max, and a single digit above a
+// max below 9 would pass.
 TEST(ParseNumber, RejectsADigitAboveASmallMax) {
   EXPECT_THROW((void)parse_number("--n", "7", 0, 5), UsageError);
   EXPECT_THROW((void)parse_number("--n", "2", 0, 1), UsageError);
+}
+
+// --- ArgReader, the reader every program's parser uses ---
+
+// The flags and values `reader` yields, "flag=value" or "flag", in order; "!" and the message
+// when it throws.
+std::vector<std::string> read_all(const Args& args, std::vector<std::string_view> short_flags,
+                                  const std::vector<std::string_view>& with_values) {
+  std::vector<std::string> out;
+  ArgReader reader(args, std::move(short_flags));
+  try {
+    while (reader.next()) {
+      const std::string flag(reader.flag());
+      bool takes_value = false;
+      for (const std::string_view f : with_values) takes_value = takes_value || f == flag;
+      if (takes_value) {
+        out.push_back(flag + "=" + std::string(reader.value()));
+      } else {
+        reader.no_value();
+        out.push_back(flag);
+      }
+    }
+  } catch (const UsageError& e) {
+    out.push_back(std::string("!") + e.what());
+  }
+  return out;
+}
+
+TEST(ArgReader, ReadsLongFlagsInBothFormsAndHAsHelp) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(read_all({"--port", "80", "--host=::1", "-h", "--json"}, {}, {"--port", "--host"}),
+            (V{"--port=80", "--host=::1", "--help", "--json"}));
+  EXPECT_EQ(read_all({"--prefix="}, {}, {"--prefix"}), (V{"--prefix="}));
+  EXPECT_EQ(read_all({"--prefix", "--json"}, {}, {"--prefix"}), (V{"--prefix=--json"}));
+}
+
+TEST(ArgReader, TakesOnlyTheShortFlagsItIsGivenWithTheirValueApart) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(read_all({"-c", "4", "--concurrency=5"}, {"-c"}, {"-c", "--concurrency"}),
+            (V{"-c=4", "--concurrency=5"}));
+  EXPECT_EQ(read_all({"-c", "4"}, {}, {"-c"}), (V{"!unexpected argument '-c'"}));
+  EXPECT_EQ(read_all({"-c=4"}, {"-c"}, {"-c"}), (V{"!unexpected argument '-c=4'"}));
+  EXPECT_EQ(read_all({"-c4"}, {"-c"}, {"-c"}), (V{"!unexpected argument '-c4'"}));
+}
+
+TEST(ArgReader, SaysWhatIsWrong) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(read_all({"-c"}, {"-c"}, {"-c"}), (V{"!option -c needs a value"}));
+  EXPECT_EQ(read_all({"--port"}, {}, {"--port"}), (V{"!option --port needs a value"}));
+  EXPECT_EQ(read_all({"--json=yes"}, {}, {}), (V{"!option --json takes no value"}));
+  EXPECT_EQ(read_all({"extra"}, {}, {}), (V{"!unexpected argument 'extra'"}));
+  EXPECT_EQ(read_all({"--"}, {}, {}), (V{"!unexpected argument '--'"}));
+  const Args args = {"--frobnicate=1"};
+  ArgReader reader(args);
+  ASSERT_TRUE(reader.next());
+  EXPECT_EQ(reader.flag(), "--frobnicate");
+  try {
+    reader.unknown();
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()), "unknown option '--frobnicate'");
+  }
+  EXPECT_FALSE(reader.next());
+}
+
+TEST(ValueParsers, HostPortAndTheBadValueMessage) {
+  EXPECT_EQ(parse_host("::1"), "::1");
+  EXPECT_THROW((void)parse_host(""), UsageError);
+  EXPECT_EQ(parse_port_flag("0"), 0);
+  EXPECT_EQ(parse_port_flag("65535"), 65535);
+  EXPECT_THROW((void)parse_port_flag("65536"), UsageError);
+  EXPECT_THROW((void)parse_port_flag("x"), UsageError);
+  EXPECT_EQ(bad_value("--size", "lots", "a byte count"), "--size: 'lots' is not a byte count");
 }
 
 }  // namespace

@@ -49,11 +49,12 @@ TEST(Connect, TriesEveryAddressOfAName) {
   EXPECT_EQ(c.peer(), listener.address());
 }
 
-TEST(Connect, ReturnsABlockingCloseOnExecSocket) {
+TEST(Connect, ReturnsANonBlockingCloseOnExecSocketWithNoLimits) {
   Listener listener = Listener::bind("127.0.0.1", 0);
   const Connection c = connect("127.0.0.1", listener.address().port(), 5s);
   const int flags = ::fcntl(c.fd(), F_GETFL);
-  EXPECT_EQ(flags & O_NONBLOCK, 0);
+  EXPECT_NE(flags & O_NONBLOCK, 0);
+  EXPECT_EQ(c.timeout().count(), 0) << "the connect timeout is not a limit on the connection";
   EXPECT_NE(::fcntl(c.fd(), F_GETFD) & FD_CLOEXEC, 0);
 }
 
@@ -182,18 +183,14 @@ std::string line_session_output(std::uint16_t port, const std::string& input,
 }
 
 TEST(LineSession, GreetingThenOneReplyPerLine) {
-  ServerOptions options;
-  options.mode = Mode::line;
-  const test::ServerThread server(options, prefix_handler("> "));
+  const test::ServerThread server(ServerOptions{}, line_protocol(prefix_handler("> ")));
   EXPECT_EQ(line_session_output(server.port(), "a\nbb\n\nlast"),
             "connect\n> a\n> bb\n> \n> last\n");
 }
 
 TEST(LineSession, NoInputStillGetsTheGreeting) {
-  ServerOptions options;
-  options.mode = Mode::line;
-  options.greeting = "hi there";
-  const test::ServerThread server(options, prefix_handler(""));
+  const test::ServerThread server(ServerOptions{},
+                                  line_protocol(prefix_handler(""), Limits{}, "hi there"));
   EXPECT_EQ(line_session_output(server.port(), ""), "hi there\n");
 }
 
@@ -208,10 +205,8 @@ TEST(LineSession, ServerThatNeverAnswersTimesOut) {
 }
 
 TEST(LineSession, ServerClosingWithLinesUnansweredIsAnError) {
-  ServerOptions options;
-  options.mode = Mode::line;
-  options.max_bytes = 4;  // the long line ends the connection unanswered
-  const test::ServerThread server(options, prefix_handler(""));
+  // A limit of 4: the long line ends the connection unanswered.
+  const test::ServerThread server(ServerOptions{}, line_protocol(prefix_handler(""), Limits{4}));
   try {
     (void)line_session_output(server.port(), "ok\nthis line is too long\n");
     FAIL();

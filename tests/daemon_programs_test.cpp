@@ -2,9 +2,12 @@
 // signals, logs, memory, line mode and timeouts as a user meets them.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -12,6 +15,7 @@
 
 #include "programs.hpp"
 #include "sockecho/client.hpp"
+#include "sockecho/listener.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"
 
@@ -58,7 +62,8 @@ TEST(DaemonProgram, LogsStartConnectionsAndStop) {
   ServerProcess server({"--workers", "3", "--timeout", "7", "--max-bytes", "1M"});
   const auto start = server.wait_stderr(" start listen=127.0.0.1:");
   ASSERT_TRUE(start);
-  EXPECT_NE(start->find("workers=3 timeout_ms=7000 max_bytes=1048576"), std::string::npos)
+  EXPECT_NE(start->find(" mode=echo max_bytes=1048576 workers=3 timeout_ms=7000"),
+            std::string::npos)
       << *start;
   EXPECT_EQ(request("127.0.0.1", server.port(), "hello"), kPrefix + "hello");
   const auto line = server.wait_stderr(" conn peer=127.0.0.1:");
@@ -200,6 +205,67 @@ TEST(DaemonProgram, BadDaemonFlagValuesAreUsageErrors) {
     EXPECT_NE(r.err.find("sockecho-server: "), std::string::npos) << r.err;
     EXPECT_EQ(r.out, "");
   }
+}
+
+}  // namespace
+}  // namespace sockecho
+
+namespace sockecho {
+namespace {
+
+// The idle limit counts progress, not kernel buffering: a client that never reads its reply is
+// cut at most --timeout + Connection::kProgressCheck after the server last got rid of a byte,
+// never after three timeouts as when each partial write restarted the clock.
+TEST(NonReaders, AClientThatNeverReadsItsReplyIsCutWithinTheTimeoutAndAHalf) {
+  ServerProcess server({"--timeout", "1", "--workers", "2"});
+  Connection c = connect("127.0.0.1", server.port(), test::kPatience);
+  const int small = 64 * 1024;
+  ASSERT_EQ(::setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  c.set_timeout(test::kPatience);
+  const Clock::time_point connected = Clock::now();
+  c.write_all(test::pattern(std::size_t{8} << 20));
+  c.close_write();
+  const auto sending =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - connected);
+  const auto line = server.wait_stderr(" outcome=timeout");
+  ASSERT_TRUE(line) << server.err();
+  EXPECT_NE(line->find(" error=\"write 127.0.0.1:"), std::string::npos) << *line;
+  // The server's own measure of the connection, from accept to close: the request's transfer,
+  // then at most the limit and a half once the reply stops moving (progress seen by a check is
+  // dated at the check, up to kProgressCheck late), plus 100 ms for the reply's first writes
+  // into the kernel's buffers after the half-close.
+  const std::size_t at = line->find(" ms=");
+  ASSERT_NE(at, std::string::npos) << *line;
+  const double ms = std::stod(line->substr(at + 4));
+  EXPECT_GE(ms, 1000.0) << *line;
+  EXPECT_LE(ms, static_cast<double>(sending.count()) + 1500.0 + 100.0) << *line;
+}
+
+TEST(NonReaders, TheClientIsCutWithinTheTimeoutAndAHalfByAServerThatNeverReads) {
+  Listener listener = Listener::bind("127.0.0.1", 0);
+  // A small receive buffer for the accepted socket, so the request cannot vanish into kernels.
+  const int small = 64 * 1024;
+  ASSERT_EQ(::setsockopt(listener.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  char path[] = "/tmp/sockecho-nonreader-XXXXXX";
+  const Fd file(::mkstemp(path));
+  ASSERT_TRUE(file) << "mkstemp";
+  write_all(file.get(), test::pattern(std::size_t{8} << 20), path);
+
+  test::Child client({test::client_program(), "--port", std::to_string(listener.address().port()),
+                      "--timeout", "1", "--file", path});
+  std::optional<Connection> held = listener.accept();  // accepted, never read
+  ASSERT_TRUE(held);
+  const auto status_line = client.stderr_line();
+  const Clock::time_point started = Clock::now();
+  ASSERT_TRUE(status_line) << client.err();
+  EXPECT_EQ(status_line->rfind("try to connect to ", 0), 0U) << *status_line;
+  EXPECT_EQ(client.wait(), 1);
+  const auto waited = Clock::now() - started;
+  ::unlink(path);
+  EXPECT_NE(client.err().find("write 127.0.0.1:"), std::string::npos) << client.err();
+  EXPECT_NE(client.err().find("Connection timed out"), std::string::npos) << client.err();
+  EXPECT_GE(waited, 1s);
+  EXPECT_LE(waited, 1500ms + 100ms) << "100 ms for the test's own reading of the output";
 }
 
 }  // namespace

@@ -23,13 +23,16 @@ using Clock = std::chrono::steady_clock;
 
 using test::kPrefix;
 
-ServerOptions with(unsigned workers, std::chrono::milliseconds timeout,
-                   std::size_t max_bytes = kDefaultMaxBytes) {
+ServerOptions with(unsigned workers, std::chrono::milliseconds timeout) {
   ServerOptions options;
   options.workers = workers;
   options.timeout = timeout;
-  options.max_bytes = max_bytes;
   return options;
+}
+
+// The document's echo protocol with the default prefix and a request limit.
+std::shared_ptr<Protocol> echo_limited(std::size_t max_bytes) {
+  return echo_protocol(prefix_handler(kPrefix), Limits{max_bytes});
 }
 
 // Connects and waits until the server has taken the connection (it shows in stats().active), so
@@ -127,7 +130,7 @@ TEST(Daemon, AClientThatDoesNotReadALargeReplyIsDroppedAfterTheTimeout) {
 
 TEST(Daemon, OversizedRequestIsClosedUnansweredAndTheDaemonGoesOn) {
   constexpr std::size_t kLimit = 1 << 20;
-  test::ServerThread server(with(2, 10s, kLimit));
+  test::ServerThread server(with(2, 10s), echo_limited(kLimit));
   Connection big = connect("127.0.0.1", server.port());
   const std::string payload = test::pattern(8 << 20);
   try {
@@ -149,7 +152,7 @@ TEST(Daemon, OversizedRequestIsClosedUnansweredAndTheDaemonGoesOn) {
 
 TEST(Daemon, RequestsAtTheLimitAndOneBelowAreAnswered) {
   constexpr std::size_t kLimit = 4096;
-  const test::ServerThread server(with(1, 10s, kLimit));
+  const test::ServerThread server(with(1, 10s), echo_limited(kLimit));
   const std::string at(kLimit, 'a');
   EXPECT_EQ(request("127.0.0.1", server.port(), at), kPrefix + at);
   const std::string below(kLimit - 1, 'b');
@@ -157,7 +160,7 @@ TEST(Daemon, RequestsAtTheLimitAndOneBelowAreAnswered) {
 }
 
 TEST(Daemon, ZeroMaxBytesMeansNoLimit) {
-  const test::ServerThread server(with(1, 10s, 0));
+  const test::ServerThread server(with(1, 10s), echo_limited(0));
   const std::string payload = test::pattern(3 << 20);
   EXPECT_EQ(request("127.0.0.1", server.port(), payload), kPrefix + payload);
 }
@@ -220,7 +223,7 @@ TEST(Daemon, SixtyFourConcurrentClientsAreAllAnsweredCorrectly) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(correct.load(), kClients);
   ASSERT_TRUE(server.wait_finished(kClients));
-  EXPECT_EQ(server.server().stats().ok, static_cast<std::uint64_t>(kClients));
+  EXPECT_EQ(server.server().stats().count(Outcome::ok), static_cast<std::uint64_t>(kClients));
 }
 
 TEST(Daemon, StopLetsAConnectionInFlightFinish) {
@@ -261,15 +264,13 @@ TEST(Daemon, RunRethrowsAFatalListenerFailure) {
   // A listener whose socket is not listening any more makes accept() fail with EINVAL, which is
   // not an interruption the server asked for.
   ASSERT_EQ(::shutdown(listener.fd(), SHUT_RDWR), 0);
-  Server server(std::move(listener), prefix_handler(""), with(2, 1s));
+  Server server(std::move(listener), echo_protocol(prefix_handler("")), with(2, 1s));
   EXPECT_THROW(server.run(), std::system_error);
 }
 
 // Line mode, server side, spoken to byte by byte.
 TEST(LineMode, GreetsThenAnswersEachLine) {
-  ServerOptions options = with(2, 10s);
-  options.mode = Mode::line;
-  const test::ServerThread server(options);
+  const test::ServerThread server(with(2, 10s), line_protocol(prefix_handler(kPrefix)));
   Connection c = connect("127.0.0.1", server.port());
   c.write_all("one\ntwo\n");
   c.write_all("thr");
@@ -280,10 +281,8 @@ TEST(LineMode, GreetsThenAnswersEachLine) {
 }
 
 TEST(LineMode, RepliesArriveBeforeTheClientCloses) {
-  ServerOptions options = with(2, 10s);
-  options.mode = Mode::line;
-  options.greeting = "welcome";
-  const test::ServerThread server(options, prefix_handler("> "));
+  const test::ServerThread server(with(2, 10s),
+                                  line_protocol(prefix_handler("> "), Limits{}, "welcome"));
   Connection c = connect("127.0.0.1", server.port());
   std::string got;
   auto read_line = [&] {
@@ -300,9 +299,7 @@ TEST(LineMode, RepliesArriveBeforeTheClientCloses) {
 }
 
 TEST(LineMode, ALineOverTheLimitClosesTheConnection) {
-  ServerOptions options = with(2, 10s, 8);
-  options.mode = Mode::line;
-  test::ServerThread server(options, prefix_handler(""));
+  test::ServerThread server(with(2, 10s), line_protocol(prefix_handler(""), Limits{8}));
   Connection c = connect("127.0.0.1", server.port());
   std::string got;
   try {
@@ -325,9 +322,7 @@ TEST(LineMode, ALineOverTheLimitClosesTheConnection) {
 }
 
 TEST(LineMode, StalledLineClientIsDroppedAfterTheTimeout) {
-  ServerOptions options = with(1, 300ms);
-  options.mode = Mode::line;
-  test::ServerThread server(options);
+  test::ServerThread server(with(1, 300ms), line_protocol(prefix_handler(kPrefix)));
   Connection c = connect("127.0.0.1", server.port());
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(server.records()[0].outcome, Outcome::timeout);

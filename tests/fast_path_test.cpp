@@ -1,5 +1,5 @@
-// The server's fast paths keep the promises of the slow ones: timeouts inherited from the
-// listening socket still time out, reused large buffers still hold the right bytes and are
+// The server's fast paths keep the promises of the slow ones: connections whose limits cost no
+// system call still time out, reused large buffers still hold the right bytes and are
 // freed when the server goes idle, and the allocation-free log line reads as before.
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -33,38 +33,32 @@ using test::kAddressSanitized;
 
 using test::peak_rss_kib;
 
-TEST(InheritedTimeout, AcceptedConnectionsStartWithTheListenersTimeout) {
-  ListenOptions options;
-  options.connection_timeout = 150ms;
-  Listener listener = Listener::bind("127.0.0.1", 0, options);
-  EXPECT_EQ(listener.connection_timeout(), 150ms);
+// Connections keep their limits in their Deadline, not in socket options: accepting one costs
+// no setsockopt, and the limits mean the same whatever listener the connection came from.
+TEST(ConnectionLimits, AcceptedConnectionsAreNonBlockingWithNoLimitsOfTheirOwn) {
+  Listener listener = Listener::bind("127.0.0.1", 0);
   Connection client = connect("127.0.0.1", listener.address().port(), test::kPatience);
   std::optional<Connection> accepted = listener.accept();
   ASSERT_TRUE(accepted && accepted->is_open());
-  EXPECT_EQ(accepted->timeout(), 150ms);
-  // No set_timeout() on the accepted side: the silent client still makes its read time out.
+  EXPECT_EQ(accepted->timeout().count(), 0);
+  EXPECT_NE(::fcntl(accepted->fd(), F_GETFL) & O_NONBLOCK, 0);
+  // A limit set afterwards is honoured by a read that would otherwise wait forever.
+  accepted->set_timeout(150ms);
   std::array<char, 16> data{};
+  const auto start = std::chrono::steady_clock::now();
   try {
     (void)accepted->read_some(data.data(), data.size());
     ADD_FAILURE() << "read from a silent client returned";
   } catch (const std::system_error& e) {
     EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
   }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
 }
 
-TEST(InheritedTimeout, WithoutOneConnectionsHaveNone) {
+TEST(ConnectionLimits, AcceptOrIdleReturnsAClosedConnectionWhenNothingArrives) {
   Listener listener = Listener::bind("127.0.0.1", 0);
-  EXPECT_EQ(listener.connection_timeout().count(), 0);
-  Connection client = connect("127.0.0.1", listener.address().port(), test::kPatience);
-  std::optional<Connection> accepted = listener.accept();
-  ASSERT_TRUE(accepted);
-  EXPECT_EQ(accepted->timeout().count(), 0);
-}
-
-TEST(InheritedTimeout, AcceptOrIdleReturnsAClosedConnectionWhenNothingArrives) {
-  ListenOptions options;
-  options.connection_timeout = 50ms;
-  Listener listener = Listener::bind("127.0.0.1", 0, options);
+  listener.set_idle_timeout(50ms);
+  EXPECT_EQ(listener.idle_timeout(), 50ms);
   std::optional<Connection> idle = listener.accept_or_idle();
   ASSERT_TRUE(idle.has_value()) << "not interrupted";
   EXPECT_FALSE(idle->is_open());
@@ -77,12 +71,13 @@ TEST(InheritedTimeout, AcceptOrIdleReturnsAClosedConnectionWhenNothingArrives) {
   later.join();
   ASSERT_TRUE(accepted);
   EXPECT_TRUE(accepted->is_open());
+  // The idle timeout of the listening socket is no limit on its connections.
+  EXPECT_EQ(accepted->timeout().count(), 0);
   listener.interrupt();
   EXPECT_FALSE(listener.accept_or_idle().has_value()) << "interrupted";
 }
 
-TEST(InheritedTimeout, AServerOnSuchAListenerTimesOutSilentClients) {
-  // sockecho-server binds with its --timeout as the connection timeout.
+TEST(ConnectionLimits, TheProgramTimesOutSilentClients) {
   ServerProcess server({"--timeout", "0.2"});
   Connection silent = connect("127.0.0.1", server.port(), test::kPatience);
   silent.set_timeout(test::kPatience);
@@ -92,10 +87,9 @@ TEST(InheritedTimeout, AServerOnSuchAListenerTimesOutSilentClients) {
   EXPECT_NE(line->find(" in=0 out=0 "), std::string::npos) << *line;
 }
 
-TEST(InheritedTimeout, AServerWithADifferentTimeoutSetsItsOwn) {
-  // A listener whose timeout differs from the server's: the server's own --timeout wins.
-  ListenOptions listen;
-  listen.connection_timeout = 60s;
+TEST(ConnectionLimits, AServerAppliesItsTimeoutToALibraryUsersListener) {
+  // A listener bound with no options at all, as the README's example does: the server's own
+  // timeout still applies to every connection.
   ServerOptions options;
   options.timeout = 100ms;
   std::vector<ConnectionRecord> records;
@@ -106,7 +100,7 @@ TEST(InheritedTimeout, AServerWithADifferentTimeoutSetsItsOwn) {
     records.push_back(record);
     done.notify_all();
   };
-  Server server(Listener::bind("127.0.0.1", 0, listen), prefix_handler(kPrefix), options);
+  Server server(Listener::bind("127.0.0.1", 0), echo_protocol(prefix_handler(kPrefix)), options);
   std::thread runner([&] { server.run(); });
   Connection silent = connect("127.0.0.1", server.address().port(), test::kPatience);
   {

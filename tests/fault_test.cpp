@@ -768,8 +768,7 @@ TEST(FaultSignals, EintrIsRetriedByTheServerAndTheClientInEveryCall) {
     options.workers = 4;  // three busy, at least one always waiting in accept()
     options.timeout = 20s;
     test::ServerThread echo(options);
-    options.mode = Mode::line;
-    test::ServerThread line(options);
+    test::ServerThread line(options, line_protocol(prefix_handler(std::string(kDefaultPrefix))));
 
     std::atomic<int> clients_left{3};
     std::atomic<int> correct{0};
@@ -829,7 +828,9 @@ TEST(FaultSignals, EintrIsRetriedByTheServerAndTheClientInEveryCall) {
     }
     for (std::thread& t : clients) t.join();
     EXPECT_EQ(correct.load(), 12);
-    EXPECT_EQ(echo.server().stats().error + line.server().stats().error, 0U);
+    EXPECT_EQ(
+        echo.server().stats().count(Outcome::error) + line.server().stats().count(Outcome::error),
+        0U);
     // Still answering, with signals still arriving.
     EXPECT_EQ(request("127.0.0.1", echo.port(), kNormal), normal_reply(false));
     EXPECT_EQ(request("127.0.0.1", line.port(), kNormal), normal_reply(true));

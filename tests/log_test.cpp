@@ -38,7 +38,7 @@ std::string log_from_threads(bool batched, int threads, int per_thread) {
   std::thread reader([&] { out = test::read_all(pipe.read.get()); });
   {
     const Logger log =
-        batched ? Logger(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(20))
+        batched ? Logger::batched(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(20))
                 : Logger(pipe.write.get(), LogLevel::normal);
     std::vector<std::thread> writers;
     writers.reserve(static_cast<std::size_t>(threads));
@@ -88,7 +88,8 @@ TEST(Logger, BatchedLinesAreWholeInOrderAndAllWrittenAtTheEnd) {
 
 TEST(Logger, BatchedLinesArriveWithoutWaitingForTheEnd) {
   Pipe pipe = make_pipe();
-  const Logger log(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(10));
+  const Logger log =
+      Logger::batched(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(10));
   log.event(LogLevel::normal, "soon");
   std::array<char, 256> got{};
   // A blocking read: returns once the batch is written, well before the logger goes.
@@ -101,7 +102,8 @@ TEST(Logger, BatchedLinesArriveWithoutWaitingForTheEnd) {
 TEST(Logger, LevelsFilterBeforeAnythingIsWritten) {
   Pipe pipe = make_pipe();
   {
-    const Logger log(pipe.write.get(), LogLevel::quiet, std::chrono::milliseconds(10));
+    const Logger log =
+        Logger::batched(pipe.write.get(), LogLevel::quiet, std::chrono::milliseconds(10));
     EXPECT_TRUE(log.enabled(LogLevel::quiet));
     EXPECT_FALSE(log.enabled(LogLevel::normal));
     log.event(LogLevel::normal, "hidden");
@@ -117,8 +119,8 @@ TEST(Logger, AStalledReaderBlocksNeitherTheCallersNorTheShutdown) {
   Pipe pipe = make_pipe();       // nobody reads it until the end: it fills at 64 KiB
   constexpr int kLines = 20000;  // about 1 MiB of lines
   {
-    const Logger log(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(5),
-                     std::size_t{64} * 1024);
+    const Logger log = Logger::batched(pipe.write.get(), LogLevel::normal,
+                                       std::chrono::milliseconds(5), std::size_t{64} * 1024);
     for (int i = 0; i < kLines; ++i) log.event(LogLevel::normal, "line " + std::to_string(i));
   }  // returns: the writer gives up on the stalled pipe instead of hanging the destructor
   pipe.write.reset();
@@ -133,7 +135,8 @@ TEST(Logger, DroppedLinesAreCountedInALaterLine) {
   {
     // 4 KiB may wait at once: a burst of about 40 KiB in one go overflows it between two
     // writes. What is written stays far below the pipe's 64 KiB, so nothing here blocks.
-    const Logger log(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(5), 4096);
+    const Logger log =
+        Logger::batched(pipe.write.get(), LogLevel::normal, std::chrono::milliseconds(5), 4096);
     for (int i = 0; i < 1000; ++i) log.event(LogLevel::normal, "burst " + std::to_string(i));
     log.event(LogLevel::normal, "after");
   }

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "sockecho/address.hpp"
@@ -162,8 +164,8 @@ TEST(Server, ThrowingHandlerEndsOnlyItsConnection) {
   EXPECT_EQ(records.at(0).bytes_out, 0U);
   EXPECT_EQ(records.at(1).outcome, Outcome::ok);
   const ServerStats stats = server.server().stats();
-  EXPECT_EQ(stats.error, 1U);
-  EXPECT_EQ(stats.ok, 1U);
+  EXPECT_EQ(stats.count(Outcome::error), 1U);
+  EXPECT_EQ(stats.count(Outcome::ok), 1U);
   EXPECT_EQ(stats.active, 0U);
 }
 
@@ -271,12 +273,12 @@ TEST(Server, RecordsEachConnection) {
 TEST(Server, RejectsZeroWorkers) {
   ServerOptions options;
   options.workers = 0;
-  EXPECT_THROW(Server(Listener::bind("127.0.0.1", 0), echo_handler(), options),
+  EXPECT_THROW(Server(Listener::bind("127.0.0.1", 0), echo_protocol(echo_handler()), options),
                std::invalid_argument);
 }
 
 TEST(Server, StopBeforeRunMakesRunReturnPromptly) {
-  Server server(Listener::bind("127.0.0.1", 0), echo_handler());
+  Server server(Listener::bind("127.0.0.1", 0), echo_protocol(echo_handler()));
   server.stop();
   server.stop();  // any number of times
   const auto start = std::chrono::steady_clock::now();
@@ -286,13 +288,11 @@ TEST(Server, StopBeforeRunMakesRunReturnPromptly) {
 }
 
 TEST(Server, CountsConnectionsAndOutcomes) {
-  ServerOptions options;
-  options.max_bytes = 4;
-  ServerThread server(options, echo_handler());
+  ServerThread server(ServerOptions{}, echo_protocol(echo_handler(), Limits{4}));
   const ServerStats fresh = server.server().stats();
   EXPECT_EQ(fresh.accepted, 0U);
   EXPECT_EQ(fresh.active, 0U);
-  EXPECT_EQ(fresh.ok, 0U);
+  EXPECT_EQ(fresh.count(Outcome::ok), 0U);
 
   EXPECT_EQ(ask(server.port(), "1234"), "1234");  // exactly max_bytes is fine
   ASSERT_TRUE(server.wait_finished(1));
@@ -308,11 +308,11 @@ TEST(Server, CountsConnectionsAndOutcomes) {
   const ServerStats stats = server.server().stats();
   EXPECT_EQ(stats.accepted, 3U);
   EXPECT_EQ(stats.active, 0U);
-  EXPECT_EQ(stats.ok, 2U);
-  EXPECT_EQ(stats.too_large, 1U);
-  EXPECT_EQ(stats.timeout, 0U);
-  EXPECT_EQ(stats.reset, 0U);
-  EXPECT_EQ(stats.error, 0U);
+  EXPECT_EQ(stats.count(Outcome::ok), 2U);
+  EXPECT_EQ(stats.count(Outcome::too_large), 1U);
+  EXPECT_EQ(stats.count(Outcome::timeout), 0U);
+  EXPECT_EQ(stats.count(Outcome::reset), 0U);
+  EXPECT_EQ(stats.count(Outcome::error), 0U);
   EXPECT_EQ(server.records().at(2).outcome, Outcome::too_large);
 }
 
@@ -343,12 +343,12 @@ TEST(Server, CountsActiveConnections) {
   const ServerStats busy = server.server().stats();
   EXPECT_EQ(busy.accepted, 1U);
   EXPECT_EQ(busy.active, 1U);
-  EXPECT_EQ(busy.ok, 0U);
+  EXPECT_EQ(busy.count(Outcome::ok), 0U);
   release_guard.now();
   EXPECT_EQ(connection.read_to_end_string(), "wait");
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(server.server().stats().active, 0U);
-  EXPECT_EQ(server.server().stats().ok, 1U);
+  EXPECT_EQ(server.server().stats().count(Outcome::ok), 1U);
 }
 
 TEST(Server, SilentClientTimesOut) {
@@ -361,7 +361,7 @@ TEST(Server, SilentClientTimesOut) {
   EXPECT_EQ(connection.read_to_end_string(), "");
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(server.records().at(0).outcome, Outcome::timeout);
-  EXPECT_EQ(server.server().stats().timeout, 1U);
+  EXPECT_EQ(server.server().stats().count(Outcome::timeout), 1U);
   EXPECT_EQ(ask(server.port(), "next"), std::string(kPrefix) + "next");
 }
 
@@ -385,7 +385,69 @@ TEST(Server, ServesConcurrentClients) {
   constexpr std::uint64_t kTotal = std::uint64_t{kClients} * kRequests;
   ASSERT_TRUE(server.wait_finished(kTotal));
   EXPECT_EQ(server.server().stats().accepted, kTotal);
-  EXPECT_EQ(server.server().stats().ok, kTotal);
+  EXPECT_EQ(server.server().stats().count(Outcome::ok), kTotal);
+}
+
+}  // namespace
+}  // namespace sockecho
+
+namespace sockecho {
+namespace {
+
+// Runs a server with `options` on a loopback port until `body(port)` returns, then stops it.
+// run() must return normally.
+template <typename Body>
+void serve_while(ServerOptions options, Body body) {
+  Server server(Listener::bind("127.0.0.1", 0), echo_protocol(prefix_handler("")),
+                std::move(options));
+  std::thread runner([&] { EXPECT_NO_THROW(server.run()); });
+  body(server.address().port());
+  server.stop();
+  runner.join();
+}
+
+TEST(ServerObservers, AnOnConnectionCallbackThatThrowsIsContainedAndLogged) {
+  test::Pipe log = test::make_pipe();
+  ServerOptions options;
+  options.workers = 1;
+  options.log = Logger(log.write.get(), LogLevel::quiet);
+  std::atomic<int> calls{0};
+  options.on_connection = [&calls](const ConnectionRecord& /*record*/) {
+    ++calls;
+    throw std::runtime_error("observer failed");
+  };
+  serve_while(options, [](std::uint16_t port) {
+    EXPECT_EQ(request("127.0.0.1", port, "a"), "a");
+    EXPECT_EQ(request("127.0.0.1", port, "b"), "b") << "the server goes on after the throw";
+  });
+  EXPECT_EQ(calls.load(), 2);
+  log.write.reset();
+  const std::string text = test::read_all(log.read.get());
+  std::size_t lines = 0;
+  for (std::size_t at = text.find("on_connection failed: observer failed"); at != std::string::npos;
+       at = text.find("on_connection failed: observer failed", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2U) << text;
+}
+
+TEST(ServerLog, StoppingIsAlwaysLoggedBeforeTheStopLine) {
+  // The stop line comes from run() once the workers are woken, the stopping line from stop():
+  // stop() logs first, then wakes them. Repeated, as the wrong order was a race.
+  for (int round = 0; round < 20; ++round) {
+    test::Pipe log = test::make_pipe();
+    ServerOptions options;
+    options.workers = 4;
+    options.log = Logger(log.write.get(), LogLevel::normal);
+    serve_while(options, [](std::uint16_t /*port*/) {});
+    log.write.reset();
+    const std::string text = test::read_all(log.read.get());
+    const std::size_t stopping = text.find(" stopping: no new connections");
+    const std::size_t stop = text.find(" stop accepted=0 ");
+    ASSERT_NE(stopping, std::string::npos) << text;
+    ASSERT_NE(stop, std::string::npos) << text;
+    EXPECT_LT(stopping, stop) << "round " << round << ":\n" << text;
+  }
 }
 
 }  // namespace

@@ -236,7 +236,7 @@ TEST(SocketActivation, AServerOnAnInheritedSocketStopsWithoutShuttingItDown) {
   {
     ServerOptions options;
     options.workers = 3;
-    Server server(std::move(*inherited), prefix_handler("> "), options);
+    Server server(std::move(*inherited), echo_protocol(prefix_handler("> ")), options);
     std::thread runner([&] { server.run(); });
     EXPECT_EQ(request("127.0.0.1", port, "hello"), "> hello");
     server.stop();

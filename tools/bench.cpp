@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,13 +13,12 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <system_error>
 #include <thread>
 
 #include "sockecho/address.hpp"
-#include "sockecho/error.hpp"
-#include "sockecho/fd.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/connection.hpp"
 
 namespace sockecho::bench {
 
@@ -33,10 +31,6 @@ constexpr unsigned long kMaxSources = 250;  // 127.0.0.2 .. 127.0.0.251
 // Each read of a reply takes up to this much, checked while it is still in the cache.
 constexpr std::size_t kReadChunk = std::size_t{256} * 1024;
 constexpr std::chrono::milliseconds kProgressEvery{250};
-
-std::string bad_value(std::string_view flag, std::string_view text, std::string_view expected) {
-  return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
-}
 
 // A reply must be exactly prefix followed by payload; this checks one piece of it that starts
 // `offset` bytes into the reply.
@@ -70,28 +64,13 @@ struct Failure {
   std::string message;
 };
 
-ErrorKind kind_of(ErrorKind during, int err) noexcept {
-  // SO_RCVTIMEO / SO_SNDTIMEO expiry shows as EAGAIN (EINPROGRESS for connect).
-  if (err == EAGAIN || err == EWOULDBLOCK || err == ETIMEDOUT) return ErrorKind::timeout;
-  if (during == ErrorKind::connect && err == EINPROGRESS) return ErrorKind::timeout;
-  return during;
-}
-
-timeval to_timeval(std::chrono::milliseconds timeout) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  return tv;
-}
-
 // The shared plan of a run, read by every worker thread.
 struct Plan {
   Address server;
   std::vector<Address> sources;  // empty: let the kernel choose
   std::string payload;
   Expected expected;
-  timeval timeout{};
-  bool timed = false;
+  std::chrono::milliseconds timeout{0};  // connecting, and the idle limit of each connection
   // Requests still to start (request-count mode), or the time to stop starting them.
   std::atomic<std::int64_t> remaining{0};
   bool by_duration = false;
@@ -149,66 +128,46 @@ class Worker {
   // One connection: connect, send, half-close, read and check the reply. False on failure, with
   // the failure described.
   bool exchange(Failure& failure) {
-    const Address& server = plan_.server;
-    auto fail = [&](ErrorKind during, int err, const char* call) {
-      failure.kind = kind_of(during, err);
-      failure.message = std::string(call) + " " + server.to_string() + ": " +
-                        std::generic_category().message(err);
-      return false;
-    };
-    const Fd socket(::socket(server.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!socket) return fail(ErrorKind::connect, errno, "socket");
-    const int fd = socket.get();
-    if (!plan_.sources.empty()) {
-      const Address& source = plan_.sources[next_source_++ % plan_.sources.size()];
-      // Without this, bind() would reserve a port for the source address alone; with it the
-      // port is chosen at connect() and only needs to be unique for the whole 4-tuple.
-      const int on = 1;
-      if (::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0 ||
-          ::bind(fd, source.data(), source.size()) != 0) {
-        return fail(ErrorKind::connect, errno, "bind");
-      }
-    }
-    if (plan_.timed) {
-      if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &plan_.timeout, sizeof plan_.timeout) != 0 ||
-          ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &plan_.timeout, sizeof plan_.timeout) != 0) {
-        return fail(ErrorKind::connect, errno, "setsockopt");
-      }
-    }
-    if (::connect(fd, server.data(), server.size()) != 0) {
-      return fail(ErrorKind::connect, errno, "connect");
-    }
-
-    std::string_view left = plan_.payload;
-    while (!left.empty()) {
-      const ssize_t n =
-          retry_eintr([&] { return ::send(fd, left.data(), left.size(), MSG_NOSIGNAL); });
-      if (n < 0) return fail(ErrorKind::write, errno, "write");
-      bytes_sent_ += static_cast<std::uint64_t>(n);
-      left.remove_prefix(static_cast<std::size_t>(n));
-    }
-    if (::shutdown(fd, SHUT_WR) != 0) return fail(ErrorKind::write, errno, "shutdown");
-
+    ConnectOptions options;
+    options.timeout = plan_.timeout;
+    if (!plan_.sources.empty())
+      options.source = plan_.sources[next_source_++ % plan_.sources.size()];
+    ErrorKind during = ErrorKind::connect;
+    std::optional<Connection> connection;
     std::size_t received = 0;
-    for (;;) {
-      const ssize_t n = retry_eintr([&] { return ::recv(fd, chunk_.data(), chunk_.size(), 0); });
-      if (n < 0) return fail(ErrorKind::read, errno, "read");
-      if (n == 0) break;
-      const auto size = static_cast<std::size_t>(n);
-      bytes_received_ += size;
-      if (!plan_.expected.matches(received, chunk_.data(), size)) {
-        failure.kind = ErrorKind::mismatch;
-        failure.message = "reply from " + server.to_string() + " differs from the expected " +
-                          std::to_string(plan_.expected.size()) + " bytes at or after byte " +
-                          std::to_string(received);
-        return false;
+    try {
+      connection = connect(plan_.server, options);
+      connection->set_timeout(plan_.timeout);
+      during = ErrorKind::write;
+      connection->write_all(plan_.payload);
+      connection->close_write();
+      during = ErrorKind::read;
+      for (;;) {
+        const std::size_t n = connection->read_some(chunk_.data(), chunk_.size());
+        if (n == 0) break;
+        if (!plan_.expected.matches(received, chunk_.data(), n)) {
+          failure.kind = ErrorKind::mismatch;
+          failure.message = "reply from " + plan_.server.to_string() +
+                            " differs from the expected " + std::to_string(plan_.expected.size()) +
+                            " bytes at or after byte " + std::to_string(received);
+          break;
+        }
+        received += n;
       }
-      received += size;
+    } catch (const std::system_error& e) {
+      failure.kind = e.code() == std::errc::timed_out ? ErrorKind::timeout : during;
+      failure.message = e.what();
     }
+    if (connection) {
+      bytes_sent_ += connection->bytes_written();
+      bytes_received_ += connection->bytes_read();
+    }
+    if (!failure.message.empty()) return false;
     if (received != plan_.expected.size()) {
       failure.kind = ErrorKind::mismatch;
-      failure.message = "reply from " + server.to_string() + " is " + std::to_string(received) +
-                        " bytes, expected " + std::to_string(plan_.expected.size());
+      failure.message = "reply from " + plan_.server.to_string() + " is " +
+                        std::to_string(received) + " bytes, expected " +
+                        std::to_string(plan_.expected.size());
       return false;
     }
     return true;
@@ -279,74 +238,38 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
   BenchSettings s;
   bool have_requests = false;
   bool have_duration = false;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string_view flag = args[i];
-    std::optional<std::string_view> inline_value;
-    if (flag.size() < 3 || flag.substr(0, 2) != "--") {
-      if (flag == "-h") {
-        s.help = true;
-        continue;
-      }
-      if (flag != "-c") throw cli::UsageError("unexpected argument '" + std::string(flag) + "'");
-    }
-    if (const std::size_t equals = flag.find('=');
-        flag != "-c" && equals != std::string_view::npos) {
-      inline_value = flag.substr(equals + 1);
-      flag = flag.substr(0, equals);
-    }
-    auto value = [&]() -> std::string_view {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= args.size()) {
-        throw cli::UsageError("option " + std::string(flag) + " needs a value");
-      }
-      return args[++i];
-    };
-    auto no_value = [&] {
-      if (inline_value) throw cli::UsageError("option " + std::string(flag) + " takes no value");
-    };
-    if (flag == "--host") {
-      s.host = std::string(value());
-      if (s.host.empty()) throw cli::UsageError("--host needs a host name or address");
-    } else if (flag == "--port") {
-      const std::string_view text = value();
-      try {
-        s.port = parse_port(text);
-      } catch (const std::invalid_argument& e) {
-        throw cli::UsageError(std::string("--port: ") + e.what());
-      }
-    } else if (flag == "--concurrency" || flag == "-c") {
-      s.concurrency = static_cast<unsigned>(cli::parse_number(flag, value(), 1, kMaxConcurrency));
+  cli::ArgReader reader(args, {"-c"});
+  while (reader.next()) {
+    if (cli::read_common_flag(reader, s)) continue;
+    const std::string_view flag = reader.flag();
+    if (flag == "--concurrency" || flag == "-c") {
+      s.concurrency =
+          static_cast<unsigned>(cli::parse_number(flag, reader.value(), 1, kMaxConcurrency));
     } else if (flag == "--requests") {
-      s.requests = cli::parse_number(flag, value(), 1, 1'000'000'000'000UL);
+      s.requests = cli::parse_number(flag, reader.value(), 1, 1'000'000'000'000UL);
       have_requests = true;
     } else if (flag == "--duration") {
-      s.duration = cli::parse_seconds(flag, value());
+      s.duration = cli::parse_seconds(flag, reader.value());
       if (s.duration.count() == 0) {
-        throw cli::UsageError(bad_value(flag, "0", "a positive number of seconds"));
+        throw cli::UsageError(cli::bad_value(flag, "0", "a positive number of seconds"));
       }
       have_duration = true;
     } else if (flag == "--size") {
-      s.size = cli::parse_size(flag, value());
+      s.size = cli::parse_size(flag, reader.value());
     } else if (flag == "--prefix") {
-      s.prefix = std::string(value());
+      s.prefix = std::string(reader.value());
     } else if (flag == "--sources") {
-      s.sources = static_cast<unsigned>(cli::parse_number(flag, value(), 0, kMaxSources));
+      s.sources = static_cast<unsigned>(cli::parse_number(flag, reader.value(), 0, kMaxSources));
     } else if (flag == "--timeout") {
-      s.timeout = cli::parse_seconds(flag, value());
-    } else if (flag == "--json") {
-      no_value();
-      s.json = true;
+      s.timeout = cli::parse_seconds(flag, reader.value());
     } else if (flag == "--quiet") {
-      no_value();
+      reader.no_value();
       s.quiet = true;
-    } else if (flag == "--help") {
-      no_value();
-      s.help = true;
-    } else if (flag == "--version") {
-      no_value();
-      s.version = true;
+    } else if (flag == "--json") {
+      reader.no_value();
+      s.json = true;
     } else {
-      throw cli::UsageError("unknown option '" + std::string(flag) + "'");
+      reader.unknown();
     }
   }
   if (have_requests && have_duration) {
@@ -475,8 +398,7 @@ BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
   if (settings.sources > 0 && is_ipv4_loopback(plan.server)) {
     plan.sources = loopback_sources(settings.sources);
   }
-  plan.timed = settings.timeout.count() > 0;
-  plan.timeout = to_timeval(settings.timeout);
+  plan.timeout = settings.timeout;
   plan.by_duration = settings.duration.count() > 0;
   plan.remaining.store(static_cast<std::int64_t>(settings.requests));
 

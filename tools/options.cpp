@@ -2,66 +2,55 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <limits>
+#include <utility>
 
 #include "sockecho/address.hpp"
 #include "sockecho/fd.hpp"
 
 namespace sockecho::cli {
 
-namespace {
+ArgReader::ArgReader(const std::vector<std::string_view>& args,
+                     std::vector<std::string_view> short_flags)
+    : args_(args), short_flags_(std::move(short_flags)) {}
 
-// Walks a command line of "--flag", "--flag VALUE" and "--flag=VALUE" arguments.
-class ArgReader {
- public:
-  explicit ArgReader(const std::vector<std::string_view>& args) : args_(args) {}
-
-  // Moves to the next flag; false at the end.
-  bool next() {
-    if (index_ >= args_.size()) return false;
-    std::string_view arg = args_[index_++];
-    inline_value_.reset();
-    if (arg.size() < 3 || arg.substr(0, 2) != "--") {
-      if (arg == "-h") {
-        flag_ = "--help";
-        return true;
-      }
-      throw UsageError("unexpected argument '" + std::string(arg) + "'");
+bool ArgReader::next() {
+  if (index_ >= args_.size()) return false;
+  std::string_view arg = args_[index_++];
+  inline_value_.reset();
+  if (arg.size() < 3 || arg.substr(0, 2) != "--") {
+    if (arg == "-h") {
+      flag_ = "--help";
+      return true;
     }
-    const std::size_t equals = arg.find('=');
-    if (equals != std::string_view::npos) {
-      inline_value_ = arg.substr(equals + 1);
-      arg = arg.substr(0, equals);
+    if (std::find(short_flags_.begin(), short_flags_.end(), arg) != short_flags_.end()) {
+      flag_ = arg;
+      return true;
     }
-    flag_ = arg;
-    return true;
+    throw UsageError("unexpected argument '" + std::string(arg) + "'");
   }
-
-  [[nodiscard]] std::string_view flag() const { return flag_; }
-
-  // The flag's value, inline or the next argument.
-  std::string_view value() {
-    if (inline_value_) return *inline_value_;
-    if (index_ >= args_.size()) throw UsageError("option " + std::string(flag_) + " needs a value");
-    return args_[index_++];
+  const std::size_t equals = arg.find('=');
+  if (equals != std::string_view::npos) {
+    inline_value_ = arg.substr(equals + 1);
+    arg = arg.substr(0, equals);
   }
-
-  // For flags without a value.
-  void no_value() const {
-    if (inline_value_) throw UsageError("option " + std::string(flag_) + " takes no value");
-  }
-
- private:
-  const std::vector<std::string_view>& args_;
-  std::size_t index_ = 0;
-  std::string_view flag_;
-  std::optional<std::string_view> inline_value_;
-};
-
-[[noreturn]] void unknown(std::string_view flag) {
-  throw UsageError("unknown option '" + std::string(flag) + "'");
+  flag_ = arg;
+  return true;
 }
+
+std::string_view ArgReader::value() {
+  if (inline_value_) return *inline_value_;
+  if (index_ >= args_.size()) throw UsageError("option " + std::string(flag_) + " needs a value");
+  return args_[index_++];
+}
+
+void ArgReader::no_value() const {
+  if (inline_value_) throw UsageError("option " + std::string(flag_) + " takes no value");
+}
+
+void ArgReader::unknown() const { throw UsageError("unknown option '" + std::string(flag_) + "'"); }
 
 std::string parse_host(std::string_view text) {
   if (text.empty()) throw UsageError("--host needs a host name or address");
@@ -76,14 +65,16 @@ std::uint16_t parse_port_flag(std::string_view text) {
   }
 }
 
+std::string bad_value(std::string_view flag, std::string_view text, std::string_view expected) {
+  return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
+}
+
+namespace {
+
 Mode parse_mode(std::string_view text) {
   if (text == "echo") return Mode::echo;
   if (text == "line") return Mode::line;
   throw UsageError("--mode must be 'echo' or 'line', not '" + std::string(text) + "'");
-}
-
-std::string bad(std::string_view flag, std::string_view text, std::string_view expected) {
-  return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
 }
 
 }  // namespace
@@ -92,15 +83,16 @@ unsigned long parse_number(std::string_view flag, std::string_view text, unsigne
                            unsigned long max) {
   const std::string expected =
       "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
-  if (text.empty()) throw UsageError(bad(flag, text, expected));
+  if (text.empty()) throw UsageError(bad_value(flag, text, expected));
   unsigned long value = 0;
   for (const char c : text) {
-    if (c < '0' || c > '9') throw UsageError(bad(flag, text, expected));
+    if (c < '0' || c > '9') throw UsageError(bad_value(flag, text, expected));
     const auto digit = static_cast<unsigned long>(c - '0');
-    if (digit > max || value > (max - digit) / 10) throw UsageError(bad(flag, text, expected));
+    if (digit > max || value > (max - digit) / 10)
+      throw UsageError(bad_value(flag, text, expected));
     value = value * 10 + digit;
   }
-  if (value < min) throw UsageError(bad(flag, text, expected));
+  if (value < min) throw UsageError(bad_value(flag, text, expected));
   return value;
 }
 
@@ -113,7 +105,7 @@ std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view 
       dot == std::string_view::npos ? std::string_view() : text.substr(dot + 1);
   if (whole.empty() ||
       (dot != std::string_view::npos && (fraction.empty() || fraction.size() > 3))) {
-    throw UsageError(bad(flag, text, expected));
+    throw UsageError(bad_value(flag, text, expected));
   }
   unsigned long seconds = 0;
   unsigned long millis = 0;
@@ -124,7 +116,7 @@ std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view 
       for (std::size_t i = fraction.size(); i < 3; ++i) millis *= 10;
     }
   } catch (const UsageError&) {
-    throw UsageError(bad(flag, text, expected));
+    throw UsageError(bad_value(flag, text, expected));
   }
   return std::chrono::milliseconds(seconds * 1000 + millis);
 }
@@ -156,7 +148,7 @@ std::size_t parse_size(std::string_view flag, std::string_view text) {
   try {
     return static_cast<std::size_t>(parse_number(flag, text, 0, max)) << shift;
   } catch (const UsageError&) {
-    throw UsageError(bad(flag, original, expected));
+    throw UsageError(bad_value(flag, original, expected));
   }
 }
 
@@ -165,42 +157,33 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   ServerSettings s;
   ArgReader reader(args);
   while (reader.next()) {
+    if (read_common_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
-    if (flag == "--host") {
-      s.host = parse_host(reader.value());
-    } else if (flag == "--port") {
-      s.port = parse_port_flag(reader.value());
-    } else if (flag == "--prefix") {
+    if (flag == "--prefix") {
       s.prefix = std::string(reader.value());
     } else if (flag == "--mode") {
-      s.options.mode = parse_mode(reader.value());
+      s.mode = parse_mode(reader.value());
     } else if (flag == "--workers") {
       s.options.workers = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
     } else if (flag == "--timeout") {
       s.options.timeout = parse_seconds(flag, reader.value());
     } else if (flag == "--max-bytes") {
-      s.options.max_bytes = parse_size(flag, reader.value());
+      s.limits.max_bytes = parse_size(flag, reader.value());
     } else if (flag == "--backlog") {
       s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
     } else if (flag == "--reuseport") {
       reader.no_value();
       s.reuse_port = true;
     } else if (flag == "--greeting") {
-      s.options.greeting = std::string(reader.value());
+      s.greeting = std::string(reader.value());
     } else if (flag == "--quiet") {
       reader.no_value();
       s.log_level = LogLevel::quiet;
     } else if (flag == "--verbose") {
       reader.no_value();
       s.log_level = LogLevel::verbose;
-    } else if (flag == "--help") {
-      reader.no_value();
-      s.help = true;
-    } else if (flag == "--version") {
-      reader.no_value();
-      s.version = true;
     } else {
-      unknown(flag);
+      reader.unknown();
     }
   }
   return s;
@@ -210,12 +193,9 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
   ClientSettings s;
   ArgReader reader(args);
   while (reader.next()) {
+    if (read_common_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
-    if (flag == "--host") {
-      s.host = parse_host(reader.value());
-    } else if (flag == "--port") {
-      s.port = parse_port_flag(reader.value());
-    } else if (flag == "--send") {
+    if (flag == "--send") {
       s.send = std::string(reader.value());
     } else if (flag == "--file") {
       const std::string_view path = reader.value();
@@ -228,14 +208,8 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
     } else if (flag == "--quiet") {
       reader.no_value();
       s.quiet = true;
-    } else if (flag == "--help") {
-      reader.no_value();
-      s.help = true;
-    } else if (flag == "--version") {
-      reader.no_value();
-      s.version = true;
     } else {
-      unknown(flag);
+      reader.unknown();
     }
   }
   if (s.send && s.file) throw UsageError("--send and --file cannot be combined");
@@ -263,7 +237,8 @@ std::string server_usage() {
          "  --prefix TEXT      reply prefix (default '数据是 '; '' for a pure echo)\n"
          "  --mode MODE        echo or line (default echo)\n"
          "  --workers N        connections served at once; 1 is strictly serial (default 16)\n"
-         "  --timeout SEC      idle limit on each read and write; 0 = none (default 30)\n"
+         "  --timeout SEC      idle limit: close a connection that makes no progress (no byte\n"
+         "                     read, no byte of the reply taken) for SEC; 0 = none (default 30)\n"
          "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
          "                     0 = no limit (default 64M)\n"
          "  --backlog N        listen backlog (default SOMAXCONN)\n"

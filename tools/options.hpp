@@ -1,5 +1,6 @@
-// The command lines of sockecho-server and sockecho-client, parsed into plain settings. Kept
-// apart from the mains so tests and fuzzers can call the parsers directly.
+// The command lines of sockecho-server and sockecho-client, parsed into plain settings, and the
+// argument reader and value parsers every sockecho program's parser uses (sockecho-bench's too).
+// Kept apart from the mains so tests and fuzzers can call the parsers directly.
 #pragma once
 
 #include <unistd.h>
@@ -28,13 +29,22 @@ inline constexpr std::uint16_t kDefaultPort = 12387;
 inline constexpr std::string_view kDefaultHost = "127.0.0.1";
 inline constexpr std::chrono::seconds kDefaultClientTimeout{30};
 
+// Which of the document's protocols.
+enum class Mode {
+  echo,  // read until the client half-closes, answer once, close
+  line,  // greet, then answer each '\n'-terminated line until the client closes
+};
+
 struct ServerSettings {
   std::string host{kDefaultHost};
   std::uint16_t port = kDefaultPort;
   std::string prefix{kDefaultPrefix};
   int backlog = SOMAXCONN;
   bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
-  ServerOptions options;    // mode, workers, timeout, max_bytes, greeting
+  Mode mode = Mode::echo;
+  Limits limits;  // --max-bytes
+  std::string greeting{kDefaultGreeting};
+  ServerOptions options;  // workers, timeout
   LogLevel log_level = LogLevel::normal;
   bool help = false;
   bool version = false;
@@ -51,6 +61,58 @@ struct ClientSettings {
   bool help = false;
   bool version = false;
 };
+
+// Walks a command line of "--flag", "--flag VALUE" and "--flag=VALUE" arguments; "-h" stands for
+// "--help". A program may take short flags as well, named in short_flags (sockecho-bench's "-c"):
+// flag() is then the short flag as written, and its value is always the next argument ("-c 4";
+// "-c=4" and "-c4" are not flags). Anything else is a UsageError. It keeps a reference to args.
+class ArgReader {
+ public:
+  explicit ArgReader(const std::vector<std::string_view>& args,
+                     std::vector<std::string_view> short_flags = {});
+
+  // Moves to the next flag; false at the end. Throws UsageError for an argument that is no flag.
+  bool next();
+  // The current flag, without its inline value: "--port" for "--port=80".
+  [[nodiscard]] std::string_view flag() const noexcept { return flag_; }
+  // The flag's value, inline or the next argument. Throws UsageError when there is none.
+  std::string_view value();
+  // For flags without a value: throws UsageError when one was given inline.
+  void no_value() const;
+  // Throws the UsageError for a flag the program does not know.
+  [[noreturn]] void unknown() const;
+
+ private:
+  const std::vector<std::string_view>& args_;
+  std::vector<std::string_view> short_flags_;
+  std::size_t index_ = 0;
+  std::string_view flag_;
+  std::optional<std::string_view> inline_value_;
+};
+
+// Value parsers, exposed for tests and for sockecho-bench. Each throws UsageError naming the flag.
+// --host: any non-empty text (resolved later).
+[[nodiscard]] std::string parse_host(std::string_view text);
+// --port: 0 to 65535.
+[[nodiscard]] std::uint16_t parse_port_flag(std::string_view text);
+
+// The flags every sockecho program takes, --host, --port, --help (or -h) and --version, read into
+// the members of those names of its settings. True when the current flag was one of them.
+template <typename Settings>
+bool read_common_flag(ArgReader& reader, Settings& settings) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--host") {
+    settings.host = parse_host(reader.value());
+  } else if (flag == "--port") {
+    settings.port = parse_port_flag(reader.value());
+  } else if (flag == "--help" || flag == "--version") {
+    reader.no_value();
+    (flag == "--help" ? settings.help : settings.version) = true;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 // Parse the arguments after the program name. Throw UsageError.
 [[nodiscard]] ServerSettings parse_server_args(const std::vector<std::string_view>& args);
@@ -98,7 +160,7 @@ int run_program(std::string_view name, int argc, char** argv, Parse parse, std::
 [[nodiscard]] std::string server_usage();
 [[nodiscard]] std::string client_usage();
 
-// Value parsers, exposed for tests. Each throws UsageError naming the flag.
+// More value parsers.
 // Seconds with up to three decimals: "30", "0.5"; 0 means none.
 [[nodiscard]] std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view text);
 // Bytes, optionally with a binary suffix: "65536", "64K", "64M", "1G".
@@ -106,5 +168,8 @@ int run_program(std::string_view name, int argc, char** argv, Parse parse, std::
 // A whole number from min to max.
 [[nodiscard]] unsigned long parse_number(std::string_view flag, std::string_view text,
                                          unsigned long min, unsigned long max);
+// The message for a value a flag cannot take: "FLAG: 'TEXT' is not EXPECTED".
+[[nodiscard]] std::string bad_value(std::string_view flag, std::string_view text,
+                                    std::string_view expected);
 
 }  // namespace sockecho::cli

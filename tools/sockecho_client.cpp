@@ -35,7 +35,7 @@ int run(const sockecho::cli::ClientSettings& s) {
   sockecho::Connection connection = sockecho::connect(s.host, s.port, s.timeout);
   if (s.timeout.count() > 0) connection.set_timeout(s.timeout);
 
-  if (s.mode == sockecho::Mode::line) {
+  if (s.mode == sockecho::cli::Mode::line) {
     sockecho::line_session(connection, input, STDOUT_FILENO, s.timeout);
     return 0;
   }

@@ -46,10 +46,12 @@ void ensure_descriptors(unsigned workers) {
   }
 }
 
-// The socket a service manager passed on (systemd socket activation), else one bound here.
+// The socket a service manager passed on (systemd socket activation), if inherited_listener()
+// found one, else one bound here.
 sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
+                                 std::optional<sockecho::Listener> inherited,
                                  const sockecho::Logger& log) {
-  if (std::optional<sockecho::Listener> inherited = sockecho::inherited_listener()) {
+  if (inherited) {
     log.event(sockecho::LogLevel::normal,
               "socket-activation fd=" + std::to_string(inherited->fd()) +
                   " listen=" + inherited->address().to_string());
@@ -58,24 +60,32 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
   listen.reuse_port = settings.reuse_port;
-  // Connections inherit the timeout from the listening socket: no system call per connection.
-  listen.connection_timeout = settings.options.timeout;
   return sockecho::Listener::bind(settings.host, settings.port, listen);
 }
 
 int serve(const sockecho::cli::ServerSettings& settings) {
   ensure_descriptors(settings.options.workers);
+  // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only safe
+  // while no other thread runs: so before the logger's thread and StopOnSignals' thread start.
+  std::optional<sockecho::Listener> inherited = sockecho::inherited_listener();
   sockecho::ServerOptions options = settings.options;
   // Lines are written in batches, at most kLogDelay late: one write() per batch instead of one
   // per connection, and a stalled reader of stderr costs lines, never service.
-  options.log = sockecho::Logger(STDERR_FILENO, settings.log_level, kLogDelay);
-  sockecho::Listener listener = listen_socket(settings, options.log);
-  sockecho::Server server(std::move(listener), sockecho::prefix_handler(settings.prefix),
-                          std::move(options));
-  // Before run() starts the worker threads, so they inherit the blocked signals. SIGHUP (the
-  // terminal went away) stops it the same graceful way: the default action would drop the
-  // connections in flight.
-  const sockecho::StopOnSignals stop_on_signals(server, {SIGINT, SIGTERM, SIGHUP});
+  options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
+  sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
+  sockecho::Handler handler = sockecho::prefix_handler(settings.prefix);
+  std::shared_ptr<sockecho::Protocol> protocol =
+      settings.mode == sockecho::cli::Mode::echo
+          ? sockecho::echo_protocol(std::move(handler), settings.limits)
+          : sockecho::line_protocol(std::move(handler), settings.limits, settings.greeting);
+  sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
+  // StopOnSignals blocks the signals in this thread, so it must come before run() starts the
+  // worker threads: they inherit the mask, and a signal delivered to a worker would take its
+  // default action. Coming after the logger is fine: the logger's thread blocks every signal
+  // itself as it starts. SIGHUP (the terminal went away) stops the server the same graceful way:
+  // the default action would drop the connections in flight.
+  const sockecho::StopOnSignals stop_on_signals([&server] { server.stop(); },
+                                                {SIGINT, SIGTERM, SIGHUP});
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   server.run();
   return 0;

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -10,10 +11,21 @@
 
 namespace sockecho {
 
+struct ConnectOptions {
+  // Bounds the attempt (all addresses together); zero waits as long as the kernel does.
+  std::chrono::milliseconds timeout{0};
+  // The local address to connect from (its port 0: any); unset: the kernel's choice.
+  std::optional<Address> source;
+};
+
+// Connects to one address. The connection is returned with no limits set. Throws
+// std::system_error, e.g. "connect 127.0.0.1:12387: Connection refused".
+[[nodiscard]] Connection connect(const Address& address, const ConnectOptions& options = {});
+
 // Connects to host:port, trying every address the name resolves to, in order, until one
-// accepts. A non-zero timeout bounds the whole attempt. The connection is returned blocking,
-// with no timeout set. Throws std::system_error, e.g.
-// "connect 127.0.0.1:12387: Connection refused" (every address tried is named).
+// accepts. A non-zero timeout bounds the whole attempt. The connection is returned with no
+// limits set. Throws std::system_error, e.g. "connect 127.0.0.1:12387: Connection refused"
+// (every address tried is named).
 [[nodiscard]] Connection connect(std::string_view host, std::uint16_t port,
                                  std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 

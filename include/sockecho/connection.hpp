@@ -1,45 +1,66 @@
-// sockecho: one connected TCP stream.
+// sockecho: one connected stream socket.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "sockecho/address.hpp"
 #include "sockecho/buffer.hpp"
+#include "sockecho/deadline.hpp"
 #include "sockecho/fd.hpp"
 
 namespace sockecho {
 
-// A connected TCP socket and the address of its peer. Every call retries EINTR, loops over
-// partial transfers, never raises SIGPIPE, and throws std::system_error naming the operation and
-// the peer, e.g. "read 127.0.0.1:50312: Connection reset by peer". With a timeout set, a read or
-// write that waits longer fails with ETIMEDOUT ("Connection timed out").
+// A connected socket and the address of its peer. The socket is non-blocking: every wait is a
+// poll() against the connection's Deadline, so a limit means the same for a read, a write and a
+// wait of the caller's own. Every call retries EINTR, loops over partial transfers, never raises
+// SIGPIPE, and throws std::system_error naming the operation and the peer, e.g.
+// "read 127.0.0.1:50312: Connection reset by peer"; a limit that runs out is ETIMEDOUT
+// ("Connection timed out").
+//
+// Progress, which starts the idle limit over, is a byte read, or room freed in the send buffer:
+// bytes the peer took, not bytes the kernel queued. A writer blocked on a full send buffer looks
+// at the kernel's count of unsent bytes every kProgressCheck, so a peer that stops reading is
+// cut at most idle + kProgressCheck after it last took a byte, however much the buffers absorbed.
 class Connection {
  public:
+  // How often a blocked writer checks whether the peer took bytes.
+  static constexpr std::chrono::milliseconds kProgressCheck{500};
+
+  // Marks a socket that is already non-blocking (accept4 or socket with SOCK_NONBLOCK).
+  struct NonBlocking {};
+
   Connection() noexcept = default;
-  // Takes ownership of a connected socket.
-  Connection(Fd socket, const Address& peer) noexcept;
-  // Takes ownership of a connected socket whose reads and writes already time out after
-  // `timeout` (one accepted from a Listener with a connection timeout, which it inherits).
-  Connection(Fd socket, const Address& peer, std::chrono::milliseconds timeout) noexcept;
+  // Takes ownership of a connected socket and makes it non-blocking. Throws std::system_error.
+  Connection(Fd socket, const Address& peer);
+  // Takes ownership of a connected socket that is already non-blocking.
+  Connection(Fd socket, const Address& peer, NonBlocking /*unused*/) noexcept;
 
   [[nodiscard]] bool is_open() const noexcept { return socket_.valid(); }
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
   [[nodiscard]] const Address& peer() const noexcept { return peer_; }
 
-  // Limits how long any single read or write may wait for the peer; zero means forever.
-  void set_timeout(std::chrono::milliseconds timeout);
-  [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+  // The idle limit: how long the connection may go without progress (zero: forever). Its clock
+  // starts now. The same as deadline().set_idle().
+  void set_timeout(std::chrono::milliseconds timeout) noexcept { deadline_.set_idle(timeout); }
+  [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return deadline_.idle(); }
+  // Every limit of this connection, the whole-request end included.
+  [[nodiscard]] Deadline& deadline() noexcept { return deadline_; }
+  [[nodiscard]] const Deadline& deadline() const noexcept { return deadline_; }
 
   // Reads at most `size` bytes, waiting until at least one arrives; returns 0 at end of stream.
   std::size_t read_some(char* data, std::size_t size);
+  // One read that never waits: the bytes read (0 at end of stream), or std::nullopt when none
+  // are there yet.
+  std::optional<std::size_t> try_read(char* data, std::size_t size);
 
-  // Reads once into buffer's free room, first growing the buffer (doubling, from 64 KiB) when it is
-  // full, but never so that it holds more than `limit` bytes (0: no limit; then limit must exceed
-  // buffer.size()). Returns the bytes read, 0 at end of stream.
+  // Reads once into buffer's free room, first growing the buffer (doubling, from 64 KiB) when it
+  // is full, but never so that it holds more than `limit` bytes (0: no limit; then limit must
+  // exceed buffer.size()). Returns the bytes read, 0 at end of stream.
   std::size_t read_into(Buffer& buffer, std::size_t limit = 0);
 
   // Reads until the peer half-closes, appending to `buffer`. Returns true at end of stream, or
@@ -54,6 +75,13 @@ class Connection {
   void write_all(std::string_view data);
   // Writes the parts in order as one stream, gathered into as few system calls as possible.
   void write_all(const std::string_view* parts, std::size_t count);
+  // One gathered write that never waits: returns how many bytes of the parts (in order) the
+  // kernel took, 0 when the send buffer is full.
+  std::size_t try_write(const std::string_view* parts, std::size_t count);
+
+  // Waits until the socket is ready for `events` (POLLIN, POLLOUT) or has failed, within the
+  // limits; `operation` names the wait in the ETIMEDOUT error.
+  void wait(short events, const char* operation);
 
   // Half-closes: tells the peer no more data follows (shutdown SHUT_WR) while still reading.
   void close_write();
@@ -66,10 +94,15 @@ class Connection {
 
  private:
   [[noreturn]] void fail(const char* operation, int err) const;
+  std::size_t send_parts(const std::string_view* parts, std::size_t count, std::size_t skip);
+  [[nodiscard]] int unsent_bytes() const noexcept;
 
   Fd socket_;
   Address peer_;
-  std::chrono::milliseconds timeout_{0};
+  Deadline deadline_;
+  // A transfer moved bytes since the deadline last heard of progress. Marked here and handed to
+  // the deadline only when a wait begins, so a transfer that never waits costs no clock read.
+  bool progressed_ = false;
   std::uint64_t bytes_read_ = 0;
   std::uint64_t bytes_written_ = 0;
 };

@@ -14,7 +14,8 @@ namespace sockecho {
 // The category of getaddrinfo() failures (EAI_* codes, messages from gai_strerror).
 [[nodiscard]] const std::error_category& resolver_category() noexcept;
 
-// Calls `call` again while it fails with EINTR: the one place sockecho's EINTR policy lives.
+// Calls `call` again while it fails with EINTR: sockecho's EINTR policy for calls that can simply
+// be made again. A wait, whose time must not start over, is poll_until() (deadline.hpp).
 template <typename Call>
 auto retry_eintr(Call call) -> decltype(call()) {
   for (;;) {

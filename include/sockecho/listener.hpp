@@ -22,11 +22,6 @@ struct ListenOptions {
   // SO_REUSEPORT: let several processes bind the same port and share its connections. Off by
   // default, so a second daemon started by mistake fails with "Address already in use".
   bool reuse_port = false;
-  // Every accepted connection starts with this limit on each read and write
-  // (Connection::timeout() reports it); zero means none. Set on the listening socket before
-  // listen(), so each connection inherits it from there (Linux copies SO_RCVTIMEO and
-  // SO_SNDTIMEO to accepted sockets) instead of costing two system calls of its own.
-  std::chrono::milliseconds connection_timeout{0};
 };
 
 // A listening TCP socket. accept() may be called from several threads at once; interrupt(), from
@@ -36,7 +31,8 @@ struct ListenOptions {
 // blocked accept() at once. An adopted socket (one inherited from a service manager such as
 // systemd) is shared with its giver and must keep listening after this process is done with it,
 // so interrupt() never touches it: accept() then waits in poll() on the socket together with an
-// eventfd of the Listener's own, one thread at a time, and interrupt() signals the eventfd.
+// eventfd of the Listener's own, one thread at a time, and interrupt() signals the eventfd. Its
+// options are left as they were given: the idle timeout is the poll's, not a socket option.
 class Listener {
  public:
   // Resolves host, then binds and listens on the first address that works (SO_REUSEADDR on,
@@ -61,18 +57,19 @@ class Listener {
   [[nodiscard]] const Address& address() const noexcept { return address_; }
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
 
-  // Waits for the next connection (close-on-exec, blocking). Connections the peer aborted before
-  // they were taken are skipped. Returns std::nullopt once interrupt() has been called. Throws
-  // std::system_error on other failures, e.g. EMFILE when out of descriptors.
+  // Waits for the next connection (close-on-exec, non-blocking, with no limits set).
+  // Connections the peer aborted before they were taken are skipped. Returns std::nullopt once
+  // interrupt() has been called. Throws std::system_error on other failures, e.g. EMFILE when
+  // out of descriptors.
   [[nodiscard]] std::optional<Connection> accept();
 
-  // The timeout every accepted connection starts with (ListenOptions::connection_timeout).
-  [[nodiscard]] std::chrono::milliseconds connection_timeout() const noexcept {
-    return connection_timeout_;
-  }
-  // Like accept(), but with a connection timeout it also returns when that long passes without
-  // a connection: then with a Connection that is not open (is_open() false), so the caller can
-  // tidy up while idle. std::nullopt still means interrupt() was called.
+  // How long accept_or_idle() waits before it reports an idle period; zero (the default) waits
+  // however long it takes. Call it before accepting starts, not while other threads accept.
+  void set_idle_timeout(std::chrono::milliseconds idle);
+  [[nodiscard]] std::chrono::milliseconds idle_timeout() const noexcept { return idle_; }
+  // Like accept(), but after an idle timeout without a connection it returns a Connection that
+  // is not open (is_open() false), so the caller can tidy up while idle. std::nullopt still
+  // means interrupt() was called.
   [[nodiscard]] std::optional<Connection> accept_or_idle();
 
   // Stops accepting: wakes every thread blocked in accept() and makes later calls return
@@ -86,15 +83,16 @@ class Listener {
   }
 
  private:
-  Listener(Fd socket, const Address& address, std::chrono::milliseconds timeout) noexcept;
-  std::optional<Connection> accept_adopted();
+  Listener(Fd socket, const Address& address) noexcept;
+  // An adopted socket's wait for a connection: false when the idle timeout passed first.
+  bool wait_adopted();
   void give_back() noexcept;
 
   struct Adopted;
 
   Fd socket_;
   Address address_;
-  std::chrono::milliseconds connection_timeout_{0};
+  std::chrono::milliseconds idle_{0};
   std::atomic<bool> interrupted_{false};
   std::unique_ptr<Adopted> adopted_;  // only for an adopted socket
 };

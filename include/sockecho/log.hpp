@@ -27,16 +27,19 @@ class Logger {
   Logger() noexcept = default;
   // Writes each line at once, with one write() of its own.
   Logger(int fd, LogLevel level) noexcept : fd_(fd), level_(level) {}
-  // Collects lines and writes them from a thread of the logger's own, many in one write(), at
-  // most `delay` after they are logged: a busy server then pays for a log line with a copy,
-  // not a system call. At most `capacity` bytes wait; lines beyond that are dropped and counted
-  // in a later line, so a log reader that stalls (a full pipe) never stalls the server. Copies
-  // share the thread; the last copy to go writes what is left and joins it. Throws
-  // std::system_error if the thread cannot start.
-  Logger(int fd, LogLevel level, std::chrono::milliseconds delay,
-         std::size_t capacity = kDefaultLogCapacity);
 
   static constexpr std::size_t kDefaultLogCapacity = std::size_t{1} << 20;
+
+  // A Logger that collects lines and writes them from a thread of its own, many in one write(),
+  // at most `delay` after they are logged: a busy server then pays for a log line with a copy,
+  // not a system call. At most `capacity` bytes wait; lines beyond that are dropped and counted
+  // in a later line, so a log reader that stalls (a full pipe) never stalls the server. Copies
+  // share the thread; the last copy to go writes what is left (giving a stalled reader about a
+  // second) and joins it. The thread blocks every signal, so it may start before or after
+  // StopOnSignals. With fd < 0, or at quiet level (whose rare lines are then written at once),
+  // no thread starts. Throws std::system_error if the thread cannot start.
+  [[nodiscard]] static Logger batched(int fd, LogLevel level, std::chrono::milliseconds delay,
+                                      std::size_t capacity = kDefaultLogCapacity);
 
   [[nodiscard]] bool enabled(LogLevel level) const noexcept {
     return fd_ >= 0 && static_cast<int>(level) <= static_cast<int>(level_);

@@ -1,23 +1,26 @@
-// sockecho: stopping a server on SIGINT and SIGTERM without a signal handler.
+// sockecho: acting on SIGINT and SIGTERM (stopping a server, say) without a signal handler.
 #pragma once
 
 #include <atomic>
 #include <csignal>
+#include <functional>
 #include <initializer_list>
 #include <thread>
 
 namespace sockecho {
 
-class Server;
-
 // Blocks the given signals and waits for them on a thread of its own (sigwait), so a signal can
 // never race a blocking accept() or interrupt a system call. The first signal calls
-// server.stop(); a second one is given back its default action (it ends the process), the way a
-// second Ctrl-C is expected to. Construct it before starting any other thread: threads inherit
-// the signal mask of the thread that creates them.
+// on_first_signal, on that thread: typically [&server] { server.stop(); }. It is called at most
+// once, must not throw (an exception there ends the process) and should return soon. A second
+// signal is given back its default action (it ends the process), the way a second Ctrl-C is
+// expected to. Construct it before starting any thread that does not block these signals itself:
+// threads inherit the signal mask of the thread that creates them. Throws std::invalid_argument
+// for an empty callback or no signals, std::system_error if the thread cannot start.
 class StopOnSignals {
  public:
-  explicit StopOnSignals(Server& server, std::initializer_list<int> signals = {SIGINT, SIGTERM});
+  explicit StopOnSignals(std::function<void()> on_first_signal,
+                         std::initializer_list<int> signals = {SIGINT, SIGTERM});
   StopOnSignals(const StopOnSignals&) = delete;
   StopOnSignals& operator=(const StopOnSignals&) = delete;
   StopOnSignals(StopOnSignals&&) = delete;
@@ -26,8 +29,9 @@ class StopOnSignals {
   ~StopOnSignals();
 
  private:
-  void wait(Server& server) noexcept;
+  void wait() noexcept;
 
+  std::function<void()> on_first_signal_;
   sigset_t signals_{};
   int wake_signal_ = 0;
   std::atomic<bool> leaving_{false};

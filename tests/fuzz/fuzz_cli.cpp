@@ -1,10 +1,11 @@
-// Fuzz target: the command-line parsers of sockecho-server and sockecho-client
-// (tools/options.hpp). Whole command lines must either parse into settings that keep their
-// invariants or fail with UsageError, never anything else; the value parsers must agree with
-// plain reference implementations on every input.
+// Fuzz target: the command-line parsers of sockecho-server, sockecho-client (tools/options.hpp)
+// and sockecho-bench (tools/bench.hpp), which share one argument reader. Whole command lines must
+// either parse into settings that keep their invariants or fail with UsageError, never anything
+// else; the value parsers must agree with plain reference implementations on every input.
 //
-// Input: byte 0 picks the parser; for whole command lines the rest is the arguments, separated
-// by NUL bytes (as argv cannot hold one); for parse_number, 16 bytes of min and max come first.
+// Input: byte 0 picks the parser (modulo 6: server, client, seconds, size, number, bench); for
+// whole command lines the rest is the arguments, separated by NUL bytes (as argv cannot hold one);
+// for parse_number, 16 bytes of min and max come first.
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -12,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench.hpp"
 #include "fuzz.hpp"
 #include "options.hpp"
 
@@ -66,8 +68,7 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(s.options.workers >= 1 && s.options.workers <= 4096);
   SOCKECHO_FUZZ_CHECK(s.backlog >= 1);
   SOCKECHO_FUZZ_CHECK(s.options.timeout.count() >= 0);
-  SOCKECHO_FUZZ_CHECK(s.options.mode == sockecho::Mode::echo ||
-                      s.options.mode == sockecho::Mode::line);
+  SOCKECHO_FUZZ_CHECK(s.mode == sockecho::cli::Mode::echo || s.mode == sockecho::cli::Mode::line);
   // The last occurrence of a flag wins, and nothing else changes.
   args.emplace_back("--port=7");
   args.emplace_back("--workers");
@@ -76,7 +77,7 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(t.port == 7 && t.options.workers == 3);
   SOCKECHO_FUZZ_CHECK(t.host == s.host && t.prefix == s.prefix && t.backlog == s.backlog);
   SOCKECHO_FUZZ_CHECK(t.options.timeout == s.options.timeout);
-  SOCKECHO_FUZZ_CHECK(t.options.max_bytes == s.options.max_bytes);
+  SOCKECHO_FUZZ_CHECK(t.limits.max_bytes == s.limits.max_bytes);
   // An unknown flag anywhere after a valid command line is a usage error.
   args.emplace_back("--no-such-flag");
   SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args(args); }));
@@ -88,7 +89,7 @@ void client_args(std::string_view text) {
   if (!parses([&] { s = sockecho::cli::parse_client_args(args); })) return;
   SOCKECHO_FUZZ_CHECK(!s.host.empty());
   SOCKECHO_FUZZ_CHECK(!(s.send && s.file));
-  SOCKECHO_FUZZ_CHECK(!(s.send && s.mode == sockecho::Mode::line));
+  SOCKECHO_FUZZ_CHECK(!(s.send && s.mode == sockecho::cli::Mode::line));
   SOCKECHO_FUZZ_CHECK(!s.file || !s.file->empty());
   SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
   args.emplace_back("--port");
@@ -96,6 +97,31 @@ void client_args(std::string_view text) {
   const sockecho::cli::ClientSettings t = sockecho::cli::parse_client_args(args);
   SOCKECHO_FUZZ_CHECK(t.port == 65535 && t.host == s.host && t.send == s.send && t.file == s.file &&
                       t.timeout == s.timeout);
+}
+
+void bench_args(std::string_view text) {
+  Args args = split_args(text);
+  sockecho::bench::BenchSettings s;
+  if (!parses([&] { s = sockecho::bench::parse_bench_args(args); })) return;
+  SOCKECHO_FUZZ_CHECK(!s.host.empty());
+  SOCKECHO_FUZZ_CHECK(s.concurrency >= 1 && s.concurrency <= 1024);
+  // Either a number of requests or a duration, never both.
+  SOCKECHO_FUZZ_CHECK((s.requests == 0) != (s.duration.count() == 0));
+  SOCKECHO_FUZZ_CHECK(s.requests <= 1'000'000'000'000U);
+  SOCKECHO_FUZZ_CHECK(s.sources <= 250);
+  SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
+  // The short and the long form of --concurrency are one flag: the last one wins.
+  args.emplace_back("--concurrency=3");
+  args.emplace_back("-c");
+  args.emplace_back("5");
+  const sockecho::bench::BenchSettings t = sockecho::bench::parse_bench_args(args);
+  SOCKECHO_FUZZ_CHECK(t.concurrency == 5 && t.host == s.host && t.port == s.port);
+  SOCKECHO_FUZZ_CHECK(t.requests == s.requests && t.duration == s.duration && t.size == s.size);
+  SOCKECHO_FUZZ_CHECK(t.prefix == s.prefix && t.timeout == s.timeout);
+  // The short flag takes no inline value, and it is the bench's alone.
+  args.emplace_back("-c=4");
+  SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::bench::parse_bench_args(args); }));
+  SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args({"-c", "4"}); }));
 }
 
 void seconds(std::string_view text) {
@@ -155,7 +181,7 @@ void number(sockecho::fuzz::Input& input) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size_in) {
   sockecho::fuzz::Input input(data, size_in);
-  switch (input.byte() % 5) {
+  switch (input.byte() % 6) {
     case 0:
       server_args(input.rest());
       break;
@@ -168,8 +194,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 3:
       size(input.rest());
       break;
-    default:
+    case 4:
       number(input);
+      break;
+    default:
+      bench_args(input.rest());
       break;
   }
   return 0;

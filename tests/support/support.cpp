@@ -244,6 +244,10 @@ struct ServerThread::Finished {
 };
 
 ServerThread::ServerThread(ServerOptions options, Handler handler, const std::string& host)
+    : ServerThread(std::move(options), echo_protocol(std::move(handler)), host) {}
+
+ServerThread::ServerThread(ServerOptions options, std::shared_ptr<Protocol> protocol,
+                           const std::string& host)
     : finished_(std::make_shared<Finished>()) {
   auto user_callback = std::move(options.on_connection);
   options.on_connection = [finished = finished_, user_callback](const ConnectionRecord& record) {
@@ -255,7 +259,7 @@ ServerThread::ServerThread(ServerOptions options, Handler handler, const std::st
     finished->changed.notify_all();
   };
   server_ =
-      std::make_unique<Server>(Listener::bind(host, 0), std::move(handler), std::move(options));
+      std::make_unique<Server>(Listener::bind(host, 0), std::move(protocol), std::move(options));
   thread_ = std::thread([this] {
     try {
       server_->run();

@@ -147,12 +147,14 @@ std::vector<std::string> help_options(std::string_view help);
 std::uint16_t port_of(std::string_view ready_line);
 
 // A Server on an ephemeral loopback port, run on a thread of its own, stopped and joined by the
-// destructor.
+// destructor. Given a handler, it serves the echo protocol with the default limits.
 class ServerThread {
  public:
   explicit ServerThread(ServerOptions options = {},
                         Handler handler = prefix_handler(std::string(kDefaultPrefix)),
                         const std::string& host = "127.0.0.1");
+  ServerThread(ServerOptions options, std::shared_ptr<Protocol> protocol,
+               const std::string& host = "127.0.0.1");
   ServerThread(const ServerThread&) = delete;
   ServerThread& operator=(const ServerThread&) = delete;
   ServerThread(ServerThread&&) = delete;

@@ -1,0 +1,126 @@
+// sockecho: protocols, the framing between a connection and a handler. A Server runs
+// connections; a Protocol, handed to it, serves each one (Python's socketserver: server x
+// handler; Go's net/http: Server x Handler). echo and line are the document's two; a protocol of
+// your own is a class with serve().
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sockecho/buffer.hpp"
+#include "sockecho/connection.hpp"
+#include "sockecho/log.hpp"
+#include "sockecho/record.hpp"
+
+namespace sockecho {
+
+// The reply a handler builds: byte pieces written back in order, gathered into one system call.
+class Reply {
+ public:
+  // Appends a copy of bytes.
+  void append(std::string_view bytes);
+  // Appends bytes without copying them. They must stay valid until the reply is sent, after the
+  // handler returns: a part of the request, or data that outlives the server (a prefix it holds).
+  void append_ref(std::string_view bytes);
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  // Empties the reply, keeping its memory for the next one.
+  void clear() noexcept;
+  // Replaces `out` with the pieces in order; valid until the reply next changes.
+  void pieces(std::vector<std::string_view>& out) const;
+
+ private:
+  struct Piece {
+    const char* data;  // nullptr: the piece lives in owned_ at offset
+    std::size_t offset;
+    std::size_t size;
+  };
+  std::vector<Piece> pieces_;
+  std::string owned_;
+  std::size_t size_ = 0;
+};
+
+// Turns one request (echo: everything the client sent; line: one line, without its '\n') into a
+// reply. Called concurrently from every worker thread. An exception it throws ends that
+// connection unanswered (outcome "error") and the server goes on.
+using Handler = std::function<void(std::string_view request, Reply& reply)>;
+
+// The document's handler: the reply is prefix followed by the request, neither copied.
+[[nodiscard]] Handler prefix_handler(std::string prefix);
+
+// The document's reply prefix, "数据是 " in UTF-8.
+inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+inline constexpr std::size_t kDefaultMaxBytes = std::size_t{64} << 20;
+inline constexpr std::string_view kDefaultGreeting = "connect";
+
+// Thrown by a protocol to end a connection with an outcome of its choosing (too_large, say) and
+// a message for the log.
+class ConnectionError : public std::runtime_error {
+ public:
+  ConnectionError(Outcome outcome, const std::string& what)
+      : std::runtime_error(what), outcome_(outcome) {}
+  [[nodiscard]] Outcome outcome() const noexcept { return outcome_; }
+
+ private:
+  Outcome outcome_;
+};
+
+// What one worker thread reuses from connection to connection, for any protocol to use.
+struct Workspace {
+  Buffer buffer;  // request bytes
+  Reply reply;
+  std::vector<std::string_view> pieces;
+
+  // Writes `reply` to the connection, gathered into as few system calls as possible.
+  void send(Connection& connection);
+};
+
+// Serves connections of one protocol. One object serves every worker of a server at once.
+class Protocol {
+ public:
+  Protocol() = default;
+  Protocol(const Protocol&) = delete;
+  Protocol& operator=(const Protocol&) = delete;
+  Protocol(Protocol&&) = delete;
+  Protocol& operator=(Protocol&&) = delete;
+  virtual ~Protocol() = default;
+
+  // Serves one accepted connection to its end; the server closes it afterwards. Returning means
+  // it was answered (outcome ok). A ConnectionError ends it with its outcome; a
+  // std::system_error is classified by its code (ETIMEDOUT: timeout; ECONNRESET, EPIPE: reset);
+  // anything else is an error. The connection's limits are set when it arrives here.
+  virtual void serve(Connection& connection, Workspace& workspace) = 0;
+
+  // The words for the server's start line, e.g. "mode=echo max_bytes=67108864".
+  [[nodiscard]] virtual std::string describe() const = 0;
+
+  // Before serving, the server says how often it will call idle(): each time one of its workers
+  // has waited `period` without a connection; zero: never.
+  virtual void idle_every(std::chrono::milliseconds period) noexcept { (void)period; }
+  // A worker has been idle: a chance to free memory kept for reuse (logging what, on `log`).
+  virtual void idle(const Logger& log) noexcept { (void)log; }
+};
+
+// Limits of the document's protocols.
+struct Limits {
+  // Largest request (line mode: line) accepted; a larger one ends the connection unanswered,
+  // outcome too_large. 0: no limit.
+  std::size_t max_bytes = kDefaultMaxBytes;
+};
+
+// The document's first protocol: read until the client half-closes, answer once.
+[[nodiscard]] std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits = {});
+
+// The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
+// line, each reply followed by '\n', until the client closes; a last line without '\n' is
+// answered too.
+[[nodiscard]] std::shared_ptr<Protocol> line_protocol(
+    Handler handler, Limits limits = {}, std::string greeting = std::string(kDefaultGreeting));
+
+}  // namespace sockecho

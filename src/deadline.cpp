@@ -1,0 +1,36 @@
+#include "sockecho/deadline.hpp"
+
+#include <algorithm>
+#include <cerrno>
+
+namespace sockecho {
+
+void Deadline::set_idle(std::chrono::milliseconds idle, Clock::time_point now) noexcept {
+  idle_ = idle.count() > 0 ? idle : std::chrono::milliseconds(0);
+  last_progress_ = now;
+}
+
+Clock::time_point Deadline::expiry() const noexcept {
+  if (idle_.count() == 0) return end_;
+  return std::min(end_, last_progress_ + idle_);
+}
+
+bool Deadline::end_first() const noexcept {
+  return end_ != Clock::time_point::max() && end_ <= expiry();
+}
+
+int poll_until(pollfd* fds, std::size_t count, Clock::time_point until) noexcept {
+  for (;;) {
+    int timeout = -1;
+    if (until != Clock::time_point::max()) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+      // Rounded up, so a wait never ends a little early and then spins on a zero timeout.
+      timeout = left < 0 ? 0 : static_cast<int>(std::min<long long>(left + 1, 1 << 30));
+    }
+    const int ready = ::poll(fds, static_cast<nfds_t>(count), timeout);
+    if (ready >= 0 || errno != EINTR) return ready;
+  }
+}
+
+}  // namespace sockecho
