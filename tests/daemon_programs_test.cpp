@@ -246,8 +246,8 @@ TEST(NonReaders, TheClientIsCutWithinTheTimeoutAndAHalfByAServerThatNeverReads) 
   // A small receive buffer for the accepted socket, so the request cannot vanish into kernels.
   const int small = 64 * 1024;
   ASSERT_EQ(::setsockopt(listener.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-  char path[] = "/tmp/sockecho-nonreader-XXXXXX";
-  const Fd file(::mkstemp(path));
+  std::string path = "/tmp/sockecho-nonreader-XXXXXX";
+  const Fd file(::mkstemp(path.data()));
   ASSERT_TRUE(file) << "mkstemp";
   write_all(file.get(), test::pattern(std::size_t{8} << 20), path);
 
@@ -261,7 +261,7 @@ TEST(NonReaders, TheClientIsCutWithinTheTimeoutAndAHalfByAServerThatNeverReads) 
   EXPECT_EQ(status_line->rfind("try to connect to ", 0), 0U) << *status_line;
   EXPECT_EQ(client.wait(), 1);
   const auto waited = Clock::now() - started;
-  ::unlink(path);
+  ::unlink(path.c_str());
   EXPECT_NE(client.err().find("write 127.0.0.1:"), std::string::npos) << client.err();
   EXPECT_NE(client.err().find("Connection timed out"), std::string::npos) << client.err();
   EXPECT_GE(waited, 1s);

@@ -63,6 +63,15 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
   return sockecho::Listener::bind(settings.host, settings.port, listen);
 }
 
+// The document's protocol that --mode names, answering with --prefix.
+std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSettings& settings) {
+  sockecho::Handler handler = sockecho::prefix_handler(settings.prefix);
+  if (settings.mode == sockecho::cli::Mode::line) {
+    return sockecho::line_protocol(std::move(handler), settings.limits, settings.greeting);
+  }
+  return sockecho::echo_protocol(std::move(handler), settings.limits);
+}
+
 int serve(const sockecho::cli::ServerSettings& settings) {
   ensure_descriptors(settings.options.workers);
   // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only safe
@@ -73,12 +82,7 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // per connection, and a stalled reader of stderr costs lines, never service.
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
-  sockecho::Handler handler = sockecho::prefix_handler(settings.prefix);
-  std::shared_ptr<sockecho::Protocol> protocol =
-      settings.mode == sockecho::cli::Mode::echo
-          ? sockecho::echo_protocol(std::move(handler), settings.limits)
-          : sockecho::line_protocol(std::move(handler), settings.limits, settings.greeting);
-  sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
+  sockecho::Server server(std::move(listener), protocol_of(settings), std::move(options));
   // StopOnSignals blocks the signals in this thread, so it must come before run() starts the
   // worker threads: they inherit the mask, and a signal delivered to a worker would take its
   // default action. Coming after the logger is fine: the logger's thread blocks every signal
