@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <utility>
 
 #include "sockecho/error.hpp"
 
@@ -54,10 +55,10 @@ void Connection::wait(short events, const char* operation) {
   int unsent = check_sends ? unsent_bytes() : 0;
   for (;;) {
     const Clock::time_point now = Clock::now();
-    if (progressed_) {
-      deadline_.progress(now);
-      progressed_ = false;
-    }
+    bool progressed = false;
+    if ((events & POLLIN) != 0) progressed = std::exchange(read_progressed_, false);
+    if ((events & POLLOUT) != 0) progressed = std::exchange(write_progressed_, false) || progressed;
+    if (progressed) deadline_.progress(now);
     const Clock::time_point expiry = deadline_.expiry();
     if (now >= expiry) fail(operation, ETIMEDOUT);
     const Clock::time_point until = check_sends ? std::min(expiry, now + kProgressCheck) : expiry;
@@ -67,7 +68,7 @@ void Connection::wait(short events, const char* operation) {
     if (n < 0) fail("poll", errno);
     if (check_sends) {
       const int now_unsent = unsent_bytes();
-      if (now_unsent < unsent) progressed_ = true;
+      if (now_unsent < unsent) write_progressed_ = true;
       unsent = now_unsent;
     }
   }
@@ -79,7 +80,7 @@ std::optional<std::size_t> Connection::try_read(char* data, std::size_t size) {
     if (would_block(errno)) return std::nullopt;
     fail("read", errno);
   }
-  if (n > 0) progressed_ = true;
+  if (n > 0) read_progressed_ = true;
   bytes_read_ += static_cast<std::uint64_t>(n);
   return static_cast<std::size_t>(n);
 }
@@ -145,7 +146,7 @@ std::size_t Connection::send_parts(const std::string_view* parts, std::size_t co
     if (would_block(errno)) return 0;
     fail("write", errno);
   }
-  if (sent > 0) progressed_ = true;
+  if (sent > 0) write_progressed_ = true;
   bytes_written_ += static_cast<std::uint64_t>(sent);
   return static_cast<std::size_t>(sent);
 }

@@ -7,12 +7,12 @@ namespace sockecho {
 
 void Deadline::set_idle(std::chrono::milliseconds idle, Clock::time_point now) noexcept {
   idle_ = idle.count() > 0 ? idle : std::chrono::milliseconds(0);
-  last_progress_ = now;
+  progress(now);
 }
 
 Clock::time_point Deadline::expiry() const noexcept {
   if (idle_.count() == 0) return end_;
-  return std::min(end_, last_progress_ + idle_);
+  return std::min(end_, last_progress() + idle_);
 }
 
 bool Deadline::end_first() const noexcept {

@@ -26,6 +26,10 @@ namespace sockecho {
 // bytes the peer took, not bytes the kernel queued. A writer blocked on a full send buffer looks
 // at the kernel's count of unsent bytes every kProgressCheck, so a peer that stops reading is
 // cut at most idle + kProgressCheck after it last took a byte, however much the buffers absorbed.
+//
+// One thread may read while another writes. Each direction tells the deadline of its progress
+// when it next waits, so a reader's idle limit hears of a writer's progress at the writer's next
+// wait, not at every byte.
 class Connection {
  public:
   // How often a blocked writer checks whether the peer took bytes.
@@ -100,9 +104,11 @@ class Connection {
   Fd socket_;
   Address peer_;
   Deadline deadline_;
-  // A transfer moved bytes since the deadline last heard of progress. Marked here and handed to
-  // the deadline only when a wait begins, so a transfer that never waits costs no clock read.
-  bool progressed_ = false;
+  // A read (a write) moved bytes since the deadline last heard of progress. Marked here and
+  // handed to the deadline only when a wait begins, so a transfer that never waits costs no
+  // clock read. One flag per direction: a reading and a writing thread each touch only theirs.
+  bool read_progressed_ = false;
+  bool write_progressed_ = false;
   std::uint64_t bytes_read_ = 0;
   std::uint64_t bytes_written_ = 0;
 };

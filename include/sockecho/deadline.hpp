@@ -3,6 +3,7 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 
@@ -12,14 +13,25 @@ using Clock = std::chrono::steady_clock;
 
 // The two limits a connection's reads and writes honour, kept in one place (as Go's
 // SetDeadline): an idle limit that every byte of progress starts over, and an absolute end
-// (the whole-request deadline) that nothing extends. Either may be absent.
+// (the whole-request deadline) that nothing extends. Either may be absent. progress() may be
+// called from a reading and a writing thread at once; the limits are set by the owner.
 class Deadline {
  public:
   // No limits; the idle clock starts now.
-  Deadline() noexcept : last_progress_(Clock::now()) {}
+  Deadline() noexcept : last_progress_(Clock::now().time_since_epoch().count()) {}
   // An idle limit (zero: none) whose clock starts now.
   explicit Deadline(std::chrono::milliseconds idle, Clock::time_point start = Clock::now()) noexcept
-      : idle_(idle.count() > 0 ? idle : std::chrono::milliseconds(0)), last_progress_(start) {}
+      : idle_(idle.count() > 0 ? idle : std::chrono::milliseconds(0)),
+        last_progress_(start.time_since_epoch().count()) {}
+  Deadline(const Deadline& other) noexcept
+      : idle_(other.idle_), last_progress_(other.last_progress_.load()), end_(other.end_) {}
+  Deadline& operator=(const Deadline& other) noexcept {
+    idle_ = other.idle_;
+    last_progress_.store(other.last_progress_.load());
+    end_ = other.end_;
+    return *this;
+  }
+  ~Deadline() = default;
 
   // Replaces the idle limit (zero: none) and starts its clock over.
   void set_idle(std::chrono::milliseconds idle, Clock::time_point now = Clock::now()) noexcept;
@@ -29,8 +41,12 @@ class Deadline {
   [[nodiscard]] Clock::time_point end() const noexcept { return end_; }
 
   // Records progress at `now`: the idle limit starts over.
-  void progress(Clock::time_point now) noexcept { last_progress_ = now; }
-  [[nodiscard]] Clock::time_point last_progress() const noexcept { return last_progress_; }
+  void progress(Clock::time_point now) noexcept {
+    last_progress_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  [[nodiscard]] Clock::time_point last_progress() const noexcept {
+    return Clock::time_point(Clock::duration(last_progress_.load(std::memory_order_relaxed)));
+  }
 
   // When the nearer limit runs out; Clock::time_point::max() when there is none.
   [[nodiscard]] Clock::time_point expiry() const noexcept;
@@ -39,7 +55,7 @@ class Deadline {
 
  private:
   std::chrono::milliseconds idle_{0};
-  Clock::time_point last_progress_;
+  std::atomic<Clock::rep> last_progress_;
   Clock::time_point end_ = Clock::time_point::max();
 };
 
