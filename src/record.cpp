@@ -19,6 +19,10 @@ std::string_view to_string(Outcome outcome) noexcept {
       return "too_large";
     case Outcome::reset:
       return "reset";
+    case Outcome::refused:
+      return "refused";
+    case Outcome::failed:
+      return "failed";
     case Outcome::error:
       return "error";
   }

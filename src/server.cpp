@@ -30,7 +30,23 @@ Outcome classify(const std::error_code& code) noexcept {
   }
 }
 
+// " ok=1 timeout=0 ...": every outcome's count.
+void append_outcomes(std::string& line, const ServerStats& stats) {
+  for (const Outcome outcome : kOutcomes) {
+    line += " " + std::string(to_string(outcome)) + "=" + std::to_string(stats.count(outcome));
+  }
+}
+
 }  // namespace
+
+std::string format_stats(const ServerStats& stats) {
+  std::string line =
+      "accepted=" + std::to_string(stats.accepted) + " active=" + std::to_string(stats.active);
+  append_outcomes(line, stats);
+  line += " bytes_in=" + std::to_string(stats.bytes_in);
+  line += " bytes_out=" + std::to_string(stats.bytes_out);
+  return line;
+}
 
 Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOptions options)
     : listener_(std::move(listener)), protocol_(std::move(protocol)), options_(std::move(options)) {
@@ -58,9 +74,7 @@ void Server::run() {
 
   const ServerStats s = stats();
   std::string line = "stop accepted=" + std::to_string(s.accepted);
-  for (const Outcome outcome : kOutcomes) {
-    line += " " + std::string(to_string(outcome)) + "=" + std::to_string(s.count(outcome));
-  }
+  append_outcomes(line, s);
   options_.log.event(LogLevel::normal, line);
   const std::lock_guard<std::mutex> lock(mutex_);
   if (fatal_) std::rethrow_exception(fatal_);
@@ -92,6 +106,8 @@ ServerStats Server::stats() const noexcept {
   s.accepted = accepted_.load();
   s.active = active_.load();
   for (std::size_t i = 0; i < kOutcomeCount; ++i) s.outcomes[i] = outcomes_[i].load();
+  s.bytes_in = bytes_in_.load();
+  s.bytes_out = bytes_out_.load();
   return s;
 }
 
@@ -165,6 +181,8 @@ void Server::serve(Connection& connection, Workspace& workspace) {
 
 void Server::finish(ConnectionRecord& record) noexcept {
   outcomes_[static_cast<std::size_t>(record.outcome)].fetch_add(1, std::memory_order_relaxed);
+  bytes_in_.fetch_add(record.bytes_in, std::memory_order_relaxed);
+  bytes_out_.fetch_add(record.bytes_out, std::memory_order_relaxed);
   active_.fetch_sub(1, std::memory_order_relaxed);
   options_.log.connection(record);
   if (!options_.on_connection) return;

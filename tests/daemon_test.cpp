@@ -349,6 +349,8 @@ TEST(Logging, OutcomeNames) {
   EXPECT_EQ(to_string(Outcome::timeout), "timeout");
   EXPECT_EQ(to_string(Outcome::too_large), "too_large");
   EXPECT_EQ(to_string(Outcome::reset), "reset");
+  EXPECT_EQ(to_string(Outcome::refused), "refused");
+  EXPECT_EQ(to_string(Outcome::failed), "failed");
   EXPECT_EQ(to_string(Outcome::error), "error");
 }
 

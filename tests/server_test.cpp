@@ -452,3 +452,31 @@ TEST(ServerLog, StoppingIsAlwaysLoggedBeforeTheStopLine) {
 
 }  // namespace
 }  // namespace sockecho
+
+namespace sockecho {
+namespace {
+
+TEST(ServerStatsLine, NamesEveryCounter) {
+  ServerStats stats;
+  stats.accepted = 5;
+  stats.active = 1;
+  stats.outcomes[static_cast<std::size_t>(Outcome::ok)] = 3;
+  stats.outcomes[static_cast<std::size_t>(Outcome::refused)] = 1;
+  stats.bytes_in = 12;
+  stats.bytes_out = 32;
+  EXPECT_EQ(format_stats(stats),
+            "accepted=5 active=1 ok=3 timeout=0 too_large=0 reset=0 refused=1 failed=0 error=0 "
+            "bytes_in=12 bytes_out=32");
+}
+
+TEST(ServerStatsLine, BytesOfFinishedConnectionsAreCounted) {
+  test::ServerThread server(ServerOptions{}, echo_protocol(prefix_handler("> ")));
+  EXPECT_EQ(request("127.0.0.1", server.port(), "hello"), "> hello");
+  ASSERT_TRUE(server.wait_finished(1));
+  const ServerStats stats = server.server().stats();
+  EXPECT_EQ(stats.bytes_in, 5U);
+  EXPECT_EQ(stats.bytes_out, 7U);
+}
+
+}  // namespace
+}  // namespace sockecho

@@ -18,12 +18,15 @@ enum class Outcome {
   timeout,    // the peer stayed silent (or did not read) longer than the timeout
   too_large,  // the request (or line) exceeded the size limit; closed unanswered
   reset,      // the peer reset or went away mid-transfer
+  refused,    // turned away at accept (a limit), or its job could not be queued
+  failed,     // the program run for it failed (a non-zero exit or a signal)
   error,      // anything else, including a handler that threw
 };
 
 // Every outcome, in the order of the enum: counters indexed by outcome are sized from it.
-inline constexpr std::array kOutcomes = {Outcome::ok, Outcome::timeout, Outcome::too_large,
-                                         Outcome::reset, Outcome::error};
+inline constexpr std::array kOutcomes = {Outcome::ok,    Outcome::timeout, Outcome::too_large,
+                                         Outcome::reset, Outcome::refused, Outcome::failed,
+                                         Outcome::error};
 inline constexpr std::size_t kOutcomeCount = kOutcomes.size();
 
 [[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
@@ -41,11 +42,17 @@ struct ServerStats {
   std::uint64_t accepted = 0;
   std::uint64_t active = 0;
   std::array<std::uint64_t, kOutcomeCount> outcomes{};  // indexed by Outcome
+  std::uint64_t bytes_in = 0;                           // read from finished connections
+  std::uint64_t bytes_out = 0;                          // written to finished connections
 
   [[nodiscard]] std::uint64_t count(Outcome outcome) const noexcept {
     return outcomes[static_cast<std::size_t>(outcome)];
   }
 };
+
+// "accepted=3 active=1 ok=2 timeout=0 ... error=0 bytes_in=12 bytes_out=32": the counters as
+// key=value words, for a log line.
+[[nodiscard]] std::string format_stats(const ServerStats& stats);
 
 // Serves a listener with `workers` threads, each blocking in accept() on the shared socket and
 // then serving its connection to the end with the protocol; while all are busy, new connections
@@ -93,6 +100,8 @@ class Server {
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> active_{0};
   std::array<std::atomic<std::uint64_t>, kOutcomeCount> outcomes_{};  // indexed by Outcome
+  std::atomic<std::uint64_t> bytes_in_{0};
+  std::atomic<std::uint64_t> bytes_out_{0};
 };
 
 }  // namespace sockecho
