@@ -232,13 +232,16 @@ TEST(NonReaders, AClientThatNeverReadsItsReplyIsCutWithinTheTimeoutAndAHalf) {
   EXPECT_NE(line->find(" error=\"write 127.0.0.1:"), std::string::npos) << *line;
   // The server's own measure of the connection, from accept to close: the request's transfer,
   // then at most the limit and a half once the reply stops moving (progress seen by a check is
-  // dated at the check, up to kProgressCheck late), plus 100 ms for the reply's first writes
-  // into the kernel's buffers after the half-close.
+  // dated at the check, up to kProgressCheck late). The margin covers what happens after the
+  // client's last write returns: the server reads what the kernels still hold and writes the
+  // first of its reply, 100 ms at most here, and up to a second in a sanitized build on a
+  // loaded machine (measured: 0.95 s under ThreadSanitizer with both cores busy).
   const std::size_t at = line->find(" ms=");
   ASSERT_NE(at, std::string::npos) << *line;
   const double ms = std::stod(line->substr(at + 4));
   EXPECT_GE(ms, 1000.0) << *line;
-  EXPECT_LE(ms, static_cast<double>(sending.count()) + 1500.0 + 100.0) << *line;
+  const double margin = test::kSanitized ? 1000.0 : 100.0;
+  EXPECT_LE(ms, static_cast<double>(sending.count()) + 1500.0 + margin) << *line;
 }
 
 TEST(NonReaders, TheClientIsCutWithinTheTimeoutAndAHalfByAServerThatNeverReads) {
@@ -265,7 +268,8 @@ TEST(NonReaders, TheClientIsCutWithinTheTimeoutAndAHalfByAServerThatNeverReads) 
   EXPECT_NE(client.err().find("write 127.0.0.1:"), std::string::npos) << client.err();
   EXPECT_NE(client.err().find("Connection timed out"), std::string::npos) << client.err();
   EXPECT_GE(waited, 1s);
-  EXPECT_LE(waited, 1500ms + 100ms) << "100 ms for the test's own reading of the output";
+  // The margin is the test's own reading of the output: 100 ms, more in a sanitized build.
+  EXPECT_LE(waited, 1500ms + (test::kSanitized ? 1000ms : 100ms)) << client.err();
 }
 
 }  // namespace
