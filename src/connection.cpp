@@ -60,7 +60,14 @@ void Connection::wait(short events, const char* operation) {
     if ((events & POLLOUT) != 0) progressed = std::exchange(write_progressed_, false) || progressed;
     if (progressed) deadline_.progress(now);
     const Clock::time_point expiry = deadline_.expiry();
-    if (now >= expiry) fail(operation, ETIMEDOUT);
+    if (now >= expiry) {
+      // Name the limit that ran out when it is the whole-request one; the idle one is the rule.
+      if (deadline_.end_first()) {
+        throw os_error(ETIMEDOUT,
+                       std::string(operation) + " " + peer_.to_string() + " (request deadline)");
+      }
+      fail(operation, ETIMEDOUT);
+    }
     const Clock::time_point until = check_sends ? std::min(expiry, now + kProgressCheck) : expiry;
     pollfd ready{fd(), events, 0};
     const int n = poll_until(&ready, 1, until);
@@ -182,6 +189,14 @@ void Connection::write_all(const std::string_view* parts, std::size_t count) {
       offset = 0;
     }
   }
+}
+
+void Connection::abort() noexcept {
+  if (!socket_) return;
+  const linger now{1, 0};
+  // If this fails the close below is an orderly one: still a close, and nothing to report to.
+  (void)::setsockopt(fd(), SOL_SOCKET, SO_LINGER, &now, sizeof now);
+  socket_.reset();
 }
 
 void Connection::close_write() {

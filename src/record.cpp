@@ -105,6 +105,10 @@ void append_record(Sink& sink, const ConnectionRecord& record) {
   sink.append(std::string_view(millis.data(), millis.size()));
   sink.append(" outcome=");
   sink.append(to_string(record.outcome));
+  if (!record.reason.empty()) {
+    sink.append(" reason=");
+    sink.append(record.reason);
+  }
   if (!record.detail.empty()) {
     sink.append(" error=\"");
     sink.append(record.detail);

@@ -1,5 +1,7 @@
 #include "sockecho/server.hpp"
 
+#include <netinet/in.h>
+
 #include <cerrno>
 #include <stdexcept>
 #include <system_error>
@@ -28,6 +30,22 @@ Outcome classify(const std::error_code& code) noexcept {
     default:
       return Outcome::error;
   }
+}
+
+// The bytes that identify a client address for per-source counting: the IP address alone (no
+// port), an IPv4-mapped IPv6 address as its IPv4 address.
+std::string source_key(const Address& peer) {
+  if (peer.family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(peer.data());
+    return {reinterpret_cast<const char*>(&in->sin_addr), sizeof in->sin_addr};
+  }
+  if (peer.family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(peer.data());
+    const auto* bytes = reinterpret_cast<const char*>(&in6->sin6_addr);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return {bytes + 12, 4};
+    return {bytes, sizeof in6->sin6_addr};
+  }
+  return {};
 }
 
 // " ok=1 timeout=0 ...": every outcome's count.
@@ -61,7 +79,8 @@ void Server::run() {
   options_.log.event(LogLevel::normal,
                      "start listen=" + address().to_string() + " " + protocol_->describe() +
                          " workers=" + std::to_string(options_.workers) +
-                         " timeout_ms=" + std::to_string(options_.timeout.count()));
+                         " timeout_ms=" + std::to_string(options_.timeout.count()) +
+                         " max_per_source=" + std::to_string(options_.max_per_source));
   std::vector<std::thread> threads;
   try {
     threads.reserve(options_.workers - 1);
@@ -155,6 +174,15 @@ void Server::serve(Connection& connection, Workspace& workspace) {
   connection.deadline().set_idle(options_.timeout, start);
 
   ConnectionRecord record;
+  if (options_.max_per_source > 0 && !admit(connection.peer())) {
+    record.outcome = Outcome::refused;
+    record.reason = "per_source";
+    connection.abort();
+    record.peer = connection.peer();
+    record.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+    finish(record);
+    return;
+  }
   try {
     protocol_->serve(connection, workspace);
   } catch (const ConnectionError& e) {
@@ -170,13 +198,39 @@ void Server::serve(Connection& connection, Workspace& workspace) {
     record.outcome = Outcome::error;
     record.detail = "unknown exception";
   }
-  connection.close();
+  // A connection that ends without its whole reply ends with a reset, so no client mistakes it
+  // for an empty or a complete answer.
+  if (record.outcome == Outcome::ok) {
+    connection.close();
+  } else {
+    connection.abort();
+  }
+  if (options_.max_per_source > 0) release(connection.peer());
 
   record.peer = connection.peer();
   record.bytes_in = connection.bytes_read();
   record.bytes_out = connection.bytes_written();
   record.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   finish(record);
+}
+
+bool Server::admit(const Address& peer) {
+  const std::lock_guard<std::mutex> lock(sources_mutex_);
+  unsigned& open = sources_[source_key(peer)];  // at least 1 when it is at the limit
+  if (open >= options_.max_per_source) return false;
+  ++open;
+  return true;
+}
+
+void Server::release(const Address& peer) noexcept {
+  try {
+    const std::string key = source_key(peer);
+    const std::lock_guard<std::mutex> lock(sources_mutex_);
+    const auto found = sources_.find(key);
+    if (found == sources_.end()) return;
+    if (--found->second == 0) sources_.erase(found);
+  } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the key; the count stays high
+  }
 }
 
 void Server::finish(ConnectionRecord& record) noexcept {

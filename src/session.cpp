@@ -156,7 +156,13 @@ class DocumentProtocol : public Protocol {
                           "request over " + std::to_string(limits_.max_bytes) + " bytes");
   }
   [[nodiscard]] std::string describe_as(std::string_view mode) const {
-    return "mode=" + std::string(mode) + " max_bytes=" + std::to_string(limits_.max_bytes);
+    return "mode=" + std::string(mode) + " max_bytes=" + std::to_string(limits_.max_bytes) +
+           " request_timeout_ms=" + std::to_string(limits_.request_timeout.count());
+  }
+  // The end of a request that starts at `start`: Clock::time_point::max() without a limit.
+  [[nodiscard]] Clock::time_point request_end(Clock::time_point start) const noexcept {
+    return limits_.request_timeout.count() > 0 ? start + limits_.request_timeout
+                                               : Clock::time_point::max();
   }
 
   Handler handler_;
@@ -170,7 +176,10 @@ class EchoProtocol final : public DocumentProtocol {
 
   void serve(Connection& connection, Workspace& workspace) override {
     const Borrowed borrowed(pool_, workspace.buffer);
+    // The request is the whole connection up to the half-close; the reply has the idle limit.
+    connection.deadline().set_end(request_end(connection.deadline().last_progress()));
     if (!connection.read_to_end(workspace.buffer, limits_.max_bytes)) too_large();
+    connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
     handler_(workspace.buffer.view(), workspace.reply);
     workspace.send(connection);
@@ -199,10 +208,18 @@ class LineProtocol final : public DocumentProtocol {
       while (const std::optional<std::string_view> line = framer.next(buffer.view())) {
         answer(*line, workspace);
       }
-      if (!workspace.reply.empty()) workspace.send(connection);
+      const bool answered = !workspace.reply.empty();
+      if (answered) workspace.send(connection);
       buffer.consume(framer.consumed());
       framer.discard();
       if (framer.too_long(buffer.size())) too_large();
+      // The request deadline runs from a line's first byte to its '\n': a line left unfinished
+      // started in the last read, unless it was already unfinished before it.
+      if (buffer.empty()) {
+        connection.deadline().set_end(Clock::time_point::max());
+      } else if (answered || connection.deadline().end() == Clock::time_point::max()) {
+        connection.deadline().set_end(request_end(Clock::now()));
+      }
 
       if (connection.read_into(buffer, limit) == 0) {
         if (!buffer.empty()) {  // a last line without '\n' is answered too

@@ -81,7 +81,7 @@ TEST(ConnectionLimits, TheProgramTimesOutSilentClients) {
   ServerProcess server({"--timeout", "0.2"});
   Connection silent = connect("127.0.0.1", server.port(), test::kPatience);
   silent.set_timeout(test::kPatience);
-  EXPECT_EQ(silent.read_to_end_string(), "");
+  EXPECT_EQ(test::read_until_reset(silent), "");
   const auto line = server.wait_stderr(" outcome=timeout");
   ASSERT_TRUE(line) << server.err();
   EXPECT_NE(line->find(" in=0 out=0 "), std::string::npos) << *line;

@@ -122,10 +122,11 @@ TEST(ThirdProtocol, TheServersIdleLimitAppliesToItToo) {
 }
 
 TEST(DocumentProtocols, DescribeThemselvesForTheStartLine) {
-  EXPECT_EQ(echo_protocol(prefix_handler(""), Limits{1024})->describe(),
-            "mode=echo max_bytes=1024");
-  EXPECT_EQ(line_protocol(prefix_handler(""))->describe(),
-            "mode=line max_bytes=" + std::to_string(kDefaultMaxBytes));
+  EXPECT_EQ(echo_protocol(prefix_handler(""), Limits{1024, 0ms})->describe(),
+            "mode=echo max_bytes=1024 request_timeout_ms=0");
+  EXPECT_EQ(
+      line_protocol(prefix_handler(""))->describe(),
+      "mode=line max_bytes=" + std::to_string(kDefaultMaxBytes) + " request_timeout_ms=30000");
 }
 
 TEST(DocumentProtocols, AnEmptyHandlerIsRefused) {

@@ -92,12 +92,16 @@ TEST(SystemdUnits, SocketPassesOneListeningSocket) {
   EXPECT_EQ(value("sockecho.socket", "Accept"), "no");
 }
 
-TEST(SystemdUnits, StopTimeoutOutlastsTheConnectionTimeout) {
-  // On SIGTERM connections in flight get up to --timeout to finish: systemd must wait longer
-  // before it sends SIGKILL.
+TEST(SystemdUnits, StopTimeoutOutlastsTheLongestDrain) {
+  // On SIGTERM a connection in flight may still take its whole request (--request-timeout) and
+  // then a reply that stalls for --timeout (+0.5 s): systemd must wait longer than both before
+  // it sends SIGKILL.
   const std::string timeout = flag_value(exec_start_flags(), "--timeout");
+  const std::string request_timeout = flag_value(exec_start_flags(), "--request-timeout");
   ASSERT_FALSE(timeout.empty());
-  EXPECT_GT(std::stol(value("sockecho.service.in", "TimeoutStopSec")), std::stol(timeout));
+  ASSERT_FALSE(request_timeout.empty());
+  EXPECT_GT(std::stol(value("sockecho.service.in", "TimeoutStopSec")),
+            std::stol(request_timeout) + std::stol(timeout) + 1);
 }
 
 TEST(SystemdUnits, ServiceIsHardened) {

@@ -167,6 +167,11 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       s.options.workers = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
     } else if (flag == "--timeout") {
       s.options.timeout = parse_seconds(flag, reader.value());
+    } else if (flag == "--request-timeout") {
+      s.limits.request_timeout = parse_seconds(flag, reader.value());
+    } else if (flag == "--max-per-source") {
+      s.options.max_per_source =
+          static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxWorkers));
     } else if (flag == "--max-bytes") {
       s.limits.max_bytes = parse_size(flag, reader.value());
     } else if (flag == "--backlog") {
@@ -239,6 +244,11 @@ std::string server_usage() {
          "  --workers N        connections served at once; 1 is strictly serial (default 16)\n"
          "  --timeout SEC      idle limit: close a connection that makes no progress (no byte\n"
          "                     read, no byte of the reply taken) for SEC; 0 = none (default 30)\n"
+         "  --request-timeout SEC  longest time to receive one whole request, however slowly\n"
+         "                     it trickles in (echo: until the half-close; line: a line);\n"
+         "                     0 = none (default 30)\n"
+         "  --max-per-source N connections at once from one client address; one more is\n"
+         "                     reset at once and logged refused; 0 = no limit (default 0)\n"
          "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
          "                     0 = no limit (default 64M)\n"
          "  --backlog N        listen backlog (default SOMAXCONN)\n"

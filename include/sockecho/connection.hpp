@@ -91,6 +91,10 @@ class Connection {
   void close_write();
   // Closes the socket now.
   void close() noexcept { socket_.reset(); }
+  // Closes the socket with a reset (RST) instead of an orderly end of stream, discarding what
+  // is unsent (SO_LINGER of zero): for a connection that ends without its whole reply, so the
+  // peer can never take the end for an empty or complete answer.
+  void abort() noexcept;
 
   // Bytes moved so far, including those of a transfer that later failed.
   [[nodiscard]] std::uint64_t bytes_read() const noexcept { return bytes_read_; }

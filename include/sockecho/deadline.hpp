@@ -26,6 +26,7 @@ class Deadline {
   Deadline(const Deadline& other) noexcept
       : idle_(other.idle_), last_progress_(other.last_progress_.load()), end_(other.end_) {}
   Deadline& operator=(const Deadline& other) noexcept {
+    if (this == &other) return *this;
     idle_ = other.idle_;
     last_progress_.store(other.last_progress_.load());
     end_ = other.end_;

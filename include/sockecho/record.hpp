@@ -38,7 +38,8 @@ struct ConnectionRecord {
   std::uint64_t bytes_out = 0;
   std::chrono::microseconds duration{0};
   Outcome outcome = Outcome::ok;
-  std::string detail;  // the error message, when there was one
+  std::string_view reason;  // why it was refused ("per_source"), logged as reason=...
+  std::string detail;       // the error message, when there was one
 };
 
 // "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok", without timestamp and newline.

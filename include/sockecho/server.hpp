@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
@@ -30,6 +31,10 @@ struct ServerOptions {
   // progress for this long (see Connection). Zero: none. It is also how long a worker waits
   // without a connection before the protocol may free what it keeps for reuse.
   std::chrono::milliseconds timeout = kDefaultTimeout;
+  // Connections at once from one client address (an IPv4 address, an IPv6 address; IPv4-mapped
+  // IPv6 peers count as their IPv4 address). One over it is reset as soon as it is accepted,
+  // outcome refused with reason per_source. Zero: no limit.
+  unsigned max_per_source = 0;
   // Where start, stop and per-connection lines go; quiet by default.
   Logger log;
   // Called on the worker thread after each connection closes. An exception it throws is logged
@@ -85,6 +90,9 @@ class Server {
   void work() noexcept;
   void serve(Connection& connection, Workspace& workspace);
   void finish(ConnectionRecord& record) noexcept;
+  // Counts the connection against its source's limit: false (and not counted) when over it.
+  bool admit(const Address& peer);
+  void release(const Address& peer) noexcept;
   bool pause_after_accept_failure(const std::system_error& error);
   void fail(std::exception_ptr error) noexcept;
 
@@ -100,6 +108,9 @@ class Server {
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> active_{0};
   std::array<std::atomic<std::uint64_t>, kOutcomeCount> outcomes_{};  // indexed by Outcome
+  // Connections open per source address, while max_per_source is set.
+  std::mutex sources_mutex_;
+  std::unordered_map<std::string, unsigned> sources_;
   std::atomic<std::uint64_t> bytes_in_{0};
   std::atomic<std::uint64_t> bytes_out_{0};
 };

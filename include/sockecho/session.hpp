@@ -58,6 +58,7 @@ using Handler = std::function<void(std::string_view request, Reply& reply)>;
 inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
 inline constexpr std::size_t kDefaultMaxBytes = std::size_t{64} << 20;
 inline constexpr std::string_view kDefaultGreeting = "connect";
+inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 
 // Thrown by a protocol to end a connection with an outcome of its choosing (too_large, say) and
 // a message for the log.
@@ -112,6 +113,10 @@ struct Limits {
   // Largest request (line mode: line) accepted; a larger one ends the connection unanswered,
   // outcome too_large. 0: no limit.
   std::size_t max_bytes = kDefaultMaxBytes;
+  // Longest time to receive one whole request, however slowly its bytes trickle in (echo: from
+  // the start of the connection to the client's half-close; line: from a line's first byte to
+  // its '\n'). On expiry the connection ends unanswered, outcome timeout. Zero: no limit.
+  std::chrono::milliseconds request_timeout = kDefaultRequestTimeout;
 };
 
 // The document's first protocol: read until the client half-closes, answer once.

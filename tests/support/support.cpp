@@ -314,6 +314,19 @@ long rss_kib(pid_t pid) { return status_kib(pid, "VmRSS"); }
 
 long peak_rss_kib(pid_t pid) { return status_kib(pid, "VmHWM"); }
 
+std::optional<std::string> read_until_reset(Connection& connection) {
+  std::string got;
+  std::array<char, 4096> chunk{};
+  try {
+    while (const std::size_t n = connection.read_some(chunk.data(), chunk.size())) {
+      got.append(chunk.data(), n);
+    }
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::connection_reset) return got;
+  }
+  return std::nullopt;
+}
+
 std::string pattern(std::size_t size) {
   std::string data(size, '\0');
   std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period

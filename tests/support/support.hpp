@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "sockecho/connection.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/server.hpp"
 
@@ -176,6 +177,10 @@ class ServerThread {
   std::unique_ptr<Server> server_;
   std::thread thread_;
 };
+
+// Reads a connection the server must end with a reset (RST): what arrived before it, or
+// std::nullopt when the connection ended any other way (a clean end of stream, a timeout).
+std::optional<std::string> read_until_reset(Connection& connection);
 
 // Number of descriptors this process has open.
 int open_fd_count();

@@ -1,0 +1,218 @@
+// Limits no client can get around, tried as a hostile client would: tricklers cut at the request
+// deadline, one source over its limit refused while another is served, an honest slow reader
+// never cut, and every unfinished end a reset.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <chrono>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "sockecho/client.hpp"
+#include "sockecho/server.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using namespace std::chrono_literals;
+
+ServerOptions options_with(unsigned workers, std::chrono::milliseconds timeout) {
+  ServerOptions options;
+  options.workers = workers;
+  options.timeout = timeout;
+  return options;
+}
+
+std::shared_ptr<Protocol> echo_with_deadline(std::chrono::milliseconds request_timeout) {
+  Limits limits;
+  limits.request_timeout = request_timeout;
+  return echo_protocol(prefix_handler(std::string(test::kPrefix)), limits);
+}
+
+Address loopback(std::uint8_t last, std::uint16_t port) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(port);
+  in.sin_addr.s_addr = htonl((127U << 24) | last);
+  return {reinterpret_cast<const sockaddr*>(&in), sizeof in};
+}
+
+// Sends one byte every `every` until the connection fails or `count` bytes are sent: how many
+// were sent, and the failure that stopped it (none when all were sent).
+struct Trickled {
+  int sent = 0;
+  std::error_code failure;
+};
+Trickled trickle(Connection& c, std::chrono::milliseconds every, int count) {
+  Trickled result;
+  try {
+    for (; result.sent < count; ++result.sent) {
+      c.write_all("x");
+      std::this_thread::sleep_for(every);  // ok-sleep: the hostile client's own pace
+    }
+  } catch (const std::system_error& e) {  // cut by the server: what is being tested
+    result.failure = e.code();
+  }
+  return result;
+}
+
+// A write after the server's reset fails with ECONNRESET, or EPIPE once that was reported.
+bool is_reset(const std::error_code& code) {
+  return code == std::errc::connection_reset || code == std::errc::broken_pipe;
+}
+
+TEST(RequestDeadline, ATricklerIsCutAtTheDeadlineWhileAnotherClientIsServed) {
+  // The idle limit (10 s) never runs out: a byte comes every 50 ms. The request deadline does.
+  test::ServerThread server(options_with(2, 10s), echo_with_deadline(500ms));
+  Connection trickler = connect("127.0.0.1", server.port(), test::kPatience);
+  Trickled trickled;
+  std::thread slow([&] { trickled = trickle(trickler, 50ms, 200); });
+  EXPECT_EQ(request("127.0.0.1", server.port(), "meanwhile"),
+            std::string(test::kPrefix) + "meanwhile");
+  ASSERT_TRUE(server.wait_finished(2));
+  slow.join();
+  for (const ConnectionRecord& record : server.records()) {
+    if (record.outcome == Outcome::ok) continue;
+    EXPECT_EQ(record.outcome, Outcome::timeout) << record.detail;
+    EXPECT_NE(record.detail.find("(request deadline)"), std::string::npos) << record.detail;
+    EXPECT_GE(record.duration, 500ms);
+    EXPECT_LT(record.duration, 500ms + 500ms) << "cut at the deadline, not at the idle limit";
+    EXPECT_GT(record.bytes_in, 0U);
+  }
+  EXPECT_EQ(server.server().stats().count(Outcome::timeout), 1U);
+  EXPECT_TRUE(is_reset(trickled.failure)) << "cut with a reset: " << trickled.failure.message();
+  EXPECT_LT(trickled.sent, 200);
+}
+
+TEST(RequestDeadline, ARequestThatArrivesInTimeIsAnswered) {
+  test::ServerThread server(options_with(1, 10s), echo_with_deadline(2s));
+  Connection c = connect("127.0.0.1", server.port(), test::kPatience);
+  EXPECT_EQ(trickle(c, 20ms, 10).sent, 10);
+  c.close_write();
+  c.set_timeout(test::kPatience);
+  EXPECT_EQ(c.read_to_end_string(), std::string(test::kPrefix) + "xxxxxxxxxx");
+}
+
+TEST(RequestDeadline, LineModeTimesEachLineFromItsFirstByte) {
+  Limits limits;
+  limits.request_timeout = 400ms;
+  test::ServerThread server(options_with(1, 10s), line_protocol(prefix_handler("> "), limits));
+  Connection c = connect("127.0.0.1", server.port(), test::kPatience);
+  c.set_timeout(test::kPatience);
+  // Whole lines, each well inside the deadline, for longer than the deadline in all.
+  for (int i = 0; i < 4; ++i) {
+    c.write_all("line\n");
+    std::this_thread::sleep_for(200ms);  // ok-sleep: the client's own pace between lines
+  }
+  // Then a line that trickles past it.
+  const Trickled trickled = trickle(c, 50ms, 40);
+  EXPECT_TRUE(is_reset(trickled.failure)) << trickled.failure.message();
+  ASSERT_TRUE(server.wait_finished(1));
+  const ConnectionRecord record = server.records().at(0);
+  EXPECT_EQ(record.outcome, Outcome::timeout) << record.detail;
+  EXPECT_NE(record.detail.find("(request deadline)"), std::string::npos) << record.detail;
+  // The answers came before the reset.
+  std::string answers(64, '\0');
+  const ssize_t n = ::recv(c.fd(), answers.data(), answers.size(), MSG_DONTWAIT | MSG_PEEK);
+  answers.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  EXPECT_EQ(answers.rfind("connect\n> line\n", 0), 0U) << answers;
+}
+
+TEST(PerSource, OneSourceOverItsLimitIsRefusedWhileAnotherIsServed) {
+  ServerOptions options = options_with(8, 10s);
+  options.max_per_source = 2;
+  test::ServerThread server(options);
+  const std::uint16_t port = server.port();
+  // Two idle connections from 127.0.0.1 hold its share.
+  std::vector<Connection> held;
+  for (int i = 0; i < 2; ++i) held.push_back(connect(loopback(1, port), {test::kPatience, {}}));
+  // Wait until the server has taken both (they show as active).
+  const auto until = Clock::now() + test::kPatience;
+  while (server.server().stats().active < 2 && Clock::now() < until) std::this_thread::yield();
+  ASSERT_EQ(server.server().stats().active, 2U);
+
+  Connection third = connect(loopback(1, port), {test::kPatience, {}});
+  third.set_timeout(test::kPatience);
+  EXPECT_EQ(test::read_until_reset(third), "") << "refused at once, with a reset";
+  // Another source is served.
+  Connection other = connect(loopback(1, port), {test::kPatience, loopback(2, 0)});
+  other.set_timeout(test::kPatience);
+  other.write_all("other source");
+  other.close_write();
+  EXPECT_EQ(other.read_to_end_string(), std::string(test::kPrefix) + "other source");
+  ASSERT_TRUE(server.wait_finished(2));
+  const std::vector<ConnectionRecord> records = server.records();
+  EXPECT_EQ(records.at(0).outcome, Outcome::refused);
+  EXPECT_EQ(records.at(0).reason, "per_source");
+  EXPECT_EQ(records.at(0).peer.host(), "127.0.0.1");
+  EXPECT_EQ(format_record(records.at(0)).find(" outcome=refused reason=per_source"),
+            format_record(records.at(0)).find(" outcome="));
+  EXPECT_EQ(records.at(1).outcome, Outcome::ok);
+  EXPECT_EQ(records.at(1).peer.host(), "127.0.0.2");
+
+  // Once a held connection ends, its source may connect again.
+  held.pop_back();
+  ASSERT_TRUE(server.wait_finished(3));
+  EXPECT_EQ(request("127.0.0.1", port, "again"), std::string(test::kPrefix) + "again");
+  EXPECT_EQ(server.server().stats().count(Outcome::refused), 1U);
+}
+
+TEST(PerSource, IPv4MappedPeersCountAsTheirIPv4Address) {
+  ServerOptions options = options_with(4, 10s);
+  options.max_per_source = 1;
+  test::ServerThread server(options, prefix_handler(""), "::");
+  Connection v4 = connect("127.0.0.1", server.port(), test::kPatience);  // ::ffff:127.0.0.1
+  const auto until = Clock::now() + test::kPatience;
+  while (server.server().stats().active < 1 && Clock::now() < until) std::this_thread::yield();
+  Connection again = connect("127.0.0.1", server.port(), test::kPatience);
+  again.set_timeout(test::kPatience);
+  EXPECT_EQ(test::read_until_reset(again), "");
+  // ::1 is another address.
+  EXPECT_EQ(request("::1", server.port(), "six"), "six");
+}
+
+TEST(SlowReaders, AnHonestSlowReaderIsNeverCut) {
+  // A 16 MiB reply against a 1 s idle limit. The client reads the first half at full speed,
+  // then 64 KiB every 0.5 s for 5 s: each read frees far less than the send buffer needs before
+  // it polls writable again, so only the server's look at its unsent bytes sees the progress.
+  static const std::string big = test::pattern(std::size_t{16} << 20);
+  auto huge_reply = [](std::string_view /*request*/, Reply& reply) { reply.append_ref(big); };
+  test::ServerThread server(options_with(1, 1s), huge_reply);
+  Connection c = connect("127.0.0.1", server.port(), test::kPatience);
+  const int small = 64 * 1024;
+  ASSERT_EQ(::setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  c.set_timeout(test::kPatience);
+  c.close_write();
+  std::string got;
+  std::vector<char> chunk(64 * 1024);
+  const auto read_chunk = [&] {
+    const std::size_t n = c.read_some(chunk.data(), chunk.size());
+    got.append(chunk.data(), n);
+    return n;
+  };
+  while (got.size() < big.size() / 2 && read_chunk() > 0) {
+  }
+  for (int i = 0; i < 10; ++i) {
+    std::this_thread::sleep_for(500ms);  // ok-sleep: the slow reader's own pace
+    std::size_t taken = 0;
+    while (taken < chunk.size()) {
+      const std::size_t n = read_chunk();
+      if (n == 0) break;
+      taken += n;
+    }
+  }
+  while (read_chunk() > 0) {
+  }
+  EXPECT_EQ(got.size(), big.size());
+  EXPECT_TRUE(got == big);
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).outcome, Outcome::ok) << server.records().at(0).detail;
+}
+
+}  // namespace
+}  // namespace sockecho
