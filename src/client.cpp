@@ -207,60 +207,85 @@ void line_session(Connection& connection, int in_fd, int out_fd, milliseconds re
   std::uint64_t owed = 1;      // lines the server owes: the greeting, then one per line sent
   std::uint64_t received = 0;  // '\n'-terminated lines received
   Clock::time_point last_progress = Clock::now();
+  const auto unanswered = [&] {
+    std::string text = std::to_string(owed - received) + " lines unanswered";
+    if (input_open || !pending.empty()) text += ", input left unsent";
+    return text;
+  };
 
-  for (;;) {
-    if (!input_open && pending.empty() && !half_closed) {
-      half_closed = true;
-      try {
+  try {
+    for (;;) {
+      if (!input_open && pending.empty() && !half_closed) {
+        half_closed = true;
         connection.close_write();
-      } catch (const std::system_error& e) {
-        // The server has already reset the connection; the read below reports that with what it
-        // means (lines left unanswered) rather than as a failed half-close.
-        if (e.code() != std::errc::connection_reset) throw;
       }
-    }
-    std::array<pollfd, 2> fds{};
-    fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
-    const bool want_input = input_open && pending.size() < kChunk;
-    fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
-    const bool waiting = received < owed || !input_open;
-    const bool timed = waiting && reply_timeout.count() > 0;
-    const int ready = poll_until(fds.data(), fds.size(),
-                                 timed ? last_progress + reply_timeout : Clock::time_point::max());
-    if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
-    if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
+      std::array<pollfd, 2> fds{};
+      fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
+      const bool want_input = input_open && pending.size() < kChunk;
+      fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
+      const bool waiting = received < owed || !input_open;
+      const bool timed = waiting && reply_timeout.count() > 0;
+      const int ready = poll_until(
+          fds.data(), fds.size(), timed ? last_progress + reply_timeout : Clock::time_point::max());
+      if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
+      if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
 
-    if ((fds[0].revents & kReadable) != 0) {
-      if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
-        if (*n == 0) {
-          if (received < owed) {
-            throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
-                                       std::to_string(owed - received) + " lines unanswered)");
+      if ((fds[0].revents & kReadable) != 0) {
+        if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
+          if (*n == 0) {
+            // The server ends a session only after the client's close: closing first, it leaves
+            // lines unanswered, or input it can no longer take.
+            if (received < owed || input_open || !pending.empty()) {
+              throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
+                                         unanswered() + ")");
+            }
+            return;
           }
-          return;
+          received += count_newlines(chunk.data(), *n);
+          write_all(out_fd, std::string_view(chunk.data(), *n), "output");
+          last_progress = Clock::now();
         }
-        received += count_newlines(chunk.data(), *n);
-        write_all(out_fd, std::string_view(chunk.data(), *n), "output");
-        last_progress = Clock::now();
+      }
+      if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
+        const std::string_view unsent = pending;
+        pending.erase(0, connection.try_write(&unsent, 1));
+      }
+      if ((fds[1].revents & kReadable) != 0) {
+        const std::size_t n = read_input(in_fd, chunk, "input");
+        if (n == 0) {
+          input_open = false;
+          // A last line without '\n' is answered too.
+          if (mid_line) ++owed;
+        } else {
+          if (received >= owed) last_progress = Clock::now();  // a new wait begins now
+          owed += count_newlines(chunk.data(), n);
+          mid_line = chunk[n - 1] != '\n';
+          pending.append(chunk.data(), n);
+        }
       }
     }
-    if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
-      const std::string_view unsent = pending;
-      pending.erase(0, connection.try_write(&unsent, 1));
-    }
-    if ((fds[1].revents & kReadable) != 0) {
-      const std::size_t n = read_input(in_fd, chunk, "input");
-      if (n == 0) {
-        input_open = false;
-        // A last line without '\n' is answered too.
-        if (mid_line) ++owed;
-      } else {
-        if (received >= owed) last_progress = Clock::now();  // a new wait begins now
-        owed += count_newlines(chunk.data(), n);
-        mid_line = chunk[n - 1] != '\n';
-        pending.append(chunk.data(), n);
+  } catch (const std::system_error& e) {
+    // A reset, seen by whichever call met it first, says what it cost.
+    if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
+    // Replies that arrived before the reset are still queued: they are answers, print them.
+    for (;;) {
+      std::optional<std::size_t> n;
+      try {
+        n = connection.try_read(chunk.data(), chunk.size());
+      } catch (const std::system_error&) {
+        break;  // the reset itself, once the queue is empty
       }
+      if (!n || *n == 0) break;
+      received += count_newlines(chunk.data(), *n);
+      write_all(out_fd, std::string_view(chunk.data(), *n), "output");
     }
+    std::string what = e.what();
+    const std::string reason = ": " + e.code().message();
+    if (what.size() >= reason.size() &&
+        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
+      what.resize(what.size() - reason.size());
+    }
+    throw os_error(e.code().value(), what + " (reset with " + unanswered() + ")");
   }
 }
 
