@@ -32,7 +32,9 @@ class Streaming final : public Protocol {
  public:
   void serve(Connection& connection, Workspace& /*workspace*/) override {
     std::vector<char> chunk(std::size_t{64} * 1024);
-    while (const std::size_t n = connection.read_some(chunk.data(), chunk.size())) {
+    for (;;) {
+      const std::size_t n = connection.read_some(chunk.data(), chunk.size());
+      if (n == 0) return;
       connection.write_all(std::string_view(chunk.data(), n));
     }
   }

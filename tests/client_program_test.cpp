@@ -107,8 +107,8 @@ TEST(ClientLineMode, AServerClosingBeforeTheInputEndsIsExitOne) {
   // Greets, closes at once: the lines the client still has are never answered.
   const test::ServerThread server(ServerOptions{},
                                   std::make_shared<test::LinesThenClose>(0, 0, false));
-  test::Child c({client_program(), "--port", std::to_string(server.port()), "--mode", "line",
-                 "--quiet"});
+  test::Child c(
+      {client_program(), "--port", std::to_string(server.port()), "--mode", "line", "--quiet"});
   EXPECT_EQ(c.stdout_line(), "hi");
   c.write_stdin("typed after the close\n");
   EXPECT_EQ(c.wait(), 1) << c.err();

@@ -152,8 +152,8 @@ TEST(Request, AResetIsAnError) {
 }
 
 // Runs exchange() from a pipe fed with `input` to a pipe; returns what arrived there.
-std::string exchange_through_pipes(std::uint16_t port, const std::string& input,
-                                   Exchanged& counts, std::uint64_t& sent_at_half_close) {
+std::string exchange_through_pipes(std::uint16_t port, const std::string& input, Exchanged& counts,
+                                   std::uint64_t& sent_at_half_close) {
   Pipe in = make_pipe();
   Pipe out = make_pipe();
   std::string got;

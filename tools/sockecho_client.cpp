@@ -82,8 +82,8 @@ int run(const sockecho::cli::ClientSettings& s) {
       return 0;
     }
     const std::string_view message = s.send ? std::string_view(*s.send) : kDefaultMessage;
-    const sockecho::Source what = s.file ? sockecho::Source::descriptor(input, source)
-                                         : sockecho::Source::bytes(message);
+    const sockecho::Source what =
+        s.file ? sockecho::Source::descriptor(input, source) : sockecho::Source::bytes(message);
     const auto sent = [&](std::uint64_t bytes) {
       if (!s.quiet)
         sockecho::cli::print(STDERR_FILENO, "sent OK (" + std::to_string(bytes) + " bytes)\n");
