@@ -104,13 +104,13 @@ TEST(ClientLineMode, AServerClosingWithALineUnansweredIsExitOne) {
 }
 
 TEST(ClientLineMode, AServerClosingBeforeTheInputEndsIsExitOne) {
-  // Greets, closes at once: the lines the client still has are never answered.
+  // Greets, closes at once, while the client's input is still open (nothing typed yet): what it
+  // would send can never be answered.
   const test::ServerThread server(ServerOptions{},
                                   std::make_shared<test::LinesThenClose>(0, 0, false));
   test::Child c(
       {client_program(), "--port", std::to_string(server.port()), "--mode", "line", "--quiet"});
   EXPECT_EQ(c.stdout_line(), "hi");
-  c.write_stdin("typed after the close\n");
   EXPECT_EQ(c.wait(), 1) << c.err();
   EXPECT_NE(c.err().find("closed with 0 lines unanswered, input left unsent"), std::string::npos)
       << c.err();
