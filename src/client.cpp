@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,6 +70,83 @@ std::size_t count_newlines(const char* data, std::size_t size) {
   return static_cast<std::size_t>(std::count(data, data + size, '\n'));
 }
 
+// One read of the client's input; `name` names it in errors.
+std::size_t read_input(int fd, std::vector<char>& chunk, std::string_view name) {
+  const ssize_t n = retry_eintr([&] { return ::read(fd, chunk.data(), chunk.size()); });
+  if (n < 0) throw os_error(errno, "read " + std::string(name));
+  return static_cast<std::size_t>(n);
+}
+
+// What poll() reports for a descriptor a read would not wait on: data, end of stream, an error
+// (POLLNVAL: not open; the read then says so).
+constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
+
+// A regular file is always "ready" to poll() and read() never waits on it: it is simply read.
+bool always_ready(int fd) {
+  struct stat status {};
+  return ::fstat(fd, &status) == 0 && S_ISREG(status.st_mode);
+}
+
+// The echo exchange, reply bytes handed to `keep` as they arrive (see exchange()).
+Exchanged exchange_with(Connection& connection, const Source& source,
+                        const std::function<void(std::string_view)>& keep,
+                        const std::function<void(std::uint64_t)>& on_sent) {
+  Deadline& deadline = connection.deadline();
+  std::vector<char> reply(kChunk);
+  std::vector<char> input(source.fd >= 0 ? kChunk : 0);
+  std::string_view pending = source.fd >= 0 ? std::string_view() : source.message;
+  bool input_open = source.fd >= 0;
+  const bool poll_input = input_open && !always_ready(source.fd);
+  bool half_closed = false;
+  Exchanged done;
+  deadline.progress(Clock::now());
+
+  for (;;) {
+    if (input_open && pending.empty() && !poll_input) {
+      const std::size_t n = read_input(source.fd, input, source.name);
+      input_open = n > 0;
+      pending = std::string_view(input.data(), n);
+    }
+    if (!input_open && pending.empty() && !half_closed) {
+      connection.close_write();
+      half_closed = true;
+      if (on_sent) on_sent(done.sent);
+    }
+    std::array<pollfd, 2> fds{};
+    fds[0] = {connection.fd(), static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
+    const bool want_input = input_open && pending.empty();
+    fds[1] = {want_input ? source.fd : -1, POLLIN, 0};
+    // While only the input is awaited, the server owes nothing yet: that wait is not timed.
+    const Clock::time_point until = want_input ? deadline.end() : deadline.expiry();
+    const char* operation = pending.empty() ? "read" : "write";
+    const int ready = Clock::now() >= until ? 0 : poll_until(fds.data(), fds.size(), until);
+    if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
+    if (ready == 0) throw os_error(ETIMEDOUT, operation + (" " + connection.peer().to_string()));
+
+    if ((fds[0].revents & kReadable) != 0) {
+      if (const std::optional<std::size_t> n = connection.try_read(reply.data(), reply.size())) {
+        if (*n == 0) return done;
+        keep(std::string_view(reply.data(), *n));
+        done.received += *n;
+        deadline.progress(Clock::now());
+      }
+    }
+    if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
+      const std::size_t n = connection.try_write(&pending, 1);
+      pending.remove_prefix(n);
+      done.sent += n;
+      if (n > 0) deadline.progress(Clock::now());
+    }
+    if ((fds[1].revents & kReadable) != 0) {
+      const std::size_t n = read_input(source.fd, input, source.name);
+      input_open = n > 0;
+      pending = std::string_view(input.data(), n);
+      // The wait for the server starts when there is something to send.
+      deadline.progress(Clock::now());
+    }
+  }
+}
+
 }  // namespace
 
 Connection connect(const Address& address, const ConnectOptions& options) {
@@ -101,32 +179,22 @@ std::string request(std::string_view host, std::uint16_t port, std::string_view 
                     const RequestOptions& options) {
   Connection connection = connect(host, port, options.timeout);
   connection.set_timeout(options.timeout);
-  connection.write_all(message);
-  connection.close_write();
-  return connection.read_to_end_string(options.max_reply);
+  std::string reply;
+  const auto keep = [&](std::string_view bytes) {
+    if (options.max_reply != 0 && bytes.size() > options.max_reply - reply.size()) {
+      throw os_error(EMSGSIZE, "read " + connection.peer().to_string() + " (more than " +
+                                   std::to_string(options.max_reply) + " bytes)");
+    }
+    reply.append(bytes);
+  };
+  (void)exchange_with(connection, Source::bytes(message), keep, {});
+  return reply;
 }
 
-std::uint64_t send_from_fd(Connection& connection, int in_fd, std::string_view source) {
-  std::vector<char> chunk(kChunk);
-  std::uint64_t total = 0;
-  for (;;) {
-    const ssize_t n = retry_eintr([&] { return ::read(in_fd, chunk.data(), chunk.size()); });
-    if (n < 0) throw os_error(errno, "read " + std::string(source));
-    if (n == 0) return total;
-    connection.write_all(std::string_view(chunk.data(), static_cast<std::size_t>(n)));
-    total += static_cast<std::uint64_t>(n);
-  }
-}
-
-std::uint64_t receive_to_fd(Connection& connection, int out_fd) {
-  std::vector<char> chunk(kChunk);
-  std::uint64_t total = 0;
-  for (;;) {
-    const std::size_t n = connection.read_some(chunk.data(), chunk.size());
-    if (n == 0) return total;
-    write_all(out_fd, std::string_view(chunk.data(), n), "output");
-    total += n;
-  }
+Exchanged exchange(Connection& connection, const Source& source, int out_fd,
+                   const std::function<void(std::uint64_t)>& on_sent) {
+  const auto copy = [out_fd](std::string_view bytes) { write_all(out_fd, bytes, "output"); };
+  return exchange_with(connection, source, copy, on_sent);
 }
 
 void line_session(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout) {
@@ -139,62 +207,85 @@ void line_session(Connection& connection, int in_fd, int out_fd, milliseconds re
   std::uint64_t owed = 1;      // lines the server owes: the greeting, then one per line sent
   std::uint64_t received = 0;  // '\n'-terminated lines received
   Clock::time_point last_progress = Clock::now();
+  const auto unanswered = [&] {
+    std::string text = std::to_string(owed - received) + " lines unanswered";
+    if (input_open || !pending.empty()) text += ", input left unsent";
+    return text;
+  };
 
-  for (;;) {
-    if (!input_open && pending.empty() && !half_closed) {
-      half_closed = true;
-      try {
+  try {
+    for (;;) {
+      if (!input_open && pending.empty() && !half_closed) {
+        half_closed = true;
         connection.close_write();
-      } catch (const std::system_error& e) {
-        // The server has already reset the connection; the read below reports that with what it
-        // means (lines left unanswered) rather than as a failed half-close.
-        if (e.code() != std::errc::connection_reset) throw;
       }
-    }
-    std::array<pollfd, 2> fds{};
-    fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
-    const bool want_input = input_open && pending.size() < kChunk;
-    fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
-    const bool waiting = received < owed || !input_open;
-    const bool timed = waiting && reply_timeout.count() > 0;
-    const int ready = poll_until(fds.data(), fds.size(),
-                                 timed ? last_progress + reply_timeout : Clock::time_point::max());
-    if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
-    if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
+      std::array<pollfd, 2> fds{};
+      fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
+      const bool want_input = input_open && pending.size() < kChunk;
+      fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
+      const bool waiting = received < owed || !input_open;
+      const bool timed = waiting && reply_timeout.count() > 0;
+      const int ready = poll_until(
+          fds.data(), fds.size(), timed ? last_progress + reply_timeout : Clock::time_point::max());
+      if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
+      if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
 
-    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-      if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
-        if (*n == 0) {
-          if (received < owed) {
-            throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
-                                       std::to_string(owed - received) + " lines unanswered)");
+      if ((fds[0].revents & kReadable) != 0) {
+        if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
+          if (*n == 0) {
+            // The server ends a session only after the client's close: closing first, it leaves
+            // lines unanswered, or input it can no longer take.
+            if (received < owed || input_open || !pending.empty()) {
+              throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
+                                         unanswered() + ")");
+            }
+            return;
           }
-          return;
+          received += count_newlines(chunk.data(), *n);
+          write_all(out_fd, std::string_view(chunk.data(), *n), "output");
+          last_progress = Clock::now();
         }
-        received += count_newlines(chunk.data(), *n);
-        write_all(out_fd, std::string_view(chunk.data(), *n), "output");
-        last_progress = Clock::now();
+      }
+      if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
+        const std::string_view unsent = pending;
+        pending.erase(0, connection.try_write(&unsent, 1));
+      }
+      if ((fds[1].revents & kReadable) != 0) {
+        const std::size_t n = read_input(in_fd, chunk, "input");
+        if (n == 0) {
+          input_open = false;
+          // A last line without '\n' is answered too.
+          if (mid_line) ++owed;
+        } else {
+          if (received >= owed) last_progress = Clock::now();  // a new wait begins now
+          owed += count_newlines(chunk.data(), n);
+          mid_line = chunk[n - 1] != '\n';
+          pending.append(chunk.data(), n);
+        }
       }
     }
-    if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
-      const std::string_view unsent = pending;
-      pending.erase(0, connection.try_write(&unsent, 1));
-    }
-    if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-      const ssize_t n = retry_eintr([&] { return ::read(in_fd, chunk.data(), chunk.size()); });
-      if (n < 0) throw os_error(errno, "read input");
-      if (n == 0) {
-        input_open = false;
-        // A last line without '\n' is answered too.
-        if (mid_line) ++owed;
-      } else {
-        const auto size = static_cast<std::size_t>(n);
-        if (received >= owed) last_progress = Clock::now();  // a new wait begins now
-        owed += count_newlines(chunk.data(), size);
-        mid_line = chunk[size - 1] != '\n';
-        pending.append(chunk.data(), size);
+  } catch (const std::system_error& e) {
+    // A reset, seen by whichever call met it first, says what it cost.
+    if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
+    // Replies that arrived before the reset are still queued: they are answers, print them.
+    for (;;) {
+      std::optional<std::size_t> n;
+      try {
+        n = connection.try_read(chunk.data(), chunk.size());
+      } catch (const std::system_error&) {
+        break;  // the reset itself, once the queue is empty
       }
+      if (!n || *n == 0) break;
+      received += count_newlines(chunk.data(), *n);
+      write_all(out_fd, std::string_view(chunk.data(), *n), "output");
     }
+    std::string what = e.what();
+    const std::string reason = ": " + e.code().message();
+    if (what.size() >= reason.size() &&
+        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
+      what.resize(what.size() - reason.size());
+    }
+    throw os_error(e.code().value(), what + " (reset with " + unanswered() + ")");
   }
 }
 

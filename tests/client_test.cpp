@@ -6,12 +6,14 @@
 
 #include <array>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include "client_peers.hpp"
 #include "sockecho/listener.hpp"
 #include "support.hpp"
 
@@ -123,37 +125,120 @@ TEST(Request, ReplyLimit) {
   }
 }
 
-TEST(SendReceive, StreamFromADescriptorAndBackToOne) {
-  const test::ServerThread server;
-  const std::string payload = test::pattern(1 << 20);
-  Pipe input = make_pipe();
-  std::thread feeder([&] {
-    write_all(input.write.get(), payload, "pipe");
-    input.write.reset();
-  });
-  Connection c = connect("127.0.0.1", server.port());
-  EXPECT_EQ(send_from_fd(c, input.read.get(), "pipe"), payload.size());
-  feeder.join();
-  c.close_write();
-  Pipe output = make_pipe();
-  std::string got;
-  std::thread drainer([&] { got = read_all(output.read.get()); });
-  EXPECT_EQ(receive_to_fd(c, output.write.get()), kDefaultPrefix.size() + payload.size());
-  output.write.reset();
-  drainer.join();
-  EXPECT_EQ(got, std::string(kDefaultPrefix) + payload);
+TEST(Request, AStreamingServerAt16MiBComesBackWhole) {
+  // The server writes each chunk back as it reads it, so request() must read while it writes:
+  // at this size both directions' kernel buffers fill long before the request ends.
+  const test::ServerThread server(ServerOptions{}, std::make_shared<test::Streaming>());
+  const std::string payload = test::pattern(std::size_t{16} << 20);
+  RequestOptions options;
+  options.timeout = test::kPatience;
+  const std::string reply = request("127.0.0.1", server.port(), payload, options);
+  EXPECT_EQ(reply.size(), payload.size());
+  EXPECT_TRUE(reply == payload);
 }
 
-TEST(SendFromFd, ReadErrorNamesTheSource) {
+TEST(Request, AResetIsAnError) {
+  const test::ServerThread server(ServerOptions{}, std::make_shared<test::ResetAfter>(4));
+  for (const std::size_t size : {std::size_t{10}, std::size_t{4} << 20}) {
+    try {
+      (void)request("127.0.0.1", server.port(), test::pattern(size));
+      FAIL() << size << " bytes: a reset was taken for a reply";
+    } catch (const std::system_error& e) {
+      // Sending when the reset arrives: EPIPE or ECONNRESET, whichever the write met first.
+      EXPECT_TRUE(e.code() == std::errc::connection_reset || e.code() == std::errc::broken_pipe)
+          << size << " bytes: " << e.what();
+    }
+  }
+}
+
+// Runs exchange() from a pipe fed with `input` to a pipe; returns what arrived there.
+std::string exchange_through_pipes(std::uint16_t port, const std::string& input, Exchanged& counts,
+                                   std::uint64_t& sent_at_half_close) {
+  Pipe in = make_pipe();
+  Pipe out = make_pipe();
+  std::string got;
+  std::thread drainer([&] { got = read_all(out.read.get()); });
+  std::thread feeder([&] {
+    write_all(in.write.get(), input, "pipe");
+    in.write.reset();
+  });
+  Connection c = connect("127.0.0.1", port);
+  c.set_timeout(test::kPatience);
+  counts = exchange(c, Source::descriptor(in.read.get(), "pipe"), out.write.get(),
+                    [&](std::uint64_t sent) { sent_at_half_close = sent; });
+  feeder.join();
+  out.write.reset();
+  drainer.join();
+  return got;
+}
+
+TEST(Exchange, FromAPipeToAPipeAgainstAStreamingServer) {
+  const test::ServerThread server(ServerOptions{}, std::make_shared<test::Streaming>());
+  const std::string payload = test::pattern(std::size_t{4} << 20);
+  Exchanged counts;
+  std::uint64_t sent = 0;
+  EXPECT_TRUE(exchange_through_pipes(server.port(), payload, counts, sent) == payload);
+  EXPECT_EQ(counts.sent, payload.size());
+  EXPECT_EQ(counts.received, payload.size());
+  EXPECT_EQ(sent, payload.size());
+}
+
+TEST(Exchange, TheDocumentsServerAnswersAfterTheHalfClose) {
+  const test::ServerThread server;
+  Exchanged counts;
+  std::uint64_t sent = 0;
+  EXPECT_EQ(exchange_through_pipes(server.port(), "hello", counts, sent),
+            std::string(kDefaultPrefix) + "hello");
+  EXPECT_EQ(sent, 5U);
+}
+
+TEST(Exchange, AMessageFromMemory) {
   const test::ServerThread server;
   Connection c = connect("127.0.0.1", server.port());
+  Pipe out = make_pipe();
+  const Exchanged counts = exchange(c, Source::bytes("abc"), out.write.get());
+  out.write.reset();
+  EXPECT_EQ(read_all(out.read.get()), std::string(kDefaultPrefix) + "abc");
+  EXPECT_EQ(counts.sent, 3U);
+  EXPECT_EQ(counts.received, kDefaultPrefix.size() + 3);
+}
+
+TEST(Exchange, ReadErrorNamesTheSource) {
+  const test::ServerThread server;
+  Connection c = connect("127.0.0.1", server.port());
+  const Fd unreadable(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(unreadable);
   try {
-    (void)send_from_fd(c, -1, "the-input");
+    (void)exchange(c, Source::descriptor(unreadable.get(), "the-input"), -1);
     FAIL();
   } catch (const std::system_error& e) {
     EXPECT_EQ(e.code(), std::errc::bad_file_descriptor);
-    EXPECT_EQ(std::string(e.what()).rfind("read the-input: ", 0), 0U);
+    EXPECT_EQ(std::string(e.what()).rfind("read the-input: ", 0), 0U) << e.what();
   }
+}
+
+TEST(Exchange, WaitingForInputIsNotTimedButTheServerIs) {
+  // A silent server and an input that is slow to come: the time the input takes does not count,
+  // the wait for the server after it does.
+  Listener listener = Listener::bind("127.0.0.1", 0);
+  Pipe in = make_pipe();
+  Connection c = connect("127.0.0.1", listener.address().port());
+  c.set_timeout(100ms);
+  const auto start = std::chrono::steady_clock::now();
+  std::thread feeder([&] {
+    std::this_thread::sleep_for(300ms);  // the slow input this test is about
+    write_all(in.write.get(), "late", "pipe");
+    in.write.reset();
+  });
+  try {
+    (void)exchange(c, Source::descriptor(in.read.get(), "pipe"), -1);
+    FAIL();
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("read 127.0.0.1:", 0), 0U) << e.what();
+  }
+  feeder.join();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 400ms);
 }
 
 // Runs line_session with `input` fed through a pipe; returns what it wrote.
@@ -215,6 +300,23 @@ TEST(LineSession, ServerClosingWithLinesUnansweredIsAnError) {
     // the close, the session sees the server close with a line owed.
     EXPECT_TRUE(e.code() == std::errc::protocol_error || e.code() == std::errc::connection_reset)
         << e.what();
+  }
+}
+
+TEST(LineSession, ServerClosingOrResettingWithALineUnansweredIsAnError) {
+  // Reads both lines, answers one, then closes with a FIN or resets.
+  for (const bool with_reset : {false, true}) {
+    const test::ServerThread server(ServerOptions{},
+                                    std::make_shared<test::LinesThenClose>(2, 1, with_reset));
+    try {
+      (void)line_session_output(server.port(), "a\nb\n");
+      FAIL() << "with_reset " << with_reset;
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), with_reset ? std::errc::connection_reset : std::errc::protocol_error)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find(" with 1 lines unanswered"), std::string::npos)
+          << e.what();
+    }
   }
 }
 

@@ -269,7 +269,8 @@ std::string server_usage() {
 
 std::string client_usage() {
   return "Usage: sockecho-client [OPTION]...\n"
-         "Sends a message to a sockecho server, half-closes, and prints the reply on stdout.\n"
+         "Sends a message to a sockecho server, half-closes, and prints the reply on stdout\n"
+         "as it arrives (it reads while it sends, so a server that streams works too).\n"
          "\n"
          "  --host HOST        server address or name (default 127.0.0.1)\n"
          "  --port PORT        server port (default 12387)\n"
@@ -283,7 +284,9 @@ std::string client_usage() {
          "  --help             show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"
-         "Exit status: 0 success, 1 connection, I/O or timeout failure, 2 usage error.\n";
+         "Exit status: 0 success; 1 connection, I/O or timeout failure, a reset by the\n"
+         "server (the request was not answered: one of its limits), or in line mode lines\n"
+         "left unanswered; 2 usage error. After 1, stdout holds no whole reply.\n";
 }
 
 }  // namespace sockecho::cli

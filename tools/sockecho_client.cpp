@@ -4,8 +4,9 @@
 
 #include <cerrno>
 #include <exception>
+#include <stdexcept>
 #include <string>
-#include <vector>
+#include <system_error>
 
 #include "options.hpp"
 #include "sockecho/sockecho.hpp"
@@ -23,34 +24,74 @@ sockecho::Fd open_input(const std::string& path) {
   return fd;
 }
 
+// "30 s", "0.5 s": a --timeout value as the user wrote it.
+std::string seconds(std::chrono::milliseconds timeout) {
+  std::string text = std::to_string(timeout.count() / 1000);
+  if (const auto part = timeout.count() % 1000; part != 0) {
+    std::string decimals = std::to_string(1000 + part).substr(1);
+    decimals.erase(decimals.find_last_not_of('0') + 1);
+    text += "." + decimals;
+  }
+  return text + " s";
+}
+
+// The line for a failure of the exchange with `server`, saying what it means. `printed` is how
+// many reply bytes already went to stdout.
+std::string explain(const std::system_error& e, const std::string& server,
+                    const sockecho::cli::ClientSettings& s, std::uint64_t printed) {
+  std::string line;
+  if (e.code() == std::errc::timed_out) {
+    line = "timed out waiting for the server " + server + ": no progress for " +
+           seconds(s.timeout) + " (--timeout) (" + e.what() + ")";
+  } else if ((e.code() == std::errc::connection_reset || e.code() == std::errc::broken_pipe) &&
+             std::string_view(e.what()).rfind("write output", 0) != 0) {  // not stdout's EPIPE
+    line = "the server " + server + " reset the connection: the request was not answered (" +
+           e.what() +
+           "); usually one of its limits (--max-bytes, --timeout, --request-timeout, "
+           "--max-per-source): its log line for this connection says which";
+  } else {
+    line = e.what();
+  }
+  if (printed > 0 && s.mode == sockecho::cli::Mode::echo) {
+    line += "; the " + std::to_string(printed) + " bytes already on stdout are not a whole reply";
+  }
+  return line;
+}
+
 int run(const sockecho::cli::ClientSettings& s) {
   sockecho::Fd file;
   if (s.file) file = open_input(*s.file);
   const int input = file ? file.get() : STDIN_FILENO;
   const std::string source = s.file && *s.file != "-" ? *s.file : "stdin";
+  const std::string server = sockecho::join_host_port(s.host, s.port);
 
-  if (!s.quiet)
-    sockecho::cli::print(STDERR_FILENO,
-                         "try to connect to " + sockecho::join_host_port(s.host, s.port) + "...\n");
-  sockecho::Connection connection = sockecho::connect(s.host, s.port, s.timeout);
+  if (!s.quiet) sockecho::cli::print(STDERR_FILENO, "try to connect to " + server + "...\n");
+  sockecho::Connection connection;
+  try {
+    connection = sockecho::connect(s.host, s.port, s.timeout);
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::timed_out) throw;
+    throw std::runtime_error("timed out connecting to " + server + " after " + seconds(s.timeout) +
+                             " (--timeout) (" + e.what() + ")");
+  }
   if (s.timeout.count() > 0) connection.set_timeout(s.timeout);
 
-  if (s.mode == sockecho::cli::Mode::line) {
-    sockecho::line_session(connection, input, STDOUT_FILENO, s.timeout);
-    return 0;
-  }
-  std::uint64_t sent = 0;
-  if (s.file) {
-    sent = sockecho::send_from_fd(connection, input, source);
-  } else {
+  try {
+    if (s.mode == sockecho::cli::Mode::line) {
+      sockecho::line_session(connection, input, STDOUT_FILENO, s.timeout);
+      return 0;
+    }
     const std::string_view message = s.send ? std::string_view(*s.send) : kDefaultMessage;
-    connection.write_all(message);
-    sent = message.size();
+    const sockecho::Source what =
+        s.file ? sockecho::Source::descriptor(input, source) : sockecho::Source::bytes(message);
+    const auto sent = [&](std::uint64_t bytes) {
+      if (!s.quiet)
+        sockecho::cli::print(STDERR_FILENO, "sent OK (" + std::to_string(bytes) + " bytes)\n");
+    };
+    (void)sockecho::exchange(connection, what, STDOUT_FILENO, sent);
+  } catch (const std::system_error& e) {
+    throw std::runtime_error(explain(e, connection.peer().to_string(), s, connection.bytes_read()));
   }
-  connection.close_write();
-  if (!s.quiet)
-    sockecho::cli::print(STDERR_FILENO, "sent OK (" + std::to_string(sent) + " bytes)\n");
-  sockecho::receive_to_fd(connection, STDOUT_FILENO);
   return 0;
 }
 

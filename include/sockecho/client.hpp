@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,17 +37,42 @@ struct RequestOptions {
   std::size_t max_reply = 0;
 };
 
-// One exchange of the echo protocol: connect, send the whole message, half-close, and return
-// everything the server sends until it closes.
+// What an echo exchange sends: the bytes of a message, or everything readable from a
+// descriptor (a file, a pipe, stdin) until its end.
+struct Source {
+  std::string_view message;  // sent when fd is -1; must outlive the exchange
+  int fd = -1;
+  std::string_view name;  // names fd in errors, e.g. "stdin" or a path
+
+  [[nodiscard]] static Source bytes(std::string_view message) noexcept { return {message, -1, {}}; }
+  [[nodiscard]] static Source descriptor(int fd, std::string_view name) noexcept {
+    return {{}, fd, name};
+  }
+};
+
+// Byte counts of one exchange.
+struct Exchanged {
+  std::uint64_t sent = 0;      // bytes of the source the kernel took
+  std::uint64_t received = 0;  // reply bytes
+};
+
+// One exchange of the echo protocol on a connected socket, both directions at once: it sends the
+// source while it copies whatever the server sends to out_fd as it arrives, half-closes when the
+// source ends (then calls on_sent, if set, with the bytes sent), and returns when the server
+// closes; a server that closes before the source has ended ends it too. So a server that streams
+// its reply while the request is still arriving never deadlocks it, at any size. The
+// connection's limits are the idle limit: no progress in either direction for that long is
+// ETIMEDOUT, but waiting for the source's own bytes (a person typing) is never timed. Throws
+// std::system_error: ECONNRESET or EPIPE when the server reset the connection (the request went
+// unanswered); reply bytes already copied to out_fd stay there.
+Exchanged exchange(Connection& connection, const Source& source, int out_fd,
+                   const std::function<void(std::uint64_t sent)>& on_sent = {});
+
+// connect() and exchange() in one: sends the whole message (while reading, as exchange() does),
+// half-closes, and returns everything the server sends until it closes. Throws
+// std::system_error as exchange() does, and EMSGSIZE past max_reply.
 [[nodiscard]] std::string request(std::string_view host, std::uint16_t port,
                                   std::string_view message, const RequestOptions& options = {});
-
-// Sends everything readable from in_fd (a file, a pipe, stdin) until its end; returns the byte
-// count. `source` names in_fd in errors.
-std::uint64_t send_from_fd(Connection& connection, int in_fd, std::string_view source);
-
-// Copies what the server sends to out_fd until the server closes; returns the byte count.
-std::uint64_t receive_to_fd(Connection& connection, int out_fd);
 
 // Line mode, client side: relays in_fd to the server and the server's bytes to out_fd as they
 // arrive, until the server closes. When in_fd ends, the connection is half-closed. A non-zero

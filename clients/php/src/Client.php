@@ -74,7 +74,8 @@ class Client
      * @throws ConnectionException    no connection could be made (refused, unreachable, unknown name)
      * @throws TimeoutException       connecting, a write or a read took longer than its limit
      * @throws ReplyTooLargeException the reply grew past maxReplyBytes
-     * @throws Exception              any other failure, e.g. the daemon reset the connection
+     * @throws ResetException         the daemon reset the connection (over its limits, refused, a failed program)
+     * @throws Exception              any other failure
      */
     public function request(string $message): string
     {

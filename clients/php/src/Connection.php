@@ -104,19 +104,15 @@ final class Connection
     }
 
     /**
-     * Half-closes: tells the daemon that nothing more follows, so it sees end of stream. A daemon
-     * that already closed its side (ENOTCONN) is left for the next read to report.
+     * Half-closes: tells the daemon that nothing more follows, so it sees end of stream. ENOTCONN
+     * here means the daemon has reset the connection: a ResetException.
      */
     public function shutdownWrite(): void
     {
         self::quietly(function (): void {
             $socket = $this->socket();
             if (!socket_shutdown($socket, 1)) {
-                $error = socket_last_error($socket);
-                if ($error !== SOCKET_ENOTCONN) {
-                    throw $this->failure('shutdown', $error);
-                }
-                socket_clear_error($socket);
+                throw $this->failure('shutdown', socket_last_error($socket));
             }
         });
     }
@@ -154,6 +150,12 @@ final class Connection
         // SO_RCVTIMEO and SO_SNDTIMEO report expiry as EAGAIN; say what it means.
         if ($error === SOCKET_EAGAIN || $error === SOCKET_EWOULDBLOCK || $error === SOCKET_ETIMEDOUT) {
             return new TimeoutException($operation, $this->address, socket_strerror(SOCKET_ETIMEDOUT), SOCKET_ETIMEDOUT);
+        }
+        // A write that meets the reset may see it as EPIPE; ENOTCONN on a socket that was
+        // connected means the same (only a reset leaves it unconnected before our close).
+        if ($error === SOCKET_ECONNRESET || $error === SOCKET_EPIPE || $error === SOCKET_ENOTCONN) {
+            $code = $error === SOCKET_ENOTCONN ? SOCKET_ECONNRESET : $error;
+            return new ResetException($operation, $this->address, socket_strerror($code) . ': the daemon reset the connection, the request was not answered (over one of its limits, refused, or a failed program; its log says which)', $code);
         }
         return new Exception($operation, $this->address, socket_strerror($error), $error);
     }

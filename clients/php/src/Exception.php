@@ -11,8 +11,9 @@ namespace Sockecho;
  *
  * Catch this class for every failure; catch a subclass to tell the cases apart:
  * ConnectionException (no connection could be made), TimeoutException (a connect, read or write
- * took longer than its limit), ReplyTooLargeException (the reply passed maxReplyBytes). A plain
- * Exception is any other I/O failure, such as the daemon resetting the connection.
+ * took longer than its limit), ReplyTooLargeException (the reply passed maxReplyBytes),
+ * ResetException (the daemon reset the connection: the request was not answered). A plain
+ * Exception is any other failure, such as a line-mode daemon closing before its reply line.
  */
 class Exception extends \RuntimeException
 {

@@ -17,6 +17,7 @@ use Sockecho\Client;
 use Sockecho\ConnectionException;
 use Sockecho\Exception;
 use Sockecho\ReplyTooLargeException;
+use Sockecho\ResetException;
 use Sockecho\TimeoutException;
 
 ini_set('display_errors', 'stderr');
@@ -201,17 +202,42 @@ $tests['reply limit: ReplyTooLargeException past maxReplyBytes'] = static functi
     same(strlen(PREFIX) + (2 << 20), strlen($unlimited->request(str_repeat('u', 2 << 20))), 'length with no limit');
 };
 
-$tests['a request over the daemon\'s --max-bytes: Sockecho\\Exception, and the daemon goes on'] = static function () use ($server): void {
+$tests['a request over the daemon\'s --max-bytes: ResetException, and the daemon goes on'] = static function () use ($server): void {
     $limited = new ServerProcess($server, ['--max-bytes', '1K']);
     $client = new Client($limited->host, $limited->port, connectTimeout: 5.0, readTimeout: 10.0);
-    // The daemon closes with bytes unread, so the kernel resets the connection.
-    $e = throws(Exception::class, static fn () => $client->request(str_repeat('x', 64 << 10)));
-    same(Exception::class, get_class($e), 'exception class');
+    // The daemon resets the connection (and before it does so itself, its close with bytes
+    // unread makes the kernel reset it).
+    $e = throws(ResetException::class, static fn () => $client->request(str_repeat('x', 64 << 10)));
     check(in_array($e->getOperation(), ['write', 'read'], true), 'operation: ' . $e->getOperation());
     check(in_array($e->getCode(), [SOCKET_ECONNRESET, SOCKET_EPIPE], true), 'code ' . $e->getCode() . ': ' . $e->getMessage());
     same(PREFIX . 'small', $client->request('small'), 'the next request');
     same(0, $limited->stop(), 'exit status after SIGTERM');
     check(str_contains($limited->log(), 'outcome=too_large'), 'the daemon logged too_large');
+};
+
+$tests['a daemon that resets: ResetException naming the address, whenever the reset comes'] = static function (): void {
+    $resetting = new ServerProcess(__DIR__ . '/reset_server.php', ['--after', '4']);
+    $client = new Client($resetting->host, $resetting->port, connectTimeout: 5.0, readTimeout: 10.0);
+    // Small: the reset comes after the whole request was sent, at the half-close or the read;
+    // large: it comes while the request is still being written.
+    foreach (['small' => 'more than four bytes', 'large' => str_repeat('x', 4 << 20)] as $what => $message) {
+        $e = throws(ResetException::class, static fn () => $client->request($message));
+        check($e instanceof Exception, "$what: a Sockecho\\Exception");
+        check(in_array($e->getOperation(), ['write', 'shutdown', 'read'], true), "$what: operation " . $e->getOperation());
+        check(in_array($e->getCode(), [SOCKET_ECONNRESET, SOCKET_EPIPE], true), "$what: code " . $e->getCode() . ': ' . $e->getMessage());
+        check(str_starts_with($e->getMessage(), $e->getOperation() . " {$resetting->host}:{$resetting->port}: "), "$what: message names the address: " . $e->getMessage());
+        check(str_contains($e->getMessage(), 'the daemon reset the connection'), "$what: message says so: " . $e->getMessage());
+    }
+};
+
+$tests['line mode: a daemon that resets mid-session: ResetException'] = static function (): void {
+    $resetting = new ServerProcess(__DIR__ . '/reset_server.php', ['--after', '4', '--mode', 'line']);
+    $client = new Client($resetting->host, $resetting->port, connectTimeout: 5.0, readTimeout: 10.0);
+    $session = $client->lineSession();
+    same('connect', $session->greeting(), 'greeting');
+    throws(ResetException::class, static fn () => $session->send('a line longer than four bytes'));
+    $session->close();
+    throws(ResetException::class, static fn () => $client->lines(['first line', 'second']));
 };
 
 $tests['line mode: greeting, one reply per line'] = static function () use ($server): void {
