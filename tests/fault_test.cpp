@@ -41,6 +41,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::ServerProcess;
+using test::socket_count;
 
 using test::kPrefix;
 constexpr std::string_view kNormal = "a normal request";
@@ -51,20 +52,6 @@ using test::kSanitized;
 // UBSan's vptr check needs descriptors of its own (it probes memory through a pipe); the
 // sanitized builds pair UndefinedBehaviorSanitizer with AddressSanitizer.
 constexpr bool kUndefinedSanitized = test::kAddressSanitized;
-
-// Sockets a process has open, from /proc/PID/fd: the listener and its connections. Other
-// descriptors are left out, since sanitizer runtimes briefly open files of their own (such as
-// /proc/self/maps as each thread starts).
-int socket_count(pid_t pid) {
-  int count = 0;
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-    std::error_code gone;  // closed since the directory was read
-    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), gone);
-    if (!gone && target.native().rfind("socket:", 0) == 0) ++count;
-  }
-  return count;
-}
 
 // The reply a normal request gets in each mode.
 std::string normal_reply(bool line_mode) {
