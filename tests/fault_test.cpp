@@ -579,6 +579,49 @@ TEST(FaultProgram, OutOfDescriptorsPausesAcceptAndRecovers) {
   EXPECT_EQ(server.wait(), 0) << server.err();
 }
 
+TEST(FaultProgram, OutOfDescriptorsTheLogSaysSoOnceASecondWithACount) {
+  if (kUndefinedSanitized) {
+    GTEST_SKIP() << "UBSan's vptr check probes memory through a pipe of its own (see above)";
+  }
+  ServerProcess server({"--workers", "2", "--timeout", "10"});
+  const auto deadline = Clock::now() + test::kPatience;
+  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(threads_in_accept(server.pid()), 2);
+  const rlimit old = set_descriptor_limit(
+      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
+  expect_answers(server.port());
+  expect_answers(server.port());
+  ASSERT_TRUE(server.wait_stderr("; pausing accept")) << server.err();
+  // Both workers pause 10 times a second each: 50 pauses in the next 2.5 s, and two or three
+  // lines saying how many (a slow machine may get to the third only after the window).
+  const auto window_end = Clock::now() + 2500ms;
+  std::vector<std::string> lines;
+  while (Clock::now() < window_end) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(window_end - Clock::now());
+    const std::optional<std::string> line = server.stderr_line(std::max(left, 1ms));
+    if (line && line->find("; pausing accept") != std::string::npos) lines.push_back(*line);
+  }
+  set_descriptor_limit(server.pid(), old.rlim_cur);
+  EXPECT_GE(lines.size(), 2U) << server.err();
+  EXPECT_LE(lines.size(), 3U) << server.err();
+  for (const std::string& line : lines) {
+    // "... Too many open files; pausing accept (20 times in the last 1.0 s)"
+    const std::size_t count_at = line.find("; pausing accept (");
+    ASSERT_NE(count_at, std::string::npos) << line;
+    const int count =
+        std::stoi(line.substr(count_at + std::string_view("; pausing accept (").size()));
+    EXPECT_GE(count, 5) << line;
+    EXPECT_LE(count, 30) << line;
+    EXPECT_NE(line.find(" times in the last 1."), std::string::npos) << line;
+  }
+  expect_answers(server.port());
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
 TEST(FaultProgram, TheDaemonRaisesItsDescriptorLimitForItsWorkers) {
   // Started with a soft limit of 32 and 80 workers: it raises the soft limit (to 80 + 16) so
   // every worker can hold a connection at once.
