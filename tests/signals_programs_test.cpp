@@ -134,7 +134,7 @@ TEST(SignalsProgram, AStormOfSigusr1WhileClientsRunCostsNoReply) {
   storm.join();
   EXPECT_EQ(wrong, 0);
 
-  constexpr std::size_t kTotal = kClients * kRequests;
+  constexpr std::size_t kTotal = static_cast<std::size_t>(kClients) * kRequests;
   wait_for_connection_lines(server, kTotal);
   server.signal(SIGUSR1);
   const std::string total = std::to_string(kTotal);
