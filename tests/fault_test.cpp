@@ -533,25 +533,31 @@ rlim_t descriptor_limit(pid_t pid) {
 // util-linux's prlimit(1) runs a program with other limits; it is on every Debian system.
 constexpr const char* kPrlimit = "/usr/bin/prlimit";
 
+// Takes a two-worker daemon's descriptors away, and returns the limits it had. Each worker waiting
+// in accept() already holds the number its next connection will get. Once both wait there, take
+// away every number not in use: a worker that has served one connection then finds accept()
+// failing with EMFILE, as if clients held all the daemon's descriptors; two requests get both
+// there.
+rlimit exhaust_descriptors(const ServerProcess& server) {
+  const auto deadline = Clock::now() + test::kPatience;
+  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(threads_in_accept(server.pid()), 2);
+  const rlimit old = set_descriptor_limit(
+      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
+  expect_answers(server.port());
+  expect_answers(server.port());
+  return old;
+}
+
 TEST(FaultProgram, OutOfDescriptorsPausesAcceptAndRecovers) {
   if (kUndefinedSanitized) {
     GTEST_SKIP() << "UBSan's vptr check probes memory through a pipe of its own, so with no "
                     "descriptor left it is the sanitizer that fails, not the daemon";
   }
   ServerProcess server({"--workers", "2", "--timeout", "10"});
-  // Each worker waiting in accept() already holds the number its next connection will get.
-  // Once both wait there, take away every number not in use: a worker that has served one
-  // connection then finds accept() failing with EMFILE, as if clients held all the daemon's
-  // descriptors.
-  const auto deadline = Clock::now() + test::kPatience;
-  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(threads_in_accept(server.pid()), 2);
-  const rlimit old = set_descriptor_limit(
-      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
-  expect_answers(server.port());
-  expect_answers(server.port());
+  const rlimit old = exhaust_descriptors(server);
   const std::optional<std::string> paused = server.wait_stderr("; pausing accept");
   ASSERT_TRUE(paused) << server.err();
   EXPECT_NE(paused->find("accept 127.0.0.1:"), std::string::npos) << *paused;
@@ -584,15 +590,7 @@ TEST(FaultProgram, OutOfDescriptorsTheLogSaysSoOnceASecondWithACount) {
     GTEST_SKIP() << "UBSan's vptr check probes memory through a pipe of its own (see above)";
   }
   ServerProcess server({"--workers", "2", "--timeout", "10"});
-  const auto deadline = Clock::now() + test::kPatience;
-  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(threads_in_accept(server.pid()), 2);
-  const rlimit old = set_descriptor_limit(
-      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
-  expect_answers(server.port());
-  expect_answers(server.port());
+  const rlimit old = exhaust_descriptors(server);
   ASSERT_TRUE(server.wait_stderr("; pausing accept")) << server.err();
   // Both workers pause 10 times a second each: 50 pauses in the next 2.5 s, and two or three
   // lines saying how many (a slow machine may get to the third only after the window).
