@@ -1,5 +1,6 @@
 #include "sockecho/fd.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +23,21 @@ void write_all(int fd, std::string_view data, std::string_view what) {
     const ssize_t n = retry_eintr([&] { return ::write(fd, data.data(), data.size()); });
     if (n < 0) throw os_error(errno, "write " + std::string(what));
     data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+void ensure_standard_descriptors() {
+  for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    // Every lower number is open by now (it was, or this loop filled it), and open() returns the
+    // lowest free number: so this lands on fd. Not O_CLOEXEC: a standard stream stays one in
+    // whatever the program runs.
+    const int opened = retry_eintr([] { return ::open("/dev/null", O_RDWR); });
+    if (opened < 0) throw os_error(errno, "open /dev/null");
+    // Elsewhere only if another thread filled fd meanwhile: then it is no longer a hole.
+    if (opened != fd) {
+      const Fd extra(opened);
+    }
   }
 }
 

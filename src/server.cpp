@@ -15,6 +15,8 @@ namespace {
 // How long accept() pauses when the process is out of descriptors or memory, so the loop does
 // not spin while in-flight connections finish and free them.
 constexpr std::chrono::milliseconds kAcceptPause{100};
+// The least time between two "pausing accept" lines; the pauses between are counted in the next.
+constexpr std::chrono::seconds kPauseLogInterval{1};
 
 Outcome classify(const std::error_code& code) noexcept {
   if (code.category() != std::generic_category()) return Outcome::error;
@@ -135,8 +137,25 @@ bool Server::pause_after_accept_failure(const std::system_error& error) {
   const bool exhausted = error.code().category() == std::generic_category() &&
                          (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
   if (!exhausted) return false;
-  options_.log.event(LogLevel::quiet, std::string(error.what()) + "; pausing accept");
   std::unique_lock<std::mutex> lock(mutex_);
+  ++unlogged_pauses_;
+  const auto now = std::chrono::steady_clock::now();
+  const auto since = now - pause_logged_;
+  if (pause_logged_ == std::chrono::steady_clock::time_point{} || since >= kPauseLogInterval) {
+    std::string line = std::string(error.what()) + "; pausing accept";
+    if (unlogged_pauses_ > 1) {
+      const auto tenths =
+          std::chrono::duration_cast<std::chrono::milliseconds>(since).count() / 100;
+      line += " (" + std::to_string(unlogged_pauses_) + " times in the last " +
+              std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " s)";
+    }
+    unlogged_pauses_ = 0;
+    pause_logged_ = now;
+    // Not under the lock: a stalled log reader must not hold up stop().
+    lock.unlock();
+    options_.log.event(LogLevel::quiet, line);
+    lock.lock();
+  }
   stopped_.wait_for(lock, kAcceptPause, [this] { return stopping_.load(); });
   return true;
 }

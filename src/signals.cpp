@@ -2,7 +2,10 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+#include <memory>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 #include <utility>
 
@@ -10,47 +13,93 @@
 
 namespace sockecho {
 
-StopOnSignals::StopOnSignals(std::function<void()> on_first_signal,
-                             std::initializer_list<int> signals)
-    : on_first_signal_(std::move(on_first_signal)) {
-  if (!on_first_signal_) throw std::invalid_argument("no action to take on a signal");
-  ::sigemptyset(&signals_);
+namespace {
+
+// The same callback for each signal; SignalWaiter calls at most one of them, once.
+std::vector<OnSignal> stop_on(std::function<void()> callback, std::initializer_list<int> signals) {
+  if (!callback) throw std::invalid_argument("no action to take on a signal");
+  if (signals.size() == 0) throw std::invalid_argument("no signals to stop on");
+  const auto shared = std::make_shared<std::function<void()>>(std::move(callback));
+  std::vector<OnSignal> actions;
+  actions.reserve(signals.size());
   for (const int signal : signals) {
-    ::sigaddset(&signals_, signal);
-    if (wake_signal_ == 0) wake_signal_ = signal;
+    actions.push_back(OnSignal::stop(signal, [shared] { (*shared)(); }));
   }
-  if (wake_signal_ == 0) throw std::invalid_argument("no signals to stop on");
-  const int err = ::pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
-  if (err != 0) throw os_error(err, "pthread_sigmask");
-  thread_ = std::thread([this] { wait(); });
+  return actions;
 }
 
-StopOnSignals::~StopOnSignals() {
+}  // namespace
+
+SignalWaiter::SignalWaiter(std::vector<OnSignal> actions) : actions_(std::move(actions)) {
+  if (actions_.empty()) throw std::invalid_argument("no signals to wait for");
+  ::sigemptyset(&signals_);
+  for (const OnSignal& on : actions_) {
+    const std::string name = "signal " + std::to_string(on.signal);
+    // SIGKILL and SIGSTOP cannot be blocked: pthread_sigmask() would drop them without a word.
+    if (on.signal == SIGKILL || on.signal == SIGSTOP || ::sigismember(&signals_, on.signal) != 0 ||
+        ::sigaddset(&signals_, on.signal) != 0) {
+      throw std::invalid_argument(name + " cannot be waited for (given twice, or not blockable)");
+    }
+    if (on.action != OnSignal::Action::ignore && !on.callback) {
+      throw std::invalid_argument(name + " has no action to take");
+    }
+  }
+  sigset_t before;
+  const int err = ::pthread_sigmask(SIG_BLOCK, &signals_, &before);
+  if (err != 0) throw os_error(err, "pthread_sigmask");
+  try {
+    thread_ = std::thread([this] { wait(); });
+  } catch (...) {
+    (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+    throw;
+  }
+}
+
+SignalWaiter::~SignalWaiter() {
   leaving_ = true;
   // The signal is blocked everywhere, so this only wakes the waiting thread's sigwait().
-  ::pthread_kill(thread_.native_handle(), wake_signal_);
+  ::pthread_kill(thread_.native_handle(), actions_.front().signal);
   thread_.join();
 }
 
-void StopOnSignals::wait() noexcept {
-  bool stopped = false;
+void SignalWaiter::wait() noexcept {
   for (;;) {
     int signal = 0;
     if (::sigwait(&signals_, &signal) != 0) continue;
     if (leaving_) return;
-    if (!stopped) {
-      stopped = true;
-      on_first_signal_();
-      continue;
-    }
-    // A second signal: the user insists. Let it act with its default action on this thread.
-    (void)::signal(signal, SIG_DFL);
-    sigset_t one;
-    ::sigemptyset(&one);
-    ::sigaddset(&one, signal);
-    ::pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
-    (void)::raise(signal);
+    act(signal);
   }
 }
+
+void SignalWaiter::act(int signal) noexcept {
+  const auto on = std::find_if(actions_.begin(), actions_.end(),
+                               [signal](const OnSignal& a) { return a.signal == signal; });
+  if (on == actions_.end()) return;
+  switch (on->action) {
+    case OnSignal::Action::ignore:
+      return;
+    case OnSignal::Action::call:
+      on->callback();
+      return;
+    case OnSignal::Action::stop:
+      break;
+  }
+  if (!stopped_) {
+    stopped_ = true;
+    on->callback();
+    return;
+  }
+  // A second stop signal: the user insists. Let it act with its default action on this thread.
+  (void)::signal(signal, SIG_DFL);
+  sigset_t one;
+  ::sigemptyset(&one);
+  ::sigaddset(&one, signal);
+  ::pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+  (void)::raise(signal);
+}
+
+StopOnSignals::StopOnSignals(std::function<void()> on_first_signal,
+                             std::initializer_list<int> signals)
+    : waiter_(stop_on(std::move(on_first_signal), signals)) {}
 
 }  // namespace sockecho

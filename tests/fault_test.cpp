@@ -41,6 +41,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::ServerProcess;
+using test::socket_count;
 
 using test::kPrefix;
 constexpr std::string_view kNormal = "a normal request";
@@ -51,20 +52,6 @@ using test::kSanitized;
 // UBSan's vptr check needs descriptors of its own (it probes memory through a pipe); the
 // sanitized builds pair UndefinedBehaviorSanitizer with AddressSanitizer.
 constexpr bool kUndefinedSanitized = test::kAddressSanitized;
-
-// Sockets a process has open, from /proc/PID/fd: the listener and its connections. Other
-// descriptors are left out, since sanitizer runtimes briefly open files of their own (such as
-// /proc/self/maps as each thread starts).
-int socket_count(pid_t pid) {
-  int count = 0;
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-    std::error_code gone;  // closed since the directory was read
-    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), gone);
-    if (!gone && target.native().rfind("socket:", 0) == 0) ++count;
-  }
-  return count;
-}
 
 // The reply a normal request gets in each mode.
 std::string normal_reply(bool line_mode) {
@@ -546,25 +533,31 @@ rlim_t descriptor_limit(pid_t pid) {
 // util-linux's prlimit(1) runs a program with other limits; it is on every Debian system.
 constexpr const char* kPrlimit = "/usr/bin/prlimit";
 
+// Takes a two-worker daemon's descriptors away, and returns the limits it had. Each worker waiting
+// in accept() already holds the number its next connection will get. Once both wait there, take
+// away every number not in use: a worker that has served one connection then finds accept()
+// failing with EMFILE, as if clients held all the daemon's descriptors; two requests get both
+// there.
+rlimit exhaust_descriptors(const ServerProcess& server) {
+  const auto deadline = Clock::now() + test::kPatience;
+  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(threads_in_accept(server.pid()), 2);
+  const rlimit old = set_descriptor_limit(
+      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
+  expect_answers(server.port());
+  expect_answers(server.port());
+  return old;
+}
+
 TEST(FaultProgram, OutOfDescriptorsPausesAcceptAndRecovers) {
   if (kUndefinedSanitized) {
     GTEST_SKIP() << "UBSan's vptr check probes memory through a pipe of its own, so with no "
                     "descriptor left it is the sanitizer that fails, not the daemon";
   }
   ServerProcess server({"--workers", "2", "--timeout", "10"});
-  // Each worker waiting in accept() already holds the number its next connection will get.
-  // Once both wait there, take away every number not in use: a worker that has served one
-  // connection then finds accept() failing with EMFILE, as if clients held all the daemon's
-  // descriptors.
-  const auto deadline = Clock::now() + test::kPatience;
-  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(threads_in_accept(server.pid()), 2);
-  const rlimit old = set_descriptor_limit(
-      server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
-  expect_answers(server.port());
-  expect_answers(server.port());
+  const rlimit old = exhaust_descriptors(server);
   const std::optional<std::string> paused = server.wait_stderr("; pausing accept");
   ASSERT_TRUE(paused) << server.err();
   EXPECT_NE(paused->find("accept 127.0.0.1:"), std::string::npos) << *paused;
@@ -587,6 +580,41 @@ TEST(FaultProgram, OutOfDescriptorsPausesAcceptAndRecovers) {
   waiting.set_timeout(test::kPatience);
   EXPECT_EQ(waiting.read_to_end_string(), kPrefix + "waited");
   EXPECT_EQ(socket_count(server.pid()), 1);
+  expect_answers(server.port());
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
+TEST(FaultProgram, OutOfDescriptorsTheLogSaysSoOnceASecondWithACount) {
+  if (kUndefinedSanitized) {
+    GTEST_SKIP() << "UBSan's vptr check probes memory through a pipe of its own (see above)";
+  }
+  ServerProcess server({"--workers", "2", "--timeout", "10"});
+  const rlimit old = exhaust_descriptors(server);
+  ASSERT_TRUE(server.wait_stderr("; pausing accept")) << server.err();
+  // Both workers pause 10 times a second each: 50 pauses in the next 2.5 s, and two or three
+  // lines saying how many (a slow machine may get to the third only after the window).
+  const auto window_end = Clock::now() + 2500ms;
+  std::vector<std::string> lines;
+  while (Clock::now() < window_end) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(window_end - Clock::now());
+    const std::optional<std::string> line = server.stderr_line(std::max(left, 1ms));
+    if (line && line->find("; pausing accept") != std::string::npos) lines.push_back(*line);
+  }
+  set_descriptor_limit(server.pid(), old.rlim_cur);
+  EXPECT_GE(lines.size(), 2U) << server.err();
+  EXPECT_LE(lines.size(), 3U) << server.err();
+  for (const std::string& line : lines) {
+    // "... Too many open files; pausing accept (20 times in the last 1.0 s)"
+    const std::size_t count_at = line.find("; pausing accept (");
+    ASSERT_NE(count_at, std::string::npos) << line;
+    const int count =
+        std::stoi(line.substr(count_at + std::string_view("; pausing accept (").size()));
+    EXPECT_GE(count, 5) << line;
+    EXPECT_LE(count, 30) << line;
+    EXPECT_NE(line.find(" times in the last 1."), std::string::npos) << line;
+  }
   expect_answers(server.port());
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0) << server.err();

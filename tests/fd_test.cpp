@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -109,6 +111,43 @@ TEST(WriteAll, ReportsTheTargetAndErrno) {
     EXPECT_EQ(e.code().value(), EBADF);
     EXPECT_EQ(std::string(e.what()).rfind("write nowhere: ", 0), 0U) << e.what();
   }
+}
+
+// Run in a child process (a death test), whose 0 and 2 it closes: 0 if every check holds, else
+// the number of the check that failed.
+int fill_closed_standard_descriptors() {
+  const int next = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the lowest number above 0-2
+  ::close(next);
+  struct stat stdout_before {};
+  if (::fstat(STDOUT_FILENO, &stdout_before) != 0) return 1;
+  ::close(STDIN_FILENO);
+  ::close(STDERR_FILENO);
+  ensure_standard_descriptors();
+  for (const int fd : {STDIN_FILENO, STDERR_FILENO}) {
+    std::array<char, 64> target{};
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t n = ::readlink(link.c_str(), target.data(), target.size());
+    if (n < 0 || std::string(target.data(), static_cast<std::size_t>(n)) != "/dev/null") return 2;
+    if (::fcntl(fd, F_GETFD) != 0) return 3;  // open, and not close-on-exec
+    if ((::fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR) return 4;
+  }
+  struct stat stdout_after {};
+  if (::fstat(STDOUT_FILENO, &stdout_after) != 0 || stdout_after.st_ino != stdout_before.st_ino ||
+      stdout_after.st_dev != stdout_before.st_dev) {
+    return 5;  // an open one is left alone
+  }
+  const int after = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (after != next) return 6;  // nothing else left open
+  ::close(after);
+  ensure_standard_descriptors();  // all open now: nothing to do, nothing left open
+  const int again = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (again != next) return 7;
+  return 0;
+}
+
+TEST(EnsureStandardDescriptorsDeathTest, PutsDevNullOnTheClosedOnesAndNothingElse) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(std::_Exit(fill_closed_standard_descriptors()), testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

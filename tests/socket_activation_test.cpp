@@ -18,29 +18,12 @@
 namespace sockecho {
 namespace {
 
+using test::activated;
 using test::Child;
+using test::passing;
 using test::SpawnOptions;
 
 using test::kPrefix;
-
-// LISTEN_PID must be the pid of the server itself, which is known only once it runs: a shell
-// sets it to its own pid ($$), then exec()s the server, which keeps that pid.
-std::vector<std::string> activated(const std::vector<std::string>& server_args) {
-  std::vector<std::string> argv = {"/bin/sh", "-c", R"(LISTEN_PID=$$ exec "$0" "$@")",
-                                   test::server_program()};
-  argv.insert(argv.end(), server_args.begin(), server_args.end());
-  return argv;
-}
-
-// Passes the given descriptors on as 3, 4, ... with LISTEN_FDS counting them.
-SpawnOptions passing(const std::vector<int>& fds) {
-  SpawnOptions options;
-  for (std::size_t i = 0; i < fds.size(); ++i) {
-    options.fds.emplace_back(fds[i], 3 + static_cast<int>(i));
-  }
-  options.env = {"LISTEN_FDS=" + std::to_string(fds.size())};
-  return options;
-}
 
 bool non_blocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
 

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -83,13 +84,29 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
   sockecho::Server server(std::move(listener), protocol_of(settings), std::move(options));
-  // StopOnSignals blocks the signals in this thread, so it must come before run() starts the
+  // The waiter blocks its signals in this thread, so it must come before run() starts the
   // worker threads: they inherit the mask, and a signal delivered to a worker would take its
   // default action. Coming after the logger is fine: the logger's thread blocks every signal
   // itself as it starts. SIGHUP (the terminal went away) stops the server the same graceful way:
-  // the default action would drop the connections in flight.
-  const sockecho::StopOnSignals stop_on_signals([&server] { server.stop(); },
-                                                {SIGINT, SIGTERM, SIGHUP});
+  // the default action would drop the connections in flight. SIGUSR2, SIGWINCH and SIGALRM
+  // mean nothing here, and their default actions would end the daemon (SIGWINCH's does not, but
+  // a resized terminal is no event either). SIGPIPE stays ignored by main().
+  const std::function<void()> stop = [&server] { server.stop(); };
+  const sockecho::SignalWaiter signals({
+      sockecho::OnSignal::stop(SIGINT, stop),
+      sockecho::OnSignal::stop(SIGTERM, stop),
+      sockecho::OnSignal::stop(SIGHUP, stop),
+      // Asked for by whoever sent it, so written even with --quiet.
+      sockecho::OnSignal::call(SIGUSR1,
+                               [&server] {
+                                 server.options().log.event(
+                                     sockecho::LogLevel::quiet,
+                                     "stats " + sockecho::format_stats(server.stats()));
+                               }),
+      sockecho::OnSignal::ignore(SIGUSR2),
+      sockecho::OnSignal::ignore(SIGWINCH),
+      sockecho::OnSignal::ignore(SIGALRM),
+  });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   server.run();
   return 0;
@@ -98,7 +115,16 @@ int serve(const sockecho::cli::ServerSettings& settings) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A closed stdout or stderr must cost a lost line, never the daemon.
+  // Before anything opens a descriptor: started with 0, 1 or 2 closed (as some supervisors do),
+  // the listener or a connection would take that number, and log lines would go into it.
+  try {
+    sockecho::ensure_standard_descriptors();
+  } catch (const std::exception& e) {
+    sockecho::cli::print(STDERR_FILENO, std::string("sockecho-server: ") + e.what() + "\n");
+    return 1;
+  }
+  // A closed stdout or stderr must cost a lost line, never the daemon. The library's own
+  // writes to sockets never raise SIGPIPE (MSG_NOSIGNAL); this covers stdout and stderr.
   (void)std::signal(SIGPIPE, SIG_IGN);
   return sockecho::cli::run_program("sockecho-server", argc, argv, sockecho::cli::parse_server_args,
                                     sockecho::cli::server_usage, serve);

@@ -43,4 +43,11 @@ class Fd {
 // over partial writes and EINTR. Throws std::system_error naming `what` on failure.
 void write_all(int fd, std::string_view data, std::string_view what);
 
+// Puts /dev/null on each of descriptors 0, 1 and 2 that is closed, so that nothing opened later
+// (a socket, say) becomes stdin, stdout or stderr, where a log line would be written into it.
+// Call it first thing in main(), before any other descriptor is opened or a thread starts. The
+// copies are not close-on-exec: they are the standard streams. Leaves no other descriptor open.
+// Throws std::system_error if /dev/null cannot be opened.
+void ensure_standard_descriptors();
+
 }  // namespace sockecho

@@ -104,6 +104,10 @@ class Server {
   std::mutex mutex_;  // guards fatal_ and the stop wake-up
   std::condition_variable stopped_;
   std::exception_ptr fatal_;
+  // Accept pauses not yet in a log line, and when the last "pausing accept" line was written
+  // (guarded by mutex_): at most one such line a second, however many workers pause.
+  std::uint64_t unlogged_pauses_ = 0;
+  std::chrono::steady_clock::time_point pause_logged_{};
 
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> active_{0};

@@ -22,6 +22,22 @@ std::vector<std::string> server_argv(std::vector<std::string> args) {
 
 }  // namespace
 
+std::vector<std::string> activated(const std::vector<std::string>& server_args) {
+  std::vector<std::string> argv = {"/bin/sh", "-c", R"(LISTEN_PID=$$ exec "$0" "$@")",
+                                   server_program()};
+  argv.insert(argv.end(), server_args.begin(), server_args.end());
+  return argv;
+}
+
+SpawnOptions passing(const std::vector<int>& fds) {
+  SpawnOptions options;
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    options.fds.emplace_back(fds[i], 3 + static_cast<int>(i));
+  }
+  options.env = {"LISTEN_FDS=" + std::to_string(fds.size())};
+  return options;
+}
+
 ServerProcess::ServerProcess(std::vector<std::string> args) : Child(server_argv(std::move(args))) {
   std::optional<std::string> line = stdout_line();
   if (!line) throw std::runtime_error("sockecho-server printed no ready line; stderr: " + err());

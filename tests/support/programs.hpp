@@ -15,6 +15,13 @@ namespace sockecho::test {
 std::string server_program();
 std::string client_program();
 
+// sockecho-server's argv for a socket-activated start: LISTEN_PID must be the pid of the server
+// itself, known only once it runs, so a shell sets it to its own pid ($$) and exec()s the server,
+// which keeps that pid.
+std::vector<std::string> activated(const std::vector<std::string>& server_args);
+// Passes the given descriptors on as 3, 4, ... with LISTEN_FDS counting them.
+SpawnOptions passing(const std::vector<int>& fds);
+
 // sockecho-server started with `args` plus "--port 0"; the port is read from its ready line.
 class ServerProcess : public Child {
  public:

@@ -61,10 +61,17 @@ Child::Child(const std::vector<std::string>& argv, const SpawnOptions& options) 
   Pipe err = make_pipe();
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  // dup2 clears close-on-exec on the copies, so the child gets exactly these three.
-  posix_spawn_file_actions_adddup2(&actions, in.read.get(), STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out.write.get(), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err.write.get(), STDERR_FILENO);
+  // dup2 clears close-on-exec on the copies, so the child gets exactly these three, less those
+  // asked closed (which this process's own 0, 1 and 2 would otherwise fill).
+  for (const auto& [pipe_end, fd] :
+       {std::pair{in.read.get(), STDIN_FILENO}, std::pair{out.write.get(), STDOUT_FILENO},
+        std::pair{err.write.get(), STDERR_FILENO}}) {
+    if (std::find(options.closed.begin(), options.closed.end(), fd) != options.closed.end()) {
+      posix_spawn_file_actions_addclose(&actions, fd);
+    } else {
+      posix_spawn_file_actions_adddup2(&actions, pipe_end, fd);
+    }
+  }
   for (const auto& [from, to] : options.fds) posix_spawn_file_actions_adddup2(&actions, from, to);
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
@@ -293,6 +300,17 @@ int open_fd_count() {
     ++count;
   }
   return count - 1;  // the directory iterator's own descriptor
+}
+
+int socket_count(pid_t pid) {
+  int count = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code gone;  // closed since the directory was read
+    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), gone);
+    if (!gone && target.native().rfind("socket:", 0) == 0) ++count;
+  }
+  return count;
 }
 
 long status_kib(pid_t pid, std::string_view field) {

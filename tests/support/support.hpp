@@ -78,6 +78,9 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> fds;
   // Environment variables "NAME=value" set for the child, replacing this process's own.
   std::vector<std::string> env;
+  // Standard descriptors (0, 1, 2) the child starts with closed instead of on its pipe, as some
+  // supervisors start daemons; what the child writes there is never read.
+  std::vector<int> closed;
 };
 
 // A child process with its stdin, stdout and stderr on pipes. The destructor kills (SIGKILL) and
@@ -184,6 +187,10 @@ std::optional<std::string> read_until_reset(Connection& connection);
 
 // Number of descriptors this process has open.
 int open_fd_count();
+// Sockets a process has open, from /proc/PID/fd: a server's listener and its connections. Other
+// descriptors are left out, since sanitizer runtimes briefly open files of their own (such as
+// /proc/self/maps as each thread starts).
+int socket_count(pid_t pid);
 // A memory field of /proc/PID/status ("VmRSS", "VmHWM", ...), in KiB; -1 if absent.
 long status_kib(pid_t pid, std::string_view field);
 // Resident memory of a process, in KiB (VmRSS), and its peak (VmHWM).
