@@ -275,3 +275,29 @@ TEST(NonReaders, TheClientIsCutWithinTheTimeoutAndAHalfByAServerThatNeverReads) 
 
 }  // namespace
 }  // namespace sockecho
+
+namespace sockecho {
+namespace {
+
+// Over --max-bytes by a single byte: a reset, so the client fails (exit 1, nothing on stdout)
+// instead of taking the end for an empty reply; at the limit itself, an answer.
+TEST(OverLimit, OneByteOverMaxBytesIsAResetAndTheClientExitsOne) {
+  ServerProcess server({"--max-bytes", "1K", "--workers", "2"});
+  const std::string port = std::to_string(server.port());
+  const test::RunResult over = test::run(
+      {test::client_program(), "--port", port, "--quiet", "--send", std::string(1025, 'a')});
+  EXPECT_EQ(over.status, 1) << over.err;
+  EXPECT_EQ(over.out, "");
+  EXPECT_NE(over.err.find("reset the connection"), std::string::npos) << over.err;
+  const auto line = server.wait_stderr(" outcome=too_large");
+  ASSERT_TRUE(line) << server.err();
+  EXPECT_NE(line->find(" in=1025 out=0 "), std::string::npos) << *line;
+
+  const test::RunResult at = test::run(
+      {test::client_program(), "--port", port, "--quiet", "--send", std::string(1024, 'b')});
+  EXPECT_EQ(at.status, 0) << at.err;
+  EXPECT_EQ(at.out, std::string(test::kPrefix) + std::string(1024, 'b'));
+}
+
+}  // namespace
+}  // namespace sockecho
