@@ -380,18 +380,6 @@ double BenchResult::megabytes_per_second(std::size_t size) const noexcept {
   return requests_per_second() * static_cast<double>(size) / 1e6;
 }
 
-std::string make_payload(std::size_t size) {
-  std::string data(size, '\0');
-  std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period
-  for (char& c : data) {
-    state ^= state << 13;
-    state ^= state >> 17;
-    state ^= state << 5;
-    c = static_cast<char>(state & 0xff);
-  }
-  return data;
-}
-
 BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
   const std::vector<Address> resolved = resolve(settings.host, settings.port);
   Plan plan(resolved.front(), make_payload(settings.size), settings.prefix);

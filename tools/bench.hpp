@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "options.hpp"
+#include "payload.hpp"
 
 namespace sockecho::bench {
 
@@ -97,8 +98,5 @@ struct BenchResult {
 // The report: human-readable lines, or one JSON object.
 [[nodiscard]] std::string format_report(const BenchSettings& settings, const BenchResult& result);
 [[nodiscard]] std::string format_json(const BenchSettings& settings, const BenchResult& result);
-
-// The bytes of a request of the given size: a fixed pattern covering every byte value.
-[[nodiscard]] std::string make_payload(std::size_t size);
 
 }  // namespace sockecho::bench

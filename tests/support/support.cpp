@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "payload.hpp"
 #include "sockecho/error.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): posix_spawn wants it
@@ -345,16 +346,6 @@ std::optional<std::string> read_until_reset(Connection& connection) {
   return std::nullopt;
 }
 
-std::string pattern(std::size_t size) {
-  std::string data(size, '\0');
-  std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period
-  for (char& c : data) {
-    state ^= state << 13;
-    state ^= state >> 17;
-    state ^= state << 5;
-    c = static_cast<char>(state & 0xff);
-  }
-  return data;
-}
+std::string pattern(std::size_t size) { return bench::make_payload(size); }
 
 }  // namespace sockecho::test
