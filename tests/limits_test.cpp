@@ -143,6 +143,7 @@ TEST(PerSource, OneSourceOverItsLimitIsRefusedWhileAnotherIsServed) {
   const std::uint16_t port = server.port();
   // Two idle connections from 127.0.0.1 hold its share.
   std::vector<Connection> held;
+  held.reserve(2);
   for (int i = 0; i < 2; ++i) held.push_back(connect(loopback(1, port), {test::kPatience, {}}));
   // Wait until the server has taken both (they show as active).
   const auto until = Clock::now() + test::kPatience;
@@ -198,7 +199,7 @@ TEST(SlowReaders, AnHonestSlowReaderIsNeverCut) {
   c.set_timeout(test::kPatience);
   c.close_write();
   std::string got;
-  std::vector<char> chunk(64 * 1024);
+  std::vector<char> chunk(std::size_t{64} * 1024);
   const auto read_chunk = [&] {
     const std::size_t n = c.read_some(chunk.data(), chunk.size());
     got.append(chunk.data(), n);
