@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <stdexcept>
 #include <system_error>
@@ -73,7 +74,9 @@ Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOpti
   if (options_.workers == 0) throw std::invalid_argument("workers must be at least 1");
   if (!protocol_) throw std::invalid_argument("protocol is empty");
   options_.timeout = std::max(options_.timeout, std::chrono::milliseconds(0));
-  listener_.set_idle_timeout(options_.timeout);
+  // How long a worker waits for a connection before the protocol may free what it keeps and an
+  // extra worker retires: the idle limit, or kIdleWithoutTimeout when there is none.
+  listener_.set_idle_timeout(options_.timeout.count() > 0 ? options_.timeout : kIdleWithoutTimeout);
   protocol_->idle_every(options_.timeout);
 }
 
@@ -83,14 +86,18 @@ void Server::run() {
                          " workers=" + std::to_string(options_.workers) +
                          " timeout_ms=" + std::to_string(options_.timeout.count()) +
                          " max_per_source=" + std::to_string(options_.max_per_source));
-  std::vector<std::thread> threads;
-  try {
-    threads.reserve(options_.workers - 1);
-    for (unsigned i = 1; i < options_.workers; ++i) threads.emplace_back([this] { work(); });
-  } catch (...) {
-    fail(std::current_exception());
+  {
+    const std::lock_guard<std::mutex> lock(threads_mutex_);
+    running_ = 1;  // this thread, which serves until the stop and never retires
   }
-  work();
+  work(/*permanent=*/true);
+  // No thread starts once stopping: the list is final. Each ends when its connection is done.
+  std::vector<std::thread> threads;
+  {
+    const std::lock_guard<std::mutex> lock(threads_mutex_);
+    threads.swap(threads_);
+    retired_.clear();
+  }
   for (std::thread& thread : threads) thread.join();
 
   const ServerStats s = stats();
@@ -127,6 +134,10 @@ ServerStats Server::stats() const noexcept {
   s.accepted = accepted_.load();
   s.active = active_.load();
   for (std::size_t i = 0; i < kOutcomeCount; ++i) s.outcomes[i] = outcomes_[i].load();
+  {
+    const std::lock_guard<std::mutex> lock(threads_mutex_);
+    s.workers = running_;
+  }
   s.bytes_in = bytes_in_.load();
   s.bytes_out = bytes_out_.load();
   return s;
@@ -160,27 +171,71 @@ bool Server::pause_after_accept_failure(const std::system_error& error) {
   return true;
 }
 
-void Server::work() noexcept {
+void Server::work(bool permanent) noexcept {
   try {
     Workspace workspace;
     while (!stopping_.load(std::memory_order_relaxed)) {
       std::optional<Connection> connection;
+      waiting_.fetch_add(1, std::memory_order_relaxed);
       try {
         connection = listener_.accept_or_idle();
       } catch (const std::system_error& e) {
+        waiting_.fetch_sub(1, std::memory_order_relaxed);
         if (pause_after_accept_failure(e)) continue;
         throw;
       }
+      const unsigned others_waiting = waiting_.fetch_sub(1, std::memory_order_relaxed) - 1;
       if (!connection) break;
-      if (!connection->is_open()) {  // a whole timeout without a connection
+      if (!connection->is_open()) {  // a whole idle period without a connection
         protocol_->idle(options_.log);
+        if (!permanent && retire()) return;
         continue;
       }
+      // The last thread waiting in accept() took this one: start another, while below the
+      // limit, so the next connection does not wait for this one to end.
+      if (others_waiting == 0) add_worker();
       serve(*connection, workspace);
     }
   } catch (...) {
     fail(std::current_exception());
   }
+}
+
+void Server::add_worker() noexcept {
+  const std::lock_guard<std::mutex> lock(threads_mutex_);
+  if (stopping_.load() || running_ >= options_.workers) return;
+  reap_retired();
+  try {
+    threads_.emplace_back([this] { work(/*permanent=*/false); });
+    ++running_;
+  } catch (const std::exception& e) {
+    // Out of threads or memory: the running workers go on, the next connections wait longer.
+    options_.log.event(LogLevel::quiet, std::string("cannot start a worker: ") + e.what());
+  }
+}
+
+bool Server::retire() noexcept {
+  const std::lock_guard<std::mutex> lock(threads_mutex_);
+  if (stopping_.load()) return false;  // leaving anyway, through the loop's own test
+  try {
+    retired_.push_back(std::this_thread::get_id());
+  } catch (...) {  // no room to record it: stay, and try again after the next idle period
+    return false;
+  }
+  --running_;
+  return true;
+}
+
+void Server::reap_retired() noexcept {
+  // A retired thread has left work() and is ending, so joining it waits a moment at most.
+  for (const std::thread::id id : retired_) {
+    const auto found = std::find_if(threads_.begin(), threads_.end(),
+                                    [id](const std::thread& t) { return t.get_id() == id; });
+    if (found == threads_.end()) continue;
+    found->join();
+    threads_.erase(found);
+  }
+  retired_.clear();
 }
 
 void Server::serve(Connection& connection, Workspace& workspace) {

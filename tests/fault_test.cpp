@@ -539,6 +539,16 @@ constexpr const char* kPrlimit = "/usr/bin/prlimit";
 // failing with EMFILE, as if clients held all the daemon's descriptors; two requests get both
 // there.
 rlimit exhaust_descriptors(const ServerProcess& server) {
+  {
+    // Workers start on demand: a held connection makes the second one start, which answers a
+    // request meanwhile; once the held one is answered too, both wait in accept().
+    Connection held = connect("127.0.0.1", server.port(), test::kPatience);
+    held.set_timeout(test::kPatience);
+    expect_answers(server.port());
+    held.write_all(kNormal);
+    held.close_write();
+    EXPECT_EQ(held.read_to_end_string(), normal_reply(false));
+  }
   const auto deadline = Clock::now() + test::kPatience;
   while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
     std::this_thread::yield();

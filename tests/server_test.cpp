@@ -480,3 +480,62 @@ TEST(ServerStatsLine, BytesOfFinishedConnectionsAreCounted) {
 
 }  // namespace
 }  // namespace sockecho
+
+namespace sockecho {
+namespace {
+
+// The workers' count, once it has settled on `expected` (bounded by the test's patience).
+std::uint64_t workers_settle(Server& server, std::uint64_t expected) {
+  const auto until = std::chrono::steady_clock::now() + test::kPatience;
+  std::uint64_t now = server.stats().workers;
+  while (now != expected && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(10ms);  // ok-sleep: polling a counter, bounded by kPatience
+    now = server.stats().workers;
+  }
+  return now;
+}
+
+TEST(WorkersOnDemand, StartAsConnectionsNeedThemAndRetireWhenIdle) {
+  ServerOptions options;
+  options.workers = 8;
+  // Also the idle period after which an extra worker retires (spelled out for cppcheck 2.10).
+  options.timeout = std::chrono::seconds(1);
+  ServerThread server(options);
+  EXPECT_EQ(workers_settle(server.server(), 1), 1U) << "one worker while nothing is served";
+  {
+    // Five connections held open: five busy workers and one more waiting in accept().
+    std::vector<Connection> held;
+    held.reserve(5);
+    for (int i = 0; i < 5; ++i) {
+      held.push_back(connect("127.0.0.1", server.port(), kPatience));
+      held.back().write_all("x");  // keeps each one busy within the idle limit for a moment
+    }
+    EXPECT_EQ(workers_settle(server.server(), 6), 6U);
+    // The sixth is served at once by the waiting worker.
+    EXPECT_EQ(request("127.0.0.1", server.port(), "now"), kPrefix + "now");
+  }
+  ASSERT_TRUE(server.wait_finished(6));
+  // The held connections timed out or closed; the extra workers retire after an idle period.
+  EXPECT_EQ(workers_settle(server.server(), 1), 1U);
+  EXPECT_EQ(request("127.0.0.1", server.port(), "after"), kPrefix + "after");
+}
+
+TEST(WorkersOnDemand, NeverMoreThanTheLimit) {
+  ServerOptions options;
+  options.workers = 3;
+  options.timeout = std::chrono::seconds(10);  // spelled out for cppcheck 2.10
+  ServerThread server(options);
+  std::vector<Connection> held;
+  held.reserve(6);
+  for (int i = 0; i < 6; ++i) held.push_back(connect("127.0.0.1", server.port(), kPatience));
+  EXPECT_EQ(workers_settle(server.server(), 3), 3U);
+  const auto until = std::chrono::steady_clock::now() + test::kPatience;
+  while (server.server().stats().active < 3 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(10ms);  // ok-sleep: polling a counter, bounded by kPatience
+  }
+  EXPECT_EQ(server.server().stats().active, 3U) << "three served, three in the backlog";
+  EXPECT_EQ(server.server().stats().workers, 3U);
+}
+
+}  // namespace
+}  // namespace sockecho

@@ -11,7 +11,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
@@ -21,10 +23,16 @@
 namespace sockecho {
 
 inline constexpr unsigned kDefaultWorkers = 16;
+// How long a worker beyond the first waits without a connection before it retires, when there
+// is no idle limit to use for it.
+inline constexpr std::chrono::seconds kIdleWithoutTimeout{30};
 inline constexpr std::chrono::seconds kDefaultTimeout{30};
 
 struct ServerOptions {
-  // Connections served at once, one thread each; 1 is the document's strictly serial loop.
+  // The most connections served at once, one thread each; 1 is the document's strictly serial
+  // loop. Threads start as connections need them (one more whenever the last one waiting takes
+  // a connection) and retire after an idle period (the timeout) without one, so a large number
+  // costs nothing while idle.
   unsigned workers = kDefaultWorkers;
   // The idle limit of every connection the server accepts, whatever listener it came from
   // (bound, adopted from a service manager, or a library user's): closed when it makes no
@@ -46,6 +54,7 @@ struct ServerOptions {
 struct ServerStats {
   std::uint64_t accepted = 0;
   std::uint64_t active = 0;
+  std::uint64_t workers = 0;  // threads running now, busy or waiting for a connection
   std::array<std::uint64_t, kOutcomeCount> outcomes{};  // indexed by Outcome
   std::uint64_t bytes_in = 0;                           // read from finished connections
   std::uint64_t bytes_out = 0;                          // written to finished connections
@@ -59,9 +68,9 @@ struct ServerStats {
 // key=value words, for a log line.
 [[nodiscard]] std::string format_stats(const ServerStats& stats);
 
-// Serves a listener with `workers` threads, each blocking in accept() on the shared socket and
-// then serving its connection to the end with the protocol; while all are busy, new connections
-// wait in the kernel's backlog. stop() from any thread ends run() cleanly.
+// Serves a listener with up to `workers` threads, each blocking in accept() on the shared socket
+// and then serving its connection to the end with the protocol; while `workers` are busy, new
+// connections wait in the kernel's backlog. stop() from any thread ends run() cleanly.
 class Server {
  public:
   // Throws std::invalid_argument when options.workers is 0 or there is no protocol, and
@@ -87,7 +96,10 @@ class Server {
   [[nodiscard]] ServerStats stats() const noexcept;
 
  private:
-  void work() noexcept;
+  void work(bool permanent) noexcept;
+  void add_worker() noexcept;
+  bool retire() noexcept;
+  void reap_retired() noexcept;  // with threads_mutex_ held
   void serve(Connection& connection, Workspace& workspace);
   void finish(ConnectionRecord& record) noexcept;
   // Counts the connection against its source's limit: false (and not counted) when over it.
@@ -108,6 +120,14 @@ class Server {
   // (guarded by mutex_): at most one such line a second, however many workers pause.
   std::uint64_t unlogged_pauses_ = 0;
   std::chrono::steady_clock::time_point pause_logged_{};
+
+  // The workers besides the one run() is: started on demand, joined when they retire or at the
+  // end of run().
+  mutable std::mutex threads_mutex_;
+  std::vector<std::thread> threads_;
+  std::vector<std::thread::id> retired_;  // left work(), not yet joined
+  unsigned running_ = 0;                  // run()'s thread included
+  std::atomic<unsigned> waiting_{0};      // threads in accept_or_idle() now
 
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> active_{0};
