@@ -226,7 +226,7 @@ TEST(Exchange, WaitingForInputIsNotTimedButTheServerIs) {
   c.set_timeout(100ms);
   const auto start = std::chrono::steady_clock::now();
   std::thread feeder([&] {
-    std::this_thread::sleep_for(300ms);  // the slow input this test is about
+    std::this_thread::sleep_for(300ms);  // ok-sleep: the slow input this test is about
     write_all(in.write.get(), "late", "pipe");
     in.write.reset();
   });

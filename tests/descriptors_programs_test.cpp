@@ -58,7 +58,7 @@ TEST(DescriptorsProgram, StartedWithZeroOneAndTwoClosedNoClientGetsLogText) {
     for (int fd = 0; fd <= 2; ++fd) EXPECT_EQ(target_of(server.pid(), fd), "/dev/null") << fd;
     // The open lines are written up to 50 ms late (the log's batching): held past that, a
     // connection on descriptor 2 would have them in front of its reply.
-    std::this_thread::sleep_for(150ms);
+    std::this_thread::sleep_for(150ms);  // ok-sleep: the log batching it must outlast
     for (int c = 0; c < kClients; ++c) {
       clients[c].close_write();
       EXPECT_EQ(clients[c].read_to_end_string(),

@@ -126,7 +126,7 @@ TEST(SignalsProgram, AStormOfSigusr1WhileClientsRunCostsNoReply) {
   std::thread storm([&] {
     while (!done) {
       server.signal(SIGUSR1);
-      std::this_thread::sleep_for(1ms);  // paces the storm, waits for nothing
+      std::this_thread::sleep_for(1ms);  // ok-sleep: paces the storm, waits for nothing
     }
   });
   for (std::thread& client : clients) client.join();
