@@ -248,29 +248,26 @@ void Server::serve(Connection& connection, Workspace& workspace) {
   connection.deadline().set_idle(options_.timeout, start);
 
   ConnectionRecord record;
-  if (options_.max_per_source > 0 && !admit(connection.peer())) {
+  const bool admitted = options_.max_per_source == 0 || admit(connection.peer());
+  if (!admitted) {
     record.outcome = Outcome::refused;
     record.reason = "per_source";
-    connection.abort();
-    record.peer = connection.peer();
-    record.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
-    finish(record);
-    return;
-  }
-  try {
-    protocol_->serve(connection, workspace);
-  } catch (const ConnectionError& e) {
-    record.outcome = e.outcome();
-    record.detail = e.what();
-  } catch (const std::system_error& e) {
-    record.outcome = classify(e.code());
-    record.detail = e.what();
-  } catch (const std::exception& e) {
-    record.outcome = Outcome::error;
-    record.detail = e.what();
-  } catch (...) {  // a handler may throw anything; it still ends only this connection
-    record.outcome = Outcome::error;
-    record.detail = "unknown exception";
+  } else {
+    try {
+      protocol_->serve(connection, workspace);
+    } catch (const ConnectionError& e) {
+      record.outcome = e.outcome();
+      record.detail = e.what();
+    } catch (const std::system_error& e) {
+      record.outcome = classify(e.code());
+      record.detail = e.what();
+    } catch (const std::exception& e) {
+      record.outcome = Outcome::error;
+      record.detail = e.what();
+    } catch (...) {  // a handler may throw anything; it still ends only this connection
+      record.outcome = Outcome::error;
+      record.detail = "unknown exception";
+    }
   }
   // A connection that ends without its whole reply ends with a reset, so no client mistakes it
   // for an empty or a complete answer.
@@ -279,7 +276,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
   } else {
     connection.abort();
   }
-  if (options_.max_per_source > 0) release(connection.peer());
+  if (admitted && options_.max_per_source > 0) release(connection.peer());
 
   record.peer = connection.peer();
   record.bytes_in = connection.bytes_read();
