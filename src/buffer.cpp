@@ -1,5 +1,6 @@
 #include "sockecho/buffer.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -30,6 +31,11 @@ void Buffer::reserve(std::size_t capacity) {
   if (grown == nullptr) throw std::bad_alloc();
   data_ = static_cast<char*>(grown);
   capacity_ = capacity;
+}
+
+std::size_t Buffer::next_capacity(std::size_t limit) const noexcept {
+  const std::size_t doubled = std::max(capacity_ * 2, kInitial);
+  return limit != 0 && doubled > limit ? limit : doubled;
 }
 
 void Buffer::consume(std::size_t n) noexcept {

@@ -17,9 +17,6 @@ namespace sockecho {
 
 namespace {
 
-// First allocation of a request buffer; it doubles from there as data arrives.
-constexpr std::size_t kInitialBuffer = std::size_t{64} * 1024;
-
 // Parts handed to one sendmsg(); more are sent by the next call.
 constexpr std::size_t kMaxGather = 64;
 
@@ -100,11 +97,7 @@ std::size_t Connection::read_some(char* data, std::size_t size) {
 }
 
 std::size_t Connection::read_into(Buffer& buffer, std::size_t limit) {
-  if (buffer.room() == 0) {
-    std::size_t want = std::max(buffer.capacity() * 2, kInitialBuffer);
-    if (limit != 0) want = std::min(want, limit);
-    buffer.reserve(want);
-  }
+  if (buffer.room() == 0) buffer.reserve(buffer.next_capacity(limit));
   std::size_t chunk = buffer.room();
   if (limit != 0) chunk = std::min(chunk, limit - buffer.size());
   const std::size_t n = read_some(buffer.tail(), chunk);

@@ -54,18 +54,25 @@ namespace {
 
 constexpr std::string_view kNewline = "\n";
 
-// Request buffers grown by large requests and not in use: the next large request, on whichever
-// worker, reuses one instead of faulting in fresh memory page by page. There are never more
-// than the largest number of large requests served at once, and idle() frees them; a protocol
-// whose server never goes idle frees each at once instead.
-class SparePool {
+// The memory of the request buffers of one protocol's connections. Each worker keeps a small
+// buffer (up to kKept) of its own from connection to connection; every larger buffer is charged,
+// by its capacity, to a budget shared by all of them, from the growth that makes it large until
+// the memory is freed. Large buffers no longer in use are kept as spares: the next large request,
+// on whichever worker, reuses one instead of faulting in fresh memory page by page. idle() frees
+// them, and so does a growth that finds the budget spent; a protocol whose server never goes
+// idle frees each at once instead.
+class RequestMemory {
  public:
-  // A worker keeps its own buffer up to this size from connection to connection.
+  // A worker keeps its own buffer up to this size from connection to connection, uncharged.
   static constexpr std::size_t kKept = std::size_t{1} << 20;
+
+  explicit RequestMemory(std::size_t budget) noexcept : budget_(budget) {}
 
   void set_kept_until_idle(bool kept) noexcept { kept_until_idle_ = kept; }
 
-  // Gives a small buffer the room of a spare, if there is one.
+  [[nodiscard]] std::size_t charged() const noexcept { return charged_; }
+
+  // Gives a small buffer the room of a spare, if there is one; the spare's charge goes with it.
   void take(Buffer& buffer) {
     // Most servers never see a large request: skip the lock when there is nothing to take.
     if (buffer.capacity() > kKept || count_ == 0) return;
@@ -76,11 +83,31 @@ class SparePool {
     count_ = spares_.size();
   }
 
-  // Takes a large buffer back (a small one stays with its worker).
+  // Makes room for the next read into a full buffer that may hold up to `limit` bytes (0: no
+  // limit), growing it as Connection::read_into would and charging the growth. False when the
+  // budget has no room for it, even with every spare freed.
+  [[nodiscard]] bool grow(Buffer& buffer, std::size_t limit) {
+    if (buffer.room() > 0) return true;
+    const std::size_t want = buffer.next_capacity(limit);
+    const std::size_t more = charge_of(want) - charge_of(buffer.capacity());
+    if (!try_charge(more)) {
+      free_spares();
+      if (!try_charge(more)) return false;
+    }
+    try {
+      buffer.reserve(want);
+    } catch (...) {
+      refund(more);
+      throw;
+    }
+    return true;
+  }
+
+  // Takes a large buffer back (a small one stays with its worker, uncharged).
   void keep(Buffer& buffer) noexcept {
     if (buffer.capacity() <= kKept) return;
     if (!kept_until_idle_) {
-      buffer.trim(kKept);
+      let_go(buffer);
       return;
     }
     buffer.clear();
@@ -88,21 +115,13 @@ class SparePool {
     try {
       spares_.push_back(std::move(buffer));
     } catch (...) {  // no room to keep it: let it go
-      buffer.trim(kKept);
+      let_go(buffer);
     }
     count_ = spares_.size();
   }
 
   void release(const Logger& log) noexcept {
-    std::size_t count = 0;
-    std::size_t bytes = 0;
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      count = spares_.size();
-      for (const Buffer& buffer : spares_) bytes += buffer.capacity();
-      spares_.clear();  // keeps the vector's own room for the next ones
-      count_ = 0;
-    }
+    const auto [count, bytes] = free_spares();
     if (count > 0 && log.enabled(LogLevel::verbose)) {
       try {
         log.event(LogLevel::verbose, "idle: freed " + std::to_string(count) + " spare buffers, " +
@@ -113,6 +132,44 @@ class SparePool {
   }
 
  private:
+  static std::size_t charge_of(std::size_t capacity) noexcept {
+    return capacity > kKept ? capacity : 0;
+  }
+
+  bool try_charge(std::size_t bytes) noexcept {
+    if (bytes == 0) return true;
+    std::size_t now = charged_.load();
+    do {
+      if (budget_ != 0 && (now > budget_ || bytes > budget_ - now)) return false;
+    } while (!charged_.compare_exchange_weak(now, now + bytes));
+    return true;
+  }
+
+  void refund(std::size_t bytes) noexcept { charged_ -= bytes; }
+
+  void let_go(Buffer& buffer) noexcept {
+    refund(charge_of(buffer.capacity()));
+    buffer.trim(kKept);
+  }
+
+  // Frees every spare; returns how many and their bytes.
+  std::pair<std::size_t, std::size_t> free_spares() noexcept {
+    std::vector<Buffer> freed;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      freed.swap(spares_);
+      count_ = 0;
+    }
+    std::size_t bytes = 0;
+    for (Buffer& buffer : freed) {
+      bytes += buffer.capacity();
+      let_go(buffer);
+    }
+    return {freed.size(), bytes};
+  }
+
+  const std::size_t budget_;
+  std::atomic<std::size_t> charged_{0};
   std::mutex mutex_;
   std::vector<Buffer> spares_;
   std::atomic<std::size_t> count_{0};  // spares_.size(), readable without the lock
@@ -124,39 +181,50 @@ class SparePool {
 // done) lets that client's next request find it.
 class Borrowed {
  public:
-  Borrowed(SparePool& pool, Buffer& buffer) : pool_(pool), buffer_(buffer) {
-    pool_.take(buffer_);
+  Borrowed(RequestMemory& memory, Buffer& buffer) : memory_(memory), buffer_(buffer) {
+    memory_.take(buffer_);
     buffer_.clear();
   }
   Borrowed(const Borrowed&) = delete;
   Borrowed& operator=(const Borrowed&) = delete;
   Borrowed(Borrowed&&) = delete;
   Borrowed& operator=(Borrowed&&) = delete;
-  ~Borrowed() { pool_.keep(buffer_); }
+  ~Borrowed() { memory_.keep(buffer_); }
 
  private:
-  SparePool& pool_;
+  RequestMemory& memory_;
   Buffer& buffer_;
 };
 
 // The two protocols of the document share the handler, the limits and the pool.
 class DocumentProtocol : public Protocol {
  public:
-  DocumentProtocol(Handler handler, Limits limits) : handler_(std::move(handler)), limits_(limits) {
+  DocumentProtocol(Handler handler, Limits limits)
+      : handler_(std::move(handler)), limits_(limits), memory_(limits.max_total_bytes) {
     if (!handler_) throw std::invalid_argument("handler is empty");
   }
   void idle_every(std::chrono::milliseconds period) noexcept override {
-    pool_.set_kept_until_idle(period.count() > 0);
+    memory_.set_kept_until_idle(period.count() > 0);
   }
-  void idle(const Logger& log) noexcept override { pool_.release(log); }
+  void idle(const Logger& log) noexcept override { memory_.release(log); }
+  [[nodiscard]] std::size_t buffered_bytes() const noexcept override { return memory_.charged(); }
 
  protected:
   [[noreturn]] void too_large() const {
     throw ConnectionError(Outcome::too_large,
                           "request over " + std::to_string(limits_.max_bytes) + " bytes");
   }
+  // Makes room in the buffer for the next read, within max_total_bytes.
+  void grow(Buffer& buffer, std::size_t limit) {
+    if (!memory_.grow(buffer, limit)) {
+      throw ConnectionError(Outcome::too_large, "requests held at once over " +
+                                                    std::to_string(limits_.max_total_bytes) +
+                                                    " bytes (max_total_bytes)");
+    }
+  }
   [[nodiscard]] std::string describe_as(std::string_view mode) const {
     return "mode=" + std::string(mode) + " max_bytes=" + std::to_string(limits_.max_bytes) +
+           " max_total_bytes=" + std::to_string(limits_.max_total_bytes) +
            " request_timeout_ms=" + std::to_string(limits_.request_timeout.count());
   }
   // The end of a request that starts at `start`: Clock::time_point::max() without a limit.
@@ -167,7 +235,7 @@ class DocumentProtocol : public Protocol {
 
   Handler handler_;
   Limits limits_;
-  SparePool pool_;
+  RequestMemory memory_;
 };
 
 class EchoProtocol final : public DocumentProtocol {
@@ -175,13 +243,19 @@ class EchoProtocol final : public DocumentProtocol {
   using DocumentProtocol::DocumentProtocol;
 
   void serve(Connection& connection, Workspace& workspace) override {
-    const Borrowed borrowed(pool_, workspace.buffer);
+    const Borrowed borrowed(memory_, workspace.buffer);
+    Buffer& buffer = workspace.buffer;
     // The request is the whole connection up to the half-close; the reply has the idle limit.
     connection.deadline().set_end(request_end(connection.deadline().last_progress()));
-    if (!connection.read_to_end(workspace.buffer, limits_.max_bytes)) too_large();
+    // Never hold more than one byte past max_bytes: that byte is how "too large" is known.
+    const std::size_t limit = limits_.max_bytes == 0 ? 0 : limits_.max_bytes + 1;
+    do {
+      if (limit != 0 && buffer.size() >= limit) too_large();
+      grow(buffer, limit);
+    } while (connection.read_into(buffer, limit) != 0);
     connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
-    handler_(workspace.buffer.view(), workspace.reply);
+    handler_(buffer.view(), workspace.reply);
     workspace.send(connection);
   }
 
@@ -197,7 +271,7 @@ class LineProtocol final : public DocumentProtocol {
     const std::array<std::string_view, 2> greeting_line = {greeting_, kNewline};
     connection.write_all(greeting_line.data(), greeting_line.size());
 
-    const Borrowed borrowed(pool_, workspace.buffer);
+    const Borrowed borrowed(memory_, workspace.buffer);
     Buffer& buffer = workspace.buffer;
     LineFramer framer(limits_.max_bytes);
     // Room for a line of max_bytes and its '\n'; anything longer is known to be too large.
@@ -221,6 +295,7 @@ class LineProtocol final : public DocumentProtocol {
         connection.deadline().set_end(request_end(Clock::now()));
       }
 
+      grow(buffer, limit);
       if (connection.read_into(buffer, limit) == 0) {
         if (!buffer.empty()) {  // a last line without '\n' is answered too
           workspace.reply.clear();

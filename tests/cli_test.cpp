@@ -49,9 +49,10 @@ TEST(ServerArgs, DefaultsMatchTheContract) {
   EXPECT_EQ(s.prefix, "数据是 ");
   EXPECT_EQ(s.backlog, SOMAXCONN);
   EXPECT_EQ(s.mode, cli::Mode::echo);
-  EXPECT_EQ(s.options.workers, 16U);
+  EXPECT_EQ(s.options.workers, 128U);
   EXPECT_EQ(s.options.timeout, 30s);
   EXPECT_EQ(s.limits.max_bytes, std::size_t{64} * 1024 * 1024);
+  EXPECT_EQ(s.limits.max_total_bytes, std::size_t{1} << 30);
   EXPECT_EQ(s.greeting, "connect");
   EXPECT_EQ(s.log_level, LogLevel::normal);
   EXPECT_FALSE(s.help);
@@ -59,9 +60,12 @@ TEST(ServerArgs, DefaultsMatchTheContract) {
 }
 
 TEST(ServerArgs, ReadsEveryFlag) {
-  const ServerSettings s = parse_server_args(
-      {"--host", "::1", "--port", "0", "--prefix", ">", "--mode", "line", "--workers", "1",
-       "--timeout", "2.5", "--max-bytes", "1K", "--backlog", "7", "--greeting", "hi", "--verbose"});
+  const ServerSettings s =
+      parse_server_args({"--host",    "::1",       "--port",      "0",          "--prefix",
+                         ">",         "--mode",    "line",        "--workers",  "1",
+                         "--timeout", "2.5",       "--max-bytes", "1K",         "--max-total-bytes",
+                         "3M",        "--backlog", "7",           "--greeting", "hi",
+                         "--verbose"});
   EXPECT_EQ(s.host, "::1");
   EXPECT_EQ(s.port, 0);
   EXPECT_EQ(s.prefix, ">");
@@ -69,6 +73,7 @@ TEST(ServerArgs, ReadsEveryFlag) {
   EXPECT_EQ(s.options.workers, 1U);
   EXPECT_EQ(s.options.timeout, 2500ms);
   EXPECT_EQ(s.limits.max_bytes, 1024U);
+  EXPECT_EQ(s.limits.max_total_bytes, std::size_t{3} << 20);
   EXPECT_EQ(s.backlog, 7);
   EXPECT_EQ(s.greeting, "hi");
   EXPECT_EQ(s.log_level, LogLevel::verbose);
@@ -90,9 +95,11 @@ TEST(ServerArgs, EmptyPrefixIsAllowed) {
 }
 
 TEST(ServerArgs, ZeroMeansNoLimit) {
-  const ServerSettings s = parse_server_args({"--timeout", "0", "--max-bytes", "0"});
+  const ServerSettings s =
+      parse_server_args({"--timeout", "0", "--max-bytes", "0", "--max-total-bytes", "0"});
   EXPECT_EQ(s.options.timeout, 0ms);
   EXPECT_EQ(s.limits.max_bytes, 0U);
+  EXPECT_EQ(s.limits.max_total_bytes, 0U);
 }
 
 TEST(ServerArgs, LaterFlagsWin) {

@@ -94,7 +94,7 @@ TEST_F(Completion, ClientOffersExactlyTheOptionsOfItsHelp) {
 
 TEST_F(Completion, CompletesAPrefix) {
   EXPECT_EQ(complete("sockecho-server", {"--port", "0", "--m"}),
-            (std::vector<std::string>{"--max-bytes", "--max-per-source", "--mode"}));
+            (std::vector<std::string>{"--max-bytes", "--max-per-source", "--max-total-bytes", "--mode"}));
   EXPECT_EQ(complete("sockecho-client", {"--q"}), (std::vector<std::string>{"--quiet"}));
 }
 

@@ -59,10 +59,12 @@ TEST(DaemonProgram, SigtermDuringARequestLetsItComplete) {
 }
 
 TEST(DaemonProgram, LogsStartConnectionsAndStop) {
-  ServerProcess server({"--workers", "3", "--timeout", "7", "--max-bytes", "1M"});
+  ServerProcess server(
+      {"--workers", "3", "--timeout", "7", "--max-bytes", "1M", "--max-total-bytes", "8M"});
   const auto start = server.wait_stderr(" start listen=127.0.0.1:");
   ASSERT_TRUE(start);
-  EXPECT_NE(start->find(" mode=echo max_bytes=1048576 request_timeout_ms=30000 workers=3 "
+  EXPECT_NE(start->find(" mode=echo max_bytes=1048576 max_total_bytes=8388608 "
+                        "request_timeout_ms=30000 workers=3 "
                         "timeout_ms=7000 max_per_source=0"),
             std::string::npos)
       << *start;

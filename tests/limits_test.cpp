@@ -224,5 +224,110 @@ TEST(SlowReaders, AnHonestSlowReaderIsNeverCut) {
   EXPECT_EQ(server.records().at(0).outcome, Outcome::ok) << server.records().at(0).detail;
 }
 
+// --- The memory budget of request buffers ---
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+std::shared_ptr<Protocol> echo_with_budget(std::size_t max_total_bytes) {
+  Limits limits;
+  limits.max_bytes = 8 * kMiB;
+  limits.max_total_bytes = max_total_bytes;
+  return echo_protocol(prefix_handler(std::string(test::kPrefix)), limits);
+}
+
+// Spins until `done` holds, for kPatience at most; the last answer.
+template <typename Predicate>
+bool eventually(Predicate done) {
+  const auto until = Clock::now() + test::kPatience;
+  while (!done() && Clock::now() < until) std::this_thread::yield();
+  return done();
+}
+
+// Sends a whole request and half-closes; true when the server reset the connection instead of
+// answering (seen by a write, or by the read after the half-close).
+bool sent_and_reset(Connection& c, const std::string& request) {
+  try {
+    c.write_all(request);
+    c.close_write();
+    return test::read_until_reset(c).has_value();
+  } catch (const std::system_error& e) {
+    return is_reset(e.code());
+  }
+}
+
+TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
+  const std::shared_ptr<Protocol> protocol = echo_with_budget(6 * kMiB);
+  test::ServerThread server(options_with(4, 10s), protocol);
+  const Address to = loopback(1, server.port());
+  const std::string three(3 * kMiB, 'a');
+
+  // A holds 3 MiB, in a buffer grown to 4 MiB, and has not finished its request.
+  Connection a = connect(to, {test::kPatience, {}});
+  a.set_timeout(test::kPatience);
+  a.write_all(three);
+  ASSERT_TRUE(eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }))
+      << protocol->buffered_bytes();
+
+  // B's 3 MiB would need 4 MiB more: over the budget of 6, reset, whatever its own size.
+  Connection b = connect(to, {test::kPatience, {}});
+  b.set_timeout(test::kPatience);
+  EXPECT_TRUE(sent_and_reset(b, three));
+
+  // A, within the budget, is answered in full; and once it is done, a request as large as B's
+  // is too (its memory came back).
+  a.close_write();
+  EXPECT_EQ(a.read_to_end_string(), std::string(test::kPrefix) + three);
+  EXPECT_EQ(request(to.host(), server.port(), three), std::string(test::kPrefix) + three);
+
+  ASSERT_TRUE(server.wait_finished(3));
+  const std::vector<ConnectionRecord> records = server.records();
+  EXPECT_EQ(records.at(0).outcome, Outcome::too_large);
+  EXPECT_NE(records.at(0).detail.find("max_total_bytes"), std::string::npos)
+      << records.at(0).detail;
+  EXPECT_EQ(records.at(1).outcome, Outcome::ok);
+  EXPECT_EQ(records.at(2).outcome, Outcome::ok);
+  // Kept for the next large requests: never more than the budget, and nothing once idle.
+  EXPECT_LE(protocol->buffered_bytes(), 6 * kMiB);
+  protocol->idle(Logger{});
+  EXPECT_EQ(protocol->buffered_bytes(), 0U);
+}
+
+TEST(MemoryBudget, SparesKeptForReuseAreFreedWhenARequestNeedsTheRoom) {
+  const std::shared_ptr<Protocol> protocol = echo_with_budget(6 * kMiB);
+  test::ServerThread server(options_with(4, 10s), protocol);
+  const Address to = loopback(1, server.port());
+  const std::string three(3 * kMiB, 'b');
+
+  // B starts first, small; then A's 3 MiB is answered and its 4 MiB buffer kept as a spare.
+  Connection b = connect(to, {test::kPatience, {}});
+  b.set_timeout(test::kPatience);
+  b.write_all("b");
+  ASSERT_TRUE(eventually([&] { return server.server().stats().active == 1; }));
+  EXPECT_EQ(request(to.host(), server.port(), three), std::string(test::kPrefix) + three);
+  ASSERT_TRUE(eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }));
+
+  // B now grows to 4 MiB: the spare (which B could not take, having started before it was
+  // kept) is freed to make room, and B is answered.
+  const std::string rest(3 * kMiB, 'c');
+  b.write_all(rest);
+  b.close_write();
+  EXPECT_EQ(b.read_to_end_string(), std::string(test::kPrefix) + "b" + rest);
+  ASSERT_TRUE(server.wait_finished(2));
+  EXPECT_EQ(server.records().at(1).outcome, Outcome::ok);
+}
+
+TEST(MemoryBudget, LineModeCountsLongLinesAgainstTheBudgetToo) {
+  Limits limits;
+  limits.max_bytes = 8 * kMiB;
+  limits.max_total_bytes = 2 * kMiB;
+  test::ServerThread server(options_with(2, 10s),
+                            line_protocol(prefix_handler(std::string(test::kPrefix)), limits));
+  Connection c = connect(loopback(1, server.port()), {test::kPatience, {}});
+  c.set_timeout(test::kPatience);
+  EXPECT_TRUE(sent_and_reset(c, std::string(3 * kMiB, 'l') + "\n"));
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).outcome, Outcome::too_large);
+}
+
 }  // namespace
 }  // namespace sockecho

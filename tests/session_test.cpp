@@ -122,11 +122,11 @@ TEST(ThirdProtocol, TheServersIdleLimitAppliesToItToo) {
 }
 
 TEST(DocumentProtocols, DescribeThemselvesForTheStartLine) {
-  EXPECT_EQ(echo_protocol(prefix_handler(""), Limits{1024, 0ms})->describe(),
-            "mode=echo max_bytes=1024 request_timeout_ms=0");
-  EXPECT_EQ(
-      line_protocol(prefix_handler(""))->describe(),
-      "mode=line max_bytes=" + std::to_string(kDefaultMaxBytes) + " request_timeout_ms=30000");
+  EXPECT_EQ(echo_protocol(prefix_handler(""), Limits{1024, 0ms, 4096})->describe(),
+            "mode=echo max_bytes=1024 max_total_bytes=4096 request_timeout_ms=0");
+  EXPECT_EQ(line_protocol(prefix_handler(""))->describe(),
+            "mode=line max_bytes=" + std::to_string(kDefaultMaxBytes) + " max_total_bytes=" +
+                std::to_string(kDefaultMaxTotalBytes) + " request_timeout_ms=30000");
 }
 
 TEST(DocumentProtocols, AnEmptyHandlerIsRefused) {

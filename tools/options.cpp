@@ -174,6 +174,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
           static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxWorkers));
     } else if (flag == "--max-bytes") {
       s.limits.max_bytes = parse_size(flag, reader.value());
+    } else if (flag == "--max-total-bytes") {
+      s.limits.max_total_bytes = parse_size(flag, reader.value());
     } else if (flag == "--backlog") {
       s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
     } else if (flag == "--reuseport") {
@@ -242,7 +244,7 @@ std::string server_usage() {
          "  --prefix TEXT      reply prefix (default '数据是 '; '' for a pure echo)\n"
          "  --mode MODE        echo or line (default echo)\n"
          "  --workers N        most connections served at once, threads started as needed\n"
-         "                     and retired when idle; 1 is strictly serial (default 16)\n"
+         "                     and retired when idle; 1 is strictly serial (default 128)\n"
          "  --timeout SEC      idle limit: close a connection that makes no progress (no byte\n"
          "                     read, no byte of the reply taken) for SEC; 0 = none (default 30)\n"
          "  --request-timeout SEC  longest time to receive one whole request, however slowly\n"
@@ -252,6 +254,9 @@ std::string server_usage() {
          "                     reset at once and logged refused; 0 = no limit (default 0)\n"
          "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
          "                     0 = no limit (default 64M)\n"
+         "  --max-total-bytes N  most request memory held at once by all connections\n"
+         "                     together; a request that needs more is reset as too\n"
+         "                     large; K/M/G suffixes allowed; 0 = no limit (default 1G)\n"
          "  --backlog N        listen backlog (default SOMAXCONN)\n"
          "  --reuseport        share the port with other processes started with --reuseport\n"
          "                     (SO_REUSEPORT); the kernel spreads connections among them\n"

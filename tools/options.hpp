@@ -42,7 +42,7 @@ struct ServerSettings {
   int backlog = SOMAXCONN;
   bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
   Mode mode = Mode::echo;
-  Limits limits;  // --max-bytes
+  Limits limits;  // --max-bytes, --max-total-bytes, --request-timeout
   std::string greeting{kDefaultGreeting};
   ServerOptions options;  // workers, timeout
   LogLevel log_level = LogLevel::normal;

@@ -33,6 +33,11 @@ class Buffer {
 
   // Makes the capacity at least `capacity` bytes, keeping the contents. Throws std::bad_alloc.
   void reserve(std::size_t capacity);
+  // The capacity a full buffer grows to before its next read: double (at least kInitial), and
+  // never more than `limit` bytes (0: no limit). Every reader grows by this one rule, so a
+  // memory budget can charge a growth before it happens.
+  [[nodiscard]] std::size_t next_capacity(std::size_t limit) const noexcept;
+  static constexpr std::size_t kInitial = std::size_t{64} * 1024;
   // Drops the contents, keeping the memory for reuse.
   void clear() noexcept { size_ = 0; }
   // Removes the first n bytes, moving the rest to the front; n <= size().

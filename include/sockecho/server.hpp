@@ -22,7 +22,7 @@
 
 namespace sockecho {
 
-inline constexpr unsigned kDefaultWorkers = 16;
+inline constexpr unsigned kDefaultWorkers = 128;
 // How long a worker beyond the first waits without a connection before it retires, when there
 // is no idle limit to use for it.
 inline constexpr std::chrono::seconds kIdleWithoutTimeout{30};

@@ -57,6 +57,7 @@ using Handler = std::function<void(std::string_view request, Reply& reply)>;
 // The document's reply prefix, "数据是 " in UTF-8.
 inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
 inline constexpr std::size_t kDefaultMaxBytes = std::size_t{64} << 20;
+inline constexpr std::size_t kDefaultMaxTotalBytes = std::size_t{1} << 30;
 inline constexpr std::string_view kDefaultGreeting = "connect";
 inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 
@@ -106,6 +107,10 @@ class Protocol {
   virtual void idle_every(std::chrono::milliseconds period) noexcept { (void)period; }
   // A worker has been idle: a chance to free memory kept for reuse (logging what, on `log`).
   virtual void idle(const Logger& log) noexcept { (void)log; }
+
+  // Bytes of request memory the protocol holds now (in use and kept for reuse) that count
+  // against its budget; 0 for a protocol without one.
+  [[nodiscard]] virtual std::size_t buffered_bytes() const noexcept { return 0; }
 };
 
 // Limits of the document's protocols.
@@ -117,6 +122,11 @@ struct Limits {
   // the start of the connection to the client's half-close; line: from a line's first byte to
   // its '\n'). On expiry the connection ends unanswered, outcome timeout. Zero: no limit.
   std::chrono::milliseconds request_timeout = kDefaultRequestTimeout;
+  // Most request memory held at once by all the protocol's connections together: each worker
+  // keeps a buffer of up to 1 MiB of its own, and every larger buffer (in use, or kept for the
+  // next large request) counts against this. A request that would need more is ended unanswered,
+  // outcome too_large, as one over max_bytes is. 0: no limit.
+  std::size_t max_total_bytes = kDefaultMaxTotalBytes;
 };
 
 // The document's first protocol: read until the client half-closes, answer once.

@@ -78,6 +78,7 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(t.host == s.host && t.prefix == s.prefix && t.backlog == s.backlog);
   SOCKECHO_FUZZ_CHECK(t.options.timeout == s.options.timeout);
   SOCKECHO_FUZZ_CHECK(t.limits.max_bytes == s.limits.max_bytes);
+  SOCKECHO_FUZZ_CHECK(t.limits.max_total_bytes == s.limits.max_total_bytes);
   // An unknown flag anywhere after a valid command line is a usage error.
   args.emplace_back("--no-such-flag");
   SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args(args); }));
