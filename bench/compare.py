@@ -8,10 +8,10 @@ chart (SVG, with gnuplot) to bench/results.svg.
 
     cmake -B build && cmake --build build -j2 && python3 bench/compare.py
 
-Servers: sockecho-server (--workers 1 and the default pool of 16, logging on, to a file), the
-floor (bench/floor.c: a bare C accept loop, serial and with 16 threads in accept), Python's
-socketserver.TCPServer and ThreadingTCPServer (bench/py_server.py), and the document's PHP server
-(tests/php/server.php) when php is installed.
+Servers: sockecho-server (--workers 1, and its defaults: up to 128 workers started on demand;
+logging on, to a file), the floor (bench/floor.c: a bare C accept loop, serial and with 16
+threads in accept), Python's socketserver.TCPServer and ThreadingTCPServer (bench/py_server.py),
+and the document's PHP server (tests/php/server.php) when php is installed.
 
 Measured per server and scenario: requests/s and MB/s (medians of the repetitions), latency p50
 and p99 (medians of the repetitions' percentiles), server CPU time per request (user + system
@@ -153,8 +153,8 @@ def server_specs(build, php):
                    True, "floor-16"),
         ServerSpec("sockecho-1", "sockecho-server --workers 1",
                    [sockecho, "--port", "0", "--workers", "1"], False, "floor-1"),
-        ServerSpec("sockecho-16", f"sockecho-server --workers {POOL}",
-                   [sockecho, "--port", "0", "--workers", str(POOL)], True, "floor-16"),
+        ServerSpec("sockecho", "sockecho-server (default: up to 128 workers, on demand)",
+                   [sockecho, "--port", "0"], True, "floor-16"),
         ServerSpec("py-plain", "Python TCPServer", [sys.executable, py, "127.0.0.1", "0", "plain"],
                    False, "floor-1"),
         ServerSpec("py-threading", "Python ThreadingTCPServer",
@@ -234,10 +234,11 @@ def main():
     specs = server_specs(args.build, php)
     if args.against:
         other = os.path.join(args.against, "tools", "sockecho-server")
-        for workers, floor in (("1", "floor-1"), (str(POOL), "floor-16")):
-            specs.append(ServerSpec(f"against-{workers}", f"{other} --workers {workers}",
-                                    [other, "--port", "0", "--workers", workers],
-                                    workers != "1", floor))
+        for workers, floor in (("1", "floor-1"), ("", "floor-16")):
+            flags = ["--workers", workers] if workers else []
+            specs.append(ServerSpec(f"against-{workers or 'default'}",
+                                    " ".join([other] + (flags or ["(default)"])),
+                                    [other, "--port", "0"] + flags, workers != "1", floor))
     if args.only:
         wanted = set(args.only.split(","))
         specs = [s for s in specs
@@ -331,13 +332,13 @@ def targets(specs, results):
     out = []
     s = {sc: {k: summarize(v) for k, v in results[sc].items()} for sc in results}
     for sc in ("small-c1", "small-c16"):
-        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho-16", "floor-16")):
+        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho", "floor-16")):
             r = ratio(s[sc][mine]["rps"], s[sc][floor]["rps"])
             out.append((f"{sc}: {mine} requests/s >= 0.95x {floor}", r >= 0.95, f"{r:.2f}x"))
             c = ratio(s[sc][mine]["cpu"], s[sc][floor]["cpu"])
             out.append((f"{sc}: {mine} CPU/request <= 1.1x {floor}", c <= 1.1, f"{c:.2f}x"))
     for sc in ("large-c1", "large-c4"):
-        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho-16", "floor-16")):
+        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho", "floor-16")):
             r = ratio(s[sc][mine]["mbps"], s[sc][floor]["mbps"])
             out.append((f"{sc}: {mine} MB/s >= 0.95x {floor}", r >= 0.95, f"{r:.2f}x"))
     for other in ("py-threading", "php"):
@@ -346,17 +347,17 @@ def targets(specs, results):
         for sc in results:
             metric = "mbps" if sc.startswith("large") else "rps"
             need = 2.0 if sc.startswith("large") else 1.0
-            best = max(s[sc]["sockecho-1"][metric], s[sc]["sockecho-16"][metric])
+            best = max(s[sc]["sockecho-1"][metric], s[sc]["sockecho"][metric])
             r = ratio(best, s[sc][other][metric])
             out.append((f"{sc}: sockecho >= {need:g}x {other}", r >= need, f"{r:.2f}x"))
     for sc in ("large-c1", "large-c4"):
         conc = next(x.concurrency for x in SCENARIOS if x.key == sc)
         limit = 16 * conc + 4
-        for mine in ("sockecho-1", "sockecho-16"):
+        for mine in ("sockecho-1", "sockecho"):
             rss = s[sc][mine]["rss"]
             out.append((f"{sc}: {mine} peak RSS <= {limit} MiB", rss <= limit, f"{rss:.1f} MiB"))
     for sc in ("large-c1", "large-c4"):
-        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho-16", "floor-16")):
+        for mine, floor in (("sockecho-1", "floor-1"), ("sockecho", "floor-16")):
             r = ratio(s[sc][mine]["mbps"], s[sc][floor]["mbps"])
             out.append((f"stretch, {sc}: {mine} MB/s > {floor}", r > 1.0, f"{r:.2f}x"))
     return out
