@@ -17,8 +17,9 @@ polled (up to --settle s) until back to the idle level.
 
 Prints a table and the issue's targets, PASS/MISS (a failed legitimate request is a timeout, so
 more than 1% of them misses the p99 target); --json PATH writes every number; --smoke is a short
-run for CI. Exit status 1 if a server did not exit 0 on SIGTERM, or (with --strict) on a MISS. Loopback only; server logs in
-bench/out/hostile-*.log. Raises this process's RLIMIT_NOFILE soft limit to its hard limit.
+run for CI. Exit status 1 if a server did not exit 0 on SIGTERM, or (with --strict) on a MISS.
+Loopback only; server logs in bench/out/hostile-*.log. Raises this process's RLIMIT_NOFILE soft
+limit to its hard limit.
 """
 
 import argparse

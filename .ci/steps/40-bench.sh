@@ -38,3 +38,7 @@ python3 bench/compare.py --build "$build" --repeat 1 --seconds 0.1 --large-secon
   --results "$scratch/RESULTS.md" --chart "$scratch/results.svg"
 grep -q '^## Targets' "$scratch/RESULTS.md"
 rm -rf "$scratch"
+
+# Hostile clients, the smoke version (seconds): it must run end to end and its servers exit 0.
+step "bench: bench/hostile.py --smoke"
+python3 bench/hostile.py --build "$build" --smoke
