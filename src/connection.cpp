@@ -96,6 +96,15 @@ std::size_t Connection::read_some(char* data, std::size_t size) {
   }
 }
 
+Address Connection::local() const {
+  sockaddr_storage storage{};
+  socklen_t size = sizeof storage;
+  if (::getsockname(fd(), reinterpret_cast<sockaddr*>(&storage), &size) != 0) {
+    throw os_error(errno, "getsockname " + peer_.to_string());
+  }
+  return {reinterpret_cast<const sockaddr*>(&storage), size};
+}
+
 std::size_t Connection::read_into(Buffer& buffer, std::size_t limit) {
   if (buffer.room() == 0) buffer.reserve(buffer.next_capacity(limit));
   std::size_t chunk = buffer.room();

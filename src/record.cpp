@@ -109,6 +109,10 @@ void append_record(Sink& sink, const ConnectionRecord& record) {
     sink.append(" reason=");
     sink.append(record.reason);
   }
+  if (!record.fields.empty()) {
+    sink.append(" ");
+    sink.append(record.fields);
+  }
   if (!record.detail.empty()) {
     sink.append(" error=\"");
     sink.append(record.detail);

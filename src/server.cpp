@@ -257,6 +257,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
       protocol_->serve(connection, workspace);
     } catch (const ConnectionError& e) {
       record.outcome = e.outcome();
+      record.fields = e.fields();
       record.detail = e.what();
     } catch (const std::system_error& e) {
       record.outcome = classify(e.code());

@@ -196,13 +196,10 @@ class Borrowed {
   Buffer& buffer_;
 };
 
-// The two protocols of the document share the handler, the limits and the pool.
+// The two protocols of the document share the limits and the request memory.
 class DocumentProtocol : public Protocol {
  public:
-  DocumentProtocol(Handler handler, Limits limits)
-      : handler_(std::move(handler)), limits_(limits), memory_(limits.max_total_bytes) {
-    if (!handler_) throw std::invalid_argument("handler is empty");
-  }
+  explicit DocumentProtocol(Limits limits) : limits_(limits), memory_(limits.max_total_bytes) {}
   void idle_every(std::chrono::milliseconds period) noexcept override {
     memory_.set_kept_until_idle(period.count() > 0);
   }
@@ -233,14 +230,20 @@ class DocumentProtocol : public Protocol {
                                                : Clock::time_point::max();
   }
 
-  Handler handler_;
+  template <typename Function>
+  static Function checked(Function handler) {
+    if (!handler) throw std::invalid_argument("handler is empty");
+    return handler;
+  }
+
   Limits limits_;
   RequestMemory memory_;
 };
 
 class EchoProtocol final : public DocumentProtocol {
  public:
-  using DocumentProtocol::DocumentProtocol;
+  EchoProtocol(ConnectionHandler handler, Limits limits)
+      : DocumentProtocol(limits), handler_(checked(std::move(handler))) {}
 
   void serve(Connection& connection, Workspace& workspace) override {
     const Borrowed borrowed(memory_, workspace.buffer);
@@ -255,17 +258,22 @@ class EchoProtocol final : public DocumentProtocol {
     } while (connection.read_into(buffer, limit) != 0);
     connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
-    handler_(buffer.view(), workspace.reply);
+    handler_(connection, buffer.view(), workspace.reply);
     workspace.send(connection);
   }
 
   [[nodiscard]] std::string describe() const override { return describe_as("echo"); }
+
+ private:
+  ConnectionHandler handler_;
 };
 
 class LineProtocol final : public DocumentProtocol {
  public:
   LineProtocol(Handler handler, Limits limits, std::string greeting)
-      : DocumentProtocol(std::move(handler), limits), greeting_(std::move(greeting)) {}
+      : DocumentProtocol(limits),
+        handler_(checked(std::move(handler))),
+        greeting_(std::move(greeting)) {}
 
   void serve(Connection& connection, Workspace& workspace) override {
     const std::array<std::string_view, 2> greeting_line = {greeting_, kNewline};
@@ -315,12 +323,22 @@ class LineProtocol final : public DocumentProtocol {
     workspace.reply.append_ref(kNewline);
   }
 
+  Handler handler_;
   std::string greeting_;
 };
 
 }  // namespace
 
 std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits) {
+  if (!handler) throw std::invalid_argument("handler is empty");
+  return std::make_shared<EchoProtocol>(
+      [handler = std::move(handler)](const Connection&, std::string_view request, Reply& reply) {
+        handler(request, reply);
+      },
+      limits);
+}
+
+std::shared_ptr<Protocol> echo_protocol(ConnectionHandler handler, Limits limits) {
   return std::make_shared<EchoProtocol>(std::move(handler), limits);
 }
 

@@ -94,7 +94,8 @@ TEST_F(Completion, ClientOffersExactlyTheOptionsOfItsHelp) {
 
 TEST_F(Completion, CompletesAPrefix) {
   EXPECT_EQ(complete("sockecho-server", {"--port", "0", "--m"}),
-            (std::vector<std::string>{"--max-bytes", "--max-per-source", "--max-total-bytes", "--mode"}));
+            (std::vector<std::string>{"--max-bytes", "--max-output", "--max-per-source",
+                                      "--max-total-bytes", "--mode"}));
   EXPECT_EQ(complete("sockecho-client", {"--q"}), (std::vector<std::string>{"--quiet"}));
 }
 
@@ -111,6 +112,9 @@ TEST_F(Completion, OffersTheModes) {
 TEST_F(Completion, OffersNothingWhereAValueOfTheUsersOwnIsDue) {
   EXPECT_TRUE(complete("sockecho-server", {"--port", ""}).empty());
   EXPECT_TRUE(complete("sockecho-server", {"--max-bytes", ""}).empty());
+  // After --exec PROGRAM, every word is the program's.
+  EXPECT_TRUE(complete("sockecho-server", {"--exec", "cat", "--"}).empty());
+  EXPECT_FALSE(complete("sockecho-server", {"--exec", "ca"}).empty()) << "commands on PATH";
   EXPECT_TRUE(complete("sockecho-client", {"--send", ""}).empty());
 }
 

@@ -50,6 +50,13 @@ void ArgReader::no_value() const {
   if (inline_value_) throw UsageError("option " + std::string(flag_) + " takes no value");
 }
 
+std::vector<std::string> ArgReader::rest() {
+  if (inline_value_) throw UsageError("option " + std::string(flag_) + " takes no '=' value");
+  std::vector<std::string> out(args_.begin() + static_cast<std::ptrdiff_t>(index_), args_.end());
+  index_ = args_.size();
+  return out;
+}
+
 void ArgReader::unknown() const { throw UsageError("unknown option '" + std::string(flag_) + "'"); }
 
 std::string parse_host(std::string_view text) {
@@ -155,12 +162,21 @@ std::size_t parse_size(std::string_view flag, std::string_view text) {
 ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   constexpr unsigned long kMaxWorkers = 4096;
   ServerSettings s;
+  bool prefix_given = false;
   ArgReader reader(args);
   while (reader.next()) {
     if (read_common_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
     if (flag == "--prefix") {
       s.prefix = std::string(reader.value());
+      prefix_given = true;
+    } else if (flag == "--exec") {
+      s.exec = reader.rest();
+      if (s.exec.empty() || s.exec[0].empty()) throw UsageError("--exec needs a program");
+    } else if (flag == "--exec-timeout") {
+      s.exec_timeout = parse_seconds(flag, reader.value());
+    } else if (flag == "--max-output") {
+      s.max_output = parse_size(flag, reader.value());
     } else if (flag == "--mode") {
       s.mode = parse_mode(reader.value());
     } else if (flag == "--workers") {
@@ -192,6 +208,12 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     } else {
       reader.unknown();
     }
+  }
+  if (!s.exec.empty()) {
+    if (s.mode == Mode::line) throw UsageError("--exec is for echo mode, not --mode line");
+    if (!prefix_given) s.prefix.clear();
+  } else if (s.max_output) {
+    throw UsageError("--max-output needs --exec");
   }
   return s;
 }
@@ -261,6 +283,14 @@ std::string server_usage() {
          "  --reuseport        share the port with other processes started with --reuseport\n"
          "                     (SO_REUSEPORT); the kernel spreads connections among them\n"
          "  --greeting TEXT    line mode's first line (default 'connect')\n"
+         "  --exec PROGRAM [ARG]...  run PROGRAM (no shell, looked up on PATH) for each\n"
+         "                     request: the request on its stdin, the reply PREFIX + its\n"
+         "                     stdout (PREFIX empty unless given); the last option, every\n"
+         "                     argument after it is the program's; echo mode only\n"
+         "  --exec-timeout SEC longest run of the program: then SIGTERM to its process\n"
+         "                     group, SIGKILL 2 s later, no reply; 0 = none (default 30)\n"
+         "  --max-output N     most stdout taken from the program, K/M/G suffixes allowed;\n"
+         "                     over it the program is killed, no reply (default --max-bytes)\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens\n"
          "  --help             show this help and exit\n"

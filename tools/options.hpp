@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -35,10 +36,16 @@ enum class Mode {
   line,  // greet, then answer each '\n'-terminated line until the client closes
 };
 
+inline constexpr std::chrono::seconds kDefaultExecTimeout{30};
+
 struct ServerSettings {
   std::string host{kDefaultHost};
   std::uint16_t port = kDefaultPort;
-  std::string prefix{kDefaultPrefix};
+  std::string prefix{kDefaultPrefix};  // with --exec, empty unless --prefix is given
+  // --exec PROGRAM [ARG]...: the program run per request; empty: the document's echo.
+  std::vector<std::string> exec;
+  std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout
+  std::optional<std::size_t> max_output;                         // --max-output; unset: --max-bytes
   int backlog = SOMAXCONN;
   bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
   Mode mode = Mode::echo;
@@ -81,6 +88,8 @@ class ArgReader {
   void no_value() const;
   // Throws the UsageError for a flag the program does not know.
   [[noreturn]] void unknown() const;
+  // Every argument after the current flag, taken as they are (no more flags): --exec's program.
+  std::vector<std::string> rest();
 
  private:
   const std::vector<std::string_view>& args_;
@@ -150,6 +159,9 @@ int run_program(std::string_view name, int argc, char** argv, Parse parse, std::
   }
   try {
     return run(settings);
+  } catch (const UsageError& e) {  // found unusable only once checked (an --exec program)
+    print(STDERR_FILENO, std::string(name) + ": " + e.what() + "\n");
+    return kExitUsage;
   } catch (const std::exception& e) {
     print(STDERR_FILENO, std::string(name) + ": " + e.what() + "\n");
     return kExitFailure;

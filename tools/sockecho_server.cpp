@@ -64,8 +64,18 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
   return sockecho::Listener::bind(settings.host, settings.port, listen);
 }
 
-// The document's protocol that --mode names, answering with --prefix.
-std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSettings& settings) {
+// The document's protocol that --mode names, answering with --prefix; or --exec's program.
+std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSettings& settings,
+                                                const sockecho::Logger& log) {
+  if (!settings.exec.empty()) {
+    sockecho::ExecOptions exec;
+    exec.argv = settings.exec;
+    exec.prefix = settings.prefix;
+    exec.limits.timeout = settings.exec_timeout;
+    exec.limits.max_output = settings.max_output.value_or(settings.limits.max_bytes);
+    exec.log = log;
+    return sockecho::echo_protocol(sockecho::exec_handler(std::move(exec)), settings.limits);
+  }
   sockecho::Handler handler = sockecho::prefix_handler(settings.prefix);
   if (settings.mode == sockecho::cli::Mode::line) {
     return sockecho::line_protocol(std::move(handler), settings.limits, settings.greeting);
@@ -74,6 +84,13 @@ std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSetti
 }
 
 int serve(const sockecho::cli::ServerSettings& settings) {
+  if (!settings.exec.empty()) {
+    try {
+      (void)sockecho::find_program(settings.exec[0]);
+    } catch (const std::system_error& e) {
+      throw sockecho::cli::UsageError(std::string("--exec: ") + e.what());
+    }
+  }
   ensure_descriptors(settings.options.workers);
   // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only safe
   // while no other thread runs: so before the logger's thread and StopOnSignals' thread start.
@@ -83,7 +100,8 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // per connection, and a stalled reader of stderr costs lines, never service.
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
-  sockecho::Server server(std::move(listener), protocol_of(settings), std::move(options));
+  std::shared_ptr<sockecho::Protocol> protocol = protocol_of(settings, options.log);
+  sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
   // The waiter blocks its signals in this thread, so it must come before run() starts the
   // worker threads: they inherit the mask, and a signal delivered to a worker would take its
   // default action. Coming after the logger is fine: the logger's thread blocks every signal

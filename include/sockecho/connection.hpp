@@ -47,6 +47,8 @@ class Connection {
   [[nodiscard]] bool is_open() const noexcept { return socket_.valid(); }
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
   [[nodiscard]] const Address& peer() const noexcept { return peer_; }
+  // This end's address (getsockname). Throws std::system_error.
+  [[nodiscard]] Address local() const;
 
   // The idle limit: how long the connection may go without progress (zero: forever). Its clock
   // starts now. The same as deadline().set_idle().

@@ -39,6 +39,7 @@ struct ConnectionRecord {
   std::chrono::microseconds duration{0};
   Outcome outcome = Outcome::ok;
   std::string_view reason;  // why it was refused ("per_source"), logged as reason=...
+  std::string fields;       // key=value words after the outcome ("exit=3"), when any
   std::string detail;       // the error message, when there was one
 };
 

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "sockecho/buffer.hpp"
@@ -51,6 +52,11 @@ class Reply {
 // connection unanswered (outcome "error") and the server goes on.
 using Handler = std::function<void(std::string_view request, Reply& reply)>;
 
+// A handler that also sees the connection (its peer and local addresses), for replies that
+// depend on who asked: what --exec uses.
+using ConnectionHandler =
+    std::function<void(const Connection& connection, std::string_view request, Reply& reply)>;
+
 // The document's handler: the reply is prefix followed by the request, neither copied.
 [[nodiscard]] Handler prefix_handler(std::string prefix);
 
@@ -63,14 +69,17 @@ inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 
 // Thrown by a protocol to end a connection with an outcome of its choosing (too_large, say) and
 // a message for the log.
+// `fields` are key=value words for its log line after the outcome ("exit=3").
 class ConnectionError : public std::runtime_error {
  public:
-  ConnectionError(Outcome outcome, const std::string& what)
-      : std::runtime_error(what), outcome_(outcome) {}
+  ConnectionError(Outcome outcome, const std::string& what, std::string fields = {})
+      : std::runtime_error(what), outcome_(outcome), fields_(std::move(fields)) {}
   [[nodiscard]] Outcome outcome() const noexcept { return outcome_; }
+  [[nodiscard]] const std::string& fields() const noexcept { return fields_; }
 
  private:
   Outcome outcome_;
+  std::string fields_;
 };
 
 // What one worker thread reuses from connection to connection, for any protocol to use.
@@ -131,6 +140,8 @@ struct Limits {
 
 // The document's first protocol: read until the client half-closes, answer once.
 [[nodiscard]] std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits = {});
+[[nodiscard]] std::shared_ptr<Protocol> echo_protocol(ConnectionHandler handler,
+                                                      Limits limits = {});
 
 // The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is

@@ -1,5 +1,6 @@
 #include "programs.hpp"
 
+#include <array>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -14,9 +15,10 @@ std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
 namespace {
 
 std::vector<std::string> server_argv(std::vector<std::string> args) {
-  args.insert(args.begin(), server_program());
-  args.emplace_back("--port");
-  args.emplace_back("0");
+  // First, so that a test's own --port wins (the last one does) and --exec's program, which
+  // takes every argument after it, gets none of these.
+  const std::array<std::string, 3> first = {server_program(), "--port", "0"};
+  args.insert(args.begin(), first.begin(), first.end());
   return args;
 }
 

@@ -1,0 +1,95 @@
+// sockecho: a program run for a request. A Program owns one child process as Fd owns a
+// descriptor: started without a shell in a process group of its own, fed and drained at once,
+// limited in time and output, and always reaped; destroying it kills its whole group.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sockecho/fd.hpp"
+
+namespace sockecho {
+
+inline constexpr std::chrono::milliseconds kDefaultKillGrace{2000};
+inline constexpr std::size_t kDefaultMaxLog = std::size_t{64} << 10;
+
+struct ProgramLimits {
+  // Longest run; on expiry the whole process group gets SIGTERM, and SIGKILL `grace` later if
+  // any of it is left. Zero: none.
+  std::chrono::milliseconds timeout{0};
+  std::chrono::milliseconds grace = kDefaultKillGrace;
+  // Most stdout bytes taken; one more kills the process group. Zero: no limit.
+  std::size_t max_output = 0;
+  // Most stderr bytes passed on to the caller's line callback; the rest is counted and dropped.
+  std::size_t max_log = kDefaultMaxLog;
+};
+
+// How a program's run ended.
+struct ProgramResult {
+  enum class End {
+    exited,     // it exited by itself: `code` is its exit status
+    signaled,   // a signal it did not catch ended it: `code` is the signal
+    timed_out,  // the timeout ran out and its group was killed
+    too_large,  // its stdout went over max_output and its group was killed
+  };
+  End end = End::exited;
+  int code = 0;
+  std::string output;           // its stdout, at most max_output bytes
+  std::size_t log_dropped = 0;  // stderr bytes over max_log, not passed on
+  std::chrono::microseconds duration{0};
+
+  [[nodiscard]] bool ok() const noexcept { return end == End::exited && code == 0; }
+  // "exit=3", "signal=SIGKILL", "timeout", "too_large": the words of a log line.
+  [[nodiscard]] std::string describe() const;
+};
+
+// Looks a program up as the start of a run will (on PATH when the name has no '/'): its path,
+// or a std::system_error (ENOENT, EACCES) naming it, so a server can refuse to start with a
+// program that cannot run.
+[[nodiscard]] std::string find_program(const std::string& name);
+
+class Program {
+ public:
+  // Starts argv[0] (looked up on PATH when it has no '/') with argv, in a process group of its
+  // own, with default signal dispositions and an empty signal mask, stdin, stdout and stderr
+  // connected to this object and no other descriptor open, and an environment of this process's
+  // plus `extra_env` ("NAME=value", replacing a variable of the same name). No shell is involved.
+  // Throws std::system_error, e.g. "spawn nosuch: No such file or directory".
+  Program(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env);
+  Program(Program&&) noexcept;
+  Program& operator=(Program&&) = delete;
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+  // Kills the process group (SIGKILL) and reaps the program if run() has not already.
+  ~Program();
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+
+  // Writes `input` to the program's stdin and closes it, while reading its stdout and stderr
+  // (so a program that writes before it reads never deadlocks), passing each stderr line to
+  // `on_log_line` (without its '\n'), until the program has exited; then kills what is left of
+  // its process group (nothing it started outlives it) and reaps it. Once only.
+  ProgramResult run(std::string_view input, const ProgramLimits& limits,
+                    const std::function<void(std::string_view line)>& on_log_line = {});
+
+  // Sends `signal` to the program's whole process group, from any thread, while run() waits.
+  void signal_group(int signal) const noexcept;
+
+ private:
+  void reap() noexcept;
+
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  Fd pidfd_;  // readable once the program has exited; empty where pidfd_open is missing
+  Fd stdin_;
+  Fd stdout_;
+  Fd stderr_;
+};
+
+}  // namespace sockecho

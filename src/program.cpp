@@ -1,0 +1,404 @@
+#include "sockecho/program.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "sockecho/deadline.hpp"
+#include "sockecho/error.hpp"
+
+extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX declares it nowhere
+
+namespace sockecho {
+
+namespace {
+
+// Without a pidfd, how often run() asks whether the program has exited.
+constexpr std::chrono::milliseconds kExitCheck{10};
+constexpr std::size_t kChunk = std::size_t{64} << 10;
+// A stderr line longer than this is passed on in pieces of this size.
+constexpr std::size_t kLongestLogLine = 4096;
+
+std::string name_of(const std::vector<std::string>& argv) { return argv.empty() ? "" : argv[0]; }
+
+bool executable_file(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) &&
+         ::access(path.c_str(), X_OK) == 0;
+}
+
+// The environment for the program: this process's, with `extra` added or replacing.
+std::vector<std::string> environment_with(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  const auto overridden = [&](std::string_view entry) {
+    const std::string_view name = entry.substr(0, entry.find('='));
+    return std::any_of(extra.begin(), extra.end(), [&](const std::string& e) {
+      return std::string_view(e).substr(0, e.find('=')) == name;
+    });
+  };
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    if (!overridden(*entry)) env.emplace_back(*entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+std::vector<char*> pointers_to(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+void set_nonblocking(int fd, const std::string& what) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    throw os_error(errno, "fcntl O_NONBLOCK " + what);
+  }
+}
+
+// posix_spawn's attributes and file actions, released however spawning ends.
+class SpawnSetup {
+ public:
+  SpawnSetup() {
+    if (const int err = ::posix_spawnattr_init(&attr_); err != 0) {
+      throw os_error(err, "posix_spawnattr_init");
+    }
+    if (const int err = ::posix_spawn_file_actions_init(&actions_); err != 0) {
+      ::posix_spawnattr_destroy(&attr_);
+      throw os_error(err, "posix_spawn_file_actions_init");
+    }
+  }
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
+  SpawnSetup(SpawnSetup&&) = delete;
+  SpawnSetup& operator=(SpawnSetup&&) = delete;
+  ~SpawnSetup() {
+    ::posix_spawn_file_actions_destroy(&actions_);
+    ::posix_spawnattr_destroy(&attr_);
+  }
+
+  // Its own process group, every signal at its default, nothing blocked, and 0-2 from the
+  // given descriptors with every other one closed.
+  void prepare(int in, int out, int err) {
+    sigset_t none;
+    sigset_t all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    check(::posix_spawnattr_setflags(
+              &attr_, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
+          "posix_spawnattr_setflags");
+    check(::posix_spawnattr_setpgroup(&attr_, 0), "posix_spawnattr_setpgroup");
+    check(::posix_spawnattr_setsigmask(&attr_, &none), "posix_spawnattr_setsigmask");
+    check(::posix_spawnattr_setsigdefault(&attr_, &all), "posix_spawnattr_setsigdefault");
+    check(::posix_spawn_file_actions_adddup2(&actions_, in, STDIN_FILENO), "adddup2 stdin");
+    check(::posix_spawn_file_actions_adddup2(&actions_, out, STDOUT_FILENO), "adddup2 stdout");
+    check(::posix_spawn_file_actions_adddup2(&actions_, err, STDERR_FILENO), "adddup2 stderr");
+    // Descriptors of this process are close-on-exec, but a library user's may not be.
+    check(::posix_spawn_file_actions_addclosefrom_np(&actions_, STDERR_FILENO + 1), "addclosefrom");
+  }
+
+  [[nodiscard]] const posix_spawnattr_t* attr() const noexcept { return &attr_; }
+  [[nodiscard]] const posix_spawn_file_actions_t* actions() const noexcept { return &actions_; }
+
+ private:
+  static void check(int err, const char* what) {
+    if (err != 0) throw os_error(err, std::string("posix_spawn ") + what);
+  }
+
+  posix_spawnattr_t attr_{};
+  posix_spawn_file_actions_t actions_{};
+};
+
+// Passes stderr on line by line, within a byte budget.
+class LogLines {
+ public:
+  LogLines(std::size_t budget, const std::function<void(std::string_view)>& sink)
+      : budget_(budget), sink_(sink) {}
+
+  void add(std::string_view bytes) {
+    pending_.append(bytes);
+    std::size_t start = 0;
+    for (;;) {
+      const std::size_t end = pending_.find('\n', start);
+      if (end == std::string::npos) break;
+      emit(std::string_view(pending_).substr(start, end - start));
+      start = end + 1;
+    }
+    pending_.erase(0, start);
+    while (pending_.size() >= kLongestLogLine) {
+      emit(std::string_view(pending_).substr(0, kLongestLogLine));
+      pending_.erase(0, kLongestLogLine);
+    }
+  }
+  void finish() {
+    if (!pending_.empty()) emit(pending_);
+    pending_.clear();
+  }
+  [[nodiscard]] std::size_t dropped() const noexcept { return dropped_; }
+
+ private:
+  void emit(std::string_view line) {
+    if (!sink_ || line.size() > budget_) {
+      dropped_ += line.size();
+      budget_ = 0;
+      return;
+    }
+    budget_ -= line.size();
+    sink_(line);
+  }
+
+  std::size_t budget_;
+  const std::function<void(std::string_view)>& sink_;
+  std::string pending_;
+  std::size_t dropped_ = 0;
+};
+
+// Reads what is there; false at the end of the stream (or an error: the program is gone).
+bool drain(Fd& fd, const std::function<void(std::string_view)>& take) {
+  std::array<char, 16384> chunk{};
+  for (;;) {
+    const ssize_t n = retry_eintr([&] { return ::read(fd.get(), chunk.data(), chunk.size()); });
+    if (n > 0) {
+      take(std::string_view(chunk.data(), static_cast<std::size_t>(n)));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    fd.reset();
+    return false;
+  }
+}
+
+}  // namespace
+
+std::string ProgramResult::describe() const {
+  switch (end) {
+    case End::exited:
+      return "exit=" + std::to_string(code);
+    case End::signaled: {
+      const char* abbrev = ::sigabbrev_np(code);
+      return abbrev != nullptr ? "signal=SIG" + std::string(abbrev)
+                               : "signal=" + std::to_string(code);
+    }
+    case End::timed_out:
+      return "timeout";
+    case End::too_large:
+      return "too_large";
+  }
+  return "exit=" + std::to_string(code);
+}
+
+std::string find_program(const std::string& name) {
+  if (name.empty()) throw os_error(ENOENT, "exec (empty program name)");
+  if (name.find('/') != std::string::npos) {
+    if (executable_file(name)) return name;
+    throw os_error(::access(name.c_str(), F_OK) == 0 ? EACCES : ENOENT, "exec " + name);
+  }
+  const char* path = std::getenv("PATH");
+  const std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  bool exists = false;
+  for (std::size_t start = 0; start <= dirs.size();) {
+    std::size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    std::string candidate = end > start ? dirs.substr(start, end - start) : std::string(".");
+    candidate += '/';
+    candidate += name;
+    if (executable_file(candidate)) return candidate;
+    exists = exists || ::access(candidate.c_str(), F_OK) == 0;
+    start = end + 1;
+  }
+  throw os_error(exists ? EACCES : ENOENT, "exec " + name);
+}
+
+Program::Program(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
+  const std::string name = name_of(argv);
+  if (argv.empty() || name.empty()) throw os_error(ENOENT, "spawn (no program)");
+  std::array<int, 2> in{};
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in.data()) != 0) {
+    throw os_error(errno, "socketpair for " + name);
+  }
+  // A socket, not a pipe, for stdin: send() with MSG_NOSIGNAL never raises SIGPIPE in this
+  // process when the program exits without reading its input.
+  Fd child_in(in[1]);
+  stdin_ = Fd(in[0]);
+  std::array<int, 2> out{};
+  std::array<int, 2> err{};
+  if (::pipe2(out.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe for " + name);
+  stdout_ = Fd(out[0]);
+  Fd child_out(out[1]);
+  if (::pipe2(err.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe for " + name);
+  stderr_ = Fd(err[0]);
+  Fd child_err(err[1]);
+  set_nonblocking(stdin_.get(), name + " stdin");
+  set_nonblocking(stdout_.get(), name + " stdout");
+  set_nonblocking(stderr_.get(), name + " stderr");
+
+  SpawnSetup setup;
+  setup.prepare(child_in.get(), child_out.get(), child_err.get());
+  std::vector<std::string> args = argv;
+  std::vector<std::string> env = environment_with(extra_env);
+  const std::vector<char*> arg_ptrs = pointers_to(args);
+  const std::vector<char*> env_ptrs = pointers_to(env);
+  pid_t pid = -1;
+  const int failed = ::posix_spawnp(&pid, name.c_str(), setup.actions(), setup.attr(),
+                                    arg_ptrs.data(), env_ptrs.data());
+  if (failed != 0) throw os_error(failed, "spawn " + name);
+  pid_ = pid;
+  // The pidfd tells run() the program has exited without a SIGCHLD handler (Linux 5.3); older
+  // kernels fall back to asking every kExitCheck.
+  const long pidfd = ::syscall(SYS_pidfd_open, pid_, 0);
+  if (pidfd >= 0) pidfd_ = Fd(static_cast<int>(pidfd));
+}
+
+Program::Program(Program&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      reaped_(std::exchange(other.reaped_, true)),
+      pidfd_(std::move(other.pidfd_)),
+      stdin_(std::move(other.stdin_)),
+      stdout_(std::move(other.stdout_)),
+      stderr_(std::move(other.stderr_)) {}
+
+Program::~Program() {
+  if (pid_ > 0 && !reaped_) {
+    signal_group(SIGKILL);
+    reap();
+  }
+}
+
+void Program::signal_group(int signal) const noexcept {
+  // Until it is reaped, the program's pid is its group's id and cannot be reused.
+  if (pid_ > 0 && !reaped_) (void)::kill(-pid_, signal);
+}
+
+void Program::reap() noexcept {
+  int status = 0;
+  (void)retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+  reaped_ = true;
+}
+
+ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
+                           const std::function<void(std::string_view line)>& on_log_line) {
+  ProgramResult result;
+  if (reaped_) throw std::logic_error("Program::run called twice");
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end =
+      limits.timeout.count() > 0 ? start + limits.timeout : Clock::time_point::max();
+  Clock::time_point kill_at = Clock::time_point::max();
+  Clock::time_point drain_until = Clock::time_point::max();
+  bool exited = false;
+  bool killed = false;  // by a limit: its result is set already
+  std::size_t written = 0;
+  LogLines log(limits.max_log, on_log_line);
+  if (input.empty()) stdin_.reset();
+
+  const auto stop = [&](ProgramResult::End why, int signal) {
+    if (!killed) result.end = why;
+    killed = true;
+    signal_group(signal);
+  };
+
+  while (!exited || ((stdout_ || stderr_) && Clock::now() < drain_until)) {
+    std::array<pollfd, 4> fds{};
+    std::size_t count = 0;
+    const auto watch = [&](const Fd& fd, short events) {
+      if (fd) fds[count++] = pollfd{fd.get(), events, 0};
+    };
+    watch(stdin_, POLLOUT);
+    watch(stdout_, POLLIN);
+    watch(stderr_, POLLIN);
+    if (!exited) watch(pidfd_, POLLIN);
+    Clock::time_point until = std::min({end, kill_at, drain_until});
+    if (!exited && !pidfd_) until = std::min(until, Clock::now() + kExitCheck);
+    if (poll_until(fds.data(), count, until) < 0)
+      throw os_error(errno, "poll " + std::to_string(pid_));
+
+    if (stdin_) {
+      const std::size_t n = std::min(kChunk, input.size() - written);
+      const ssize_t sent =
+          ::send(stdin_.get(), input.data() + written, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent > 0) written += static_cast<std::size_t>(sent);
+      const bool gone = sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+      if (gone || written == input.size()) stdin_.reset();  // EOF for the program
+    }
+    if (stdout_) {
+      (void)drain(stdout_, [&](std::string_view bytes) {
+        if (killed && result.end == ProgramResult::End::too_large) return;
+        result.output.append(bytes);
+        if (limits.max_output != 0 && result.output.size() > limits.max_output) {
+          result.output.resize(limits.max_output);
+          stop(ProgramResult::End::too_large, SIGKILL);
+        }
+      });
+    }
+    if (stderr_ && !drain(stderr_, [&](std::string_view bytes) { log.add(bytes); })) {
+      log.finish();
+    }
+
+    if (!exited) {
+      if (pidfd_) {
+        exited = ::poll(std::array<pollfd, 1>{pollfd{pidfd_.get(), POLLIN, 0}}.data(), 1, 0) > 0;
+      } else {
+        siginfo_t info{};
+        exited =
+            ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == pid_;
+      }
+      if (exited) {
+        // Nothing it started outlives it; a process that left its group (setsid) and kept the
+        // pipes open is not waited for longer than the grace.
+        signal_group(SIGKILL);
+        drain_until = Clock::now() + limits.grace;
+      }
+    }
+    const Clock::time_point now = Clock::now();
+    if (!exited && now >= end && !killed) {
+      stop(ProgramResult::End::timed_out, SIGTERM);
+      kill_at = now + limits.grace;
+    } else if (!exited && now >= kill_at) {
+      signal_group(SIGKILL);
+      kill_at = Clock::time_point::max();
+    }
+  }
+  log.finish();
+  stdout_.reset();
+  stderr_.reset();
+  stdin_.reset();
+
+  int status = 0;
+  const pid_t got = retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+  reaped_ = true;
+  result.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+  result.log_dropped = log.dropped();
+  if (killed) return result;
+  if (got != pid_) {  // SIGCHLD set to SIG_IGN by the application: the status is lost
+    result.end = ProgramResult::End::exited;
+    result.code = -1;
+  } else if (WIFSIGNALED(status)) {
+    result.end = ProgramResult::End::signaled;
+    result.code = WTERMSIG(status);
+  } else {
+    result.end = ProgramResult::End::exited;
+    result.code = WEXITSTATUS(status);
+  }
+  return result;
+}
+
+}  // namespace sockecho

@@ -1,0 +1,219 @@
+// Program, the owner of a child process: fed and drained at once, limited in time and output,
+// its group killed and the program reaped, and nothing of this process leaking into it.
+#include "sockecho/program.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "sockecho/deadline.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using namespace std::chrono_literals;
+
+ProgramResult run_sh(const std::string& script, std::string_view input = {},
+                     const ProgramLimits& limits = {}, const std::vector<std::string>& env = {}) {
+  Program program({"sh", "-c", script}, env);
+  return program.run(input, limits);
+}
+
+bool process_gone(pid_t pid) {
+  // Gone, or a zombie waiting for whoever reaps orphans: either way it no longer runs.
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  if (!status) return true;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("State:", 0) == 0) return line.find('Z') != std::string::npos;
+  }
+  return true;
+}
+
+template <typename Predicate>
+bool eventually(Predicate done) {
+  const auto until = Clock::now() + test::kPatience;
+  while (!done() && Clock::now() < until) std::this_thread::yield();
+  return done();
+}
+
+std::string binary_mebibyte() {
+  std::string bytes(std::size_t{1} << 20, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 131) ^ (i >> 9));
+  return bytes;
+}
+
+TEST(Program, BinaryInputComesBackWholeThroughCat) {
+  const std::string input = binary_mebibyte();
+  Program cat({"cat"}, {});
+  const ProgramResult result = cat.run(input, {});
+  EXPECT_TRUE(result.ok()) << result.describe();
+  EXPECT_EQ(result.output.size(), input.size());
+  EXPECT_TRUE(result.output == input);
+}
+
+TEST(Program, AProgramThatWritesBeforeItReadsDoesNotDeadlock) {
+  // 1 MiB out before reading 1 MiB in: far more than a pipe holds each way.
+  const ProgramResult result =
+      run_sh("head -c 1048576 /dev/zero; cat >/dev/null; echo done", binary_mebibyte());
+  EXPECT_TRUE(result.ok()) << result.describe();
+  EXPECT_EQ(result.output.size(), (std::size_t{1} << 20) + 5);
+}
+
+TEST(Program, ExitStatusAndSignalAreReported) {
+  const ProgramResult three = run_sh("exit 3");
+  EXPECT_EQ(three.end, ProgramResult::End::exited);
+  EXPECT_EQ(three.code, 3);
+  EXPECT_EQ(three.describe(), "exit=3");
+  EXPECT_FALSE(three.ok());
+
+  const ProgramResult killed = run_sh("kill -KILL $$");
+  EXPECT_EQ(killed.end, ProgramResult::End::signaled);
+  EXPECT_EQ(killed.code, SIGKILL);
+  EXPECT_EQ(killed.describe(), "signal=SIGKILL");
+}
+
+TEST(Program, TheTimeoutEndsTheWholeGroupGrandchildrenToo) {
+  ProgramLimits limits;
+  limits.timeout = 300ms;
+  limits.grace = 500ms;
+  // The grandchild says its pid, then outlives its parent's own wait unless killed.
+  const ProgramResult result = run_sh("sleep 100 & echo $!; wait", {}, limits);
+  EXPECT_EQ(result.end, ProgramResult::End::timed_out);
+  EXPECT_EQ(result.describe(), "timeout");
+  EXPECT_GE(result.duration, 300ms);
+  const pid_t grandchild = std::stoi(result.output);
+  ASSERT_GT(grandchild, 1);
+  EXPECT_TRUE(eventually([&] { return process_gone(grandchild); })) << grandchild;
+}
+
+TEST(Program, AProgramThatIgnoresSigtermIsKilledAfterTheGrace) {
+  ProgramLimits limits;
+  limits.timeout = 200ms;
+  limits.grace = 300ms;
+  const ProgramResult result = run_sh("trap '' TERM; while :; do sleep 1; done", {}, limits);
+  EXPECT_EQ(result.end, ProgramResult::End::timed_out);
+  EXPECT_GE(result.duration, 500ms);
+  EXPECT_LT(result.duration, 500ms + test::kPatience);
+}
+
+TEST(Program, NothingItStartedOutlivesANormalExit) {
+  const ProgramResult result = run_sh("sleep 100 & echo $!");
+  EXPECT_TRUE(result.ok()) << result.describe();
+  const pid_t left_behind = std::stoi(result.output);
+  EXPECT_TRUE(eventually([&] { return process_gone(left_behind); })) << left_behind;
+}
+
+TEST(Program, OutputOverTheLimitKillsItAndKeepsOnlyTheLimit) {
+  ProgramLimits limits;
+  limits.max_output = std::size_t{64} << 10;
+  const ProgramResult result = run_sh("yes", {}, limits);  // endless output
+  EXPECT_EQ(result.end, ProgramResult::End::too_large);
+  EXPECT_EQ(result.output.size(), limits.max_output);
+}
+
+TEST(Program, OnlyDescriptorsZeroToTwoAreInherited) {
+  // One descriptor of this process's without close-on-exec, as a careless library user's.
+  const int leaky = ::fcntl(STDERR_FILENO, F_DUPFD, 10);
+  ASSERT_GE(leaky, 10);
+  const ProgramResult result = run_sh("ls /proc/$$/fd | sort -n | tr '\\n' ' '");
+  ::close(leaky);  // NOLINT: the test's own stand-in for someone else's descriptor
+  EXPECT_TRUE(result.ok()) << result.describe();
+  EXPECT_EQ(result.output, "0 1 2 ");
+}
+
+TEST(Program, StartsWithDefaultSignalsWhateverThisThreadBlocksOrIgnores) {
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigset_t before;
+  ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &block, &before), 0);
+  const auto old_int = std::signal(SIGINT, SIG_IGN);
+  const ProgramResult result = run_sh("grep -E '^Sig(Blk|Ign)' /proc/self/status");
+  (void)std::signal(SIGINT, old_int);
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  EXPECT_TRUE(result.ok()) << result.describe();
+  std::istringstream lines(result.output);
+  std::string blocked;
+  std::string ignored;
+  lines >> blocked >> blocked >> ignored >> ignored;
+  EXPECT_EQ(std::stoull(blocked, nullptr, 16), 0U) << result.output;
+  // Signals 32 and 33 are the C library's own (thread cancellation, set*id), outside
+  // sigfillset(): no program can reset them, and this process may have inherited them ignored.
+  constexpr unsigned long long kLibcSignals = (1ULL << 31) | (1ULL << 32);
+  EXPECT_EQ(std::stoull(ignored, nullptr, 16) & ~kLibcSignals, 0U) << result.output;
+}
+
+TEST(Program, TheEnvironmentIsThisProcessesPlusTheExtras) {
+  // No other thread of this test reads the environment.
+  ASSERT_EQ(::setenv("SOCKECHO_TEST_INHERITED", "kept", 1), 0);  // NOLINT(concurrency-mt-unsafe)
+  ASSERT_EQ(::setenv("SOCKECHO_TEST_REPLACED", "old", 1), 0);    // NOLINT(concurrency-mt-unsafe)
+  const ProgramResult result =
+      run_sh("echo \"$SOCKECHO_TEST_INHERITED $SOCKECHO_TEST_REPLACED $EXTRA\"", {}, {},
+             {"SOCKECHO_TEST_REPLACED=new", "EXTRA=x y"});
+  EXPECT_EQ(result.output, "kept new x y\n");
+}
+
+TEST(Program, StderrLinesArePassedOnWithinTheirBudget) {
+  std::vector<std::string> lines;
+  ProgramLimits limits;
+  limits.max_log = 10;
+  Program program({"sh", "-c", "echo one >&2; echo two >&2; echo three-is-long >&2; printf x >&2"},
+                  {});
+  const ProgramResult result =
+      program.run({}, limits, [&](std::string_view line) { lines.emplace_back(line); });
+  EXPECT_EQ(lines, (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(result.log_dropped, std::string("three-is-long").size() + 1);
+}
+
+TEST(Program, AProgramThatCannotStartIsAnError) {
+  try {
+    Program program({"sockecho-no-such-program"}, {});
+    FAIL() << "started";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+    EXPECT_NE(std::string(e.what()).find("sockecho-no-such-program"), std::string::npos);
+  }
+}
+
+TEST(Program, FindProgramLooksOnPathAndChecksItCanRun) {
+  EXPECT_EQ(find_program("sh").back(), 'h');
+  EXPECT_EQ(find_program("/bin/sh"), "/bin/sh");
+  try {
+    (void)find_program("sockecho-no-such-program");
+    FAIL();
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+  }
+  const std::string plain = std::string(SOCKECHO_SOURCE_DIR) + "/README.md";  // not executable
+  try {
+    (void)find_program(plain);
+    FAIL();
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::permission_denied);
+  }
+}
+
+TEST(Program, DestroyingItUnrunKillsAndReapsIt) {
+  pid_t pid = 0;
+  {
+    const Program program({"sleep", "100"}, {});
+    pid = program.pid();
+    ASSERT_FALSE(process_gone(pid));
+  }
+  // Reaped by the destructor: no zombie left, the pid is gone at once.
+  EXPECT_FALSE(std::ifstream("/proc/" + std::to_string(pid) + "/status").good());
+}
+
+}  // namespace
+}  // namespace sockecho
