@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -13,6 +14,7 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -247,6 +249,8 @@ Program::Program(const std::vector<std::string>& argv, const std::vector<std::st
   if (::pipe2(err.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe for " + name);
   stderr_ = Fd(err[0]);
   Fd child_err(err[1]);
+  wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_) throw os_error(errno, "eventfd for " + name);
   set_nonblocking(stdin_.get(), name + " stdin");
   set_nonblocking(stdout_.get(), name + " stdout");
   set_nonblocking(stderr_.get(), name + " stderr");
@@ -271,7 +275,10 @@ Program::Program(const std::vector<std::string>& argv, const std::vector<std::st
 Program::Program(Program&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       reaped_(std::exchange(other.reaped_, true)),
+      cancelled_(std::move(other.cancelled_)),
+      reaping_(std::move(other.reaping_)),
       pidfd_(std::move(other.pidfd_)),
+      wake_(std::move(other.wake_)),
       stdin_(std::move(other.stdin_)),
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)) {}
@@ -283,6 +290,17 @@ Program::~Program() {
   }
 }
 
+void Program::cancel() noexcept {
+  if (!cancelled_) return;
+  cancelled_->store(true);
+  {
+    const std::lock_guard<std::mutex> lock(*reaping_);
+    if (!reaped_) (void)::kill(-pid_, SIGKILL);
+  }
+  const std::uint64_t one = 1;
+  (void)::write(wake_.get(), &one, sizeof one);
+}
+
 void Program::signal_group(int signal) const noexcept {
   // Until it is reaped, the program's pid is its group's id and cannot be reused.
   if (pid_ > 0 && !reaped_) (void)::kill(-pid_, signal);
@@ -290,6 +308,7 @@ void Program::signal_group(int signal) const noexcept {
 
 void Program::reap() noexcept {
   int status = 0;
+  const std::lock_guard<std::mutex> lock(*reaping_);
   (void)retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
   reaped_ = true;
 }
@@ -321,6 +340,7 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
     const auto watch = [&](const Fd& fd, short events) {
       if (fd) fds[count++] = pollfd{fd.get(), events, 0};
     };
+    watch(wake_, POLLIN);
     watch(stdin_, POLLOUT);
     watch(stdout_, POLLIN);
     watch(stderr_, POLLIN);
@@ -368,6 +388,12 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
         drain_until = Clock::now() + limits.grace;
       }
     }
+    std::uint64_t wakes = 0;  // drained, so the eventfd wakes the next poll only if set again
+    (void)::read(wake_.get(), &wakes, sizeof wakes);
+    if (!exited && cancelled_->load() && !killed) {
+      killed = true;  // ends as what SIGKILL makes of it: signaled
+      signal_group(SIGKILL);
+    }
     const Clock::time_point now = Clock::now();
     if (!exited && now >= end && !killed) {
       stop(ProgramResult::End::timed_out, SIGTERM);
@@ -383,11 +409,15 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   stdin_.reset();
 
   int status = 0;
-  const pid_t got = retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
-  reaped_ = true;
+  pid_t got = -1;
+  {
+    const std::lock_guard<std::mutex> lock(*reaping_);
+    got = retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+    reaped_ = true;
+  }
   result.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   result.log_dropped = log.dropped();
-  if (killed) return result;
+  if (killed && !cancelled_->load()) return result;
   if (got != pid_) {  // SIGCHLD set to SIG_IGN by the application: the status is lost
     result.end = ProgramResult::End::exited;
     result.code = -1;

@@ -248,6 +248,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
   connection.deadline().set_idle(options_.timeout, start);
 
   ConnectionRecord record;
+  bool answered = false;  // a whole reply sent, whatever the outcome
   const bool admitted = options_.max_per_source == 0 || admit(connection.peer());
   if (!admitted) {
     record.outcome = Outcome::refused;
@@ -259,6 +260,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
       record.outcome = e.outcome();
       record.fields = e.fields();
       record.detail = e.what();
+      answered = e.answered();
     } catch (const std::system_error& e) {
       record.outcome = classify(e.code());
       record.detail = e.what();
@@ -272,7 +274,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
   }
   // A connection that ends without its whole reply ends with a reset, so no client mistakes it
   // for an empty or a complete answer.
-  if (record.outcome == Outcome::ok) {
+  if (record.outcome == Outcome::ok || answered) {
     connection.close();
   } else {
     connection.abort();

@@ -28,6 +28,13 @@ void Reply::clear() noexcept {
   pieces_.clear();
   owned_.clear();
   size_ = 0;
+  outcome_ = Outcome::ok;
+  fields_.clear();
+}
+
+void Reply::set_outcome(Outcome outcome, std::string fields) {
+  outcome_ = outcome;
+  fields_ = std::move(fields);
 }
 
 void Reply::pieces(std::vector<std::string_view>& out) const {
@@ -260,6 +267,10 @@ class EchoProtocol final : public DocumentProtocol {
     workspace.reply.clear();
     handler_(connection, buffer.view(), workspace.reply);
     workspace.send(connection);
+    const Reply& reply = workspace.reply;
+    if (reply.outcome() != Outcome::ok) {
+      throw ConnectionError(reply.outcome(), {}, reply.fields(), /*answered=*/true);
+    }
   }
 
   [[nodiscard]] std::string describe() const override { return describe_as("echo"); }

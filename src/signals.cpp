@@ -90,6 +90,7 @@ void SignalWaiter::act(int signal) noexcept {
     return;
   }
   // A second stop signal: the user insists. Let it act with its default action on this thread.
+  if (on->again) on->again();
   (void)::signal(signal, SIG_DFL);
   sigset_t one;
   ::sigemptyset(&one);

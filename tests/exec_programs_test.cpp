@@ -2,7 +2,15 @@
 // command lines refused at start.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "programs.hpp"
@@ -59,6 +67,90 @@ TEST(ExecProgram, UnusableCommandLinesAreUsageErrors) {
     EXPECT_EQ(r.out, "") << "no ready line";
     EXPECT_NE(r.err.find("sockecho-server: "), std::string::npos) << r.err;
   }
+}
+
+// A job that waits for DIR/go, then leaves its input in DIR/ID.
+std::vector<std::string> gated_job(const std::string& dir) {
+  return {"--exec", "sh", "-c",
+          R"(while [ ! -e "$0/go" ]; do sleep 0.01; done; cat > "$0/$SOCKECHO_JOB_ID")", dir};
+}
+
+std::string make_scratch() {
+  std::string name = "/tmp/sockecho-bg-XXXXXX";
+  if (::mkdtemp(name.data()) == nullptr) throw std::runtime_error("mkdtemp");
+  return name;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+TEST(BackgroundProgram, SigtermRunsEveryAcknowledgedJobThenExitsZero) {
+  const std::string dir = make_scratch();
+  std::vector<std::string> args = {"--background", "--jobs", "1", "--queue", "8"};
+  const std::vector<std::string> job = gated_job(dir);
+  args.insert(args.end(), job.begin(), job.end());
+  ServerProcess server(args);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    const std::string reply = request("127.0.0.1", server.port(), "job" + std::to_string(i));
+    ASSERT_EQ(reply.rfind("accepted ", 0), 0U) << reply;
+    ids.push_back(reply.substr(9, reply.size() - 10));
+  }
+  server.signal(SIGTERM);
+  ASSERT_TRUE(server.wait_stderr("jobs: draining running=1 queued=3")) << server.err();
+  std::ofstream(dir + "/go").put('\n');
+  EXPECT_EQ(server.wait(), 0);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(slurp(dir + "/" + ids[i]), "job" + std::to_string(i)) << ids[i];
+    EXPECT_NE(server.err().find("job id=" + ids[i] + " ms="), std::string::npos) << server.err();
+  }
+  EXPECT_NE(server.err().find("jobs: done accepted=4 ok=4 "), std::string::npos) << server.err();
+  (void)std::system(("rm -rf '" + dir + "'").c_str());  // NOLINT(cert-env33-c): own scratch
+}
+
+TEST(BackgroundProgram, ASecondSignalKillsTheRunningJobsAndSaysWhatWasLost) {
+  const std::string dir = make_scratch();
+  ServerProcess server({"--background", "--jobs", "1", "--exec", "sh", "-c",
+                        R"(sleep 100 & echo $! > "$0/pid"; wait)", dir});
+  ASSERT_EQ(request("127.0.0.1", server.port(), "a").rfind("accepted ", 0), 0U);
+  ASSERT_EQ(request("127.0.0.1", server.port(), "b").rfind("accepted ", 0), 0U);
+  // The first job has started its sleep.
+  const auto until = std::chrono::steady_clock::now() + test::kPatience;
+  while (slurp(dir + "/pid").find('\n') == std::string::npos &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  server.signal(SIGTERM);
+  ASSERT_TRUE(server.wait_stderr("jobs: draining")) << server.err();
+  server.signal(SIGTERM);
+  const std::optional<int> exit_status = server.wait();
+  EXPECT_NE(exit_status, 0);
+  EXPECT_NE(server.err().find("jobs: abandoned running=1 (killed) queued=1"), std::string::npos)
+      << server.err();
+  // Nothing the job started outlives the server: its sleep is gone (or a zombie for init).
+  const std::string pid = slurp(dir + "/pid");
+  ASSERT_FALSE(pid.empty());
+  const auto state = [&] {
+    std::ifstream status("/proc/" + std::to_string(std::stoi(pid)) + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("State:", 0) == 0) return line;
+    }
+    return std::string();
+  };
+  const auto gone = [&] { return state().empty() || state().find('Z') != std::string::npos; };
+  const auto patience = std::chrono::steady_clock::now() + test::kPatience;
+  while (!gone() && std::chrono::steady_clock::now() < patience) std::this_thread::yield();
+  EXPECT_TRUE(gone()) << state();
+  (void)std::system(("rm -rf '" + dir + "'").c_str());  // NOLINT(cert-env33-c): own scratch
+}
+
+TEST(BackgroundProgram, BackgroundNeedsExec) {
+  const RunResult r = server_with({"--background"});
+  EXPECT_EQ(r.status, 2) << r.err;
 }
 
 }  // namespace

@@ -161,6 +161,7 @@ std::size_t parse_size(std::string_view flag, std::string_view text) {
 
 ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   constexpr unsigned long kMaxWorkers = 4096;
+  constexpr unsigned long kMaxQueue = 1000000;
   ServerSettings s;
   bool prefix_given = false;
   ArgReader reader(args);
@@ -175,6 +176,13 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       if (s.exec.empty() || s.exec[0].empty()) throw UsageError("--exec needs a program");
     } else if (flag == "--exec-timeout") {
       s.exec_timeout = parse_seconds(flag, reader.value());
+    } else if (flag == "--background") {
+      reader.no_value();
+      s.background = true;
+    } else if (flag == "--jobs") {
+      s.jobs = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
+    } else if (flag == "--queue") {
+      s.queue = parse_number(flag, reader.value(), 0, kMaxQueue);
     } else if (flag == "--max-output") {
       s.max_output = parse_size(flag, reader.value());
     } else if (flag == "--mode") {
@@ -214,6 +222,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     if (!prefix_given) s.prefix.clear();
   } else if (s.max_output) {
     throw UsageError("--max-output needs --exec");
+  } else if (s.background) {
+    throw UsageError("--background needs --exec");
   }
   return s;
 }
@@ -291,6 +301,11 @@ std::string server_usage() {
          "                     group, SIGKILL 2 s later, no reply; 0 = none (default 30)\n"
          "  --max-output N     most stdout taken from the program, K/M/G suffixes allowed;\n"
          "                     over it the program is killed, no reply (default --max-bytes)\n"
+         "  --background       with --exec: answer 'accepted ID' as soon as the request is\n"
+         "                     in, close, and run the program afterwards; 'busy' when the\n"
+         "                     queue is full; a stop runs every accepted job first\n"
+         "  --jobs N           background programs run at once (default 4)\n"
+         "  --queue N          background jobs waiting beyond those (default 64)\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens\n"
          "  --help             show this help and exit\n"

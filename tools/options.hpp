@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/jobs.hpp"
 #include "sockecho/server.hpp"
 #include "sockecho/version.hpp"
 
@@ -46,6 +47,9 @@ struct ServerSettings {
   std::vector<std::string> exec;
   std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout
   std::optional<std::size_t> max_output;                         // --max-output; unset: --max-bytes
+  bool background = false;            // --background: acknowledge at once, run the job later
+  unsigned jobs = kDefaultJobs;       // --jobs
+  std::size_t queue = kDefaultQueue;  // --queue
   int backlog = SOMAXCONN;
   bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
   Mode mode = Mode::echo;

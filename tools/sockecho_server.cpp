@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -66,7 +67,12 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
 
 // The document's protocol that --mode names, answering with --prefix; or --exec's program.
 std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSettings& settings,
-                                                const sockecho::Logger& log) {
+                                                const sockecho::Logger& log,
+                                                sockecho::JobQueue* jobs) {
+  if (jobs != nullptr) {
+    return sockecho::echo_protocol(sockecho::background_handler(*jobs, settings.prefix),
+                                   settings.limits);
+  }
   if (!settings.exec.empty()) {
     sockecho::ExecOptions exec;
     exec.argv = settings.exec;
@@ -100,7 +106,20 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // per connection, and a stalled reader of stderr costs lines, never service.
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
-  std::shared_ptr<sockecho::Protocol> protocol = protocol_of(settings, options.log);
+  // --background: the queue and its job threads (which block every signal themselves).
+  std::unique_ptr<sockecho::JobQueue> jobs;
+  if (settings.background) {
+    sockecho::JobOptions job_options;
+    job_options.argv = settings.exec;
+    job_options.limits.timeout = settings.exec_timeout;
+    job_options.limits.max_output = settings.max_output.value_or(settings.limits.max_bytes);
+    job_options.jobs = settings.jobs;
+    job_options.queue = settings.queue;
+    job_options.max_queued_bytes = settings.limits.max_total_bytes;
+    job_options.log = options.log;
+    jobs = std::make_unique<sockecho::JobQueue>(std::move(job_options));
+  }
+  std::shared_ptr<sockecho::Protocol> protocol = protocol_of(settings, options.log, jobs.get());
   sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
   // The waiter blocks its signals in this thread, so it must come before run() starts the
   // worker threads: they inherit the mask, and a signal delivered to a worker would take its
@@ -110,10 +129,20 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // mean nothing here, and their default actions would end the daemon (SIGWINCH's does not, but
   // a resized terminal is no event either). SIGPIPE stays ignored by main().
   const std::function<void()> stop = [&server] { server.stop(); };
+  // A second stop signal ends the process at once: first, nothing the server started may
+  // outlive it, and the log says what was lost (written directly: the batched log would not
+  // get to write it).
+  const std::function<void()> abandon = [&jobs] {
+    if (!jobs) return;
+    const auto [running, queued] = jobs->abandon();
+    sockecho::Logger(STDERR_FILENO, sockecho::LogLevel::quiet)
+        .event(sockecho::LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
+                                              " (killed) queued=" + std::to_string(queued));
+  };
   const sockecho::SignalWaiter signals({
-      sockecho::OnSignal::stop(SIGINT, stop),
-      sockecho::OnSignal::stop(SIGTERM, stop),
-      sockecho::OnSignal::stop(SIGHUP, stop),
+      sockecho::OnSignal::stop(SIGINT, stop, abandon),
+      sockecho::OnSignal::stop(SIGTERM, stop, abandon),
+      sockecho::OnSignal::stop(SIGHUP, stop, abandon),
       // Asked for by whoever sent it, so written even with --quiet.
       sockecho::OnSignal::call(SIGUSR1,
                                [&server] {
@@ -127,6 +156,16 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   server.run();
+  if (jobs) {
+    // An acknowledged job is never dropped by a clean stop: every one runs first.
+    jobs->drain();
+    const sockecho::JobStats done = jobs->stats();
+    server.options().log.event(
+        sockecho::LogLevel::normal,
+        "jobs: done accepted=" + std::to_string(done.accepted) + " ok=" + std::to_string(done.ok) +
+            " failed=" + std::to_string(done.failed) + " timeout=" + std::to_string(done.timeout) +
+            " too_large=" + std::to_string(done.too_large) + " busy=" + std::to_string(done.busy));
+  }
   return 0;
 }
 

@@ -5,9 +5,12 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -78,15 +81,23 @@ class Program {
   ProgramResult run(std::string_view input, const ProgramLimits& limits,
                     const std::function<void(std::string_view line)>& on_log_line = {});
 
-  // Sends `signal` to the program's whole process group, from any thread, while run() waits.
-  void signal_group(int signal) const noexcept;
+  // From any thread, while the object lives: kills the whole process group (SIGKILL) now, unless
+  // the program is already reaped, and makes run() return at once (ended by signal SIGKILL), or
+  // as soon as it starts.
+  void cancel() noexcept;
 
  private:
+  void signal_group(int signal) const noexcept;
   void reap() noexcept;
 
   pid_t pid_ = -1;
   bool reaped_ = false;
+  std::unique_ptr<std::atomic<bool>> cancelled_ = std::make_unique<std::atomic<bool>>(false);
+  // Held while reaping and by cancel() while it kills: the group is never signalled once its id
+  // may have been reused.
+  std::unique_ptr<std::mutex> reaping_ = std::make_unique<std::mutex>();
   Fd pidfd_;  // readable once the program has exited; empty where pidfd_open is missing
+  Fd wake_;   // an eventfd: cancel() makes it readable
   Fd stdin_;
   Fd stdout_;
   Fd stderr_;

@@ -31,8 +31,14 @@ class Reply {
   void append_ref(std::string_view bytes);
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  // Empties the reply, keeping its memory for the next one.
+  // Empties the reply, keeping its memory for the next one; its outcome is ok again.
   void clear() noexcept;
+  // Marks an answer that is still not a success, such as a full queue's "busy": the reply is
+  // sent in full and the connection closed cleanly, and its log line has this outcome and
+  // `fields` ("reason=busy").
+  void set_outcome(Outcome outcome, std::string fields = {});
+  [[nodiscard]] Outcome outcome() const noexcept { return outcome_; }
+  [[nodiscard]] const std::string& fields() const noexcept { return fields_; }
   // Replaces `out` with the pieces in order; valid until the reply next changes.
   void pieces(std::vector<std::string_view>& out) const;
 
@@ -45,6 +51,8 @@ class Reply {
   std::vector<Piece> pieces_;
   std::string owned_;
   std::size_t size_ = 0;
+  Outcome outcome_ = Outcome::ok;
+  std::string fields_;
 };
 
 // Turns one request (echo: everything the client sent; line: one line, without its '\n') into a
@@ -69,17 +77,25 @@ inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 
 // Thrown by a protocol to end a connection with an outcome of its choosing (too_large, say) and
 // a message for the log.
-// `fields` are key=value words for its log line after the outcome ("exit=3").
+// `fields` are key=value words for its log line after the outcome ("exit=3"). The connection is
+// reset, unless `answered`: the protocol sent a whole reply that still is no success (a full
+// queue's "busy"), and the connection closes cleanly so the client reads all of it.
 class ConnectionError : public std::runtime_error {
  public:
-  ConnectionError(Outcome outcome, const std::string& what, std::string fields = {})
-      : std::runtime_error(what), outcome_(outcome), fields_(std::move(fields)) {}
+  ConnectionError(Outcome outcome, const std::string& what, std::string fields = {},
+                  bool answered = false)
+      : std::runtime_error(what),
+        outcome_(outcome),
+        fields_(std::move(fields)),
+        answered_(answered) {}
   [[nodiscard]] Outcome outcome() const noexcept { return outcome_; }
   [[nodiscard]] const std::string& fields() const noexcept { return fields_; }
+  [[nodiscard]] bool answered() const noexcept { return answered_; }
 
  private:
   Outcome outcome_;
   std::string fields_;
+  bool answered_;
 };
 
 // What one worker thread reuses from connection to connection, for any protocol to use.

@@ -23,18 +23,25 @@ struct OnSignal {
   // [&server] { server.stop(); }); any stop signal after it is given back its default action,
   // which ends the process, the way a second Ctrl-C is expected to.
   [[nodiscard]] static OnSignal stop(int signal, std::function<void()> callback) {
-    return {signal, Action::stop, std::move(callback)};
+    return {signal, Action::stop, std::move(callback), {}};
+  }
+  // The same, and `again` is called on the later stop signal just before its default action
+  // (to kill what the process started, say).
+  [[nodiscard]] static OnSignal stop(int signal, std::function<void()> callback,
+                                     std::function<void()> again) {
+    return {signal, Action::stop, std::move(callback), std::move(again)};
   }
   // Calls callback each time the signal arrives (SIGUSR1: write the counters, say).
   [[nodiscard]] static OnSignal call(int signal, std::function<void()> callback) {
-    return {signal, Action::call, std::move(callback)};
+    return {signal, Action::call, std::move(callback), {}};
   }
   // Takes the signal and does nothing, so its default action (often: end the process) never runs.
-  [[nodiscard]] static OnSignal ignore(int signal) { return {signal, Action::ignore, {}}; }
+  [[nodiscard]] static OnSignal ignore(int signal) { return {signal, Action::ignore, {}, {}}; }
 
   int signal = 0;
   Action action = Action::ignore;
   std::function<void()> callback;
+  std::function<void()> again;  // stop only: before a later stop signal ends the process
 };
 
 // Blocks the given signals in the calling thread and waits for them on a thread of its own

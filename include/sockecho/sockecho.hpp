@@ -9,6 +9,7 @@
 #include "sockecho/error.hpp"
 #include "sockecho/exec.hpp"
 #include "sockecho/fd.hpp"
+#include "sockecho/jobs.hpp"
 #include "sockecho/line.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"

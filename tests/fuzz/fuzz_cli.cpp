@@ -69,19 +69,27 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(s.backlog >= 1);
   SOCKECHO_FUZZ_CHECK(s.options.timeout.count() >= 0);
   SOCKECHO_FUZZ_CHECK(s.mode == sockecho::cli::Mode::echo || s.mode == sockecho::cli::Mode::line);
-  // The last occurrence of a flag wins, and nothing else changes.
+  // The last occurrence of a flag wins, and nothing else changes; after --exec, every argument
+  // is the program's, flags included.
+  const bool exec = !s.exec.empty();
   args.emplace_back("--port=7");
   args.emplace_back("--workers");
   args.emplace_back("3");
   const sockecho::cli::ServerSettings t = sockecho::cli::parse_server_args(args);
-  SOCKECHO_FUZZ_CHECK(t.port == 7 && t.options.workers == 3);
+  if (exec) {
+    SOCKECHO_FUZZ_CHECK(t.port == s.port && t.options.workers == s.options.workers);
+    SOCKECHO_FUZZ_CHECK(t.exec.size() == s.exec.size() + 3 && t.exec.back() == "3");
+  } else {
+    SOCKECHO_FUZZ_CHECK(t.port == 7 && t.options.workers == 3);
+  }
   SOCKECHO_FUZZ_CHECK(t.host == s.host && t.prefix == s.prefix && t.backlog == s.backlog);
   SOCKECHO_FUZZ_CHECK(t.options.timeout == s.options.timeout);
   SOCKECHO_FUZZ_CHECK(t.limits.max_bytes == s.limits.max_bytes);
   SOCKECHO_FUZZ_CHECK(t.limits.max_total_bytes == s.limits.max_total_bytes);
-  // An unknown flag anywhere after a valid command line is a usage error.
+  // An unknown flag anywhere after a valid command line is a usage error (a program's argument
+  // after --exec).
   args.emplace_back("--no-such-flag");
-  SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args(args); }));
+  SOCKECHO_FUZZ_CHECK(parses([&] { (void)sockecho::cli::parse_server_args(args); }) == exec);
 }
 
 void client_args(std::string_view text) {

@@ -1,0 +1,212 @@
+#include "sockecho/jobs.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string_view>
+
+#include "sockecho/deadline.hpp"
+#include "sockecho/exec.hpp"
+
+namespace sockecho {
+
+namespace {
+
+// "1234.567" milliseconds, as connection lines have them.
+std::string milliseconds(std::chrono::microseconds duration) {
+  const auto us = duration.count();
+  std::string frac = std::to_string(us % 1000);
+  frac.insert(0, 3 - frac.size(), '0');
+  return std::to_string(us / 1000) + "." + frac;
+}
+
+}  // namespace
+
+JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
+  if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
+  if (options_.jobs == 0) throw std::invalid_argument("JobQueue: jobs must be at least 1");
+  const auto started = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  id_stem_ = std::to_string(started.count()) + "." + std::to_string(::getpid()) + ".";
+  threads_.reserve(options_.jobs);
+  // The job threads block every signal from their first instruction (they inherit this mask),
+  // so a signal meant for the process's own waiter is never taken by one of them. The programs
+  // they start get an empty mask of their own.
+  sigset_t all;
+  sigset_t before;
+  sigfillset(&all);
+  (void)::pthread_sigmask(SIG_BLOCK, &all, &before);
+  try {
+    for (unsigned i = 0; i < options_.jobs; ++i) threads_.emplace_back([this] { work(); });
+  } catch (...) {
+    (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+    (void)abandon();
+    for (std::thread& t : threads_) t.join();
+    throw;
+  }
+  (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+}
+
+JobQueue::~JobQueue() {
+  (void)abandon();
+  for (std::thread& t : threads_) t.join();
+}
+
+std::optional<std::string> JobQueue::submit(std::string input, std::vector<std::string> env) {
+  std::string id;
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const bool full = waiting_.size() >= options_.queue + (options_.jobs - stats_.running) ||
+                      (options_.max_queued_bytes != 0 &&
+                       waiting_bytes_ + input.size() > options_.max_queued_bytes);
+    if (closed_ || full) {
+      ++stats_.busy;
+      return std::nullopt;
+    }
+    id = id_stem_ + std::to_string(++next_);
+    waiting_bytes_ += input.size();
+    waiting_.push_back(Job{id, std::move(input), std::move(env)});
+    ++stats_.accepted;
+    stats_.queued = waiting_.size();
+  }
+  changed_.notify_one();
+  return id;
+}
+
+void JobQueue::drain() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  closed_ = true;
+  const std::size_t left = waiting_.size() + stats_.running;
+  if (left > 0 && options_.log.enabled(LogLevel::normal)) {
+    options_.log.event(LogLevel::normal,
+                       "jobs: draining running=" + std::to_string(stats_.running) +
+                           " queued=" + std::to_string(waiting_.size()));
+  }
+  changed_.notify_all();
+  changed_.wait(lock, [this] { return abandoned_ || (waiting_.empty() && stats_.running == 0); });
+}
+
+std::pair<std::size_t, std::size_t> JobQueue::abandon() noexcept {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  closed_ = true;
+  abandoned_ = true;
+  const std::size_t dropped = waiting_.size();
+  waiting_.clear();
+  waiting_bytes_ = 0;
+  stats_.queued = 0;
+  for (Program* program : running_) program->cancel();
+  changed_.notify_all();
+  return {running_.size(), dropped};
+}
+
+JobStats JobQueue::stats() const {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void JobQueue::work() noexcept {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [this] { return abandoned_ || closed_ || !waiting_.empty(); });
+    if (abandoned_ || waiting_.empty()) {
+      if (abandoned_ || closed_) return;
+      continue;
+    }
+    Job job = std::move(waiting_.front());
+    waiting_.pop_front();
+    waiting_bytes_ -= job.input.size();
+    stats_.queued = waiting_.size();
+    ++stats_.running;
+    lock.unlock();
+    try {
+      run(job);
+    } catch (const std::exception& e) {  // the program could not start
+      options_.log.event(LogLevel::quiet,
+                         "job id=" + job.id + " ms=0.000 error=\"" + std::string(e.what()) + "\"");
+      const std::lock_guard<std::mutex> count(mutex_);
+      ++stats_.failed;
+    } catch (...) {
+      const std::lock_guard<std::mutex> count(mutex_);
+      ++stats_.failed;
+    }
+    lock.lock();
+    --stats_.running;
+    changed_.notify_all();
+  }
+}
+
+void JobQueue::run(Job& job) {
+  std::vector<std::string> env = std::move(job.env);
+  env.push_back("SOCKECHO_JOB_ID=" + job.id);
+  Program program(options_.argv, env);
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    running_.insert(&program);
+    if (abandoned_) program.cancel();
+  }
+  struct Unregister {
+    JobQueue& queue;
+    Program* program;
+    ~Unregister() {
+      const std::lock_guard<std::mutex> lock(queue.mutex_);
+      queue.running_.erase(program);
+    }
+  } unregister{*this, &program};
+
+  const Logger& log = options_.log;
+  const std::string who = "job id=" + job.id;
+  const ProgramResult result = program.run(job.input, options_.limits, [&](std::string_view line) {
+    if (log.enabled(LogLevel::normal))
+      log.event(LogLevel::normal, who + " stderr: " + std::string(line));
+  });
+  // Its stdout has no client to go to: it goes to the log, within the same bound as stderr.
+  std::size_t budget = options_.limits.max_log;
+  std::string_view out = result.output;
+  while (!out.empty() && log.enabled(LogLevel::normal)) {
+    const std::size_t end = out.find('\n');
+    const std::string_view line = out.substr(0, end);
+    if (line.size() > budget) break;
+    budget -= line.size();
+    log.event(LogLevel::normal, who + " stdout: " + std::string(line));
+    out = end == std::string_view::npos ? std::string_view() : out.substr(end + 1);
+  }
+  log.event(result.ok() ? LogLevel::normal : LogLevel::quiet,
+            who + " ms=" + milliseconds(result.duration) + " " + result.describe());
+  const std::lock_guard<std::mutex> lock(mutex_);
+  switch (result.end) {
+    case ProgramResult::End::exited:
+      ++(result.code == 0 ? stats_.ok : stats_.failed);
+      break;
+    case ProgramResult::End::signaled:
+      ++stats_.failed;
+      break;
+    case ProgramResult::End::timed_out:
+      ++stats_.timeout;
+      break;
+    case ProgramResult::End::too_large:
+      ++stats_.too_large;
+      break;
+  }
+}
+
+ConnectionHandler background_handler(JobQueue& queue, std::string prefix) {
+  return [&queue, prefix = std::move(prefix)](const Connection& connection,
+                                              std::string_view request, Reply& reply) {
+    const std::optional<std::string> id =
+        queue.submit(std::string(request), exec_environment(connection));
+    reply.append_ref(prefix);
+    if (id) {
+      reply.append("accepted " + *id + "\n");
+    } else {
+      reply.append_ref("busy\n");
+      reply.set_outcome(Outcome::refused, "reason=busy");
+    }
+  };
+}
+
+}  // namespace sockecho
