@@ -103,6 +103,33 @@ class Client
     }
 
     /**
+     * Hands a job to a daemon started with --background (sockecho-server --background --exec
+     * PROGRAM): sends $job as the request and returns the job's id from the daemon's answer,
+     * "accepted ID" (after the daemon's prefix, if it has one), as soon as the job is queued;
+     * the program runs after this returns, with the id in SOCKECHO_JOB_ID.
+     *
+     * @throws BusyException the daemon's queue is full: the job was not queued
+     * @throws Exception     as request() does, or an answer that is no acknowledgement
+     */
+    public function submit(string $job): string
+    {
+        $answer = $this->request($job);
+        if (preg_match('/accepted (\S+)\n\z/', $answer, $match) === 1) {
+            return $match[1];
+        }
+        if (str_ends_with($answer, "busy\n")) {
+            throw new BusyException('submit', $this->address(), 'the daemon\'s job queue is full');
+        }
+        throw new Exception('submit', $this->address(), 'not a job acknowledgement: ' . json_encode(substr($answer, 0, 200), JSON_INVALID_UTF8_SUBSTITUTE));
+    }
+
+    /** HOST:PORT ([ADDR]:PORT for IPv6), as messages name the daemon. */
+    private function address(): string
+    {
+        return str_contains($this->host, ':') && !str_starts_with($this->host, '[') ? "[{$this->host}]:{$this->port}" : "{$this->host}:{$this->port}";
+    }
+
+    /**
      * Opens a session in line mode (sockecho-server --mode line): reads the greeting, then each
      * LineSession::send() sends one line and returns the daemon's reply line. maxReplyBytes
      * limits each line. Close it when done (it also closes when no longer referenced).

@@ -13,6 +13,7 @@ declare(strict_types=1);
 
 namespace Sockecho\Tests;
 
+use Sockecho\BusyException;
 use Sockecho\Client;
 use Sockecho\ConnectionException;
 use Sockecho\Exception;
@@ -238,6 +239,41 @@ $tests['line mode: a daemon that resets mid-session: ResetException'] = static f
     throws(ResetException::class, static fn () => $session->send('a line longer than four bytes'));
     $session->close();
     throws(ResetException::class, static fn () => $client->lines(['first line', 'second']));
+};
+
+$tests['background jobs: submit() returns each job\'s id at once, the job runs later'] = static function () use ($server): void {
+    $dir = sys_get_temp_dir() . '/sockecho-php-jobs-' . getmypid();
+    mkdir($dir);
+    try {
+        $jobs = new ServerProcess($server, ['--background', '--jobs', '2', '--exec', 'sh', '-c', 'cat > "$0/$SOCKECHO_JOB_ID"', $dir]);
+        $client = new Client($jobs->host, $jobs->port, connectTimeout: 5.0, readTimeout: 10.0);
+        $ids = [];
+        foreach (['one', 'two', 'three'] as $job) {
+            $ids[$client->submit($job)] = $job;
+        }
+        same(3, count($ids), 'three different ids');
+        same(0, $jobs->stop(), 'exit status after SIGTERM (every job run first)');
+        foreach ($ids as $id => $job) {
+            same($job, file_get_contents("$dir/$id"), "job $id's input");
+        }
+    } finally {
+        array_map('unlink', glob("$dir/*") ?: []);
+        rmdir($dir);
+    }
+};
+
+$tests['background jobs: a full queue is BusyException, a plain daemon is no acknowledgement'] = static function () use ($server, $client): void {
+    $jobs = new ServerProcess($server, ['--background', '--jobs', '1', '--queue', '0', '--exec-timeout', '1', '--exec', 'sleep', '30']);
+    $busy = new Client($jobs->host, $jobs->port, connectTimeout: 5.0, readTimeout: 10.0);
+    $busy->submit('first');  // runs until its --exec-timeout: nothing else fits meanwhile
+    $e = throws(BusyException::class, static fn () => $busy->submit('second'));
+    check($e instanceof Exception, 'a Sockecho\\Exception');
+    same('submit', $e->getOperation(), 'operation');
+    check(str_contains($e->getMessage(), 'queue is full'), 'message: ' . $e->getMessage());
+    same(0, $jobs->stop(), 'exit status after SIGTERM (the job ended by its timeout)');
+    check(str_contains($jobs->log(), 'outcome=refused reason=busy'), 'the daemon logged the refusal');
+    $e = throws(Exception::class, static fn () => $client->submit('to an echo daemon'));
+    check(str_contains($e->getMessage(), 'not a job acknowledgement'), 'message: ' . $e->getMessage());
 };
 
 $tests['line mode: greeting, one reply per line'] = static function () use ($server): void {
