@@ -84,6 +84,9 @@ if(SOCKECHO_BUILD_TOOLS)
 
   install(FILES ${_generated}/sockecho.service packaging/systemd/sockecho.socket
           DESTINATION ${SOCKECHO_SYSTEMD_UNIT_DIR} COMPONENT tools)
+  # A drop-in for background jobs, to copy into /etc/systemd/system/sockecho.service.d/.
+  install(FILES packaging/systemd/background.conf
+          DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples COMPONENT tools)
 endif()
 
 # --- A Debian package of all of it: cpack -G DEB ---

@@ -2,6 +2,7 @@
 // line works, and the socket unit listens where the service would.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <optional>
@@ -117,6 +118,38 @@ TEST(SystemdUnits, ServiceIsHardened) {
        }) {
     EXPECT_EQ(value("sockecho.service.in", key), expected) << key;
   }
+}
+
+// The background drop-in: its command line starts the server, and its stop timeout outlasts
+// running every accepted job, the queued ones too.
+TEST(SystemdUnits, BackgroundDropInWaitsForEveryAcceptedJob) {
+  const std::vector<std::string> exec = values("background.conf", "ExecStart");
+  ASSERT_EQ(exec.size(), 2U);
+  EXPECT_EQ(exec.at(0), "") << "a drop-in must reset ExecStart= first";
+  std::vector<std::string> flags = words(exec.at(1));
+  ASSERT_EQ(flags.at(0), "/usr/bin/sockecho-server");
+  flags.erase(flags.begin());
+  const auto number = [&](const std::string& flag) {
+    const std::string v = flag_value(flags, flag);
+    EXPECT_FALSE(v.empty()) << flag;
+    return v.empty() ? 0L : std::stol(v);
+  };
+  const long jobs = number("--jobs");
+  const long queue = number("--queue");
+  ASSERT_GT(jobs, 0);
+  const long rounds = (jobs + queue + jobs - 1) / jobs;
+  const long drain =
+      rounds * number("--exec-timeout") + number("--request-timeout") + number("--timeout") + 1;
+  EXPECT_GT(std::stol(value("background.conf", "TimeoutStopSec")), drain);
+  EXPECT_EQ(value("background.conf", "StateDirectory"), "sockecho");
+
+  // The same flags, with a program that exists here and a free port, start the real server.
+  std::vector<std::string> args(flags.begin(), std::find(flags.begin(), flags.end(), "--exec"));
+  args.insert(args.end(), {"--port", "0", "--exec", "cat"});
+  test::ServerProcess server(args);
+  EXPECT_EQ(request("127.0.0.1", server.port(), "job").rfind("accepted ", 0), 0U);
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
 }
 
 }  // namespace

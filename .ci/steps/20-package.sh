@@ -192,6 +192,14 @@ verify=$(systemd-analyze verify /usr/lib/systemd/system/sockecho.socket /usr/lib
   fail "systemd-analyze verify: $verify"
 [ -z "$verify" ] || fail "systemd-analyze verify: $verify"
 systemd-analyze security --offline=true --threshold=20 /usr/lib/systemd/system/sockecho.service | tail -1
+# The background drop-in, as an administrator would install it.
+dropin=/usr/share/doc/sockecho/examples/background.conf
+[ -f "$dropin" ] || fail "$dropin is not installed"
+mkdir -p /etc/systemd/system/sockecho.service.d
+cp "$dropin" /etc/systemd/system/sockecho.service.d/background.conf
+verify=$(systemd-analyze verify /usr/lib/systemd/system/sockecho.service 2>&1) || verify_status=$?
+rm -rf /etc/systemd/system/sockecho.service.d
+[ "${verify_status:-0}" -eq 0 ] && [ -z "$verify" ] || fail "systemd-analyze verify with background.conf: $verify"
 [ "$(pkg-config --modversion sockecho)" = "$(sed -n 's/^project(sockecho VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)" ] ||
   fail "pkg-config does not find the installed sockecho"
 

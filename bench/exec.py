@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""The cost of a program per request: sockecho-server --exec against tcpserver and socat.
+
+    cmake -B build && cmake --build build -j2 && python3 bench/exec.py
+
+Part 1: 6-byte requests answered by /bin/cat, at concurrency 1 and 16, with sockecho-bench
+(--prefix '', so every reply is checked to be the request), against each server a user would
+otherwise reach for: `sockecho-server --exec cat`, `tcpserver -HRl0 -c 200 ... cat` (Debian's
+ucspi-tcp) and `socat TCP-LISTEN:...,fork EXEC:cat`. Servers are interleaved within each of
+--repeat rounds; requests/s is the median of the rounds, and server CPU per request counts the
+server and every process it started (utime + stime + cutime + cstime from /proc/PID/stat).
+Servers whose program is missing are left out and said so.
+
+Part 2: `sockecho-server --background --jobs 4 --queue 64 --exec sleep 1` under 16 clients
+that submit as fast as they are answered: the queue fills within the first second, so almost
+every answer is `busy`; reports the latency p50/p99 of all answers (accepted and busy) and
+their counts. Target: p99 under 5 ms.
+
+Loopback only, bounded by --seconds per run; everything it starts is stopped on the way out.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, process, seconds=10.0):
+    """For servers without a ready line: connect until one is accepted (bounded)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{process.args[0]} is not listening on {port}")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+
+
+class Server:
+    def __init__(self, key, argv, ready_line):
+        self.key = key
+        self.argv = argv
+        self.process = None
+        self.port = None
+        self.ready_line = ready_line
+
+    def start(self, port_arg):
+        argv = [a.replace("{port}", str(port_arg)) for a in self.argv]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
+        if self.ready_line:
+            line = self.process.stdout.readline()
+            self.port = int(line.rsplit(":", 1)[1])
+        else:
+            self.port = port_arg
+            wait_listening(self.port, self.process)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def bench(build, port, concurrency, seconds):
+    argv = [os.path.join(build, "tools", "sockecho-bench"), "--port", str(port), "-c",
+            str(concurrency), "--size", "6", "--prefix", "", "--duration", str(seconds), "--json",
+            "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    return json.loads(done.stdout)
+
+
+def part_one(args):
+    sockecho = os.path.join(args.build, "tools", "sockecho-server")
+    servers = [Server("sockecho", [sockecho, "--port", "0", "--quiet", "--exec", "cat"], True)]
+    if shutil.which("tcpserver"):
+        servers.append(Server("tcpserver", ["tcpserver", "-HRl0", "-c", "200", "127.0.0.1",
+                                            "{port}", "cat"], False))
+    else:
+        print("tcpserver not found (apt-get install ucspi-tcp): left out")
+    if shutil.which("socat"):
+        servers.append(Server("socat", ["socat", "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,"
+                                        "fork,backlog=1024", "EXEC:cat"], False))
+    else:
+        print("socat not found (apt-get install socat): left out")
+    results = {}
+    try:
+        for s in servers:
+            s.start(0 if s.ready_line else free_port())
+        for concurrency in (1, 16):
+            rows = {s.key: {"rps": [], "ticks": 0, "requests": 0, "errors": 0} for s in servers}
+            for _ in range(args.repeat):
+                for s in servers:
+                    before = cpu_ticks(s.process.pid)
+                    r = bench(args.build, s.port, concurrency, args.seconds)
+                    rows[s.key]["ticks"] += cpu_ticks(s.process.pid) - before
+                    rows[s.key]["rps"].append(r["requests_per_s"])
+                    rows[s.key]["requests"] += r["ok"]
+                    rows[s.key]["errors"] += r["errors"]
+            results[concurrency] = {
+                k: {"rps": statistics.median(v["rps"]),
+                    "cpu_us": v["ticks"] / TICKS * 1e6 / v["requests"] if v["requests"] else 0,
+                    "errors": v["errors"]}
+                for k, v in rows.items()}
+    finally:
+        for s in servers:
+            s.stop()
+    print(f"\n6-byte requests through cat, medians of {args.repeat} runs of {args.seconds} s")
+    print(f"{'server':<12}{'c':>4}{'req/s':>10}{'x best other':>14}{'CPU us/req':>12}"
+          f"{'errors':>8}")
+    for concurrency, row in results.items():
+        others = [v["rps"] for k, v in row.items() if k != "sockecho"]
+        best = max(others) if others else 0
+        for key, v in row.items():
+            ratio = f"{v['rps'] / best:.2f}x" if key == "sockecho" and best else ""
+            print(f"{key:<12}{concurrency:>4}{v['rps']:>10,.0f}{ratio:>14}{v['cpu_us']:>12,.0f}"
+                  f"{v['errors']:>8}")
+    return results
+
+
+def part_two(args):
+    sockecho = os.path.join(args.build, "tools", "sockecho-server")
+    server = Server("background", [sockecho, "--port", "0", "--quiet", "--background", "--jobs",
+                                   "4", "--queue", "64", "--exec-timeout", "3", "--exec",
+                                   "sleep", "1"], True)
+    latencies = []
+    answers = {"accepted": 0, "busy": 0, "other": 0}
+    lock = threading.Lock()
+    end = time.monotonic() + args.seconds
+
+    def client():
+        mine = []
+        counts = {"accepted": 0, "busy": 0, "other": 0}
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as c:
+                c.sendall(b"job")
+                c.shutdown(socket.SHUT_WR)
+                reply = b""
+                while chunk := c.recv(4096):
+                    reply += chunk
+            mine.append(time.perf_counter() - start)
+            kind = ("accepted" if reply.startswith(b"accepted ") else
+                    "busy" if reply == b"busy\n" else "other")
+            counts[kind] += 1
+        with lock:
+            latencies.extend(mine)
+            for k, v in counts.items():
+                answers[k] += v
+
+    try:
+        server.start(0)
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.stop()
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1e3
+    p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+    print(f"\n--background, 16 clients for {args.seconds} s against --jobs 4 --queue 64 "
+          f"--exec sleep 1: {answers['accepted']} accepted, {answers['busy']} busy, "
+          f"{answers['other']} other")
+    print(f"answer latency p50 {p50:.3f} ms, p99 {p99:.3f} ms "
+          f"({'met' if p99 < 5 else 'MISSED'}: target p99 < 5 ms)")
+    return {"answers": answers, "p50_ms": p50, "p99_ms": p99}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--json", help="write the numbers to this file")
+    args = parser.parse_args()
+    for program in ("sockecho-server", "sockecho-bench"):
+        if not os.access(os.path.join(args.build, "tools", program), os.X_OK):
+            sys.exit(f"exec.py: {program} is missing; build first")
+    started = time.monotonic()
+    out = {"exec": part_one(args), "background": part_two(args)}
+    print(f"\nexec.py: {time.monotonic() - started:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
