@@ -115,6 +115,8 @@ TEST(JobQueue, QueuedBytesAreBounded) {
   JobOptions options = gated_jobs(dir, 1, 100);
   options.max_queued_bytes = 10;
   JobQueue queue(std::move(options));
+  ASSERT_TRUE(queue.submit("running", {}));
+  ASSERT_TRUE(eventually([&] { return queue.stats().running == 1; }));
   ASSERT_TRUE(queue.submit("123456", {}));
   EXPECT_FALSE(queue.submit("123456", {})) << "6 + 6 bytes waiting is over 10";
   open_gate(dir);

@@ -11,7 +11,8 @@
 // ephemeral (the daemon's from its ready line, PHP's picked free and retried on a collision).
 
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,14 +114,14 @@ function freePort() {
 }
 
 // php -S cannot take port 0, so pick a free port and retry if someone takes it first.
-async function startPhp(daemonPort) {
+async function startPhp(daemonPort, env = {}) {
   const docroot = path.join(root, 'examples/php-web');
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     try {
       const { child } = await startProgram(opts.php, ['-S', `127.0.0.1:${port}`, '-t', docroot], {
         ready: /Development Server \(http:\/\/127\.0\.0\.1:\d+\) started/,
-        env: { SOCKECHO_HOST: '127.0.0.1', SOCKECHO_PORT: String(daemonPort) },
+        env: { SOCKECHO_HOST: '127.0.0.1', SOCKECHO_PORT: String(daemonPort), ...env },
         label: 'php -S',
       });
       return { child, url: `http://127.0.0.1:${port}/` };
@@ -132,11 +133,11 @@ async function startPhp(daemonPort) {
 }
 
 // Fills the form, submits, and returns the HTTP status of the POST.
-async function submit(page, job) {
+async function submit(page, job, button = '#send') {
   await page.fill('#job', job);
   const [response] = await Promise.all([
     page.waitForResponse((r) => r.request().method() === 'POST'),
-    page.click('#send'),
+    page.click(button),
   ]);
   await page.waitForLoadState('load');
   return response.status();
@@ -150,7 +151,17 @@ async function main() {
   });
   const daemonPort = Number(daemon.match[1]);
   console.log(`sockecho-server listening on 127.0.0.1:${daemonPort}`);
-  const php = await startPhp(daemonPort);
+  // The background daemon of jobs.php: each job takes 2 s, two run at once.
+  const results = mkdtempSync(path.join(os.tmpdir(), 'sockecho-php-web-'));
+  const jobs = await startProgram(opts.server, ['--host', '127.0.0.1', '--port', '0', '--background', '--jobs', '2',
+    '--exec', opts.php, path.join(root, 'examples/php-web/jobs/slow-job.php')], {
+    ready: /listening on 127\.0\.0\.1:(\d+)/,
+    env: { SOCKECHO_RESULTS: results, SOCKECHO_JOB_SECONDS: '2' },
+    label: 'sockecho-server --background',
+  });
+  const jobsPort = Number(jobs.match[1]);
+  console.log(`sockecho-server --background listening on 127.0.0.1:${jobsPort}`);
+  const php = await startPhp(daemonPort, { SOCKECHO_JOBS_PORT: String(jobsPort), SOCKECHO_RESULTS: results });
   console.log(`php -S serving examples/php-web at ${php.url}`);
 
   const browser = await chromium.launch({
@@ -191,6 +202,42 @@ async function main() {
     check(await page.locator('#job').inputValue() === job, 'the job stays in the field');
     await page.screenshot({ path: path.join(opts.screenshots, 'php-web.png') });
     console.log(`saved ${path.join(opts.screenshots, 'php-web.png')}`);
+
+    // Background jobs: three submitted, each acknowledged at once, all finished later.
+    const jobsPage = await page.goto(php.url + 'jobs.php');
+    check(jobsPage?.status() === 200, `GET /jobs.php answers 200 (got ${jobsPage?.status()})`);
+    check(await page.locator('#none').isVisible(), 'no finished jobs at first');
+    const ids = [];
+    for (const name of ['monthly report', 'resize photos', 'send newsletter']) {
+      const started = Date.now();
+      const jobStatus = await submit(page, name, '#submit');
+      const took = Date.now() - started;
+      const id = (await page.locator('#accepted-id').textContent()) ?? '';
+      check(jobStatus === 200 && /^[0-9.]+$/.test(id), `"${name}" acknowledged with an id (status ${jobStatus}, id ${JSON.stringify(id)})`);
+      check(took < 1000, `"${name}" acknowledged in under a second, while it takes 2 s to run (${took} ms)`);
+      ids.push(id);
+    }
+    check(new Set(ids).size === 3, `three different job ids (${ids.join(', ')})`);
+    check(await page.locator('#finished tbody tr').count() < 3, 'not all finished when the last was acknowledged');
+    // Bounded wait for the jobs to finish: reload the list until all three are there.
+    const until = Date.now() + STEP_TIMEOUT_MS;
+    let rows = 0;
+    while (Date.now() < until) {
+      await page.goto(php.url + 'jobs.php');
+      rows = await page.locator('#finished tbody tr').count();
+      if (rows >= 3) break;
+      await page.waitForTimeout(250); // a poll interval, within the bound above
+    }
+    check(rows === 3, `all three jobs listed as finished (${rows})`);
+    const listed = (await page.locator('#finished').textContent()) ?? '';
+    check(ids.every((id) => listed.includes(id)) && listed.includes('MONTHLY REPORT'), 'each finished job shows its id and result');
+    await page.screenshot({ path: path.join(opts.screenshots, 'php-web-jobs.png') });
+    console.log(`saved ${path.join(opts.screenshots, 'php-web-jobs.png')}`);
+    const jobsCode = await stopProgram(jobs.child, 'sockecho-server --background');
+    check(jobsCode === 0, `the background daemon exits 0 on SIGTERM (got ${jobsCode})`);
+    check(/job id=\S+ ms=\S+ exit=0/.test(jobs.child.output), 'its log has a job end line');
+    rmSync(results, { recursive: true, force: true });
+    await page.goto(php.url);
 
     daemonDown = true;
     const code = await stopProgram(daemon.child, 'sockecho-server');
