@@ -335,7 +335,7 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   };
 
   while (!exited || ((stdout_ || stderr_) && Clock::now() < drain_until)) {
-    std::array<pollfd, 4> fds{};
+    std::array<pollfd, 5> fds{};  // wake, stdin, stdout, stderr, pidfd
     std::size_t count = 0;
     const auto watch = [&](const Fd& fd, short events) {
       if (fd) fds[count++] = pollfd{fd.get(), events, 0};
