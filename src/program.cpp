@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,9 +67,9 @@ std::vector<char*> pointers_to(std::vector<std::string>& strings) {
   return out;
 }
 
+// For a descriptor just made, whose status flags are known to be none: one call, not two.
 void set_nonblocking(int fd, const std::string& what) {
-  const int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+  if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
     throw os_error(errno, "fcntl O_NONBLOCK " + what);
   }
 }
@@ -249,8 +248,6 @@ Program::Program(const std::vector<std::string>& argv, const std::vector<std::st
   if (::pipe2(err.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe for " + name);
   stderr_ = Fd(err[0]);
   Fd child_err(err[1]);
-  wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wake_) throw os_error(errno, "eventfd for " + name);
   set_nonblocking(stdin_.get(), name + " stdin");
   set_nonblocking(stdout_.get(), name + " stdout");
   set_nonblocking(stderr_.get(), name + " stderr");
@@ -278,7 +275,6 @@ Program::Program(Program&& other) noexcept
       cancelled_(std::move(other.cancelled_)),
       reaping_(std::move(other.reaping_)),
       pidfd_(std::move(other.pidfd_)),
-      wake_(std::move(other.wake_)),
       stdin_(std::move(other.stdin_)),
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)) {}
@@ -293,12 +289,9 @@ Program::~Program() {
 void Program::cancel() noexcept {
   if (!cancelled_) return;
   cancelled_->store(true);
-  {
-    const std::lock_guard<std::mutex> lock(*reaping_);
-    if (!reaped_) (void)::kill(-pid_, SIGKILL);
-  }
-  const std::uint64_t one = 1;
-  (void)::write(wake_.get(), &one, sizeof one);
+  // The program's death is what wakes run(): its pidfd (or the periodic check) sees the exit.
+  const std::lock_guard<std::mutex> lock(*reaping_);
+  if (!reaped_) (void)::kill(-pid_, SIGKILL);
 }
 
 void Program::signal_group(int signal) const noexcept {
@@ -335,12 +328,11 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   };
 
   while (!exited || ((stdout_ || stderr_) && Clock::now() < drain_until)) {
-    std::array<pollfd, 5> fds{};  // wake, stdin, stdout, stderr, pidfd
+    std::array<pollfd, 4> fds{};  // stdin, stdout, stderr, pidfd
     std::size_t count = 0;
     const auto watch = [&](const Fd& fd, short events) {
       if (fd) fds[count++] = pollfd{fd.get(), events, 0};
     };
-    watch(wake_, POLLIN);
     watch(stdin_, POLLOUT);
     watch(stdout_, POLLIN);
     watch(stderr_, POLLIN);
@@ -388,8 +380,6 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
         drain_until = Clock::now() + limits.grace;
       }
     }
-    std::uint64_t wakes = 0;  // drained, so the eventfd wakes the next poll only if set again
-    (void)::read(wake_.get(), &wakes, sizeof wakes);
     if (!exited && cancelled_->load() && !killed) {
       killed = true;  // ends as what SIGKILL makes of it: signaled
       signal_group(SIGKILL);

@@ -82,8 +82,8 @@ class Program {
                     const std::function<void(std::string_view line)>& on_log_line = {});
 
   // From any thread, while the object lives: kills the whole process group (SIGKILL) now, unless
-  // the program is already reaped, and makes run() return at once (ended by signal SIGKILL), or
-  // as soon as it starts.
+  // the program is already reaped; run() then returns as soon as it sees the exit (ended by
+  // signal SIGKILL), or at once if it starts later.
   void cancel() noexcept;
 
  private:
@@ -97,7 +97,6 @@ class Program {
   // may have been reused.
   std::unique_ptr<std::mutex> reaping_ = std::make_unique<std::mutex>();
   Fd pidfd_;  // readable once the program has exited; empty where pidfd_open is missing
-  Fd wake_;   // an eventfd: cancel() makes it readable
   Fd stdin_;
   Fd stdout_;
   Fd stderr_;
