@@ -4,11 +4,8 @@
 
 #include <chrono>
 #include <csignal>
-#include <cstdlib>
 #include <fstream>
 #include <optional>
-#include <sstream>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -91,27 +88,15 @@ TEST(ExecProgram, UnusableCommandLinesAreUsageErrors) {
   }
 }
 
-// A job that waits for DIR/go, then leaves its input in DIR/ID.
-std::vector<std::string> gated_job(const std::string& dir) {
-  return {"--exec", "sh", "-c",
-          R"(while [ ! -e "$0/go" ]; do sleep 0.01; done; cat > "$0/$SOCKECHO_JOB_ID")", dir};
-}
-
-std::string make_scratch() {
-  std::string name = "/tmp/sockecho-bg-XXXXXX";
-  if (::mkdtemp(name.data()) == nullptr) throw std::runtime_error("mkdtemp");
-  return name;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
+// A job that leaves its input in DIR/ID once the gate DIR/gate opens.
+std::vector<std::string> gated_job(const test::ScratchDir& dir) {
+  return {"--exec", "sh", "-c", R"(flock -s "$0/gate" true && cat > "$0/$SOCKECHO_JOB_ID")",
+          dir.path()};
 }
 
 TEST(BackgroundProgram, SigtermRunsEveryAcknowledgedJobThenExitsZero) {
-  const std::string dir = make_scratch();
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
   std::vector<std::string> args = {"--background", "--jobs", "1", "--queue", "8"};
   const std::vector<std::string> job = gated_job(dir);
   args.insert(args.end(), job.begin(), job.end());
@@ -124,25 +109,25 @@ TEST(BackgroundProgram, SigtermRunsEveryAcknowledgedJobThenExitsZero) {
   }
   server.signal(SIGTERM);
   ASSERT_TRUE(server.wait_stderr("jobs: draining running=1 queued=3")) << server.err();
-  std::ofstream(dir + "/go").put('\n');
+  gate.open();
   EXPECT_EQ(server.wait(), 0);
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    EXPECT_EQ(slurp(dir + "/" + ids[i]), "job" + std::to_string(i)) << ids[i];
+    EXPECT_EQ(dir.read(ids[i]), "job" + std::to_string(i)) << ids[i];
     EXPECT_NE(server.err().find("job id=" + ids[i] + " ms="), std::string::npos) << server.err();
   }
   EXPECT_NE(server.err().find("jobs: done accepted=4 ok=4 "), std::string::npos) << server.err();
-  (void)std::system(("rm -rf '" + dir + "'").c_str());  // NOLINT(cert-env33-c): own scratch
 }
 
 TEST(BackgroundProgram, ASecondSignalKillsTheRunningJobsAndSaysWhatWasLost) {
-  const std::string dir = make_scratch();
+  const test::ScratchDir dir;
+  const test::Gate gate(dir.file("gate"));  // never opened: what the job starts waits forever
   ServerProcess server({"--background", "--jobs", "1", "--exec", "sh", "-c",
-                        R"(sleep 100 & echo $! > "$0/pid"; wait)", dir});
+                        R"(flock -s "$0/gate" true & echo $! > "$0/pid"; wait)", dir.path()});
   ASSERT_EQ(request("127.0.0.1", server.port(), "a").rfind("accepted ", 0), 0U);
   ASSERT_EQ(request("127.0.0.1", server.port(), "b").rfind("accepted ", 0), 0U);
-  // The first job has started its sleep.
+  // The first job has started its waiter.
   const auto until = std::chrono::steady_clock::now() + test::kPatience;
-  while (slurp(dir + "/pid").find('\n') == std::string::npos &&
+  while (dir.read("pid").find('\n') == std::string::npos &&
          std::chrono::steady_clock::now() < until) {
     std::this_thread::yield();
   }
@@ -153,8 +138,8 @@ TEST(BackgroundProgram, ASecondSignalKillsTheRunningJobsAndSaysWhatWasLost) {
   EXPECT_NE(exit_status, 0);
   EXPECT_NE(server.err().find("jobs: abandoned running=1 (killed) queued=1"), std::string::npos)
       << server.err();
-  // Nothing the job started outlives the server: its sleep is gone (or a zombie for init).
-  const std::string pid = slurp(dir + "/pid");
+  // Nothing the job started outlives the server: its waiter is gone (or a zombie for init).
+  const std::string pid = dir.read("pid");
   ASSERT_FALSE(pid.empty());
   const auto state = [&] {
     std::ifstream status("/proc/" + std::to_string(std::stoi(pid)) + "/status");
@@ -167,7 +152,6 @@ TEST(BackgroundProgram, ASecondSignalKillsTheRunningJobsAndSaysWhatWasLost) {
   const auto patience = std::chrono::steady_clock::now() + test::kPatience;
   while (!gone() && std::chrono::steady_clock::now() < patience) std::this_thread::yield();
   EXPECT_TRUE(gone()) << state();
-  (void)std::system(("rm -rf '" + dir + "'").c_str());  // NOLINT(cert-env33-c): own scratch
 }
 
 TEST(BackgroundProgram, BackgroundNeedsExec) {

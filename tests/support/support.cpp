@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,11 +15,14 @@
 #include <cerrno>
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 #include "payload.hpp"
 #include "sockecho/error.hpp"
@@ -347,5 +351,30 @@ std::optional<std::string> read_until_reset(Connection& connection) {
 }
 
 std::string pattern(std::size_t size) { return bench::make_payload(size); }
+
+ScratchDir::ScratchDir() {
+  std::string name = "/tmp/sockecho-test-XXXXXX";
+  if (::mkdtemp(name.data()) == nullptr) throw std::system_error(errno, std::generic_category());
+  path_ = name;
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+std::string ScratchDir::read(const std::string& name) const {
+  std::ifstream in(file(name));
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+Gate::Gate(std::string path) : path_(std::move(path)) {
+  lock_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_ || ::flock(lock_.get(), LOCK_EX) != 0) {
+    throw std::system_error(errno, std::generic_category(), "gate " + path_);
+  }
+}
 
 }  // namespace sockecho::test

@@ -187,6 +187,37 @@ std::optional<std::string> read_until_reset(Connection& connection);
 
 // Number of descriptors this process has open.
 int open_fd_count();
+
+// A fresh directory under /tmp, removed with everything in it at the end.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ScratchDir(ScratchDir&&) = delete;
+  ScratchDir& operator=(ScratchDir&&) = delete;
+  ~ScratchDir();
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
+  // A file's contents; empty when it does not exist (yet).
+  [[nodiscard]] std::string read(const std::string& name) const;
+
+ private:
+  std::string path_;
+};
+
+// A gate for programs a test starts: while it is closed, `flock -s PATH true` blocks (no
+// polling); open() lets every waiting and later one through.
+class Gate {
+ public:
+  explicit Gate(std::string path);
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  void open() noexcept { lock_.reset(); }
+
+ private:
+  std::string path_;
+  Fd lock_;  // holds the exclusive lock while the gate is closed
+};
 // Sockets a process has open, from /proc/PID/fd: a server's listener and its connections. Other
 // descriptors are left out, since sanitizer runtimes briefly open files of their own (such as
 // /proc/self/maps as each thread starts).
