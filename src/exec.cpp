@@ -36,10 +36,11 @@ std::vector<std::string> exec_environment(const Connection& connection) {
 
 ConnectionHandler exec_handler(ExecOptions options) {
   if (options.argv.empty()) throw std::invalid_argument("exec_handler: no program");
+  const std::string path = find_program(options.argv[0]);
   auto shared = std::make_shared<const ExecOptions>(std::move(options));
-  return [shared](const Connection& connection, std::string_view request, Reply& reply) {
+  return [shared, path](const Connection& connection, std::string_view request, Reply& reply) {
     const ExecOptions& o = *shared;
-    Program program(o.argv, exec_environment(connection));
+    Program program(o.argv, exec_environment(connection), path);
     const std::string who =
         "exec pid=" + std::to_string(program.pid()) + " peer=" + connection.peer().to_string();
     ProgramResult result = program.run(request, o.limits, [&](std::string_view line) {

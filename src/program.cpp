@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -229,19 +228,19 @@ std::string find_program(const std::string& name) {
   throw os_error(exists ? EACCES : ENOENT, "exec " + name);
 }
 
-Program::Program(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
+Program::Program(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env,
+                 const std::string& path) {
   const std::string name = name_of(argv);
   if (argv.empty() || name.empty()) throw os_error(ENOENT, "spawn (no program)");
   std::array<int, 2> in{};
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in.data()) != 0) {
-    throw os_error(errno, "socketpair for " + name);
-  }
-  // A socket, not a pipe, for stdin: send() with MSG_NOSIGNAL never raises SIGPIPE in this
-  // process when the program exits without reading its input.
-  Fd child_in(in[1]);
-  stdin_ = Fd(in[0]);
   std::array<int, 2> out{};
   std::array<int, 2> err{};
+  if (::pipe2(in.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe for " + name);
+  // The program's end of its stdin stays open here too until run() ends: with a reader always
+  // left, writing to the pipe can never raise SIGPIPE in this process, even when the program
+  // exits without reading its input. (No process-wide SIGPIPE setting is needed or changed.)
+  stdin_reader_ = Fd(in[0]);
+  stdin_ = Fd(in[1]);
   if (::pipe2(out.data(), O_CLOEXEC) != 0) throw os_error(errno, "pipe for " + name);
   stdout_ = Fd(out[0]);
   Fd child_out(out[1]);
@@ -253,14 +252,17 @@ Program::Program(const std::vector<std::string>& argv, const std::vector<std::st
   set_nonblocking(stderr_.get(), name + " stderr");
 
   SpawnSetup setup;
-  setup.prepare(child_in.get(), child_out.get(), child_err.get());
+  setup.prepare(stdin_reader_.get(), child_out.get(), child_err.get());
   std::vector<std::string> args = argv;
   std::vector<std::string> env = environment_with(extra_env);
   const std::vector<char*> arg_ptrs = pointers_to(args);
   const std::vector<char*> env_ptrs = pointers_to(env);
   pid_t pid = -1;
-  const int failed = ::posix_spawnp(&pid, name.c_str(), setup.actions(), setup.attr(),
-                                    arg_ptrs.data(), env_ptrs.data());
+  // A path found beforehand skips the search of PATH that posix_spawnp repeats on every call.
+  const int failed = path.empty() ? ::posix_spawnp(&pid, name.c_str(), setup.actions(),
+                                                   setup.attr(), arg_ptrs.data(), env_ptrs.data())
+                                  : ::posix_spawn(&pid, path.c_str(), setup.actions(), setup.attr(),
+                                                  arg_ptrs.data(), env_ptrs.data());
   if (failed != 0) throw os_error(failed, "spawn " + name);
   pid_ = pid;
   // The pidfd tells run() the program has exited without a SIGCHLD handler (Linux 5.3); older
@@ -276,6 +278,7 @@ Program::Program(Program&& other) noexcept
       reaping_(std::move(other.reaping_)),
       pidfd_(std::move(other.pidfd_)),
       stdin_(std::move(other.stdin_)),
+      stdin_reader_(std::move(other.stdin_reader_)),
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)) {}
 
@@ -319,7 +322,23 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   bool killed = false;  // by a limit: its result is set already
   std::size_t written = 0;
   LogLines log(limits.max_log, on_log_line);
-  if (input.empty()) stdin_.reset();
+
+  // As much of the input as the pipe takes, written now: a small request is in the pipe, and
+  // its end seen, before the program has even finished starting, which saves a wake-up.
+  const auto feed = [&] {
+    while (stdin_ && written < input.size()) {
+      const std::size_t n = std::min(kChunk, input.size() - written);
+      const ssize_t sent =
+          retry_eintr([&] { return ::write(stdin_.get(), input.data() + written, n); });
+      if (sent < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) stdin_.reset();  // nothing more to give
+        return;
+      }
+      written += static_cast<std::size_t>(sent);
+    }
+    stdin_.reset();  // EOF for the program
+  };
+  feed();
 
   const auto stop = [&](ProgramResult::End why, int signal) {
     if (!killed) result.end = why;
@@ -330,27 +349,22 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   while (!exited || ((stdout_ || stderr_) && Clock::now() < drain_until)) {
     std::array<pollfd, 4> fds{};  // stdin, stdout, stderr, pidfd
     std::size_t count = 0;
-    const auto watch = [&](const Fd& fd, short events) {
-      if (fd) fds[count++] = pollfd{fd.get(), events, 0};
+    const auto watch = [&](const Fd& fd, short events) -> const pollfd* {
+      if (!fd) return nullptr;
+      fds[count] = pollfd{fd.get(), events, 0};
+      return &fds[count++];
     };
-    watch(stdin_, POLLOUT);
-    watch(stdout_, POLLIN);
-    watch(stderr_, POLLIN);
-    if (!exited) watch(pidfd_, POLLIN);
+    const pollfd* in = watch(stdin_, POLLOUT);
+    const pollfd* out = watch(stdout_, POLLIN);
+    const pollfd* err = watch(stderr_, POLLIN);
+    const pollfd* gone = exited ? nullptr : watch(pidfd_, POLLIN);
     Clock::time_point until = std::min({end, kill_at, drain_until});
     if (!exited && !pidfd_) until = std::min(until, Clock::now() + kExitCheck);
     if (poll_until(fds.data(), count, until) < 0)
       throw os_error(errno, "poll " + std::to_string(pid_));
 
-    if (stdin_) {
-      const std::size_t n = std::min(kChunk, input.size() - written);
-      const ssize_t sent =
-          ::send(stdin_.get(), input.data() + written, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (sent > 0) written += static_cast<std::size_t>(sent);
-      const bool gone = sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-      if (gone || written == input.size()) stdin_.reset();  // EOF for the program
-    }
-    if (stdout_) {
+    if (in != nullptr && in->revents != 0) feed();
+    if (out != nullptr && out->revents != 0) {
       (void)drain(stdout_, [&](std::string_view bytes) {
         if (killed && result.end == ProgramResult::End::too_large) return;
         result.output.append(bytes);
@@ -360,14 +374,15 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
         }
       });
     }
-    if (stderr_ && !drain(stderr_, [&](std::string_view bytes) { log.add(bytes); })) {
+    if (err != nullptr && err->revents != 0 &&
+        !drain(stderr_, [&](std::string_view bytes) { log.add(bytes); })) {
       log.finish();
     }
 
     if (!exited) {
-      if (pidfd_) {
-        exited = ::poll(std::array<pollfd, 1>{pollfd{pidfd_.get(), POLLIN, 0}}.data(), 1, 0) > 0;
-      } else {
+      if (gone != nullptr) {
+        exited = gone->revents != 0;
+      } else if (!pidfd_) {
         siginfo_t info{};
         exited =
             ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
@@ -397,6 +412,7 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   stdout_.reset();
   stderr_.reset();
   stdin_.reset();
+  stdin_reader_.reset();
 
   int status = 0;
   pid_t got = -1;

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "programs.hpp"
@@ -181,6 +183,43 @@ TEST(BenchProgram, ReportsRepliesThatDifferFromTheExpectedOnes) {
   EXPECT_EQ(json_number(r.out, "errors"), 50) << r.out;
   EXPECT_EQ(json_number(r.out, "errors_mismatch"), 50) << r.out;
   EXPECT_NE(r.out.find("differs from the expected"), std::string::npos) << r.out;
+}
+
+TEST(BenchProgram, AnyReplyCountsRepliesByTheirFirstWord) {
+  // The echo of other prefixes is not what the bench expects, but --any-reply takes it, counted
+  // under the prefix's first word; and --any-reply parses as a switch.
+  EXPECT_TRUE(parse_bench_args({"--any-reply"}).any_reply);
+  EXPECT_FALSE(parse_bench_args({}).any_reply);
+  ServerProcess server({"--quiet", "--prefix", "other: "});
+  const test::RunResult r =
+      run_bench(server.port(), {"--requests", "40", "-c", "2", "--any-reply", "--json"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(json_number(r.out, "ok"), 40) << r.out;
+  EXPECT_NE(r.out.find("\"replies\":{\"other:\":40}"), std::string::npos) << r.out;
+  const test::RunResult human =
+      run_bench(server.port(), {"--requests", "3", "--any-reply", "--prefix", "x"});
+  EXPECT_NE(human.out.find("replies    other:=3\n"), std::string::npos) << human.out;
+}
+
+TEST(BenchProgram, AnyReplyStillFailsWhenNothingComesBack) {
+  // A server that reads each request to its end and closes without a word: each request fails
+  // as "no reply".
+  Listener silent = Listener::bind("127.0.0.1", 0);
+  std::thread closer([&] {
+    for (int i = 0; i < 3; ++i) {
+      std::optional<Connection> c = silent.accept();
+      if (!c) return;
+      c->set_timeout(std::chrono::seconds(20));
+      std::array<char, 64> sink{};
+      while (c->read_some(sink.data(), sink.size()) > 0) {
+      }
+    }
+  });
+  const test::RunResult r = run_bench(silent.address().port(), {"--requests", "3", "--any-reply"});
+  closer.join();
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("errors     mismatch=3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no reply from 127.0.0.1:"), std::string::npos) << r.out;
 }
 
 TEST(BenchProgram, ReportsAServerThatIsNotThere) {

@@ -72,6 +72,31 @@ TEST(Program, AProgramThatWritesBeforeItReadsDoesNotDeadlock) {
   EXPECT_EQ(result.output.size(), (std::size_t{1} << 20) + 5);
 }
 
+TEST(Program, InputItNeverReadsRaisesNoSigpipeHere) {
+  // SIGPIPE is at its default here, so a write to a pipe without a reader would end this test.
+  // A program that exits at once, and one that closes its stdin and goes on, with far more input
+  // than a pipe holds: each run ends with the program's own result.
+  struct sigaction old {};
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ASSERT_EQ(::sigaction(SIGPIPE, &dfl, &old), 0);
+  const std::string input = binary_mebibyte();
+  const ProgramResult gone = run_sh("exit 0", input);
+  EXPECT_TRUE(gone.ok()) << gone.describe();
+  const ProgramResult closed = run_sh("exec 0<&-; echo still here", input);
+  EXPECT_TRUE(closed.ok()) << closed.describe();
+  EXPECT_EQ(closed.output, "still here\n");
+  ASSERT_EQ(::sigaction(SIGPIPE, &old, nullptr), 0);
+}
+
+TEST(Program, AGivenPathIsRunWithArgvAsGiven) {
+  // exec_handler() looks the program up once and passes the path: argv[0] stays the caller's.
+  Program program({"my-name", "-c", "echo \"$0\""}, {}, find_program("sh"));
+  const ProgramResult result = program.run({}, {});
+  EXPECT_TRUE(result.ok()) << result.describe();
+  EXPECT_EQ(result.output, "my-name\n");
+}
+
 TEST(Program, ExitStatusAndSignalAreReported) {
   const ProgramResult three = run_sh("exit 3");
   EXPECT_EQ(three.end, ProgramResult::End::exited);

@@ -71,6 +71,7 @@ struct Plan {
   std::string payload;
   Expected expected;
   std::chrono::milliseconds timeout{0};  // connecting, and the idle limit of each connection
+  bool any_reply = false;                // any non-empty reply is an answer
   // Requests still to start (request-count mode), or the time to stop starting them.
   std::atomic<std::int64_t> remaining{0};
   bool by_duration = false;
@@ -108,6 +109,10 @@ class Worker {
     result.bytes_sent += bytes_sent_;
     result.bytes_received += bytes_received_;
     result.latency.merge(latency_);
+    for (const auto& [word, n] : replies_) {
+      const bool room = result.replies.size() < kMaxReplyWords || result.replies.count(word) > 0;
+      result.replies[room ? word : "other"] += n;
+    }
   }
 
  private:
@@ -145,6 +150,11 @@ class Worker {
       for (;;) {
         const std::size_t n = connection->read_some(chunk_.data(), chunk_.size());
         if (n == 0) break;
+        if (plan_.any_reply) {
+          if (received == 0) first_word(std::string_view(chunk_.data(), n));
+          received += n;
+          continue;
+        }
         if (!plan_.expected.matches(received, chunk_.data(), n)) {
           failure.kind = ErrorKind::mismatch;
           failure.message = "reply from " + plan_.server.to_string() +
@@ -163,6 +173,15 @@ class Worker {
       bytes_received_ += connection->bytes_read();
     }
     if (!failure.message.empty()) return false;
+    if (plan_.any_reply) {
+      if (received > 0) {
+        ++replies_[word_];
+        return true;
+      }
+      failure.kind = ErrorKind::mismatch;
+      failure.message = "no reply from " + plan_.server.to_string();
+      return false;
+    }
     if (received != plan_.expected.size()) {
       failure.kind = ErrorKind::mismatch;
       failure.message = "reply from " + plan_.server.to_string() + " is " +
@@ -173,8 +192,16 @@ class Worker {
     return true;
   }
 
+  // The reply's first word, up to a space or newline, at most 32 bytes.
+  void first_word(std::string_view start) {
+    constexpr std::size_t kLongest = 32;
+    word_.assign(start.substr(0, std::min(start.find_first_of(" \n"), kLongest)));
+  }
+
   Plan& plan_;
   std::size_t next_source_;
+  std::string word_;
+  std::map<std::string, std::uint64_t> replies_;
   std::vector<char> chunk_;
   Histogram latency_;
   std::uint64_t ok_ = 0;
@@ -265,6 +292,9 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
     } else if (flag == "--quiet") {
       reader.no_value();
       s.quiet = true;
+    } else if (flag == "--any-reply") {
+      reader.no_value();
+      s.any_reply = true;
     } else if (flag == "--json") {
       reader.no_value();
       s.json = true;
@@ -296,6 +326,8 @@ std::string bench_usage() {
          "                     exhaust the ephemeral ports; 0 = kernel's choice (default 8)\n"
          "  --timeout SEC      limit on connecting and each read and write; 0 = none\n"
          "                     (default 10)\n"
+         "  --any-reply        count any non-empty reply as an answer, by its first word\n"
+         "                     (for servers that do not echo, such as --background)\n"
          "  --json             print the results as one JSON object\n"
          "  --quiet            no progress line on stderr\n"
          "  --help             show this help and exit\n"
@@ -387,6 +419,7 @@ BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
     plan.sources = loopback_sources(settings.sources);
   }
   plan.timeout = settings.timeout;
+  plan.any_reply = settings.any_reply;
   plan.by_duration = settings.duration.count() > 0;
   plan.remaining.store(static_cast<std::int64_t>(settings.requests));
 
@@ -455,6 +488,11 @@ std::string format_report(const BenchSettings& settings, const BenchResult& resu
   out += "latency    p50 " + format_ms(h.quantile(0.50)) + " ms, p90 " +
          format_ms(h.quantile(0.90)) + " ms, p99 " + format_ms(h.quantile(0.99)) + " ms, max " +
          format_ms(h.max()) + " ms\n";
+  if (!result.replies.empty()) {
+    out += "replies   ";
+    for (const auto& [word, n] : result.replies) out += " " + word + "=" + std::to_string(n);
+    out += "\n";
+  }
   if (result.error_count() > 0) {
     out += "errors    ";
     for (std::size_t i = 0; i < kErrorKinds; ++i) {
@@ -490,6 +528,12 @@ std::string format_json(const BenchSettings& settings, const BenchResult& result
   out += ",\"bytes_sent\":" + std::to_string(result.bytes_sent);
   out += ",\"bytes_received\":" + std::to_string(result.bytes_received);
   out += ",\"first_error\":" + json_string(result.first_error);
+  out += ",\"replies\":{";
+  for (const auto& [word, n] : result.replies) {
+    if (out.back() != '{') out += ',';
+    out += json_string(word) + ":" + std::to_string(n);
+  }
+  out += "}";
   out += "}\n";
   return out;
 }

@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,6 +16,7 @@
 namespace sockecho::bench {
 
 inline constexpr unsigned kDefaultSources = 8;
+inline constexpr std::size_t kMaxReplyWords = 16;
 
 struct BenchSettings {
   std::string host{cli::kDefaultHost};
@@ -34,6 +36,9 @@ struct BenchSettings {
   unsigned sources = kDefaultSources;
   // Limit on connecting and on each read and write; 0 = none.
   std::chrono::milliseconds timeout{std::chrono::seconds(10)};
+  // Any non-empty reply counts as answered, not only PREFIX + request; replies are counted by
+  // their first word ("accepted", "busy"). For servers that do not echo, such as --background.
+  bool any_reply = false;
   // Print one JSON object on stdout instead of the human-readable report.
   bool json = false;
   // No progress line, even on a terminal.
@@ -81,6 +86,9 @@ struct BenchResult {
   std::uint64_t bytes_sent = 0;      // request bytes, all requests
   std::uint64_t bytes_received = 0;  // reply bytes, all requests
   Histogram latency;                 // of requests answered correctly
+  // With any_reply: how many replies began with each first word (at most kMaxReplyWords of
+  // them; the rest are counted under "other").
+  std::map<std::string, std::uint64_t> replies;
 
   [[nodiscard]] std::uint64_t error_count() const noexcept;
   [[nodiscard]] double seconds() const noexcept;

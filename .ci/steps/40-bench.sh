@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-need_packages python3
+need_packages python3 ucspi-tcp socat  # exec.py compares --exec with tcpserver and socat
 
 # A build of its own, of only what this step runs (the README's test command builds in build/).
 build=build-bench
@@ -42,3 +42,8 @@ rm -rf "$scratch"
 # Hostile clients, the smoke version (seconds): it must run end to end and its servers exit 0.
 step "bench: bench/hostile.py --smoke"
 python3 bench/hostile.py --build "$build" --smoke
+
+# A program per request and background jobs, the smoke version (seconds): every reply right, a
+# job accepted, and every server it starts stopped.
+step "bench: bench/exec.py --smoke"
+python3 bench/exec.py --build "$build" --smoke

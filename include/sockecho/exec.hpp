@@ -27,6 +27,7 @@ struct ExecOptions {
 // Runs the program once per request. Exit 0: the reply is prefix + its stdout. A non-zero exit
 // or a signal ends the connection unanswered, outcome failed, logged with exit=N or
 // signal=NAME; over the runtime limit, outcome timeout; over the output limit, too_large.
+// The program is looked up once, here: a std::system_error if it cannot be run (find_program()).
 [[nodiscard]] ConnectionHandler exec_handler(ExecOptions options);
 
 }  // namespace sockecho

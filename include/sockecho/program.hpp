@@ -63,8 +63,11 @@ class Program {
   // own, with default signal dispositions and an empty signal mask, stdin, stdout and stderr
   // connected to this object and no other descriptor open, and an environment of this process's
   // plus `extra_env` ("NAME=value", replacing a variable of the same name). No shell is involved.
-  // Throws std::system_error, e.g. "spawn nosuch: No such file or directory".
-  Program(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env);
+  // `path`, when given, is the file to run (as find_program() returned it), which saves the
+  // search of PATH on every start. Throws std::system_error, e.g. "spawn nosuch: No such file or
+  // directory".
+  Program(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env,
+          const std::string& path = {});
   Program(Program&&) noexcept;
   Program& operator=(Program&&) = delete;
   Program(const Program&) = delete;
@@ -96,8 +99,9 @@ class Program {
   // Held while reaping and by cancel() while it kills: the group is never signalled once its id
   // may have been reused.
   std::unique_ptr<std::mutex> reaping_ = std::make_unique<std::mutex>();
-  Fd pidfd_;  // readable once the program has exited; empty where pidfd_open is missing
-  Fd stdin_;
+  Fd pidfd_;         // readable once the program has exited; empty where pidfd_open is missing
+  Fd stdin_;         // written by run(), non-blocking
+  Fd stdin_reader_;  // the program's end, held too so that writing never raises SIGPIPE
   Fd stdout_;
   Fd stderr_;
 };
