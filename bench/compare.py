@@ -32,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import sections
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 OUT_DIR = os.path.join(BENCH_DIR, "out")
@@ -447,8 +449,11 @@ def write_results(args, specs, results, elapsed, load_before, when):
     ]
     chart = os.path.relpath(args.chart, os.path.dirname(os.path.abspath(args.results)))
     lines += [f"![requests/s and MB/s of each server, as a ratio to the floor]({chart})", ""]
+    others = sections.kept(args.results)  # exec.py's and the like: not this script's to drop
     with open(args.results, "w") as f:
         f.write("\n".join(lines))
+        if others:
+            f.write("\n" + others)
 
 
 def write_chart(args, specs, results):
