@@ -79,6 +79,23 @@ TEST(ServerArgs, ReadsEveryFlag) {
   EXPECT_EQ(s.log_level, LogLevel::verbose);
 }
 
+TEST(ServerArgs, MetricsTakesHostAndPort) {
+  EXPECT_FALSE(parse_server_args({}).metrics.has_value());
+  const ServerSettings v4 = parse_server_args({"--metrics", "127.0.0.1:9100"});
+  ASSERT_TRUE(v4.metrics.has_value());
+  EXPECT_EQ(v4.metrics->host, "127.0.0.1");
+  EXPECT_EQ(v4.metrics->port, 9100);
+  const ServerSettings v6 = parse_server_args({"--metrics=[::1]:0"});
+  ASSERT_TRUE(v6.metrics.has_value());
+  EXPECT_EQ(v6.metrics->host, "::1");
+  EXPECT_EQ(v6.metrics->port, 0);
+  EXPECT_EQ(parse_server_args({"--metrics", "localhost:1"}).metrics->host, "localhost");
+  for (const std::string_view bad :
+       {"", "9100", ":9100", "[]:1", "[::1]", "::1:9100", "a:", "a:-1"}) {
+    EXPECT_THROW((void)parse_server_args({"--metrics", bad}), cli::UsageError) << bad;
+  }
+}
+
 TEST(ServerArgs, AcceptsTheEqualsForm) {
   const ServerSettings s = parse_server_args(
       {"--host=0.0.0.0", "--port=65535", "--prefix=a=b", "--workers=4096", "--max-bytes=2M"});

@@ -72,6 +72,31 @@ std::uint16_t parse_port_flag(std::string_view text) {
   }
 }
 
+Endpoint parse_endpoint(std::string_view flag, std::string_view text) {
+  const std::string expected = "HOST:PORT, such as 127.0.0.1:9100 or [::1]:9100";
+  std::string_view host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const std::size_t close = text.find("]:");
+    if (close == std::string_view::npos) throw UsageError(bad_value(flag, text, expected));
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.substr(0, colon).find(':') != std::string::npos) {
+      throw UsageError(bad_value(flag, text, expected));
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty()) throw UsageError(bad_value(flag, text, expected));
+  try {
+    return Endpoint{std::string(host), parse_port(port)};
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string(flag) + ": " + e.what());
+  }
+}
+
 std::string bad_value(std::string_view flag, std::string_view text, std::string_view expected) {
   return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
 }
@@ -205,6 +230,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     } else if (flag == "--reuseport") {
       reader.no_value();
       s.reuse_port = true;
+    } else if (flag == "--metrics") {
+      s.metrics = parse_endpoint(flag, reader.value());
     } else if (flag == "--greeting") {
       s.greeting = std::string(reader.value());
     } else if (flag == "--quiet") {
@@ -292,6 +319,9 @@ std::string server_usage() {
          "  --backlog N        listen backlog (default SOMAXCONN)\n"
          "  --reuseport        share the port with other processes started with --reuseport\n"
          "                     (SO_REUSEPORT); the kernel spreads connections among them\n"
+         "  --metrics HOST:PORT  serve Prometheus metrics (GET /metrics) and a health check\n"
+         "                     (GET /health: 200, 503 once stopping) over HTTP there;\n"
+         "                     prints 'metrics on HOST:PORT' once it listens (default off)\n"
          "  --greeting TEXT    line mode's first line (default 'connect')\n"
          "  --exec PROGRAM [ARG]...  run PROGRAM (no shell, looked up on PATH) for each\n"
          "                     request: the request on its stdin, the reply PREFIX + its\n"
@@ -311,7 +341,8 @@ std::string server_usage() {
          "  --help             show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"
-         "Prints 'listening on HOST:PORT' on stdout once ready; logs go to stderr.\n"
+         "Prints 'listening on HOST:PORT' on stdout once ready (then 'metrics on HOST:PORT'\n"
+         "with --metrics); logs go to stderr.\n"
          "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0.\n"
          "Socket activation: given a listening socket by systemd (LISTEN_FDS, LISTEN_PID),\n"
          "it serves that socket and does not bind --host/--port.\n"

@@ -39,6 +39,12 @@ enum class Mode {
 
 inline constexpr std::chrono::seconds kDefaultExecTimeout{30};
 
+// HOST:PORT, as --metrics takes it ("127.0.0.1:9100", "[::1]:0").
+struct Endpoint {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
 struct ServerSettings {
   std::string host{kDefaultHost};
   std::uint16_t port = kDefaultPort;
@@ -51,7 +57,8 @@ struct ServerSettings {
   unsigned jobs = kDefaultJobs;       // --jobs
   std::size_t queue = kDefaultQueue;  // --queue
   int backlog = SOMAXCONN;
-  bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
+  bool reuse_port = false;          // --reuseport: SO_REUSEPORT, several processes on one port
+  std::optional<Endpoint> metrics;  // --metrics HOST:PORT: the Prometheus listener
   Mode mode = Mode::echo;
   Limits limits;  // --max-bytes, --max-total-bytes, --request-timeout
   std::string greeting{kDefaultGreeting};
@@ -185,6 +192,8 @@ int run_program(std::string_view name, int argc, char** argv, Parse parse, std::
 [[nodiscard]] unsigned long parse_number(std::string_view flag, std::string_view text,
                                          unsigned long min, unsigned long max);
 // The message for a value a flag cannot take: "FLAG: 'TEXT' is not EXPECTED".
+// --metrics's HOST:PORT; IPv6 addresses in brackets. Throws UsageError naming the flag.
+[[nodiscard]] Endpoint parse_endpoint(std::string_view flag, std::string_view text);
 [[nodiscard]] std::string bad_value(std::string_view flag, std::string_view text,
                                     std::string_view expected);
 

@@ -120,6 +120,15 @@ int serve(const sockecho::cli::ServerSettings& settings) {
     jobs = std::make_unique<sockecho::JobQueue>(std::move(job_options));
   }
   std::shared_ptr<sockecho::Protocol> protocol = protocol_of(settings, options.log, jobs.get());
+  // --metrics: bound now, so a port in use stops the start before the ready line.
+  sockecho::Metrics metrics;
+  std::optional<sockecho::Listener> metrics_listener;
+  if (settings.metrics) {
+    metrics_listener = sockecho::Listener::bind(settings.metrics->host, settings.metrics->port);
+    options.on_connection = [&metrics](const sockecho::ConnectionRecord& record) {
+      metrics.observe(record);
+    };
+  }
   sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
   // The waiter blocks its signals in this thread, so it must come before run() starts the
   // worker threads: they inherit the mask, and a signal delivered to a worker would take its
@@ -155,6 +164,14 @@ int serve(const sockecho::cli::ServerSettings& settings) {
       sockecho::OnSignal::ignore(SIGALRM),
   });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
+  // Serves until the very end: during the drain below, /health answers 503.
+  std::optional<sockecho::MetricsServer> metrics_server;
+  if (metrics_listener) {
+    metrics_server.emplace(std::move(*metrics_listener), metrics,
+                           sockecho::MetricsSources{&server, jobs.get()}, server.options().log);
+    sockecho::cli::print(STDOUT_FILENO,
+                         "metrics on " + metrics_server->address().to_string() + "\n");
+  }
   server.run();
   if (jobs) {
     // An acknowledged job is never dropped by a clean stop: every one runs first.

@@ -94,6 +94,9 @@ class Server {
   void stop() noexcept;
 
   [[nodiscard]] ServerStats stats() const noexcept;
+  // True once stop() has been called (or a failure stopped it): a load balancer's health check
+  // then says so while the connections in flight finish.
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
 
  private:
   void work(bool permanent) noexcept;

@@ -13,6 +13,7 @@
 #include "sockecho/line.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/metrics.hpp"
 #include "sockecho/program.hpp"
 #include "sockecho/record.hpp"
 #include "sockecho/server.hpp"

@@ -1,0 +1,183 @@
+// sockecho-server --metrics: the second stdout line, promtool's verdict on the exposition, the
+// health check through a drain, usage errors, and a real Prometheus scraping it and answering a
+// query with the server's counter.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "programs.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/listener.hpp"
+#include "sockecho/program.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The program's path on PATH, or "" when it is not installed.
+std::string installed(const std::string& program) {
+  try {
+    return find_program(program);
+  } catch (const std::system_error&) {
+    return "";
+  }
+}
+
+// GET path from 127.0.0.1:port with HTTP/1.0; the whole answer.
+std::string http_get(std::uint16_t port, const std::string& path) {
+  Connection c = connect("127.0.0.1", port);
+  c.set_timeout(test::kPatience);
+  c.write_all("GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  return c.read_to_end_string();
+}
+
+std::string body_of(const std::string& response) {
+  const std::size_t at = response.find("\r\n\r\n");
+  return at == std::string::npos ? "" : response.substr(at + 4);
+}
+
+// A server started with --metrics 127.0.0.1:0 and `args`; its metrics port, from the second
+// stdout line.
+struct MeteredServer {
+  test::ServerProcess server;
+  std::uint16_t metrics_port = 0;
+
+  explicit MeteredServer(std::vector<std::string> args) : server(with_metrics(std::move(args))) {
+    const std::optional<std::string> line = server.stdout_line();
+    if (line && line->rfind("metrics on 127.0.0.1:", 0) == 0) metrics_port = test::port_of(*line);
+  }
+  static std::vector<std::string> with_metrics(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--metrics", "127.0.0.1:0"});
+    return args;
+  }
+};
+
+TEST(MetricsProgram, PrintsASecondLineAndServesWhatPromtoolAccepts) {
+  MeteredServer m({"--quiet"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.out() << m.server.err();
+  EXPECT_EQ(m.server.ready_line().rfind("listening on 127.0.0.1:", 0), 0U);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(request("127.0.0.1", m.server.port(), "hi"), "数据是 hi");
+  const std::string response = http_get(m.metrics_port, "/metrics");
+  EXPECT_EQ(response.rfind("HTTP/1.1 200 OK\r\n", 0), 0U) << response;
+  const std::string body = body_of(response);
+  // Each connection is counted once it has closed, a moment after its reply was read.
+  EXPECT_NE(body.find("sockecho_connections_accepted_total 4\n"), std::string::npos) << body;
+  const std::string promtool = installed("promtool");
+  if (promtool.empty()) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
+  const test::RunResult check = test::run({promtool, "check", "metrics"}, body);
+  EXPECT_EQ(check.status, 0) << check.out << check.err << body;
+  EXPECT_EQ(check.out + check.err, "") << "promtool warns of nothing";
+}
+
+TEST(MetricsProgram, BackgroundJobsAreInTheExposition) {
+  MeteredServer m({"--quiet", "--background", "--exec", "true"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.err();
+  const std::string reply = request("127.0.0.1", m.server.port(), "job");
+  EXPECT_EQ(reply.rfind("accepted ", 0), 0U) << reply;
+  const std::string body = body_of(http_get(m.metrics_port, "/metrics"));
+  EXPECT_NE(body.find("sockecho_jobs_accepted_total 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("# TYPE sockecho_jobs_total counter\n"), std::string::npos) << body;
+}
+
+TEST(MetricsProgram, HealthTurns503WhileTheServerDrains) {
+  MeteredServer m({"--verbose"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.err();
+  EXPECT_EQ(body_of(http_get(m.metrics_port, "/health")), "ok\n");
+  // A request in flight keeps the server draining after SIGTERM until it is finished; in flight
+  // once a worker has taken it (one still in the backlog would be refused at the stop).
+  Connection in_flight = connect("127.0.0.1", m.server.port());
+  in_flight.set_timeout(test::kPatience);
+  in_flight.write_all("half");
+  ASSERT_TRUE(m.server.wait_stderr("open peer=127.0.0.1:")) << m.server.err();
+  m.server.signal(SIGTERM);
+  std::string health;
+  for (int i = 0; i < 1000 && health.rfind("HTTP/1.1 503 ", 0) != 0; ++i) {
+    health = http_get(m.metrics_port, "/health");  // 200 until the signal thread has stopped it
+  }
+  EXPECT_EQ(health.rfind("HTTP/1.1 503 ", 0), 0U) << health;
+  EXPECT_EQ(body_of(health), "stopping\n");
+  in_flight.close_write();
+  EXPECT_EQ(in_flight.read_to_end_string(), "数据是 half");
+  EXPECT_EQ(m.server.wait(), 0) << m.server.err();
+}
+
+TEST(MetricsProgram, BadValuesAndAPortInUse) {
+  for (const std::string value :
+       {"9100", "localhost", ":9100", "[::1]9100", "::1:9100", "127.0.0.1:99999", "127.0.0.1:x"}) {
+    const test::RunResult r = test::run({test::server_program(), "--metrics", value});
+    EXPECT_EQ(r.status, 2) << value << ": " << r.err;
+    EXPECT_NE(r.err.find("--metrics"), std::string::npos) << r.err;
+  }
+  const Listener taken = Listener::bind("127.0.0.1", 0);
+  const std::string endpoint = "127.0.0.1:" + std::to_string(taken.address().port());
+  const test::RunResult r =
+      test::run({test::server_program(), "--port", "0", "--metrics", endpoint});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.out, "") << "no ready line before the metrics listener is bound";
+  EXPECT_NE(r.err.find("bind " + endpoint + ": Address already in use"), std::string::npos)
+      << r.err;
+}
+
+// A free loopback port for a program that cannot report the one it took (Prometheus): bound
+// and released. Another process could take it in between; the caller tries again if so.
+std::uint16_t free_port() { return Listener::bind("127.0.0.1", 0).address().port(); }
+
+TEST(MetricsProgram, ARealPrometheusScrapesTheCounters) {
+  const std::string binary = installed("prometheus");
+  if (binary.empty()) GTEST_SKIP() << "prometheus not found (apt-get install prometheus)";
+  MeteredServer m({"--verbose"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.err();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(request("127.0.0.1", m.server.port(), "x"), "数据是 x");
+  ASSERT_TRUE(m.server.wait_stderr(" outcome=ok")) << m.server.err();
+
+  test::ScratchDir dir;
+  std::ofstream(dir.file("prometheus.yml"))
+      << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+      << "scrape_configs:\n  - job_name: sockecho\n    static_configs:\n"
+      << "      - targets: ['127.0.0.1:" << m.metrics_port << "']\n";
+  std::optional<test::Child> prometheus;
+  std::uint16_t port = 0;
+  for (int attempt = 0; attempt < 3 && !prometheus; ++attempt) {
+    port = free_port();
+    prometheus.emplace(std::vector<std::string>{
+        binary, "--config.file=" + dir.file("prometheus.yml"),
+        "--storage.tsdb.path=" + dir.file("data"),
+        "--web.listen-address=127.0.0.1:" + std::to_string(port), "--log.level=info"});
+    if (!prometheus->wait_stderr("Server is ready to receive web requests", 60s)) {
+      prometheus.reset();  // the port was taken after all, or it failed: try again
+    }
+  }
+  ASSERT_TRUE(prometheus) << "prometheus did not start";
+
+  // Each scrape is a verbose line of the server's; once two have happened after the requests,
+  // the counter is stored (a query can still come a moment early: it is asked again after the
+  // next scrape).
+  constexpr std::string_view kOkSeries = R"("outcome":"ok")";
+  std::string answer;
+  for (int scrape = 0; scrape < 10; ++scrape) {
+    ASSERT_TRUE(m.server.wait_stderr("metrics peer=127.0.0.1:", 30s)) << m.server.err();
+    if (scrape == 0) continue;
+    answer = body_of(http_get(port, "/api/v1/query?query=sockecho_connections_total"));
+    if (answer.find(kOkSeries) != std::string::npos) break;
+  }
+  EXPECT_NE(answer.find(R"("status":"success")"), std::string::npos) << answer;
+  EXPECT_NE(answer.find(R"("__name__":"sockecho_connections_total")"), std::string::npos) << answer;
+  // The ok series holds the five connections: its value is the string "5".
+  const std::size_t ok = answer.find(kOkSeries);
+  ASSERT_NE(ok, std::string::npos) << answer;
+  EXPECT_NE(answer.find(R"(,"5"])", ok), std::string::npos) << answer;
+  prometheus->signal(SIGTERM);
+  EXPECT_EQ(prometheus->wait(60s), 0);
+}
+
+}  // namespace
+}  // namespace sockecho
