@@ -27,8 +27,10 @@ constexpr std::size_t kMaxPieces = 64;
 
 std::string udp_name(const Address& address) { return "udp:" + address.to_string(); }
 
+// Blocking: a server's receive() is then one recvmsg() per datagram, with no poll() before it.
+// Waits with a time limit poll() first and then take what is there with MSG_DONTWAIT.
 Fd udp_socket(const Address& address) {
-  Fd socket(::socket(address.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  Fd socket(::socket(address.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!socket) throw os_error(errno, "socket " + udp_name(address));
   return socket;
 }
@@ -139,8 +141,10 @@ bool DatagramSocket::wait(short events, Clock::time_point until, const char* cal
 std::optional<Received> DatagramSocket::receive(char* data, std::size_t capacity,
                                                 Clock::time_point until) {
   const Address& whom = peer_.family() == AF_UNSPEC ? address_ : peer_;
+  const bool timed = until != Clock::time_point::max();
   for (;;) {
     if (interrupted()) return std::nullopt;
+    if (timed && !wait(POLLIN, until, "receive", whom)) return std::nullopt;
     Received got;
     iovec room{data, capacity};
     msghdr message{};
@@ -149,15 +153,19 @@ std::optional<Received> DatagramSocket::receive(char* data, std::size_t capacity
     message.msg_iov = &room;
     message.msg_iovlen = 1;
     // MSG_TRUNC: the result is the datagram's real length, even past the room given.
-    const ssize_t n = retry_eintr([&] { return ::recvmsg(socket_.get(), &message, MSG_TRUNC); });
+    const int flags = MSG_TRUNC | (timed ? MSG_DONTWAIT : 0);
+    const ssize_t n = retry_eintr([&] { return ::recvmsg(socket_.get(), &message, flags); });
     if (n >= 0) {
+      // interrupt()'s shutdown() wakes a blocked recvmsg() with 0 and no sender: no datagram.
+      if (interrupted() && (n == 0 || message.msg_namelen == 0)) return std::nullopt;
       got.peer.set_size(message.msg_namelen);
       got.size = static_cast<std::size_t>(n);
       got.truncated = (message.msg_flags & MSG_TRUNC) != 0 || got.size > capacity;
       return got;
     }
-    if (errno != EAGAIN && errno != EWOULDBLOCK) throw os_error(errno, "receive " + udp_name(whom));
-    if (!wait(POLLIN, until, "receive", whom)) return std::nullopt;
+    if (interrupted()) return std::nullopt;
+    if (timed && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    throw os_error(errno, "receive " + udp_name(whom));
   }
 }
 
@@ -176,22 +184,25 @@ bool DatagramSocket::send_to(const Address& to, const std::string_view* pieces, 
   }
   message.msg_iov = iov.data();
   message.msg_iovlen = count;
-  for (;;) {
-    if (interrupted()) return false;
-    const ssize_t n = retry_eintr([&] { return ::sendmsg(socket_.get(), &message, MSG_NOSIGNAL); });
-    // A datagram goes whole or not at all: there is no partial send to loop over.
-    if (n >= 0) return true;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) throw os_error(errno, "send " + udp_name(whom));
-    if (!wait(POLLOUT, Clock::time_point::max(), "send", whom)) return false;
-  }
+  if (interrupted()) return false;
+  // Blocks while the send buffer is full; interrupt()'s shutdown() ends that wait with EPIPE.
+  const ssize_t n = retry_eintr([&] { return ::sendmsg(socket_.get(), &message, MSG_NOSIGNAL); });
+  // A datagram goes whole or not at all: there is no partial send to loop over.
+  if (n >= 0) return true;
+  if (interrupted()) return false;
+  throw os_error(errno, "send " + udp_name(whom));
 }
 
 void DatagramSocket::interrupt() noexcept {
   interrupted_->store(true, std::memory_order_release);
-  // Wakes every poll() at once and stays readable for the later ones. A write of 1 to an eventfd
-  // cannot block or fail here: the counter would need 2^64 interrupts to fill.
+  // Wakes every timed wait in poll() at once and stays readable for the later ones. A write of 1
+  // to an eventfd cannot block or fail here: the counter would need 2^64 interrupts to fill.
   const std::uint64_t one = 1;
   (void)::write(wake_.get(), &one, sizeof one);
+  // Wakes every thread blocked in recvmsg() or sendmsg() on the socket, as it does for a
+  // listener. On an unconnected UDP socket Linux answers ENOTCONN but marks the socket shut
+  // down and wakes its waiters all the same (inet_shutdown() does so on purpose).
+  (void)::shutdown(socket_.get(), SHUT_RDWR);
 }
 
 std::string read_message(int fd, std::string_view what, std::size_t most) {

@@ -35,9 +35,10 @@ struct Received {
   Address peer;            // who sent it
 };
 
-// A UDP socket, close-on-exec and non-blocking inside; every call blocks as its name says.
-// receive() and send_to() may be called from several threads at once; interrupt(), from any
-// thread, makes every blocked and later receive() return std::nullopt.
+// A UDP socket, close-on-exec. receive() and send_to() may be called from several threads at
+// once; interrupt(), from any thread, makes every blocked and later receive() return
+// std::nullopt (it shuts the socket down, and signals an eventfd for the waits with a time
+// limit, which poll() both).
 class DatagramSocket {
  public:
   // Resolves host, then binds the first address that works (SO_REUSEADDR on). Port 0 picks a
@@ -94,7 +95,7 @@ class DatagramSocket {
  private:
   DatagramSocket(Fd socket, Fd wake, const Address& address, const Address& peer) noexcept;
   // Waits for `events` on the socket, or the wake-up: false when interrupted, and ETIMEDOUT
-  // thrown when `until` passes.
+  // thrown when `until` passes. Only for waits with a time limit; others block in the call.
   bool wait(short events, Clock::time_point until, const char* call, const Address& whom);
 
   Fd socket_;
