@@ -370,5 +370,27 @@ TEST(ValueParsers, HostPortAndTheBadValueMessage) {
   EXPECT_EQ(bad_value("--size", "lots", "a byte count"), "--size: 'lots' is not a byte count");
 }
 
+// --- UDP (--udp, --udp-rate) ---
+
+TEST(UdpArgs, ServerReadsUdpAndItsRate) {
+  const ServerSettings off = parse_server_args({});
+  EXPECT_FALSE(off.udp);
+  EXPECT_FALSE(off.udp_rate);
+  const ServerSettings s = parse_server_args({"--udp", "--udp-rate", "50", "--prefix", ""});
+  EXPECT_TRUE(s.udp);
+  EXPECT_EQ(s.udp_rate, 50U);
+  EXPECT_EQ(parse_server_args({"--udp", "--udp-rate=0"}).udp_rate, 0U);
+  EXPECT_TRUE(parse_client_args({"--udp", "--send", "x"}).udp);
+}
+
+TEST(UdpArgs, RejectsLineModeExecAndARateWithoutUdp) {
+  EXPECT_TRUE(contains(server_error({"--udp", "--mode", "line"}), "--udp is for echo mode"));
+  EXPECT_TRUE(contains(server_error({"--udp", "--exec", "cat"}), "--udp cannot be combined"));
+  EXPECT_TRUE(contains(server_error({"--udp-rate", "5"}), "--udp-rate needs --udp"));
+  EXPECT_TRUE(contains(server_error({"--udp", "--udp-rate", "x"}), "--udp-rate: 'x'"));
+  EXPECT_TRUE(contains(server_error({"--udp=yes"}), "takes no value"));
+  EXPECT_TRUE(contains(client_error({"--udp", "--mode", "line"}), "--udp is for echo mode"));
+}
+
 }  // namespace
 }  // namespace sockecho::cli

@@ -111,6 +111,35 @@ Mode parse_mode(std::string_view text) {
 
 }  // namespace
 
+// UDP flags (--udp, --udp-rate), kept together.
+namespace {
+
+constexpr unsigned long kMaxUdpRate = 10'000'000;
+
+bool read_udp_flag(ArgReader& reader, ServerSettings& s) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--udp") {
+    reader.no_value();
+    s.udp = true;
+  } else if (flag == "--udp-rate") {
+    s.udp_rate = static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxUdpRate));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void check_udp(const ServerSettings& s) {
+  if (!s.udp) {
+    if (s.udp_rate) throw UsageError("--udp-rate needs --udp");
+    return;
+  }
+  if (s.mode == Mode::line) throw UsageError("--udp is for echo mode, not --mode line");
+  if (!s.exec.empty()) throw UsageError("--udp cannot be combined with --exec");
+}
+
+}  // namespace
+
 unsigned long parse_number(std::string_view flag, std::string_view text, unsigned long min,
                            unsigned long max) {
   const std::string expected =
@@ -191,7 +220,7 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   bool prefix_given = false;
   ArgReader reader(args);
   while (reader.next()) {
-    if (read_common_flag(reader, s)) continue;
+    if (read_common_flag(reader, s) || read_udp_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
     if (flag == "--prefix") {
       s.prefix = std::string(reader.value());
@@ -252,6 +281,7 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   } else if (s.background) {
     throw UsageError("--background needs --exec");
   }
+  check_udp(s);
   return s;
 }
 
@@ -274,6 +304,9 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
     } else if (flag == "--quiet") {
       reader.no_value();
       s.quiet = true;
+    } else if (flag == "--udp") {
+      reader.no_value();
+      s.udp = true;
     } else {
       reader.unknown();
     }
@@ -282,6 +315,7 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
   if (s.send && s.mode == Mode::line) {
     throw UsageError("--send is for echo mode; line mode reads --file or stdin");
   }
+  if (s.udp && s.mode == Mode::line) throw UsageError("--udp is for echo mode, not --mode line");
   return s;
 }
 
@@ -338,6 +372,12 @@ std::string server_usage() {
          "  --queue N          background jobs waiting beyond those (default 64)\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens\n"
+         "  --udp              serve UDP datagrams instead of TCP (echo mode): each datagram\n"
+         "                     gets one back, PREFIX + data, whole or not at all; prints\n"
+         "                     'listening on udp:HOST:PORT'\n"
+         "  --udp-rate N       datagrams a second answered per source address; more are\n"
+         "                     dropped until it refills; 0 = no limit (default none on a\n"
+         "                     loopback address, 1000 on any other)\n"
          "  --help             show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"
@@ -363,6 +403,8 @@ std::string client_usage() {
          "  --mode MODE        echo or line (default echo); line sends --file or stdin line\n"
          "                     by line and prints the greeting and each reply as it arrives\n"
          "  --quiet            no status lines on stderr\n"
+         "  --udp              send the message as one UDP datagram and print the one reply;\n"
+         "                     no reply within --timeout: exit 1 (echo mode only)\n"
          "  --help             show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"

@@ -64,6 +64,10 @@ struct ServerSettings {
   std::string greeting{kDefaultGreeting};
   ServerOptions options;  // workers, timeout
   LogLevel log_level = LogLevel::normal;
+  // UDP: --udp serves datagrams instead of TCP; --udp-rate N datagrams a second per source
+  // (unset: the library's default for the bound address; 0: no limit).
+  bool udp = false;
+  std::optional<unsigned> udp_rate;
   bool help = false;
   bool version = false;
 };
@@ -76,6 +80,7 @@ struct ClientSettings {
   std::chrono::milliseconds timeout = kDefaultClientTimeout;
   Mode mode = Mode::echo;
   bool quiet = false;
+  bool udp = false;  // --udp: one datagram out, one back
   bool help = false;
   bool version = false;
 };

@@ -58,7 +58,40 @@ std::string explain(const std::system_error& e, const std::string& server,
   return line;
 }
 
+// --udp: the message (--send, or --file read whole) as one datagram, the one reply printed.
+int run_udp(const sockecho::cli::ClientSettings& s) {
+  std::string message(s.send ? std::string_view(*s.send) : kDefaultMessage);
+  if (s.file) {
+    sockecho::Fd file = open_input(*s.file);
+    message = sockecho::read_message(file ? file.get() : STDIN_FILENO,
+                                     *s.file == "-" ? "stdin" : *s.file);
+  }
+  const std::string server = "udp:" + sockecho::join_host_port(s.host, s.port);
+  if (!s.quiet) sockecho::cli::print(STDERR_FILENO, "send a datagram to " + server + "...\n");
+  std::string reply;
+  try {
+    sockecho::DatagramSocket socket = sockecho::DatagramSocket::connect(s.host, s.port);
+    reply = sockecho::datagram_request(socket, message, s.timeout);
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::timed_out) {
+      throw std::runtime_error("no reply from " + server + " within " + seconds(s.timeout) +
+                               " (--timeout): nothing answers there, or the datagram or its "
+                               "reply was lost or not answered (too large, over the rate limit)");
+    }
+    if (e.code() == std::errc::connection_refused) {
+      throw std::runtime_error(std::string(e.what()) + ": nothing listens on " + server);
+    }
+    throw;
+  }
+  if (!s.quiet) {
+    sockecho::cli::print(STDERR_FILENO, "sent OK (" + std::to_string(message.size()) + " bytes)\n");
+  }
+  sockecho::write_all(STDOUT_FILENO, reply, "stdout");
+  return 0;
+}
+
 int run(const sockecho::cli::ClientSettings& s) {
+  if (s.udp) return run_udp(s);
   sockecho::Fd file;
   if (s.file) file = open_input(*s.file);
   const int input = file ? file.get() : STDIN_FILENO;

@@ -89,7 +89,38 @@ std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSetti
   return sockecho::echo_protocol(std::move(handler), settings.limits);
 }
 
+// --udp: the datagram server, with the same signals as the TCP one (stop on SIGINT, SIGTERM,
+// SIGHUP; stats on SIGUSR1).
+int serve_udp(const sockecho::cli::ServerSettings& settings) {
+  sockecho::DatagramOptions options;
+  options.max_growth = settings.prefix.size();
+  options.max_bytes = settings.limits.max_bytes;
+  options.rate_per_source = settings.udp_rate;
+  options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
+  sockecho::DatagramServer server(sockecho::DatagramSocket::bind(settings.host, settings.port),
+                                  sockecho::prefix_handler(settings.prefix), std::move(options));
+  const std::function<void()> stop = [&server] { server.stop(); };
+  const sockecho::SignalWaiter signals({
+      sockecho::OnSignal::stop(SIGINT, stop),
+      sockecho::OnSignal::stop(SIGTERM, stop),
+      sockecho::OnSignal::stop(SIGHUP, stop),
+      sockecho::OnSignal::call(SIGUSR1,
+                               [&server] {
+                                 server.options().log.event(
+                                     sockecho::LogLevel::quiet,
+                                     "stats " + sockecho::format_stats(server.stats()));
+                               }),
+      sockecho::OnSignal::ignore(SIGUSR2),
+      sockecho::OnSignal::ignore(SIGWINCH),
+      sockecho::OnSignal::ignore(SIGALRM),
+  });
+  sockecho::cli::print(STDOUT_FILENO, "listening on " + server.name() + "\n");
+  server.run();
+  return 0;
+}
+
 int serve(const sockecho::cli::ServerSettings& settings) {
+  if (settings.udp) return serve_udp(settings);
   if (!settings.exec.empty()) {
     try {
       (void)sockecho::find_program(settings.exec[0]);

@@ -5,6 +5,8 @@
 #include "sockecho/buffer.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/connection.hpp"
+#include "sockecho/datagram.hpp"
+#include "sockecho/datagram_server.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 #include "sockecho/exec.hpp"

@@ -69,6 +69,9 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(s.backlog >= 1);
   SOCKECHO_FUZZ_CHECK(s.options.timeout.count() >= 0);
   SOCKECHO_FUZZ_CHECK(s.mode == sockecho::cli::Mode::echo || s.mode == sockecho::cli::Mode::line);
+  // UDP: echo mode only, no --exec; --udp-rate only with it.
+  SOCKECHO_FUZZ_CHECK(!s.udp || (s.mode == sockecho::cli::Mode::echo && s.exec.empty()));
+  SOCKECHO_FUZZ_CHECK(s.udp || !s.udp_rate);
   // The last occurrence of a flag wins, and nothing else changes; after --exec, every argument
   // is the program's, flags included.
   const bool exec = !s.exec.empty();
@@ -86,6 +89,7 @@ void server_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(t.options.timeout == s.options.timeout);
   SOCKECHO_FUZZ_CHECK(t.limits.max_bytes == s.limits.max_bytes);
   SOCKECHO_FUZZ_CHECK(t.limits.max_total_bytes == s.limits.max_total_bytes);
+  SOCKECHO_FUZZ_CHECK(t.udp == s.udp && t.udp_rate == s.udp_rate);
   // An unknown flag anywhere after a valid command line is a usage error (a program's argument
   // after --exec).
   args.emplace_back("--no-such-flag");
@@ -101,6 +105,7 @@ void client_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(!(s.send && s.mode == sockecho::cli::Mode::line));
   SOCKECHO_FUZZ_CHECK(!s.file || !s.file->empty());
   SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
+  SOCKECHO_FUZZ_CHECK(!(s.udp && s.mode == sockecho::cli::Mode::line));
   args.emplace_back("--port");
   args.emplace_back("65535");
   const sockecho::cli::ClientSettings t = sockecho::cli::parse_client_args(args);
