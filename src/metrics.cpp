@@ -183,6 +183,12 @@ std::string_view reason_of(int status) noexcept {
   }
 }
 
+// False once the server of the sources (stream or datagram) has begun to stop.
+bool serving(const MetricsSources& sources) noexcept {
+  return (sources.server == nullptr || !sources.server->stopping()) &&
+         (sources.datagrams == nullptr || !sources.datagrams->stopping());
+}
+
 }  // namespace
 
 Metrics::Metrics() noexcept = default;
@@ -228,8 +234,24 @@ std::string Metrics::exposition(const MetricsSources& sources) const {
                s.workers);
     out.single("sockecho_workers_max", "gauge", "Most worker threads (--workers).",
                std::uint64_t{server->options().workers});
+  }
+
+  if (const DatagramServer* udp = sources.datagrams) {
+    const DatagramStats d = udp->stats();
+    out.single("sockecho_datagrams_received_total", "counter", "Datagrams received.", d.received);
+    out.family("sockecho_datagrams_total", "counter", "Datagrams handled, by outcome.");
+    for (const Outcome outcome : kOutcomes) {
+      out.sample("sockecho_datagrams_total", label("outcome", to_string(outcome)),
+                 d.count(outcome));
+    }
+    out.single("sockecho_datagram_bytes_received_total", "counter",
+               "Bytes of the datagrams received.", d.bytes_in);
+    out.single("sockecho_datagram_bytes_sent_total", "counter", "Bytes of the replies sent.",
+               d.bytes_out);
+  }
+  if (sources.server != nullptr || sources.datagrams != nullptr) {
     out.single("sockecho_up", "gauge", "1 while the server serves, 0 once it is stopping.",
-               std::uint64_t{server->stopping() ? 0U : 1U});
+               std::uint64_t{serving(sources) ? 1U : 0U});
   }
 
   const std::string name = "sockecho_request_duration_seconds";
@@ -393,9 +415,9 @@ void MetricsServer::answer(Connection& connection) {
       body = metrics_.exposition(sources_);
       content_type = "text/plain; version=0.0.4; charset=utf-8";
     } else if (request.target == "/health") {
-      const bool serving = sources_.server == nullptr || !sources_.server->stopping();
-      status = serving ? 200 : 503;
-      body = serving ? "ok\n" : "stopping\n";
+      const bool up = serving(sources_);
+      status = up ? 200 : 503;
+      body = up ? "ok\n" : "stopping\n";
     } else {
       status = 404;
     }

@@ -88,6 +88,24 @@ TEST(MetricsProgram, BackgroundJobsAreInTheExposition) {
   EXPECT_NE(body.find("# TYPE sockecho_jobs_total counter\n"), std::string::npos) << body;
 }
 
+TEST(MetricsProgram, UdpDatagramsAreCountedByOutcome) {
+  MeteredServer m({"--quiet", "--udp"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.out() << m.server.err();
+  const test::RunResult sent = test::run({test::client_program(), "--udp", "--port",
+                                          std::to_string(m.server.port()), "--send", "ping"});
+  EXPECT_EQ(sent.status, 0) << sent.err;
+  EXPECT_EQ(sent.out, "数据是 ping");
+  const std::string body = body_of(http_get(m.metrics_port, "/metrics"));
+  EXPECT_NE(body.find("sockecho_datagrams_received_total 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("sockecho_datagrams_total{outcome=\"ok\"} 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("sockecho_up 1\n"), std::string::npos) << body;
+  EXPECT_EQ(body.find("sockecho_connections_total"), std::string::npos) << "no connections here";
+  const std::string promtool = installed("promtool");
+  if (promtool.empty()) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
+  const test::RunResult check = test::run({promtool, "check", "metrics"}, body);
+  EXPECT_EQ(check.status, 0) << check.out << check.err;
+}
+
 TEST(MetricsProgram, HealthTurns503WhileTheServerDrains) {
   MeteredServer m({"--verbose"});
   ASSERT_NE(m.metrics_port, 0) << m.server.err();

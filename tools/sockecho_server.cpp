@@ -99,6 +99,12 @@ int serve_udp(const sockecho::cli::ServerSettings& settings) {
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::DatagramServer server(sockecho::DatagramSocket::bind(settings.host, settings.port),
                                   sockecho::prefix_handler(settings.prefix), std::move(options));
+  // --metrics: bound before the ready line, as with TCP; datagrams have no durations to observe.
+  sockecho::Metrics metrics;
+  std::optional<sockecho::Listener> metrics_listener;
+  if (settings.metrics) {
+    metrics_listener = sockecho::Listener::bind(settings.metrics->host, settings.metrics->port);
+  }
   const std::function<void()> stop = [&server] { server.stop(); };
   const sockecho::SignalWaiter signals({
       sockecho::OnSignal::stop(SIGINT, stop),
@@ -115,6 +121,14 @@ int serve_udp(const sockecho::cli::ServerSettings& settings) {
       sockecho::OnSignal::ignore(SIGALRM),
   });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.name() + "\n");
+  std::optional<sockecho::MetricsServer> metrics_server;
+  if (metrics_listener) {
+    metrics_server.emplace(std::move(*metrics_listener), metrics,
+                           sockecho::MetricsSources{nullptr, nullptr, &server},
+                           server.options().log);
+    sockecho::cli::print(STDOUT_FILENO,
+                         "metrics on " + metrics_server->address().to_string() + "\n");
+  }
   server.run();
   return 0;
 }

@@ -118,6 +118,8 @@ class DatagramServer {
   void stop() noexcept;
 
   [[nodiscard]] DatagramStats stats() const noexcept;
+  // True once stop() has been called.
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
 
  private:
   // Answers one datagram (its bytes in buffer_): its outcome, and why when it is not ok.

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <thread>
 
+#include "sockecho/datagram_server.hpp"
 #include "sockecho/jobs.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
@@ -25,11 +26,12 @@ inline constexpr std::array<double, 16> kDurationBuckets = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05,   0.1,     0.25,   0.5,   1,      2.5,   10,   30};
 
-// What an exposition reads: the server (connections, workers, whether it is stopping) and, with
-// --background, its job queue. Either may be absent.
+// What an exposition reads: the server (connections, workers, whether it is stopping), with
+// --background its job queue, or with --udp the datagram server instead. Any may be absent.
 struct MetricsSources {
   const Server* server = nullptr;
   const JobQueue* jobs = nullptr;
+  const DatagramServer* datagrams = nullptr;
 };
 
 // The counters that only metrics keep: request durations (fed from ServerOptions::on_connection)
