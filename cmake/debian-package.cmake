@@ -1,6 +1,7 @@
 # The .deb (cpack -G DEB): its control fields, the Debian files of /usr/share/doc/sockecho
-# (copyright from LICENSE, a changelog from the project version) and its maintainer scripts.
-# Included from install.cmake; packaging/README.md says what lintian thinks of the result.
+# (copyright from LICENSE, a changelog from the project version) and its maintainer scripts;
+# debian-staging.cmake finishes the staged tree. Included from install.cmake; packaging/README.md
+# says what lintian thinks of the result.
 
 # Debian wants a person or team that answers for the package. The default is a placeholder, to be
 # replaced by whoever builds packages for others: -DSOCKECHO_MAINTAINER="Jane Doe <jane@example.org>".
@@ -63,23 +64,20 @@ file(WRITE "${_debian}/changelog"
 
  -- ${SOCKECHO_MAINTAINER}  ${_date}
 ")
-# Debian-only, so cpack adds it to its staging tree and cmake --install does not.
+# debian-staging.cmake adds the changelog and lintian's overrides to the package and strips what
+# CPack does not.
 find_program(SOCKECHO_GZIP gzip)
-file(WRITE "${_debian}/add-changelog.cmake"
-"# Run by cpack (CPACK_INSTALL_SCRIPTS), which stages the package in DESTDIR.
-if(NOT DEFINED ENV{DESTDIR})
-  message(FATAL_ERROR \"add-changelog.cmake writes into cpack's staging tree (DESTDIR) only\")
+if(NOT SOCKECHO_GZIP OR NOT CMAKE_STRIP)
+  message(STATUS "No gzip or strip: cpack -G DEB cannot make a complete package")
 endif()
-set(doc \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DOCDIR}\")
-file(MAKE_DIRECTORY \"\${doc}\")
-execute_process(COMMAND \"${SOCKECHO_GZIP}\" -9 -n -c \"${_debian}/changelog\"
-                OUTPUT_FILE \"\${doc}/changelog.Debian.gz\" RESULT_VARIABLE status)
-if(NOT status EQUAL 0)
-  message(FATAL_ERROR \"gzip of the Debian changelog failed: \${status}\")
-endif()
-file(CHMOD \"\${doc}/changelog.Debian.gz\" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
-")
-set(CPACK_INSTALL_SCRIPTS "${_debian}/add-changelog.cmake")
+set(CPACK_PRE_BUILD_SCRIPTS "${PROJECT_SOURCE_DIR}/cmake/debian-staging.cmake")
+set(CPACK_SOCKECHO_CHANGELOG "${_debian}/changelog")
+set(CPACK_SOCKECHO_LINTIAN_OVERRIDES "${PROJECT_SOURCE_DIR}/packaging/debian/lintian-overrides")
+set(CPACK_SOCKECHO_GZIP "${SOCKECHO_GZIP}")
+set(CPACK_SOCKECHO_STRIP "${CMAKE_STRIP}")
+set(CPACK_SOCKECHO_DOCDIR "${CMAKE_INSTALL_DOCDIR}")
+set(CPACK_SOCKECHO_BINDIR "${CMAKE_INSTALL_BINDIR}")
+set(CPACK_SOCKECHO_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 
 set(CPACK_PACKAGE_NAME ${PROJECT_NAME})
 set(CPACK_PACKAGE_VENDOR "The sockecho authors")
