@@ -1,5 +1,5 @@
 # Install rules: the library with its headers, CMake package and pkg-config file; the programs with
-# their man pages, bash completions and systemd units; and the CPack settings for a .deb.
+# their man pages, bash completions and systemd units; and the .deb (debian-package.cmake).
 # Included from the top-level CMakeLists.txt when SOCKECHO_INSTALL is on.
 
 include(CMakePackageConfigHelpers)
@@ -49,7 +49,8 @@ install(CODE "
 install(SCRIPT cmake/install-generated.cmake ALL_COMPONENTS)
 install(FILES ${_generated}/sockecho.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT dev)
 
-install(FILES LICENSE README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
+# LICENSE goes in as copyright, in the form Debian reads (debian-package.cmake).
+install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
 
 # --- The programs and what comes with them ---
 if(SOCKECHO_BUILD_TOOLS)
@@ -90,35 +91,4 @@ if(SOCKECHO_BUILD_TOOLS)
 endif()
 
 # --- A Debian package of all of it: cpack -G DEB ---
-set(CPACK_PACKAGE_NAME sockecho)
-set(CPACK_PACKAGE_VENDOR "The sockecho authors")
-set(CPACK_PACKAGE_CONTACT "The sockecho authors <maintainers@users.noreply.r-seed-479ab467.example>"
-    CACHE STRING "The package's maintainer, Name <email>")
-set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "blocking TCP daemon library and tools for web applications")
-# Debian wants the long description in lines under 80 characters; a lone "." is an empty line.
-set(CPACK_PACKAGE_DESCRIPTION
-    "sockecho-server is a small blocking TCP daemon that a web application (often
-PHP) hands work to: the client sends a request and half-closes, the server
-replies and closes. It runs under systemd as a service or socket-activated,
-with a fixed number of workers, timeouts and size limits. sockecho-client
-talks to it from the shell.
-.
-The package also holds libsockecho, a C++17 library (sockets, listener,
-connection, a server with a pluggable handler, a one-call client), with its
-headers, a CMake package and a pkg-config file, to build daemons of one's own.")
-set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
-set(CPACK_STRIP_FILES ON)
-set(CPACK_GENERATOR DEB)
-set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
-set(CPACK_DEBIAN_PACKAGE_SECTION net)
-set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
-set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
-set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
-    ${PROJECT_SOURCE_DIR}/packaging/debian/postinst ${PROJECT_SOURCE_DIR}/packaging/debian/prerm
-    ${PROJECT_SOURCE_DIR}/packaging/debian/postrm)
-set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
-set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git" "/build.*/")
-include(CPack)
+include(cmake/debian-package.cmake)
