@@ -51,7 +51,8 @@ std::string Address::path() const {
   const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
   const std::size_t head = offsetof(sockaddr_un, sun_path);
   if (size_ <= head) return {};  // unnamed
-  const std::size_t length = size_ - head;
+  // A kernel's address fits sun_path; one built from arbitrary bytes is cut to it.
+  const std::size_t length = std::min<std::size_t>(size_ - head, sizeof un->sun_path);
   if (un->sun_path[0] == '\0') return "@" + std::string(un->sun_path + 1, length - 1);
   return {un->sun_path, ::strnlen(un->sun_path, length)};
 }

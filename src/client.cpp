@@ -68,7 +68,8 @@ Fd try_connect(const Address& address, const ConnectOptions& options, Clock::tim
     return Fd();
   };
   const bool local = address.family() == AF_UNIX;
-  Fd socket(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | (local ? 0 : SOCK_NONBLOCK), 0));
+  Fd socket(
+      ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | (local ? 0 : SOCK_NONBLOCK), 0));
   if (!socket) return failure("socket", errno);
   if (options.source) {
     // Without this, bind() would reserve a port for the source address alone; with it the port

@@ -14,8 +14,8 @@
 #include <exception>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -167,7 +167,8 @@ gid_t find_group(std::string_view name) {
       continue;
     }
     // "Not found" is 0 with no entry, or one of these from some name services.
-    if (found == nullptr && (rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM)) {
+    if (found == nullptr &&
+        (rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM)) {
       throw std::invalid_argument("unknown group '" + text + "'");
     }
     if (rc != 0) throw os_error(rc, "getgrnam " + text);
@@ -200,8 +201,8 @@ Listener Listener::bind_unix(std::string_view path, const UnixOptions& options) 
     listener.file_ = OwnedFile{name, status.st_dev, status.st_ino};
     if (options.group &&
         ::fchownat(file.get(), "", static_cast<uid_t>(-1), *options.group, AT_EMPTY_PATH) != 0) {
-      throw os_error(errno, "chown " + address.to_string() + " to group " +
-                                std::to_string(*options.group));
+      throw os_error(
+          errno, "chown " + address.to_string() + " to group " + std::to_string(*options.group));
     }
     set_mode(file.get(), name, options.mode, address);
   }

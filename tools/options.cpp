@@ -265,7 +265,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     if (tcp_given) throw UsageError("--unix cannot be combined with --host or --port");
     if (s.reuse_port) throw UsageError("--reuseport is for TCP, not --unix");
     if (s.unix_path.front() == '@' && (s.unix_mode || s.unix_group)) {
-      throw UsageError("an abstract socket (--unix @NAME) has no file: no --unix-mode or --unix-group");
+      throw UsageError(
+          "an abstract socket (--unix @NAME) has no file: no --unix-mode or --unix-group");
     }
   }
   return s;

@@ -52,9 +52,9 @@ struct ServerSettings {
   unsigned jobs = kDefaultJobs;       // --jobs
   std::size_t queue = kDefaultQueue;  // --queue
   int backlog = SOMAXCONN;
-  bool reuse_port = false;  // --reuseport: SO_REUSEPORT, several processes on one port
-  std::string unix_path;    // --unix PATH: a Unix-domain socket instead of TCP; empty: TCP
-  std::optional<mode_t> unix_mode;        // --unix-mode; unset: UnixOptions' default, 0660
+  bool reuse_port = false;          // --reuseport: SO_REUSEPORT, several processes on one port
+  std::string unix_path;            // --unix PATH: a Unix-domain socket instead of TCP; empty: TCP
+  std::optional<mode_t> unix_mode;  // --unix-mode; unset: UnixOptions' default, 0660
   std::optional<std::string> unix_group;  // --unix-group, resolved when the server starts
   Mode mode = Mode::echo;
   Limits limits;  // --max-bytes, --max-total-bytes, --request-timeout

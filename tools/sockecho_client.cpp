@@ -70,8 +70,9 @@ int run(const sockecho::cli::ClientSettings& s) {
   if (!s.quiet) sockecho::cli::print(STDERR_FILENO, "try to connect to " + server + "...\n");
   sockecho::Connection connection;
   try {
-    connection = local ? sockecho::connect(sockecho::Address::unix_path(s.unix_path), {s.timeout, {}})
-                       : sockecho::connect(s.host, s.port, s.timeout);
+    connection = local
+                     ? sockecho::connect(sockecho::Address::unix_path(s.unix_path), {s.timeout, {}})
+                     : sockecho::connect(s.host, s.port, s.timeout);
   } catch (const std::system_error& e) {
     if (e.code() != std::errc::timed_out) throw;
     throw std::runtime_error("timed out connecting to " + server + " after " + seconds(s.timeout) +

@@ -125,7 +125,8 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // Lines are written in batches, at most kLogDelay late: one write() per batch instead of one
   // per connection, and a stalled reader of stderr costs lines, never service.
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
-  sockecho::Listener listener = listen_socket(settings, unix_file, std::move(inherited), options.log);
+  sockecho::Listener listener =
+      listen_socket(settings, unix_file, std::move(inherited), options.log);
   // --background: the queue and its job threads (which block every signal themselves).
   std::unique_ptr<sockecho::JobQueue> jobs;
   if (settings.background) {

@@ -40,8 +40,8 @@ struct UnixOptions {
 // the system does not know ("unknown group 'nosuch'"), std::system_error if the lookup fails.
 [[nodiscard]] gid_t find_group(std::string_view name);
 
-// A listening stream socket, TCP or Unix-domain. accept() may be called from several threads at once; interrupt(), from
-// any thread, makes every blocked and later accept() return std::nullopt.
+// A listening stream socket, TCP or Unix-domain. accept() may be called from several threads at
+// once; interrupt(), from any thread, makes every blocked and later accept() return std::nullopt.
 //
 // A socket the Listener binds itself is its own: interrupt() shuts it down, which wakes every
 // blocked accept() at once. An adopted socket (one inherited from a service manager such as
@@ -71,8 +71,8 @@ class Listener {
   // Adopts a stream socket that is already bound and listening, such as one inherited from a
   // service manager, and makes it close-on-exec. Throws std::system_error (EINVAL) if it is not a
   // listening IPv4, IPv6 or Unix-domain stream socket. An adopted Unix socket's file belongs to
-  // its giver: it is never removed, replaced or chmod-ed. The socket is switched to non-blocking mode, a flag its
-  // other holders share; the destructor puts the flag back as it found it.
+  // its giver: it is never removed, replaced or chmod-ed. The socket is switched to non-blocking
+  // mode, a flag its other holders share; the destructor puts the flag back as it found it.
   explicit Listener(Fd socket);
 
   Listener(Listener&& other) noexcept;
