@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <csignal>
-#include <cstring>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -30,7 +29,8 @@ using test::ServerProcess;
 
 struct stat status_of(const std::string& path) {
   struct stat status {};
-  EXPECT_EQ(::lstat(path.c_str(), &status), 0) << path << ": " << std::strerror(errno);
+  EXPECT_EQ(::lstat(path.c_str(), &status), 0)
+      << path << ": " << std::generic_category().message(errno);
   return status;
 }
 

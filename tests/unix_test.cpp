@@ -2,7 +2,7 @@
 // file (stale, in use, not a socket, removal, mode, group), adoption, credentials on the peer,
 // echo and line mode served by a Server, and per-user counting. Each test in a ScratchDir.
 #include <fcntl.h>
-#include <grp.h>
+#include <grp.h>  // setgroups
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -70,7 +70,8 @@ std::string ask(const std::string& path, std::string_view message) {
 void leave_stale_socket(const std::string& path) {
   const Fd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const Address address = Address::unix_path(path);
-  ASSERT_EQ(::bind(socket.get(), address.data(), address.size()), 0) << std::strerror(errno);
+  ASSERT_EQ(::bind(socket.get(), address.data(), address.size()), 0)
+      << std::generic_category().message(errno);
 }
 
 // A directory others may enter (a ScratchDir is 0700), so only the socket file's own mode
@@ -317,9 +318,7 @@ TEST(UnixListener, TheGroupIsSet) {
 
 TEST(UnixListener, FindGroupTakesNamesAndNumbers) {
   EXPECT_EQ(find_group("0"), 0U);
-  const group* root = ::getgrgid(0);
-  ASSERT_NE(root, nullptr);
-  EXPECT_EQ(find_group(root->gr_name), 0U);
+  EXPECT_EQ(find_group("root"), 0U);
   try {
     (void)find_group("no-such-group-sockecho");
     ADD_FAILURE() << "an unknown group was found";
@@ -369,6 +368,7 @@ TEST(UnixListener, InterruptWakesEveryBlockedAccept) {
   const ScratchDir dir;
   Listener listener = Listener::bind_unix(dir.file("wake.sock"));
   std::vector<std::thread> acceptors;
+  acceptors.reserve(3);
   std::atomic<int> woken{0};
   for (int i = 0; i < 3; ++i) {
     acceptors.emplace_back([&] {
@@ -418,7 +418,7 @@ TEST(UnixListener, MaxPerSourceCountsPerUser) {
 
   if (::geteuid() != 0) GTEST_SKIP() << "a second user needs root";
   const NobodyResult nobody = connect_as_nobody(path, "another user");
-  EXPECT_EQ(nobody.connect_errno, 0) << std::strerror(nobody.connect_errno);
+  EXPECT_EQ(nobody.connect_errno, 0) << std::generic_category().message(nobody.connect_errno);
   EXPECT_EQ(nobody.reply, kPrefix + "another user") << "another uid has a share of its own";
 }
 
@@ -433,14 +433,15 @@ TEST(UnixListener, AUserOutsideTheModeCannotConnect) {
   guarded.group = 4242;
   ServerThread closed(Listener::bind_unix(dir.file("guarded.sock"), guarded), {}, echo());
   const NobodyResult refused = connect_as_nobody(dir.file("guarded.sock"), "let me in");
-  EXPECT_EQ(refused.connect_errno, EACCES) << std::strerror(refused.connect_errno);
+  EXPECT_EQ(refused.connect_errno, EACCES)
+      << std::generic_category().message(refused.connect_errno);
   EXPECT_EQ(refused.reply, "");
 
   UnixOptions open = guarded;
   open.mode = 0666;
   ServerThread opened(Listener::bind_unix(dir.file("open.sock"), open), {}, echo());
   const NobodyResult let_in = connect_as_nobody(dir.file("open.sock"), "let me in");
-  EXPECT_EQ(let_in.connect_errno, 0) << std::strerror(let_in.connect_errno);
+  EXPECT_EQ(let_in.connect_errno, 0) << std::generic_category().message(let_in.connect_errno);
   EXPECT_EQ(let_in.reply, kPrefix + "let me in");
 
   // In the socket's group, nobody may connect through 0660 too.

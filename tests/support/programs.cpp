@@ -53,7 +53,7 @@ SpawnOptions passing(const std::vector<int>& fds) {
   return options;
 }
 
-ServerProcess::ServerProcess(std::vector<std::string> args) : Child(server_argv(args)) {
+ServerProcess::ServerProcess(const std::vector<std::string>& args) : Child(server_argv(args)) {
   std::optional<std::string> line = stdout_line();
   if (!line) throw std::runtime_error("sockecho-server printed no ready line; stderr: " + err());
   ready_ = *line;

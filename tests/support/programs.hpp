@@ -26,7 +26,7 @@ SpawnOptions passing(const std::vector<int>& fds);
 // With "--unix PATH" among `args`, no "--port 0" (the two exclude each other) and no port.
 class ServerProcess : public Child {
  public:
-  explicit ServerProcess(std::vector<std::string> args = {});
+  explicit ServerProcess(const std::vector<std::string>& args = {});
   [[nodiscard]] std::uint16_t port() const { return port_; }
   [[nodiscard]] const std::string& ready_line() const { return ready_; }
 
