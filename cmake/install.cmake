@@ -85,8 +85,9 @@ if(SOCKECHO_BUILD_TOOLS)
 
   install(FILES ${_generated}/sockecho.service packaging/systemd/sockecho.socket
           DESTINATION ${SOCKECHO_SYSTEMD_UNIT_DIR} COMPONENT tools)
-  # A drop-in for background jobs, to copy into /etc/systemd/system/sockecho.service.d/.
-  install(FILES packaging/systemd/background.conf
+  # A drop-in for background jobs, to copy into /etc/systemd/system/sockecho.service.d/, and a
+  # socket unit for a Unix socket, to copy into /etc/systemd/system/.
+  install(FILES packaging/systemd/background.conf packaging/systemd/sockecho-unix.socket
           DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples COMPONENT tools)
 endif()
 

@@ -3,8 +3,11 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
+#include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 
@@ -19,6 +22,67 @@ Address::Address(const sockaddr* addr, socklen_t len) : storage_{}, size_(len) {
   std::memcpy(&storage_, addr, len);
 }
 
+Address Address::unix_path(std::string_view path) {
+  if (path.empty()) throw std::invalid_argument("Unix socket path is empty");
+  if (path.find('\0') != std::string_view::npos) {
+    throw std::invalid_argument("Unix socket path contains a NUL byte");
+  }
+  const bool abstract = path.front() == '@';
+  const std::string_view name = abstract ? path.substr(1) : path;
+  if (name.empty()) throw std::invalid_argument("abstract Unix socket name '@' is empty");
+  if (name.size() > kMaxUnixPath) {
+    throw std::invalid_argument("Unix socket path '" + std::string(path) + "' is " +
+                                std::to_string(name.size()) + " bytes long; at most " +
+                                std::to_string(kMaxUnixPath) + " fit in sockaddr_un");
+  }
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  // An abstract name starts with a NUL and is exactly as long as the address says, with no
+  // terminator; a path ends at its NUL, which the zeroed sun_path supplies.
+  const std::size_t start = abstract ? 1 : 0;
+  std::memcpy(un.sun_path + start, name.data(), name.size());
+  const std::size_t used = start + name.size() + (abstract ? 0 : 1);
+  return {reinterpret_cast<const sockaddr*>(&un),
+          static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + used)};
+}
+
+std::string Address::path() const {
+  if (family() != AF_UNIX) return {};
+  const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
+  const std::size_t head = offsetof(sockaddr_un, sun_path);
+  if (size_ <= head) return {};  // unnamed
+  // A kernel's address fits sun_path; one built from arbitrary bytes is cut to it.
+  const std::size_t length = std::min<std::size_t>(size_ - head, sizeof un->sun_path);
+  if (un->sun_path[0] == '\0') return "@" + std::string(un->sun_path + 1, length - 1);
+  return {un->sun_path, ::strnlen(un->sun_path, length)};
+}
+
+std::string Address::source_key() const {
+  if (family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&storage_);
+    return {reinterpret_cast<const char*>(&in->sin_addr), sizeof in->sin_addr};
+  }
+  if (family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
+    const auto* bytes = reinterpret_cast<const char*>(&in6->sin6_addr);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return {bytes + 12, 4};
+    return {bytes, sizeof in6->sin6_addr};
+  }
+  if (family() == AF_UNIX) {
+    // Of lengths no IP key has (4 and 16 bytes), so the families never meet: 'u' and the uid
+    // (5 bytes), or 'p', the path and a NUL (at least 17).
+    if (credentials_) {
+      std::string key(1 + sizeof(uid_t), 'u');
+      std::memcpy(&key[1], &credentials_->uid, sizeof(uid_t));
+      return key;
+    }
+    std::string key = "p" + path();
+    key.resize(std::max<std::size_t>(key.size() + 1, 17), '\0');
+    return key;
+  }
+  return {};
+}
+
 const sockaddr* Address::data() const noexcept {
   return reinterpret_cast<const sockaddr*>(&storage_);
 }
@@ -31,7 +95,7 @@ std::uint16_t Address::port() const noexcept {
       return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
     case AF_INET6:
       return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
-    default:
+    default:  // AF_UNIX has no ports
       return 0;
   }
 }
@@ -49,12 +113,22 @@ std::string Address::host() const {
                       NI_NUMERICHOST) == 0) {
       return text.data();
     }
+  } else if (family() == AF_UNIX) {
+    return path();
   }
   return "?";
 }
 
 std::string Address::to_string() const {
   if (family() == AF_UNSPEC) return "(none)";
+  if (family() == AF_UNIX) {
+    if (credentials_) {
+      return "unix:uid=" + std::to_string(credentials_->uid) +
+             ",pid=" + std::to_string(credentials_->pid);
+    }
+    const std::string name = path();
+    return "unix:" + (name.empty() ? std::string("(unnamed)") : name);
+  }
   return join_host_port(host(), port());
 }
 
@@ -76,7 +150,8 @@ Address Address::local_of(int fd) { return named_by(fd, ::getsockname, "getsockn
 Address Address::peer_of(int fd) { return named_by(fd, ::getpeername, "getpeername"); }
 
 bool operator==(const Address& a, const Address& b) noexcept {
-  return a.size_ == b.size_ && std::memcmp(&a.storage_, &b.storage_, a.size_) == 0;
+  return a.size_ == b.size_ && std::memcmp(&a.storage_, &b.storage_, a.size_) == 0 &&
+         a.credentials_ == b.credentials_;
 }
 
 std::string join_host_port(std::string_view host, std::uint16_t port) {

@@ -1,5 +1,6 @@
 #include "sockecho/client.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -28,6 +29,35 @@ Clock::time_point until_after(milliseconds timeout) {
   return timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
 }
 
+// A Unix-domain connect() does not go on in the background as TCP's does: in non-blocking mode a
+// full backlog is EAGAIN at once, however soon it would have had room. So it is made blocking,
+// bounded by SO_SNDTIMEO (the limit such a connect() waits by), and the socket made
+// non-blocking after. 0, or the errno of the failure (ETIMEDOUT when the time ran out).
+int connect_local(int fd, const Address& address, Clock::time_point until) {
+  for (;;) {
+    const bool timed = until != Clock::time_point::max();
+    if (timed) {
+      const auto left = std::chrono::duration_cast<std::chrono::microseconds>(until - Clock::now());
+      if (left.count() <= 0) return ETIMEDOUT;
+      timeval tv{};
+      tv.tv_sec = static_cast<time_t>(left.count() / 1000000);
+      tv.tv_usec = static_cast<suseconds_t>(left.count() % 1000000);
+      if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) return errno;
+    }
+    if (::connect(fd, address.data(), address.size()) == 0) break;
+    if (errno == EINTR) continue;  // it was waiting for room, not connecting: simply again
+    if (errno == EAGAIN && timed) return ETIMEDOUT;
+    return errno;
+  }
+  const timeval none{};
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none) != 0 || flags < 0 ||
+      ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
 // One connect attempt: the connected, non-blocking socket, or an empty Fd with the failed call
 // and its errno in `failed` and `err`.
 Fd try_connect(const Address& address, const ConnectOptions& options, Clock::time_point until,
@@ -37,7 +67,9 @@ Fd try_connect(const Address& address, const ConnectOptions& options, Clock::tim
     err = code;
     return Fd();
   };
-  Fd socket(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  const bool local = address.family() == AF_UNIX;
+  Fd socket(
+      ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | (local ? 0 : SOCK_NONBLOCK), 0));
   if (!socket) return failure("socket", errno);
   if (options.source) {
     // Without this, bind() would reserve a port for the source address alone; with it the port
@@ -50,6 +82,10 @@ Fd try_connect(const Address& address, const ConnectOptions& options, Clock::tim
     if (::bind(socket.get(), options.source->data(), options.source->size()) != 0) {
       return failure("bind", errno);
     }
+  }
+  if (local) {
+    const int code = connect_local(socket.get(), address, until);
+    return code == 0 ? std::move(socket) : failure("connect", code);
   }
   if (::connect(socket.get(), address.data(), address.size()) != 0) {
     if (errno != EINPROGRESS && errno != EINTR) return failure("connect", errno);

@@ -105,6 +105,15 @@ Address Connection::local() const {
   return {reinterpret_cast<const sockaddr*>(&storage), size};
 }
 
+std::optional<Credentials> Connection::peer_credentials() const {
+  if (peer_.credentials()) return peer_.credentials();
+  if (peer_.family() != AF_UNIX || !is_open()) return std::nullopt;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return std::nullopt;
+  return Credentials{cred.pid, cred.uid, cred.gid};
+}
+
 std::size_t Connection::read_into(Buffer& buffer, std::size_t limit) {
   if (buffer.room() == 0) buffer.reserve(buffer.next_capacity(limit));
   std::size_t chunk = buffer.room();

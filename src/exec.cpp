@@ -1,6 +1,7 @@
 #include "sockecho/exec.hpp"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -23,6 +24,15 @@ std::string bare_host(const Address& address) {
 std::vector<std::string> exec_environment(const Connection& connection) {
   const Address& peer = connection.peer();
   const Address local = connection.local();
+  if (peer.family() == AF_UNIX) {
+    std::vector<std::string> env = {"PROTO=UNIX", "UNIXLOCALPATH=" + local.path()};
+    if (const std::optional<Credentials> cred = connection.peer_credentials()) {
+      env.push_back("UNIXREMOTEEUID=" + std::to_string(cred->uid));
+      env.push_back("UNIXREMOTEEGID=" + std::to_string(cred->gid));
+      env.push_back("UNIXREMOTEPID=" + std::to_string(cred->pid));
+    }
+    return env;
+  }
   const std::string remote_ip = bare_host(peer);
   const std::string remote_port = std::to_string(peer.port());
   return {"PROTO=TCP",

@@ -1,9 +1,11 @@
 #include "sockecho/listener.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,9 +14,11 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
@@ -80,6 +84,56 @@ int accept_one(int listener, Address& peer) noexcept {
   return fd;
 }
 
+// A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept on the
+// peer address, so they outlive the socket (the connection's log line is written after close).
+void record_credentials(int fd, Address& peer) noexcept {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    peer.set_credentials({cred.pid, cred.uid, cred.gid});
+  }
+}
+
+// Makes room for a Unix socket at `path` before binding it. Nothing there: nothing to do. A
+// socket nobody listens on (connecting is refused): a crashed server's leftover, removed. A
+// socket a server listens on: EADDRINUSE. Anything else: EEXIST, and it stays as it is (lstat:
+// a symbolic link is "anything else", never followed).
+void clear_stale_socket(const Address& address, const std::string& path) {
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0) {
+    if (errno == ENOENT) return;
+    throw os_error(errno, "stat " + address.to_string());
+  }
+  if (!S_ISSOCK(status.st_mode)) {
+    throw os_error(EEXIST, "bind " + address.to_string() + " (not a socket; left untouched)");
+  }
+  const Fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!probe) throw os_error(errno, "socket " + address.to_string());
+  // A Unix connect() never waits in non-blocking mode: it succeeds, finds the backlog full
+  // (EAGAIN: a server listens there too), or is refused at once.
+  if (::connect(probe.get(), address.data(), address.size()) == 0 || errno == EAGAIN) {
+    throw os_error(EADDRINUSE, "bind " + address.to_string() + " (a server listens there)");
+  }
+  if (errno != ECONNREFUSED) {
+    throw os_error(errno, "connect " + address.to_string() + " (is the socket there in use?)");
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    throw os_error(errno, "unlink stale " + address.to_string());
+  }
+}
+
+// Sets the permission bits of the file `file` (an O_PATH descriptor) refers to. fchmod() cannot:
+// on a socket's descriptor it changes the socket, not its file; and there is no fchmodat() on a
+// descriptor alone before Linux 6.6. Its /proc/self/fd link names exactly that file, however the
+// path changes meanwhile; without /proc, the path is the way left.
+void set_mode(int file, const std::string& path, mode_t mode, const Address& address) {
+  const std::string link = "/proc/self/fd/" + std::to_string(file);
+  if (::chmod(link.c_str(), mode) == 0) return;
+  if (errno != ENOENT || ::chmod(path.c_str(), mode) != 0) {
+    throw os_error(errno, "chmod " + address.to_string());
+  }
+}
+
 }  // namespace
 
 Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenOptions& options) {
@@ -95,6 +149,79 @@ Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenO
   }
   // resolve() returned at least one address, so at least one attempt failed.
   std::rethrow_exception(first_error);
+}
+
+gid_t find_group(std::string_view name) {
+  if (name.empty()) throw std::invalid_argument("group name is empty");
+  if (name.find_first_not_of("0123456789") == std::string_view::npos && name.size() <= 9) {
+    return static_cast<gid_t>(std::stoul(std::string(name)));
+  }
+  const std::string text(name);
+  std::vector<char> room(1024);
+  for (;;) {
+    group entry{};
+    group* found = nullptr;
+    const int rc = ::getgrnam_r(text.c_str(), &entry, room.data(), room.size(), &found);
+    if (rc == ERANGE && room.size() < (std::size_t{1} << 20)) {
+      room.resize(room.size() * 2);
+      continue;
+    }
+    // "Not found" is 0 with no entry, or one of these from some name services.
+    if (found == nullptr &&
+        (rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM)) {
+      throw std::invalid_argument("unknown group '" + text + "'");
+    }
+    if (rc != 0) throw os_error(rc, "getgrnam " + text);
+    return found->gr_gid;
+  }
+}
+
+Listener Listener::bind_unix(std::string_view path, const UnixOptions& options) {
+  const Address address = Address::unix_path(path);
+  const std::string name(path);
+  const bool abstract = name.front() == '@';
+  Fd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!socket) throw os_error(errno, "socket " + address.to_string());
+  if (!abstract) clear_stale_socket(address, name);
+  if (::bind(socket.get(), address.data(), address.size()) != 0) {
+    throw os_error(errno, "bind " + address.to_string());
+  }
+  // From here the Listener owns the file, so a failure below removes it again.
+  Listener listener(std::move(socket), address);
+  if (!abstract) {
+    // Until listen(), connecting is refused: permissions set now hold for every connection.
+    const Fd file(::open(name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    struct stat status {};
+    if (!file || ::fstat(file.get(), &status) != 0) {
+      throw os_error(errno, "stat " + address.to_string());
+    }
+    if (!S_ISSOCK(status.st_mode)) {
+      throw os_error(EEXIST, "bind " + address.to_string() + " (replaced while binding)");
+    }
+    listener.file_ = OwnedFile{name, status.st_dev, status.st_ino};
+    if (options.group &&
+        ::fchownat(file.get(), "", static_cast<uid_t>(-1), *options.group, AT_EMPTY_PATH) != 0) {
+      throw os_error(
+          errno, "chown " + address.to_string() + " to group " + std::to_string(*options.group));
+    }
+    set_mode(file.get(), name, options.mode, address);
+  }
+  if (::listen(listener.fd(), options.backlog) != 0) {
+    throw os_error(errno, "listen " + address.to_string());
+  }
+  return listener;
+}
+
+void Listener::remove_file() noexcept {
+  if (!file_) return;
+  // Only the file this Listener created: a server started after it may have replaced it (taking
+  // it for stale once this one stopped listening), and that one's socket must stay.
+  struct stat status {};
+  if (::lstat(file_->path.c_str(), &status) == 0 && S_ISSOCK(status.st_mode) &&
+      status.st_dev == file_->device && status.st_ino == file_->inode) {
+    (void)::unlink(file_->path.c_str());
+  }
+  file_.reset();
 }
 
 // What an adopted socket needs besides the socket itself.
@@ -122,8 +249,9 @@ Listener::Listener(Fd socket) : socket_(std::move(socket)) {
     throw os_error(EINVAL, name + " (not a listening stream socket)");
   }
   address_ = Address::local_of(fd);
-  if (address_.family() != AF_INET && address_.family() != AF_INET6) {
-    throw os_error(EINVAL, name + " (not an IPv4 or IPv6 socket)");
+  if (address_.family() != AF_INET && address_.family() != AF_INET6 &&
+      address_.family() != AF_UNIX) {
+    throw os_error(EINVAL, name + " (not an IPv4, IPv6 or Unix-domain socket)");
   }
   auto adopted = std::make_unique<Adopted>();
   adopted->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -145,20 +273,26 @@ Listener::Listener(Listener&& other) noexcept
       address_(other.address_),
       idle_(other.idle_),
       interrupted_(other.interrupted_.load()),
-      adopted_(std::move(other.adopted_)) {}
+      adopted_(std::move(other.adopted_)),
+      file_(std::exchange(other.file_, std::nullopt)) {}
 
 Listener& Listener::operator=(Listener&& other) noexcept {
   if (this == &other) return *this;
+  remove_file();
   give_back();
   socket_ = std::move(other.socket_);
   address_ = other.address_;
   idle_ = other.idle_;
   interrupted_.store(other.interrupted_.load());
   adopted_ = std::move(other.adopted_);
+  file_ = std::exchange(other.file_, std::nullopt);
   return *this;
 }
 
-Listener::~Listener() { give_back(); }
+Listener::~Listener() {
+  remove_file();
+  give_back();
+}
 
 void Listener::give_back() noexcept {
   // The socket's other holders (a service manager, a parent process) get it back as they gave it.
@@ -197,7 +331,10 @@ std::optional<Connection> Listener::accept_or_idle() {
     if (interrupted()) return std::nullopt;
     Address peer;
     const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
-    if (fd >= 0) return Connection(Fd(fd), peer, Connection::NonBlocking{});
+    if (fd >= 0) {
+      if (address_.family() == AF_UNIX) record_credentials(fd, peer);
+      return Connection(Fd(fd), peer, Connection::NonBlocking{});
+    }
     const int err = errno;
     if (interrupted()) return std::nullopt;
     if (skippable(err)) continue;

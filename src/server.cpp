@@ -1,7 +1,5 @@
 #include "sockecho/server.hpp"
 
-#include <netinet/in.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <stdexcept>
@@ -33,22 +31,6 @@ Outcome classify(const std::error_code& code) noexcept {
     default:
       return Outcome::error;
   }
-}
-
-// The bytes that identify a client address for per-source counting: the IP address alone (no
-// port), an IPv4-mapped IPv6 address as its IPv4 address.
-std::string source_key(const Address& peer) {
-  if (peer.family() == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(peer.data());
-    return {reinterpret_cast<const char*>(&in->sin_addr), sizeof in->sin_addr};
-  }
-  if (peer.family() == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(peer.data());
-    const auto* bytes = reinterpret_cast<const char*>(&in6->sin6_addr);
-    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return {bytes + 12, 4};
-    return {bytes, sizeof in6->sin6_addr};
-  }
-  return {};
 }
 
 // " ok=1 timeout=0 ...": every outcome's count.
@@ -290,7 +272,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
 
 bool Server::admit(const Address& peer) {
   const std::lock_guard<std::mutex> lock(sources_mutex_);
-  unsigned& open = sources_[source_key(peer)];  // at least 1 when it is at the limit
+  unsigned& open = sources_[peer.source_key()];  // at least 1 when it is at the limit
   if (open >= options_.max_per_source) return false;
   ++open;
   return true;
@@ -298,7 +280,7 @@ bool Server::admit(const Address& peer) {
 
 void Server::release(const Address& peer) noexcept {
   try {
-    const std::string key = source_key(peer);
+    const std::string key = peer.source_key();
     const std::lock_guard<std::mutex> lock(sources_mutex_);
     const auto found = sources_.find(key);
     if (found == sources_.end()) return;

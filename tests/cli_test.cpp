@@ -153,7 +153,48 @@ TEST(ServerArgs, RejectsMalformedCommandLines) {
   EXPECT_FALSE(server_error({"--"}).empty());
 }
 
+TEST(ServerArgs, UnixSocketFlags) {
+  const ServerSettings plain = parse_server_args({});
+  EXPECT_EQ(plain.unix_path, "");
+  EXPECT_FALSE(plain.unix_mode);
+  EXPECT_FALSE(plain.unix_group);
+  const ServerSettings s = parse_server_args(
+      {"--unix", "/run/sockecho/sockecho.sock", "--unix-mode", "0660", "--unix-group", "www-data"});
+  EXPECT_EQ(s.unix_path, "/run/sockecho/sockecho.sock");
+  EXPECT_EQ(s.unix_mode, mode_t{0660});
+  EXPECT_EQ(s.unix_group, "www-data");
+  EXPECT_EQ(parse_server_args({"--unix=@name"}).unix_path, "@name");
+  EXPECT_EQ(parse_server_args({"--unix", "x", "--unix-mode", "7"}).unix_mode, mode_t{07});
+  EXPECT_EQ(parse_server_args({"--unix", "x", "--unix-mode", "0777"}).unix_mode, mode_t{0777});
+  EXPECT_EQ(parse_server_args({"--unix", "x", "--unix-mode", "0"}).unix_mode, mode_t{0});
+}
+
+TEST(ServerArgs, RejectsUnixSocketMisuse) {
+  EXPECT_TRUE(contains(server_error({"--unix", "x", "--port", "1"}), "--host or --port"));
+  EXPECT_TRUE(contains(server_error({"--host", "::1", "--unix", "x"}), "--host or --port"));
+  EXPECT_TRUE(contains(server_error({"--unix", "x", "--reuseport"}), "--reuseport"));
+  EXPECT_TRUE(contains(server_error({"--unix", ""}), "--unix: Unix socket path is empty"));
+  EXPECT_TRUE(contains(server_error({"--unix", std::string(108, 'a')}), "at most 107"));
+  for (const std::string_view mode : {"", "8", "0o660", "-1", "1000", "0x1ff", " 660", "01777",
+                                      "00000000000000000000000660000000"}) {
+    EXPECT_TRUE(contains(server_error({"--unix", "x", "--unix-mode", mode}), "--unix-mode"))
+        << mode;
+  }
+  EXPECT_TRUE(contains(server_error({"--unix-mode", "0600"}), "need --unix"));
+  EXPECT_TRUE(contains(server_error({"--unix-group", "www-data"}), "need --unix"));
+  EXPECT_TRUE(contains(server_error({"--unix", "x", "--unix-group", ""}), "--unix-group"));
+  EXPECT_TRUE(contains(server_error({"--unix", "@x", "--unix-mode", "0600"}), "abstract"));
+}
+
 // --- sockecho-client ---
+
+TEST(ClientArgs, UnixSocket) {
+  EXPECT_EQ(parse_client_args({}).unix_path, "");
+  EXPECT_EQ(parse_client_args({"--unix", "/run/x.sock"}).unix_path, "/run/x.sock");
+  EXPECT_TRUE(contains(client_error({"--unix", "x", "--port", "1"}), "--host or --port"));
+  EXPECT_TRUE(contains(client_error({"--host", "h", "--unix", "x"}), "--host or --port"));
+  EXPECT_TRUE(contains(client_error({"--unix", ""}), "--unix"));
+}
 
 TEST(ClientArgs, DefaultsMatchTheContract) {
   const ClientSettings s = parse_client_args({});

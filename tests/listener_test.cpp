@@ -143,7 +143,7 @@ TEST(Listener, RefusesToAdoptADatagramSocket) {
                           "not a listening stream socket");
 }
 
-TEST(Listener, RefusesToAdoptAUnixSocket) {
+TEST(Listener, AdoptsAUnixSocket) {
   Fd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(socket.valid());
   sockaddr_un address{};
@@ -154,8 +154,9 @@ TEST(Listener, RefusesToAdoptAUnixSocket) {
   const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   ASSERT_EQ(::bind(socket.get(), reinterpret_cast<const sockaddr*>(&address), len), 0);
   ASSERT_EQ(::listen(socket.get(), 1), 0);
-  expect_adoption_refused(std::move(socket), std::errc::invalid_argument,
-                          "not an IPv4 or IPv6 socket");
+  const Listener adopted(std::move(socket));
+  EXPECT_TRUE(adopted.adopted());
+  EXPECT_EQ(adopted.address().to_string(), "unix:@" + name);
 }
 
 TEST(Listener, RefusesToAdoptSomethingThatIsNotASocket) {

@@ -118,6 +118,17 @@ TEST_F(PhpInterop, PhpClientGetsThePrefixedReplyFromSockechoServer) {
   EXPECT_EQ(result.out, kPrefix + "hello");
 }
 
+TEST_F(PhpInterop, PhpClientOverAUnixSocket) {
+  const test::ScratchDir dir;
+  const std::string path = dir.file("php.sock");
+  ServerProcess server({"--unix", path});
+  const std::string message = test::pattern(std::size_t{1} << 20);
+  const RunResult result = php_client("unix:" + path, 0, message);
+  ASSERT_EQ(result.status, 0) << show(result);
+  EXPECT_TRUE(result.out == kPrefix + message) << "reply of " << result.out.size() << " bytes";
+  EXPECT_TRUE(server.wait_stderr(" conn peer=unix:uid=")) << server.err();
+}
+
 TEST_F(PhpInterop, PhpClientEmptyMessageGetsThePrefixAlone) {
   ServerProcess server;
   const RunResult result = php_client("127.0.0.1", server.port(), "");

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <optional>
@@ -77,6 +79,76 @@ TEST(SocketActivatedServer, AClientQueuedBetweenTwoActivationsIsServedByTheNext)
   EXPECT_EQ(waiting.read_to_end_string(), "> queued");
   second.signal(SIGTERM);
   EXPECT_EQ(second.wait(), 0) << second.err();
+}
+
+// A Unix socket as systemd's sockecho-unix.socket makes it: bound, given its mode, listening.
+Fd unix_socket_unit(const std::string& path, mode_t mode) {
+  const Address address = Address::unix_path(path);
+  Fd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(::bind(socket.get(), address.data(), address.size()), 0);
+  EXPECT_EQ(::chmod(path.c_str(), mode), 0);
+  EXPECT_EQ(::listen(socket.get(), SOMAXCONN), 0);
+  return socket;
+}
+
+mode_t mode_of(const std::string& path) {
+  struct stat status {};
+  EXPECT_EQ(::lstat(path.c_str(), &status), 0) << path;
+  return status.st_mode & 07777;
+}
+
+std::string ask_unix(const std::string& path, std::string_view message) {
+  Connection c = connect(Address::unix_path(path), {test::kPatience, {}});
+  c.set_timeout(test::kPatience);
+  c.write_all(message);
+  c.close_write();
+  return c.read_to_end_string();
+}
+
+TEST(SocketActivatedServer, AUnixSocketIsServedAndNeverChangedOrRemoved) {
+  const test::ScratchDir dir;
+  const std::string path = dir.file("sockecho.sock");
+  const Fd socket_unit = unix_socket_unit(path, 0604);
+  // --unix names another path with its own rules: the inherited socket wins, untouched.
+  Child server(activated({"--unix", dir.file("not-this.sock"), "--unix-mode", "0600"}),
+               passing({socket_unit.get()}));
+  const std::optional<std::string> ready = server.stdout_line();
+  ASSERT_TRUE(ready) << server.err();
+  EXPECT_EQ(*ready, "listening on unix:" + path);
+  EXPECT_TRUE(server.wait_stderr("socket-activation fd=3 listen=unix:" + path)) << server.err();
+  EXPECT_EQ(ask_unix(path, "over unix"), kPrefix + "over unix");
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+  EXPECT_NE(server.err().find(" conn peer=unix:uid="), std::string::npos) << server.err();
+
+  EXPECT_EQ(mode_of(path), 0604U) << "never chmod-ed";
+  EXPECT_EQ(::access(dir.file("not-this.sock").c_str(), F_OK), -1) << "nothing bound of its own";
+  // Still there and still listening: the next client waits in its queue.
+  Connection waiting = connect(Address::unix_path(path), {test::kPatience, {}});
+  waiting.write_all("queued");
+  waiting.close_write();
+  Listener giver{Fd(::dup(socket_unit.get()))};
+  std::optional<Connection> queued = giver.accept();
+  ASSERT_TRUE(queued.has_value());
+  EXPECT_EQ(queued->read_to_end_string(), "queued");
+}
+
+TEST(SocketActivatedServer, AUnixSocketFromSystemdSocketActivate) {
+  const std::string activate = "/usr/bin/systemd-socket-activate";
+  if (::access(activate.c_str(), X_OK) != 0) GTEST_SKIP() << "no " << activate;
+  const test::ScratchDir dir;
+  const std::string path = dir.file("activated.sock");
+  Child launcher({activate, "--listen=" + path, test::server_program(), "--prefix", "> "});
+  ASSERT_TRUE(launcher.wait_stderr("Listening on " + path + " as 3.")) << launcher.err();
+  const mode_t mode = mode_of(path);
+  // The first connection starts the server, on the socket systemd-socket-activate made.
+  EXPECT_EQ(ask_unix(path, "activated"), "> activated");
+  const std::optional<std::string> ready = launcher.stdout_line();
+  ASSERT_TRUE(ready) << launcher.err();
+  EXPECT_EQ(*ready, "listening on unix:" + path);
+  launcher.signal(SIGTERM);
+  EXPECT_EQ(launcher.wait(), 0) << launcher.err();
+  EXPECT_EQ(mode_of(path), mode) << "the socket's file is systemd's, left as it was";
 }
 
 TEST(SocketActivatedServer, VariablesForAnotherProcessAreIgnored) {

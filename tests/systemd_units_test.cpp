@@ -93,6 +93,19 @@ TEST(SystemdUnits, SocketPassesOneListeningSocket) {
   EXPECT_EQ(value("sockecho.socket", "Accept"), "no");
 }
 
+TEST(SystemdUnits, UnixSocketUnitPassesOneGuardedUnixSocketToTheService) {
+  const std::string unit = "sockecho-unix.socket";
+  ASSERT_EQ(values(unit, "ListenStream").size(), 1U) << "sockecho-server serves one socket";
+  const std::string path = value(unit, "ListenStream");
+  EXPECT_EQ(path.rfind("/run/sockecho/", 0), 0U) << path;
+  EXPECT_NO_THROW((void)Address::unix_path(path)) << "fits sun_path";
+  EXPECT_TRUE(values(unit, "ListenDatagram").empty());
+  EXPECT_EQ(value(unit, "Accept"), "no");
+  EXPECT_EQ(value(unit, "Service"), "sockecho.service");
+  EXPECT_EQ(value(unit, "SocketMode"), "0660") << "the owner and SocketGroup= only";
+  EXPECT_FALSE(value(unit, "SocketGroup").empty());
+}
+
 TEST(SystemdUnits, StopTimeoutOutlastsTheLongestDrain) {
   // On SIGTERM a connection in flight may still take its whole request (--request-timeout) and
   // then a reply that stalls for --timeout (+0.5 s): systemd must wait longer than both before

@@ -97,6 +97,30 @@ Endpoint parse_endpoint(std::string_view flag, std::string_view text) {
   }
 }
 
+std::string parse_unix_path(std::string_view text) {
+  try {
+    (void)Address::unix_path(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--unix: ") + e.what());
+  }
+  return std::string(text);
+}
+
+mode_t parse_unix_mode(std::string_view text) {
+  constexpr mode_t kMaxMode = 0777;
+  mode_t mode = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '7' || mode > kMaxMode) {
+      throw UsageError(bad_value("--unix-mode", text, "octal permission bits (e.g. 0660)"));
+    }
+    mode = mode * 8 + static_cast<mode_t>(c - '0');
+  }
+  if (text.empty() || mode > kMaxMode) {
+    throw UsageError(bad_value("--unix-mode", text, "octal permission bits from 0 to 0777"));
+  }
+  return mode;
+}
+
 std::string bad_value(std::string_view flag, std::string_view text, std::string_view expected) {
   return std::string(flag) + ": '" + std::string(text) + "' is not " + std::string(expected);
 }
@@ -218,11 +242,21 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   constexpr unsigned long kMaxQueue = 1000000;
   ServerSettings s;
   bool prefix_given = false;
+  bool tcp_given = false;  // --host or --port
   ArgReader reader(args);
   while (reader.next()) {
+    tcp_given = tcp_given || reader.flag() == "--host" || reader.flag() == "--port";
     if (read_common_flag(reader, s) || read_udp_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
-    if (flag == "--prefix") {
+    if (flag == "--unix") {
+      s.unix_path = parse_unix_path(reader.value());
+    } else if (flag == "--unix-mode") {
+      s.unix_mode = parse_unix_mode(reader.value());
+    } else if (flag == "--unix-group") {
+      const std::string_view group = reader.value();
+      if (group.empty()) throw UsageError("--unix-group needs a group name or number");
+      s.unix_group = std::string(group);
+    } else if (flag == "--prefix") {
       s.prefix = std::string(reader.value());
       prefix_given = true;
     } else if (flag == "--exec") {
@@ -281,17 +315,32 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   } else if (s.background) {
     throw UsageError("--background needs --exec");
   }
+  if (s.unix_path.empty()) {
+    if (s.unix_mode || s.unix_group) throw UsageError("--unix-mode and --unix-group need --unix");
+  } else {
+    if (tcp_given) throw UsageError("--unix cannot be combined with --host or --port");
+    if (s.reuse_port) throw UsageError("--reuseport is for TCP, not --unix");
+    if (s.udp) throw UsageError("--udp cannot be combined with --unix");
+    if (s.unix_path.front() == '@' && (s.unix_mode || s.unix_group)) {
+      throw UsageError(
+          "an abstract socket (--unix @NAME) has no file: no --unix-mode or --unix-group");
+    }
+  }
   check_udp(s);
   return s;
 }
 
 ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
   ClientSettings s;
+  bool tcp_given = false;  // --host or --port
   ArgReader reader(args);
   while (reader.next()) {
+    tcp_given = tcp_given || reader.flag() == "--host" || reader.flag() == "--port";
     if (read_common_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
-    if (flag == "--send") {
+    if (flag == "--unix") {
+      s.unix_path = parse_unix_path(reader.value());
+    } else if (flag == "--send") {
       s.send = std::string(reader.value());
     } else if (flag == "--file") {
       const std::string_view path = reader.value();
@@ -311,11 +360,15 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
       reader.unknown();
     }
   }
+  if (!s.unix_path.empty() && tcp_given) {
+    throw UsageError("--unix cannot be combined with --host or --port");
+  }
   if (s.send && s.file) throw UsageError("--send and --file cannot be combined");
   if (s.send && s.mode == Mode::line) {
     throw UsageError("--send is for echo mode; line mode reads --file or stdin");
   }
   if (s.udp && s.mode == Mode::line) throw UsageError("--udp is for echo mode, not --mode line");
+  if (s.udp && !s.unix_path.empty()) throw UsageError("--udp cannot be combined with --unix");
   return s;
 }
 
@@ -334,6 +387,11 @@ std::string server_usage() {
          "  --host HOST        address or name to listen on; 0.0.0.0 or :: for every\n"
          "                     interface (default 127.0.0.1)\n"
          "  --port PORT        TCP port, 0 picks a free one (default 12387)\n"
+         "  --unix PATH        listen on a Unix-domain socket at PATH instead of TCP (not with\n"
+         "                     --host/--port); a stale socket file there is replaced, the file\n"
+         "                     is removed on exit; @NAME: Linux's abstract namespace, no file\n"
+         "  --unix-mode OCTAL  the socket file's permissions: who may connect (default 0660)\n"
+         "  --unix-group NAME  the socket file's group, a name or gid (default: the server's)\n"
          "  --prefix TEXT      reply prefix (default '数据是 '; '' for a pure echo)\n"
          "  --mode MODE        echo or line (default echo)\n"
          "  --workers N        most connections served at once, threads started as needed\n"
@@ -343,8 +401,9 @@ std::string server_usage() {
          "  --request-timeout SEC  longest time to receive one whole request, however slowly\n"
          "                     it trickles in (echo: until the half-close; line: a line);\n"
          "                     0 = none (default 30)\n"
-         "  --max-per-source N connections at once from one client address; one more is\n"
-         "                     reset at once and logged refused; 0 = no limit (default 0)\n"
+         "  --max-per-source N connections at once from one client address (--unix: one\n"
+         "                     user id); one more is reset at once and logged refused;\n"
+         "                     0 = no limit (default 0)\n"
          "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
          "                     0 = no limit (default 64M)\n"
          "  --max-total-bytes N  most request memory held at once by all connections\n"
@@ -381,8 +440,8 @@ std::string server_usage() {
          "  --help             show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"
-         "Prints 'listening on HOST:PORT' on stdout once ready (then 'metrics on HOST:PORT'\n"
-         "with --metrics); logs go to stderr.\n"
+         "Prints 'listening on HOST:PORT' (or 'listening on unix:PATH') on stdout once ready;\n"
+         "logs go to stderr.\n"
          "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0.\n"
          "Socket activation: given a listening socket by systemd (LISTEN_FDS, LISTEN_PID),\n"
          "it serves that socket and does not bind --host/--port.\n"
@@ -396,6 +455,8 @@ std::string client_usage() {
          "\n"
          "  --host HOST        server address or name (default 127.0.0.1)\n"
          "  --port PORT        server port (default 12387)\n"
+         "  --unix PATH        connect to the Unix-domain socket at PATH instead (@NAME: an\n"
+         "                     abstract one); not with --host/--port\n"
          "  --send TEXT        the message, byte for byte (default 'hello' and a newline)\n"
          "  --file PATH        send a file's bytes instead; - reads stdin\n"
          "  --timeout SEC      limit on connecting and on each wait for the reply;\n"

@@ -3,6 +3,7 @@
 // Kept apart from the mains so tests and fuzzers can call the parsers directly.
 #pragma once
 
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -59,6 +60,9 @@ struct ServerSettings {
   int backlog = SOMAXCONN;
   bool reuse_port = false;          // --reuseport: SO_REUSEPORT, several processes on one port
   std::optional<Endpoint> metrics;  // --metrics HOST:PORT: the Prometheus listener
+  std::string unix_path;            // --unix PATH: a Unix-domain socket instead of TCP; empty: TCP
+  std::optional<mode_t> unix_mode;  // --unix-mode; unset: UnixOptions' default, 0660
+  std::optional<std::string> unix_group;  // --unix-group, resolved when the server starts
   Mode mode = Mode::echo;
   Limits limits;  // --max-bytes, --max-total-bytes, --request-timeout
   std::string greeting{kDefaultGreeting};
@@ -75,6 +79,7 @@ struct ServerSettings {
 struct ClientSettings {
   std::string host{kDefaultHost};
   std::uint16_t port = kDefaultPort;
+  std::string unix_path;            // --unix PATH: connect to a Unix-domain socket; empty: TCP
   std::optional<std::string> send;  // --send TEXT
   std::optional<std::string> file;  // --file PATH ("-" is stdin)
   std::chrono::milliseconds timeout = kDefaultClientTimeout;
@@ -120,6 +125,10 @@ class ArgReader {
 [[nodiscard]] std::string parse_host(std::string_view text);
 // --port: 0 to 65535.
 [[nodiscard]] std::uint16_t parse_port_flag(std::string_view text);
+// --unix: a path (or "@name") that fits a Unix-domain address.
+[[nodiscard]] std::string parse_unix_path(std::string_view text);
+// --unix-mode: octal permission bits, 0 to 0777 ("0660", "660").
+[[nodiscard]] mode_t parse_unix_mode(std::string_view text);
 
 // The flags every sockecho program takes, --host, --port, --help (or -h) and --version, read into
 // the members of those names of its settings. True when the current flag was one of them.

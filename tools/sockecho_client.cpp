@@ -96,12 +96,16 @@ int run(const sockecho::cli::ClientSettings& s) {
   if (s.file) file = open_input(*s.file);
   const int input = file ? file.get() : STDIN_FILENO;
   const std::string source = s.file && *s.file != "-" ? *s.file : "stdin";
-  const std::string server = sockecho::join_host_port(s.host, s.port);
+  const bool local = !s.unix_path.empty();
+  const std::string server = local ? sockecho::Address::unix_path(s.unix_path).to_string()
+                                   : sockecho::join_host_port(s.host, s.port);
 
   if (!s.quiet) sockecho::cli::print(STDERR_FILENO, "try to connect to " + server + "...\n");
   sockecho::Connection connection;
   try {
-    connection = sockecho::connect(s.host, s.port, s.timeout);
+    connection = local
+                     ? sockecho::connect(sockecho::Address::unix_path(s.unix_path), {s.timeout, {}})
+                     : sockecho::connect(s.host, s.port, s.timeout);
   } catch (const std::system_error& e) {
     if (e.code() != std::errc::timed_out) throw;
     throw std::runtime_error("timed out connecting to " + server + " after " + seconds(s.timeout) +

@@ -48,9 +48,25 @@ void ensure_descriptors(unsigned workers) {
   }
 }
 
+// --unix-mode, --unix-group and --backlog for a --unix socket; an unknown group is a usage error.
+sockecho::UnixOptions unix_options(const sockecho::cli::ServerSettings& settings) {
+  sockecho::UnixOptions file;
+  file.backlog = settings.backlog;
+  if (settings.unix_mode) file.mode = *settings.unix_mode;
+  if (settings.unix_group) {
+    try {
+      file.group = sockecho::find_group(*settings.unix_group);
+    } catch (const std::invalid_argument& e) {
+      throw sockecho::cli::UsageError(std::string("--unix-group: ") + e.what());
+    }
+  }
+  return file;
+}
+
 // The socket a service manager passed on (systemd socket activation), if inherited_listener()
 // found one, else one bound here.
 sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
+                                 const sockecho::UnixOptions& unix_file,
                                  std::optional<sockecho::Listener> inherited,
                                  const sockecho::Logger& log) {
   if (inherited) {
@@ -58,6 +74,9 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
               "socket-activation fd=" + std::to_string(inherited->fd()) +
                   " listen=" + inherited->address().to_string());
     return std::move(*inherited);
+  }
+  if (!settings.unix_path.empty()) {
+    return sockecho::Listener::bind_unix(settings.unix_path, unix_file);
   }
   sockecho::ListenOptions listen;
   listen.backlog = settings.backlog;
@@ -142,6 +161,7 @@ int serve(const sockecho::cli::ServerSettings& settings) {
       throw sockecho::cli::UsageError(std::string("--exec: ") + e.what());
     }
   }
+  const sockecho::UnixOptions unix_file = unix_options(settings);
   ensure_descriptors(settings.options.workers);
   // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only safe
   // while no other thread runs: so before the logger's thread and StopOnSignals' thread start.
@@ -150,7 +170,8 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // Lines are written in batches, at most kLogDelay late: one write() per batch instead of one
   // per connection, and a stalled reader of stderr costs lines, never service.
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
-  sockecho::Listener listener = listen_socket(settings, std::move(inherited), options.log);
+  sockecho::Listener listener =
+      listen_socket(settings, unix_file, std::move(inherited), options.log);
   // --background: the queue and its job threads (which block every signal themselves).
   std::unique_ptr<sockecho::JobQueue> jobs;
   if (settings.background) {

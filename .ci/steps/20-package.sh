@@ -230,6 +230,14 @@ cp "$dropin" /etc/systemd/system/sockecho.service.d/background.conf
 verify=$(systemd-analyze verify /usr/lib/systemd/system/sockecho.service 2>&1) || verify_status=$?
 rm -rf /etc/systemd/system/sockecho.service.d
 [ "${verify_status:-0}" -eq 0 ] && [ -z "$verify" ] || fail "systemd-analyze verify with background.conf: $verify"
+# The Unix socket unit, as an administrator would install it beside the service.
+unix_unit=/usr/share/doc/sockecho/examples/sockecho-unix.socket
+[ -f "$unix_unit" ] || fail "$unix_unit is not installed"
+cp "$unix_unit" /etc/systemd/system/sockecho-unix.socket
+verify=$(systemd-analyze verify /etc/systemd/system/sockecho-unix.socket /usr/lib/systemd/system/sockecho.service 2>&1) ||
+  verify_status=$?
+rm -f /etc/systemd/system/sockecho-unix.socket
+[ "${verify_status:-0}" -eq 0 ] && [ -z "$verify" ] || fail "systemd-analyze verify sockecho-unix.socket: $verify"
 [ "$(pkg-config --modversion sockecho)" = "$(sed -n 's/^project(sockecho VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)" ] ||
   fail "pkg-config does not find the installed sockecho"
 

@@ -19,8 +19,10 @@ struct ConnectOptions {
   std::optional<Address> source;
 };
 
-// Connects to one address. The connection is returned with no limits set. Throws
-// std::system_error, e.g. "connect 127.0.0.1:12387: Connection refused".
+// Connects to one address: TCP, or a Unix-domain socket (Address::unix_path()), where a full
+// backlog is waited out within the timeout as TCP's handshake is. The connection is returned
+// with no limits set. Throws std::system_error, e.g. "connect 127.0.0.1:12387: Connection
+// refused", "connect unix:/run/x.sock: Permission denied".
 [[nodiscard]] Connection connect(const Address& address, const ConnectOptions& options = {});
 
 // Connects to host:port, trying every address the name resolves to, in order, until one

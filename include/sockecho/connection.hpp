@@ -49,6 +49,10 @@ class Connection {
   [[nodiscard]] const Address& peer() const noexcept { return peer_; }
   // This end's address (getsockname). Throws std::system_error.
   [[nodiscard]] Address local() const;
+  // Who the peer of a Unix-domain connection is (pid, uid, gid): as the Listener recorded them
+  // on peer() at accept, else asked of the socket (SO_PEERCRED; a client learns the server's
+  // this way). std::nullopt for TCP, or once closed.
+  [[nodiscard]] std::optional<Credentials> peer_credentials() const;
 
   // The idle limit: how long the connection may go without progress (zero: forever). Its clock
   // starts now. The same as deadline().set_idle().

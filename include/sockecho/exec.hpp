@@ -19,9 +19,11 @@ struct ExecOptions {
   Logger log;                     // where the program's stderr lines go, one log line each
 };
 
-// What a program run for `connection` finds in its environment besides the server's: PROTO,
-// TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT (the ucspi-tcp names), REMOTE_ADDR and
-// REMOTE_PORT (CGI's), as "NAME=value".
+// What a program run for `connection` finds in its environment besides the server's, as
+// "NAME=value". Over TCP: PROTO=TCP, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT (the
+// ucspi-tcp names), REMOTE_ADDR and REMOTE_PORT (CGI's). Over a Unix socket, the ucspi-unix
+// names instead: PROTO=UNIX, UNIXLOCALPATH (the socket's path), and the peer's credentials
+// UNIXREMOTEEUID, UNIXREMOTEEGID, UNIXREMOTEPID; no TCP or REMOTE_ variables.
 [[nodiscard]] std::vector<std::string> exec_environment(const Connection& connection);
 
 // Runs the program once per request. Exit 0: the reply is prefix + its stdout. A non-zero exit

@@ -40,8 +40,9 @@ struct ServerOptions {
   // without a connection before the protocol may free what it keeps for reuse.
   std::chrono::milliseconds timeout = kDefaultTimeout;
   // Connections at once from one client address (an IPv4 address, an IPv6 address; IPv4-mapped
-  // IPv6 peers count as their IPv4 address). One over it is reset as soon as it is accepted,
-  // outcome refused with reason per_source. Zero: no limit.
+  // IPv6 peers count as their IPv4 address; over a Unix socket, one user id:
+  // Address::source_key()). One over it is reset as soon as it is accepted, outcome refused with
+  // reason per_source. Zero: no limit.
   unsigned max_per_source = 0;
   // Where start, stop and per-connection lines go; quiet by default.
   Logger log;

@@ -2,8 +2,8 @@
 // parse_port against a reference, join_host_port's bracketing and round trip, and Address built
 // from arbitrary sockaddr bytes, printed and compared. Nothing here resolves names (no DNS).
 //
-// Input: byte 0 picks the function; the rest is its text, or for Address a length byte and the
-// socket address bytes.
+// Input: byte 0 picks the function (modulo 4: port, join, Address, Address::unix_path); the rest is
+// its text, or for Address a length byte and the socket address bytes.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -96,6 +96,11 @@ void address(sockecho::fuzz::Input& input) {
     in6_addr back{};
     SOCKECHO_FUZZ_CHECK(::inet_pton(AF_INET6, bare.c_str(), &back) == 1);
     SOCKECHO_FUZZ_CHECK(std::memcmp(&back, &in6->sin6_addr, sizeof back) == 0);
+  } else if (a.family() == AF_UNIX) {
+    // Whatever the bytes, a path of at most sun_path's room, and no port.
+    SOCKECHO_FUZZ_CHECK(a.port() == 0 && a.path().size() <= 108 + 1);
+    SOCKECHO_FUZZ_CHECK(text.rfind("unix:", 0) == 0);
+    SOCKECHO_FUZZ_CHECK(a.source_key().size() != 4 && a.source_key().size() != 16);
   } else if (a.family() == AF_UNSPEC) {
     SOCKECHO_FUZZ_CHECK(a.port() == 0);
     SOCKECHO_FUZZ_CHECK(text == "(none)");
@@ -106,19 +111,37 @@ void address(sockecho::fuzz::Input& input) {
   }
 }
 
+// Address::unix_path() on arbitrary text: a path it takes reads back exactly; one it refuses
+// says why.
+void unix_path(std::string_view text) {
+  try {
+    const sockecho::Address a = sockecho::Address::unix_path(text);
+    SOCKECHO_FUZZ_CHECK(a.family() == AF_UNIX && a.path() == text);
+    SOCKECHO_FUZZ_CHECK(a.to_string() == "unix:" + std::string(text));
+    SOCKECHO_FUZZ_CHECK(text.size() <= sockecho::Address::kMaxUnixPath + 1);
+  } catch (const std::invalid_argument& e) {
+    SOCKECHO_FUZZ_CHECK(std::string_view(e.what()).size() > 0);
+    SOCKECHO_FUZZ_CHECK(text.empty() || text == "@" || text.find('\0') != std::string_view::npos ||
+                        text.size() > sockecho::Address::kMaxUnixPath);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   sockecho::fuzz::Input input(data, size);
-  switch (input.byte() % 3) {
+  switch (input.byte() % 4) {
     case 0:
       port(input.rest());
       break;
     case 1:
       join(input);
       break;
-    default:
+    case 2:
       address(input);
+      break;
+    default:
+      unix_path(input.rest());
       break;
   }
   return 0;

@@ -75,15 +75,24 @@ void server_args(std::string_view text) {
   // The last occurrence of a flag wins, and nothing else changes; after --exec, every argument
   // is the program's, flags included.
   const bool exec = !s.exec.empty();
-  args.emplace_back("--port=7");
+  // --port never joins --unix (unless it is the program's, after --exec).
+  const bool unix_socket = !s.unix_path.empty() && !exec;
+  if (unix_socket) {
+    Args with_port = args;
+    with_port.emplace_back("--port=7");
+    SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args(with_port); }));
+  } else {
+    args.emplace_back("--port=7");
+  }
   args.emplace_back("--workers");
   args.emplace_back("3");
   const sockecho::cli::ServerSettings t = sockecho::cli::parse_server_args(args);
+  SOCKECHO_FUZZ_CHECK(t.unix_path == s.unix_path && t.unix_mode == s.unix_mode);
   if (exec) {
     SOCKECHO_FUZZ_CHECK(t.port == s.port && t.options.workers == s.options.workers);
     SOCKECHO_FUZZ_CHECK(t.exec.size() == s.exec.size() + 3 && t.exec.back() == "3");
   } else {
-    SOCKECHO_FUZZ_CHECK(t.port == 7 && t.options.workers == 3);
+    SOCKECHO_FUZZ_CHECK(t.port == (unix_socket ? s.port : 7) && t.options.workers == 3);
   }
   SOCKECHO_FUZZ_CHECK(t.host == s.host && t.prefix == s.prefix && t.backlog == s.backlog);
   SOCKECHO_FUZZ_CHECK(t.options.timeout == s.options.timeout);
@@ -108,6 +117,10 @@ void client_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(!(s.udp && s.mode == sockecho::cli::Mode::line));
   args.emplace_back("--port");
   args.emplace_back("65535");
+  if (!s.unix_path.empty()) {  // --port never joins --unix
+    SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_client_args(args); }));
+    return;
+  }
   const sockecho::cli::ClientSettings t = sockecho::cli::parse_client_args(args);
   SOCKECHO_FUZZ_CHECK(t.port == 65535 && t.host == s.host && t.send == s.send && t.file == s.file &&
                       t.timeout == s.timeout);

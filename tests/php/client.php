@@ -5,7 +5,8 @@
 // and answers instead of both sides waiting for each other.
 //
 // Usage: php client.php HOST PORT [--no-shutdown] < message > reply
-//   HOST           an IPv4 or IPv6 literal (IPv6 may be written [::1]) or a name
+//   HOST           an IPv4 or IPv6 literal (IPv6 may be written [::1]) or a name; unix:PATH for
+//                  a Unix-domain socket (PORT then unused)
 //   --no-shutdown  behave like the post: skip the half-close; to keep that deadlock bounded, the
 //                  read then gives up after 1 second (SO_RCVTIMEO) and the script exits 1.
 // The message is all of stdin (binary safe). Only the reply bytes go to stdout; status lines go to
@@ -45,17 +46,25 @@ if ($in === false) {
     exit(1);
 }
 
-// 创建一个tcp流 (create a TCP stream), AF_INET6 for an IPv6 literal.
-$domain = filter_var($host, FILTER_VALIDATE_IP, FILTER_FLAG_IPV6) !== false ? AF_INET6 : AF_INET;
-$socket = socket_create($domain, SOCK_STREAM, SOL_TCP) or fail("socket_create()");
+// 创建一个tcp流 (create a TCP stream), AF_INET6 for an IPv6 literal; a HOST of unix:PATH is a
+// Unix-domain socket (sockecho-server --unix PATH), where PORT is not used.
+$unix = str_starts_with($host, 'unix:') ? substr($host, 5) : null;
+$domain = $unix !== null ? AF_UNIX
+    : (filter_var($host, FILTER_VALIDATE_IP, FILTER_FLAG_IPV6) !== false ? AF_INET6 : AF_INET);
+$socket = socket_create($domain, SOCK_STREAM, $unix !== null ? 0 : SOL_TCP) or fail("socket_create()");
 
 if (!$half_close) {
     socket_set_option($socket, SOL_SOCKET, SO_RCVTIMEO, ["sec" => 1, "usec" => 0])
         or fail("socket_set_option(SO_RCVTIMEO)", $socket);
 }
 
-status("try to connect to $host:$port...");
-socket_connect($socket, $host, $port) or fail("socket_connect()", $socket);
+if ($unix !== null) {
+    status("try to connect to $host...");
+    socket_connect($socket, $unix) or fail("socket_connect()", $socket);
+} else {
+    status("try to connect to $host:$port...");
+    socket_connect($socket, $host, $port) or fail("socket_connect()", $socket);
+}
 
 // socket_write may write only part of the data: loop until every byte is out.
 $written = 0;

@@ -14,7 +14,20 @@ std::string client_program() { return SOCKECHO_CLIENT_PROGRAM; }
 
 namespace {
 
+// "--unix" among the server's own options (not --exec's program's).
+bool unix_socket(const std::vector<std::string>& args) {
+  for (const std::string& arg : args) {
+    if (arg == "--exec") return false;
+    if (arg == "--unix" || arg.rfind("--unix=", 0) == 0) return true;
+  }
+  return false;
+}
+
 std::vector<std::string> server_argv(std::vector<std::string> args) {
+  if (unix_socket(args)) {
+    args.insert(args.begin(), server_program());
+    return args;
+  }
   // First, so that a test's own --port wins (the last one does) and --exec's program, which
   // takes every argument after it, gets none of these.
   const std::array<std::string, 3> first = {server_program(), "--port", "0"};
@@ -40,10 +53,16 @@ SpawnOptions passing(const std::vector<int>& fds) {
   return options;
 }
 
-ServerProcess::ServerProcess(std::vector<std::string> args) : Child(server_argv(std::move(args))) {
+ServerProcess::ServerProcess(const std::vector<std::string>& args) : Child(server_argv(args)) {
   std::optional<std::string> line = stdout_line();
   if (!line) throw std::runtime_error("sockecho-server printed no ready line; stderr: " + err());
   ready_ = *line;
+  if (unix_socket(args)) {
+    if (ready_.rfind("listening on unix:", 0) != 0) {
+      throw std::runtime_error("not a Unix socket's ready line: " + ready_);
+    }
+    return;
+  }
   port_ = port_of(ready_);
   if (port_ == 0) throw std::runtime_error("no port in ready line: " + ready_);
 }

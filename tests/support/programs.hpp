@@ -23,9 +23,10 @@ std::vector<std::string> activated(const std::vector<std::string>& server_args);
 SpawnOptions passing(const std::vector<int>& fds);
 
 // sockecho-server started with `args` plus "--port 0"; the port is read from its ready line.
+// With "--unix PATH" among `args`, no "--port 0" (the two exclude each other) and no port.
 class ServerProcess : public Child {
  public:
-  explicit ServerProcess(std::vector<std::string> args = {});
+  explicit ServerProcess(const std::vector<std::string>& args = {});
   [[nodiscard]] std::uint16_t port() const { return port_; }
   [[nodiscard]] const std::string& ready_line() const { return ready_; }
 

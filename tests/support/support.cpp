@@ -260,6 +260,10 @@ ServerThread::ServerThread(ServerOptions options, Handler handler, const std::st
 
 ServerThread::ServerThread(ServerOptions options, std::shared_ptr<Protocol> protocol,
                            const std::string& host)
+    : ServerThread(Listener::bind(host, 0), std::move(options), std::move(protocol)) {}
+
+ServerThread::ServerThread(Listener listener, ServerOptions options,
+                           std::shared_ptr<Protocol> protocol)
     : finished_(std::make_shared<Finished>()) {
   auto user_callback = std::move(options.on_connection);
   options.on_connection = [finished = finished_, user_callback](const ConnectionRecord& record) {
@@ -270,8 +274,7 @@ ServerThread::ServerThread(ServerOptions options, std::shared_ptr<Protocol> prot
     }
     finished->changed.notify_all();
   };
-  server_ =
-      std::make_unique<Server>(Listener::bind(host, 0), std::move(protocol), std::move(options));
+  server_ = std::make_unique<Server>(std::move(listener), std::move(protocol), std::move(options));
   thread_ = std::thread([this] {
     try {
       server_->run();

@@ -18,6 +18,7 @@
 
 #include "sockecho/connection.hpp"
 #include "sockecho/fd.hpp"
+#include "sockecho/listener.hpp"
 #include "sockecho/server.hpp"
 
 namespace sockecho::test {
@@ -159,6 +160,8 @@ class ServerThread {
                         const std::string& host = "127.0.0.1");
   ServerThread(ServerOptions options, std::shared_ptr<Protocol> protocol,
                const std::string& host = "127.0.0.1");
+  // Serves on a listener of the test's own (a Unix socket, say).
+  ServerThread(Listener listener, ServerOptions options, std::shared_ptr<Protocol> protocol);
   ServerThread(const ServerThread&) = delete;
   ServerThread& operator=(const ServerThread&) = delete;
   ServerThread(ServerThread&&) = delete;

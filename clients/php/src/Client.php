@@ -33,8 +33,9 @@ class Client
     /**
      * @param string     $host           IPv4 or IPv6 literal (IPv6 may be written "[::1]") or a name;
      *                                   every address a name resolves to is tried in turn (the
-     *                                   lookup is the system resolver's, not bounded by connectTimeout)
-     * @param int        $port           1 to 65535
+     *                                   lookup is the system resolver's, not bounded by connectTimeout);
+     *                                   or a Unix-domain socket, "unix:///run/sockecho/sockecho.sock"
+     * @param int        $port           1 to 65535 (not used for a Unix socket)
      * @param float      $connectTimeout seconds allowed for connecting (all addresses together); 0 = no limit
      * @param float      $readTimeout    seconds each read may wait for the daemon; 0 = no limit
      * @param float|null $writeTimeout   seconds each write may wait for the daemon; null = as readTimeout
@@ -53,7 +54,12 @@ class Client
         if ($host === '') {
             throw new \InvalidArgumentException('host must not be empty');
         }
-        if ($port < 1 || $port > 65535) {
+        if (str_starts_with($host, Connection::UNIX_SCHEME)) {
+            $path = substr($host, strlen(Connection::UNIX_SCHEME));
+            if ($path === '' || strlen($path) > 107 || str_contains($path, "\0")) {
+                throw new \InvalidArgumentException("a Unix socket address is unix:// and an absolute path of at most 107 bytes, not $host");
+            }
+        } elseif ($port < 1 || $port > 65535) {
             throw new \InvalidArgumentException("port must be 1 to 65535, not $port");
         }
         foreach (['connectTimeout' => $connectTimeout, 'readTimeout' => $readTimeout, 'writeTimeout' => $writeTimeout] as $name => $value) {
@@ -123,9 +129,12 @@ class Client
         throw new Exception('submit', $this->address(), 'not a job acknowledgement: ' . json_encode(substr($answer, 0, 200), JSON_INVALID_UTF8_SUBSTITUTE));
     }
 
-    /** HOST:PORT ([ADDR]:PORT for IPv6), as messages name the daemon. */
+    /** HOST:PORT ([ADDR]:PORT for IPv6, unix:PATH for a Unix socket), as messages name the daemon. */
     private function address(): string
     {
+        if (str_starts_with($this->host, Connection::UNIX_SCHEME)) {
+            return 'unix:' . substr($this->host, strlen(Connection::UNIX_SCHEME));
+        }
         return str_contains($this->host, ':') && !str_starts_with($this->host, '[') ? "[{$this->host}]:{$this->port}" : "{$this->host}:{$this->port}";
     }
 

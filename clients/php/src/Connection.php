@@ -5,7 +5,7 @@ declare(strict_types=1);
 namespace Sockecho;
 
 /**
- * One TCP connection to a daemon, with the socket calls done the careful way: every address a
+ * One connection to a daemon, TCP or Unix-domain, with the socket calls done the careful way: every address a
  * name resolves to is tried, connecting is bounded by a timeout, writes loop until every byte is
  * out and never raise SIGPIPE, reads and writes are bounded by SO_RCVTIMEO / SO_SNDTIMEO, and every
  * failure becomes an Exception naming the operation, the address and the reason. The socket
@@ -36,6 +36,9 @@ final class Connection
      */
     public static function open(string $host, int $port, float $connectTimeout): self
     {
+        if (str_starts_with($host, self::UNIX_SCHEME)) {
+            return self::openUnix(substr($host, strlen(self::UNIX_SCHEME)), $connectTimeout);
+        }
         return self::quietly(static function () use ($host, $port, $connectTimeout): self {
             $deadline = $connectTimeout > 0 ? hrtime(true) + (int) ($connectTimeout * 1e9) : null;
             $tried = [];
@@ -63,7 +66,39 @@ final class Connection
         });
     }
 
-    /** HOST:PORT of the peer, [ADDR]:PORT for IPv6. */
+    /** How an address names a Unix-domain socket: "unix:///run/sockecho/sockecho.sock". */
+    public const UNIX_SCHEME = 'unix://';
+
+    /**
+     * Connects to the Unix-domain socket at $path. A Unix connect() completes at once or waits
+     * only for room in the daemon's backlog; SO_SNDTIMEO is what bounds that wait.
+     */
+    private static function openUnix(string $path, float $connectTimeout): self
+    {
+        return self::quietly(static function () use ($path, $connectTimeout): self {
+            $address = "unix:$path";
+            $socket = socket_create(AF_UNIX, SOCK_STREAM, 0);
+            if ($socket === false) {
+                $error = socket_last_error();
+                throw new Exception('socket', $address, socket_strerror($error), $error);
+            }
+            $limit = ['sec' => (int) $connectTimeout, 'usec' => (int) (fmod($connectTimeout, 1.0) * 1e6)];
+            $ok = socket_set_option($socket, SOL_SOCKET, SO_SNDTIMEO, $limit) && socket_connect($socket, $path);
+            if (!$ok) {
+                $error = socket_last_error($socket);
+                socket_close($socket);
+                if ($error === SOCKET_EAGAIN || $error === SOCKET_EWOULDBLOCK) {
+                    $error = SOCKET_ETIMEDOUT; // the backlog stayed full for all of connectTimeout
+                }
+                $class = $error === SOCKET_ETIMEDOUT ? TimeoutException::class : ConnectionException::class;
+                throw new $class('connect', $address, socket_strerror($error), $error);
+            }
+            socket_clear_error($socket);
+            return new self($socket, $address);
+        });
+    }
+
+    /** HOST:PORT of the peer, [ADDR]:PORT for IPv6, unix:PATH for a Unix-domain socket. */
     public function address(): string
     {
         return $this->address;

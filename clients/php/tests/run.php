@@ -303,6 +303,36 @@ $tests['a stopped daemon: refused, and the message says where'] = static functio
     same("connect 127.0.0.1:{$daemon->port}: Connection refused", $e->getMessage(), 'message');
 };
 
+$tests['over a Unix socket (unix:///path): echo, line mode, the peer in the log, refused once stopped'] = static function () use ($server): void {
+    $dir = sys_get_temp_dir() . '/sockecho-php-unix-' . getmypid() . '-' . bin2hex(random_bytes(4));
+    check(mkdir($dir, 0700), "mkdir $dir");
+    try {
+        $path = "$dir/echo.sock";
+        $daemon = new ServerProcess($server, [], "unix://$path");
+        $client = new Client("unix://$path", connectTimeout: 5.0, readTimeout: 10.0);
+        same(PREFIX . 'hello', $client->request('hello'), 'reply');
+        same(PREFIX, $client->request(''), 'empty message');
+        $message = random_bytes(1 << 20);
+        check($client->request($message) === PREFIX . $message, 'the 1 MiB reply differs');
+        $lines = new ServerProcess($server, ['--mode', 'line'], "unix://$dir/line.sock");
+        same([PREFIX . 'a', PREFIX . 'b'], (new Client("unix://$dir/line.sock"))->lines(['a', 'b']), 'lines()');
+        same(0, $lines->stop(), 'line server exit status after SIGTERM');
+        same(0, $daemon->stop(), 'exit status after SIGTERM');
+        check(str_contains($daemon->log(), ',pid=' . getmypid() . ' in=5 '), 'the log names this process as the peer: ' . $daemon->log());
+        check(!file_exists($path), 'a clean stop removes the socket file');
+        $e = throws(ConnectionException::class, static fn () => $client->request('down'));
+        same("connect unix:$path: No such file or directory", $e->getMessage(), 'message');
+        same("unix:$path", $e->getAddress(), 'address');
+    } finally {
+        foreach (glob("$dir/*") ?: [] as $left) {
+            @unlink($left);
+        }
+        @rmdir($dir);
+    }
+    throws(\InvalidArgumentException::class, static fn () => new Client('unix://'));
+    throws(\InvalidArgumentException::class, static fn () => new Client('unix:///' . str_repeat('x', 107)));
+};
+
 $tests['bad settings: InvalidArgumentException'] = static function (): void {
     throws(\InvalidArgumentException::class, static fn () => new Client('127.0.0.1', 0));
     throws(\InvalidArgumentException::class, static fn () => new Client('127.0.0.1', 65536));

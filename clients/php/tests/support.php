@@ -77,7 +77,7 @@ function open_fds(): ?int
 
 /**
  * sockecho-server started for one test: `--port 0`, and the port read from its ready line
- * ("listening on HOST:PORT"); never a fixed port, never a sleep. Stopped with SIGTERM by stop() or
+ * ("listening on HOST:PORT"), or with a host of "unix:///path" on that Unix socket (port 0); never a fixed port, never a sleep. Stopped with SIGTERM by stop() or
  * killed when it goes out of scope.
  */
 final class ServerProcess
@@ -94,7 +94,10 @@ final class ServerProcess
     public function __construct(string $program, array $args = [], string $host = '127.0.0.1', float $timeout = 10.0)
     {
         $this->logFile = (string) tempnam(sys_get_temp_dir(), 'sockecho-php-test-');
-        $command = array_merge([$program, '--host', $host, '--port', '0'], $args);
+        // "unix:///path": a Unix socket there (--unix), named by the client as the same string.
+        $unix = str_starts_with($host, 'unix://') ? substr($host, strlen('unix://')) : null;
+        $where = $unix !== null ? ['--unix', $unix] : ['--host', $host, '--port', '0'];
+        $command = array_merge([$program], $where, $args);
         $process = proc_open($command, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['file', $this->logFile, 'w']], $pipes);
         if ($process === false) {
             throw new \RuntimeException("cannot start $program");
@@ -103,6 +106,15 @@ final class ServerProcess
         $this->stdout = $pipes[1];
         stream_set_blocking($this->stdout, false);
         $line = $this->readLine($timeout);
+        if ($unix !== null) {
+            if (rtrim($line) !== "listening on unix:$unix") {
+                $this->kill();
+                throw new \RuntimeException("no ready line from $program (got " . show($line) . '); its log: ' . $this->log());
+            }
+            $this->host = $host;
+            $this->port = 0;
+            return;
+        }
         if (preg_match('/listening on (\[[^\]]+\]|[^\s]+):(\d+)\s*$/', $line, $m) !== 1) {
             $this->kill();
             throw new \RuntimeException("no ready line from $program (got " . show($line) . '); its log: ' . $this->log());
