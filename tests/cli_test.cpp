@@ -186,6 +186,21 @@ TEST(ServerArgs, RejectsUnixSocketMisuse) {
   EXPECT_TRUE(contains(server_error({"--unix", "@x", "--unix-mode", "0600"}), "abstract"));
 }
 
+TEST(ServerArgs, QuietAndVerboseAreExclusive) {
+  EXPECT_EQ(parse_server_args({"--verbose"}).log_level, LogLevel::verbose);
+  EXPECT_EQ(server_error({"--quiet", "--verbose"}), "--quiet and --verbose cannot be combined");
+  EXPECT_EQ(server_error({"--verbose", "--port", "0", "--quiet"}),
+            "--quiet and --verbose cannot be combined");
+}
+
+TEST(ServerArgs, GreetingIsForLineModeOnly) {
+  EXPECT_EQ(parse_server_args({"--greeting", "hi", "--mode", "line"}).greeting, "hi");
+  EXPECT_EQ(parse_server_args({"--mode", "line", "--greeting", ""}).greeting, "");
+  EXPECT_EQ(server_error({"--greeting", "hi"}), "--greeting needs --mode line");
+  EXPECT_EQ(server_error({"--mode", "line", "--greeting", "hi", "--mode", "echo"}),
+            "--greeting needs --mode line");
+}
+
 // --- sockecho-client ---
 
 TEST(ClientArgs, UnixSocket) {
@@ -234,6 +249,12 @@ TEST(ClientArgs, FileAndLineMode) {
   EXPECT_FALSE(line.file.has_value());
 }
 
+TEST(ClientArgs, PortZeroIsAUsageError) {
+  EXPECT_EQ(client_error({"--port", "0"}), "--port: a client cannot connect to port 0");
+  EXPECT_EQ(client_error({"--port=0", "--udp"}), "--port: a client cannot connect to port 0");
+  EXPECT_EQ(parse_client_args({"--port", "0", "--port", "1"}).port, 1);
+}
+
 TEST(ClientArgs, RejectsConflictsAndBadValues) {
   EXPECT_TRUE(contains(client_error({"--send", "x", "--file", "-"}), "--send"));
   EXPECT_TRUE(contains(client_error({"--file", "-", "--send", "x"}), "--file"));
@@ -269,6 +290,20 @@ TEST(ParseSeconds, RejectsEverythingElse) {
       ADD_FAILURE() << "accepted";
     } catch (const UsageError& e) {
       EXPECT_TRUE(contains(e.what(), "--timeout")) << e.what();
+    }
+  }
+}
+
+TEST(ParseSeconds, SaysDecimalsAreLimitedToThree) {
+  for (const std::string_view text : {"0.0001", "1.2345", "abc"}) {
+    SCOPED_TRACE(text);
+    try {
+      (void)parse_seconds("--timeout", text);
+      ADD_FAILURE() << "accepted";
+    } catch (const UsageError& e) {
+      EXPECT_EQ(std::string(e.what()), "--timeout: '" + std::string(text) +
+                                           "' is not a number of seconds, at most three "
+                                           "decimals (e.g. 30 or 0.5)");
     }
   }
 }

@@ -132,8 +132,10 @@ TEST(ManPage, OptionExtractionSeesRoffMinusSigns) {
                                 ".BR \\-\\-help \", \" \\-h", ".SH NEXT", ".TP", ".B \\-\\-x"}),
             (std::vector<std::string>{"--max-bytes", "--help"}));
   EXPECT_EQ(test::help_options("Usage: x\n  --host HOST   where\n                --not-this\n"
-                               "  --quiet            no lines\n"),
-            (std::vector<std::string>{"--host", "--quiet"}));
+                               "  --quiet            no lines\n"
+                               "  -h, --help         show this help and exit\n"
+                               "  -q  --not-this-either\n"),
+            (std::vector<std::string>{"--host", "--quiet", "--help"}));
 }
 
 TEST(ManPage, TitleLinesNameTheProjectVersion) {

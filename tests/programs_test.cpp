@@ -120,6 +120,43 @@ TEST(ServerProgram, VersionGoesToStdout) {
   EXPECT_EQ(result.err, "");
 }
 
+TEST(ServerProgram, QuietWithVerboseIsAUsageError) {
+  for (const auto& args : {std::vector<std::string>{"--quiet", "--verbose"},
+                           std::vector<std::string>{"--verbose", "--quiet"}}) {
+    std::vector<std::string> argv{server_program(), "--port", "0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const RunResult result = test::run(argv);
+    EXPECT_EQ(result.status, 2) << result.err;
+    EXPECT_TRUE(contains(result.err, "--quiet and --verbose cannot be combined")) << result.err;
+    EXPECT_EQ(result.out, "");  // no ready line
+  }
+}
+
+TEST(ServerProgram, GreetingWithoutLineModeIsAUsageError) {
+  const RunResult result = test::run({server_program(), "--port", "0", "--greeting", "hi"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_TRUE(contains(result.err, "--greeting needs --mode line")) << result.err;
+  EXPECT_EQ(result.out, "");
+}
+
+TEST(ServerProgram, AnEmptyGreetingIsAnEmptyFirstLine) {
+  ServerProcess server({"--mode", "line", "--greeting", ""});
+  const RunResult result =
+      test::run(client_argv(server.port(), {"--mode", "line", "--quiet"}), "a\nb\n");
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "\n" + kPrefix + "a\n" + kPrefix + "b\n");
+}
+
+TEST(ServerProgram, TooManyDecimalsSaysHowManyAreAllowed) {
+  for (const char* flag : {"--timeout", "--request-timeout", "--exec-timeout"}) {
+    const RunResult result = test::run({server_program(), "--port", "0", flag, "0.0001"});
+    EXPECT_EQ(result.status, 2) << flag;
+    EXPECT_TRUE(contains(result.err, std::string(flag) + ": '0.0001' is not a number of seconds, "
+                                                         "at most three decimals"))
+        << result.err;
+  }
+}
+
 // --- sockecho-client ---
 
 TEST(ClientProgram, PrintsExactlyThePrefixedReply) {
@@ -187,13 +224,36 @@ TEST(ClientProgram, SendsAnEmptyFile) {
   EXPECT_EQ(result.out, kPrefix);
 }
 
-TEST(ClientProgram, MissingFileExitsOne) {
+// A --file that cannot be read fails before the client connects: exit 1, a message naming the
+// file, and no connection at the server.
+void expect_file_refused_unconnected(const std::string& path, const std::string& message) {
   ServerProcess server;
-  const TempDir dir;
-  const std::string path = (dir.path() / "no-such-file").string();
   const RunResult result = test::run(client_argv(server.port(), {"--file", path}));
   EXPECT_EQ(result.status, 1);
-  EXPECT_TRUE(contains(result.err, "open " + path + ": No such file or directory")) << result.err;
+  EXPECT_TRUE(contains(result.err, "sockecho-client: open " + path + ": " + message)) << result.err;
+  EXPECT_FALSE(contains(result.err, "try to connect")) << result.err;
+  EXPECT_EQ(result.out, "");
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), std::optional<int>(0));
+  EXPECT_TRUE(contains(server.err(), " stop accepted=0 ")) << server.err();
+}
+
+TEST(ClientProgram, MissingFileExitsOneBeforeConnecting) {
+  const TempDir dir;
+  expect_file_refused_unconnected((dir.path() / "no-such-file").string(),
+                                  "No such file or directory");
+}
+
+TEST(ClientProgram, DirectoryAsFileExitsOneBeforeConnecting) {
+  const TempDir dir;
+  expect_file_refused_unconnected(dir.path().string(), "Is a directory");
+}
+
+TEST(ClientProgram, PortZeroIsAUsageError) {
+  const RunResult result = test::run({client_program(), "--port", "0", "--send", "x"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_TRUE(contains(result.err, "--port: a client cannot connect to port 0")) << result.err;
+  EXPECT_FALSE(contains(result.err, "try to connect")) << result.err;
   EXPECT_EQ(result.out, "");
 }
 
@@ -284,6 +344,14 @@ TEST_P(BothPrograms, FlagMissingItsValueIsAUsageError) {
     EXPECT_TRUE(contains(result.err, flag)) << result.err;
     EXPECT_EQ(result.out, "");
   }
+}
+
+TEST_P(BothPrograms, HelpDocumentsTheShortH) {
+  const RunResult help = test::run({program(), "--help"});
+  const RunResult h = test::run({program(), "-h"});
+  EXPECT_EQ(h.status, 0);
+  EXPECT_EQ(h.out, help.out);
+  EXPECT_TRUE(contains(help.out, "\n  -h, --help         show this help and exit\n")) << help.out;
 }
 
 TEST_P(BothPrograms, FlagWithoutValueRejectsOne) {

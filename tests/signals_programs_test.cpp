@@ -90,6 +90,24 @@ TEST(SignalsProgram, QuietStillWritesTheStatsLineItWasAskedFor) {
   EXPECT_EQ(occurrences(server.err(), "\n"), 1U) << "only the stats line: " << server.err();
 }
 
+// A second stop signal ends the server at once, killed by that signal: the shell's 128 + its
+// number, as the README's exit codes and the man page's EXIT STATUS say.
+TEST(SignalsProgram, ASecondStopSignalKillsItWithThatSignal) {
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    SCOPED_TRACE(signal);
+    ServerProcess server({"--verbose"});
+    // A connection in flight (accepted: its open line is logged) keeps the drain going.
+    const Connection held = connect("127.0.0.1", server.port(), test::kPatience);
+    ASSERT_TRUE(server.wait_stderr(" open peer=")) << server.err();
+    server.signal(signal);
+    ASSERT_TRUE(server.wait_stderr("stopping: no new connections; in flight=1")) << server.err();
+    server.signal(signal);
+    EXPECT_EQ(server.wait(), std::optional<int>(128 + signal)) << server.err();
+    EXPECT_EQ(occurrences(server.err(), " stop accepted="), 0U)
+        << "no clean stop: " << server.err();
+  }
+}
+
 TEST(SignalsProgram, SignalsWithNothingToDoNeverStopIt) {
   ServerProcess server({"--quiet"});
   for (const int signal : {SIGUSR2, SIGPIPE, SIGWINCH, SIGALRM}) {

@@ -183,7 +183,7 @@ unsigned long parse_number(std::string_view flag, std::string_view text, unsigne
 
 std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view text) {
   constexpr unsigned long kMaxSeconds = 1'000'000;
-  const std::string expected = "a number of seconds (e.g. 30 or 0.5)";
+  const std::string expected = "a number of seconds, at most three decimals (e.g. 30 or 0.5)";
   const std::size_t dot = text.find('.');
   const std::string_view whole = text.substr(0, dot);
   const std::string_view fraction =
@@ -243,6 +243,9 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   ServerSettings s;
   bool prefix_given = false;
   bool tcp_given = false;  // --host or --port
+  bool greeting_given = false;
+  bool quiet = false;
+  bool verbose = false;
   ArgReader reader(args);
   while (reader.next()) {
     tcp_given = tcp_given || reader.flag() == "--host" || reader.flag() == "--port";
@@ -297,11 +300,14 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       s.metrics = parse_endpoint(flag, reader.value());
     } else if (flag == "--greeting") {
       s.greeting = std::string(reader.value());
+      greeting_given = true;
     } else if (flag == "--quiet") {
       reader.no_value();
+      quiet = true;
       s.log_level = LogLevel::quiet;
     } else if (flag == "--verbose") {
       reader.no_value();
+      verbose = true;
       s.log_level = LogLevel::verbose;
     } else {
       reader.unknown();
@@ -327,6 +333,9 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     }
   }
   check_udp(s);
+  if (quiet && verbose) throw UsageError("--quiet and --verbose cannot be combined");
+  // Echo mode has no greeting: taking the flag there would hide a forgotten --mode line.
+  if (greeting_given && s.mode != Mode::line) throw UsageError("--greeting needs --mode line");
   return s;
 }
 
@@ -369,6 +378,7 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
   }
   if (s.udp && s.mode == Mode::line) throw UsageError("--udp is for echo mode, not --mode line");
   if (s.udp && !s.unix_path.empty()) throw UsageError("--udp cannot be combined with --unix");
+  if (s.port == 0) throw UsageError("--port: a client cannot connect to port 0");
   return s;
 }
 
@@ -415,7 +425,8 @@ std::string server_usage() {
          "  --metrics HOST:PORT  serve Prometheus metrics (GET /metrics) and a health check\n"
          "                     (GET /health: 200, 503 once stopping) over HTTP there;\n"
          "                     prints 'metrics on HOST:PORT' once it listens (default off)\n"
-         "  --greeting TEXT    line mode's first line (default 'connect')\n"
+         "  --greeting TEXT    line mode's first line, sent as TEXT and '\\n' ('' sends an\n"
+         "                     empty line); --mode line only (default 'connect')\n"
          "  --exec PROGRAM [ARG]...  run PROGRAM (no shell, looked up on PATH) for each\n"
          "                     request: the request on its stdin, the reply PREFIX + its\n"
          "                     stdout (PREFIX empty unless given); the last option, every\n"
@@ -430,22 +441,25 @@ std::string server_usage() {
          "  --jobs N           background programs run at once (default 4)\n"
          "  --queue N          background jobs waiting beyond those (default 64)\n"
          "  --quiet            log problems only\n"
-         "  --verbose          also log each connection as it opens\n"
+         "  --verbose          also log each connection as it opens (not with --quiet)\n"
          "  --udp              serve UDP datagrams instead of TCP (echo mode): each datagram\n"
          "                     gets one back, PREFIX + data, whole or not at all; prints\n"
          "                     'listening on udp:HOST:PORT'\n"
          "  --udp-rate N       datagrams a second answered per source address; more are\n"
          "                     dropped until it refills; 0 = no limit (default none on a\n"
          "                     loopback address, 1000 on any other)\n"
-         "  --help             show this help and exit\n"
+         "  -h, --help         show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"
-         "Prints 'listening on HOST:PORT' (or 'listening on unix:PATH') on stdout once ready;\n"
+         "Prints 'listening on HOST:PORT' (or 'listening on unix:PATH', 'listening on\n"
+         "udp:HOST:PORT') on stdout once ready, then 'metrics on HOST:PORT' with --metrics;\n"
          "logs go to stderr.\n"
-         "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0.\n"
+         "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0;\n"
+         "a second one ends the server at once, killed by that signal.\n"
          "Socket activation: given a listening socket by systemd (LISTEN_FDS, LISTEN_PID),\n"
          "it serves that socket and does not bind --host/--port.\n"
-         "Exit status: 0 clean shutdown, 1 runtime failure, 2 usage error.\n";
+         "Exit status: 0 clean shutdown, 1 runtime failure, 2 usage error; after a second\n"
+         "stop signal the shell's 128 + its number (130 SIGINT, 143 SIGTERM, 129 SIGHUP).\n";
 }
 
 std::string client_usage() {
@@ -466,7 +480,7 @@ std::string client_usage() {
          "  --quiet            no status lines on stderr\n"
          "  --udp              send the message as one UDP datagram and print the one reply;\n"
          "                     no reply within --timeout: exit 1 (echo mode only)\n"
-         "  --help             show this help and exit\n"
+         "  -h, --help         show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"
          "Exit status: 0 success; 1 connection, I/O or timeout failure, a reset by the\n"

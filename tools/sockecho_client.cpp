@@ -1,5 +1,6 @@
 // sockecho-client: send a message, half-close, print the reply. Reply bytes alone go to stdout.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,11 +17,15 @@ namespace {
 constexpr std::string_view kDefaultMessage = "hello\n";
 
 // The input named by --file: stdin for "-", else the file, opened before connecting so a wrong
-// path costs no connection.
+// path costs no connection. open() takes a directory for reading; only read() would refuse it,
+// after the connect, so it is refused here.
 sockecho::Fd open_input(const std::string& path) {
   if (path == "-") return {};
   sockecho::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw sockecho::os_error(errno, "open " + path);
+  struct stat status {};
+  if (::fstat(fd.get(), &status) != 0) throw sockecho::os_error(errno, "fstat " + path);
+  if (S_ISDIR(status.st_mode)) throw sockecho::os_error(EISDIR, "open " + path);
   return fd;
 }
 

@@ -72,6 +72,16 @@ void server_args(std::string_view text) {
   // UDP: echo mode only, no --exec; --udp-rate only with it.
   SOCKECHO_FUZZ_CHECK(!s.udp || (s.mode == sockecho::cli::Mode::echo && s.exec.empty()));
   SOCKECHO_FUZZ_CHECK(s.udp || !s.udp_rate);
+  // --greeting only with --mode line.
+  SOCKECHO_FUZZ_CHECK(s.mode == sockecho::cli::Mode::line ||
+                      s.greeting == sockecho::kDefaultGreeting);
+  // --quiet and --verbose together are a usage error, wherever they come (before any --exec).
+  if (s.exec.empty()) {
+    Args both = args;
+    both.emplace_back("--quiet");
+    both.emplace_back("--verbose");
+    SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::cli::parse_server_args(both); }));
+  }
   // The last occurrence of a flag wins, and nothing else changes; after --exec, every argument
   // is the program's, flags included.
   const bool exec = !s.exec.empty();
@@ -115,6 +125,7 @@ void client_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(!s.file || !s.file->empty());
   SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
   SOCKECHO_FUZZ_CHECK(!(s.udp && s.mode == sockecho::cli::Mode::line));
+  SOCKECHO_FUZZ_CHECK(s.port != 0);  // nothing to connect to
   args.emplace_back("--port");
   args.emplace_back("65535");
   if (!s.unix_path.empty()) {  // --port never joins --unix

@@ -231,10 +231,15 @@ std::vector<std::string> help_options(std::string_view help) {
     if (end == std::string_view::npos) end = help.size();
     const std::string_view line = help.substr(start, end - start);
     start = end + 1;
-    if (line.substr(0, 4) != "  --") continue;
-    const std::size_t name_end = line.find_first_not_of("abcdefghijklmnopqrstuvwxyz-", 4);
+    std::size_t at = 2;  // "  --name"
+    if (line.substr(0, 8) == "  -h, --") {
+      at = 6;  // "  -h, --help": the long name
+    } else if (line.substr(0, 4) != "  --") {
+      continue;
+    }
+    const std::size_t name_end = line.find_first_not_of("abcdefghijklmnopqrstuvwxyz-", at + 2);
     options.emplace_back(
-        line.substr(2, name_end == std::string_view::npos ? name_end : name_end - 2));
+        line.substr(at, name_end == std::string_view::npos ? name_end : name_end - at));
   }
   return options;
 }

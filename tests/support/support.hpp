@@ -145,7 +145,7 @@ struct RunResult {
 RunResult run(const std::vector<std::string>& argv, std::string_view input = {});
 
 // The long options a --help text lists: the "--name" at the start of each line indented by two
-// spaces, in order.
+// spaces ("  -h, --help" counts as "--help"), in order.
 std::vector<std::string> help_options(std::string_view help);
 
 // The port in a ready line "listening on HOST:PORT"; 0 if there is none.

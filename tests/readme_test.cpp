@@ -1,0 +1,153 @@
+// README.md against the source tree: what a newcomer copies from it must work as it stands. The
+// header table names every public header, the PHP snippets are whole scripts that fail loudly,
+// the C++ example's CMakeLists.txt is a whole project, and installing builds in a directory of
+// its own.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sockecho {
+namespace {
+
+std::string read_readme() {
+  const std::string path = std::string(SOCKECHO_SOURCE_DIR) + "/README.md";
+  std::ifstream file(path);
+  if (!file) throw std::runtime_error("cannot read " + path);
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// The lines of the section under the heading `heading` ("## From PHP"), up to the next heading
+// of the same level or higher.
+std::vector<std::string> section(const std::string& text, const std::string& heading) {
+  std::istringstream in(text);
+  std::vector<std::string> lines;
+  bool inside = false;
+  bool fence = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("```", 0) == 0) fence = !fence;
+    if (!fence && line.rfind("## ", 0) == 0) {
+      if (inside) break;
+      inside = line == heading;
+      continue;
+    }
+    if (inside) lines.push_back(line);
+  }
+  return lines;
+}
+
+struct Block {
+  std::string language;  // what follows the opening ```
+  std::string text;
+};
+
+// The fenced blocks among `lines`.
+std::vector<Block> blocks(const std::vector<std::string>& lines) {
+  std::vector<Block> out;
+  bool fence = false;
+  for (const std::string& line : lines) {
+    if (line.rfind("```", 0) == 0) {
+      fence = !fence;
+      if (fence) out.push_back({line.substr(3), ""});
+      continue;
+    }
+    if (fence) out.back().text += line + "\n";
+  }
+  return out;
+}
+
+// Every `NAME.hpp` in the first cell of a table row.
+std::set<std::string> headers_in_table(const std::vector<std::string>& lines) {
+  std::set<std::string> headers;
+  for (const std::string& line : lines) {
+    if (line.rfind("| `", 0) != 0) continue;
+    const std::string cell = line.substr(0, line.find(" |", 1));
+    for (std::size_t open = cell.find('`'); open != std::string::npos;
+         open = cell.find('`', open + 1)) {
+      const std::size_t close = cell.find('`', open + 1);
+      if (close == std::string::npos) break;
+      const std::string name = cell.substr(open + 1, close - open - 1);
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".hpp") == 0) headers.insert(name);
+      open = close;
+    }
+  }
+  return headers;
+}
+
+TEST(Readme, HeaderTableNamesEveryPublicHeader) {
+  std::set<std::string> on_disk{"version.hpp"};  // generated into the build tree, installed too
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(SOCKECHO_SOURCE_DIR) +
+                                                               "/include/sockecho")) {
+    on_disk.insert(entry.path().filename().string());
+  }
+  const std::set<std::string> listed =
+      headers_in_table(section(read_readme(), "## Using the library from C++"));
+  EXPECT_EQ(listed, on_disk) << "the header table in \"Using the library from C++\" and "
+                                "include/sockecho/ should name the same headers";
+}
+
+TEST(Readme, HeaderTableReaderFindsEveryNameInTheFirstCell) {
+  EXPECT_EQ(headers_in_table({"| header | what |", "| `a.hpp`, `b.hpp` | uses `c.hpp` |",
+                              "| `fd.hpp` | x |", "not a `row.hpp`"}),
+            (std::set<std::string>{"a.hpp", "b.hpp", "fd.hpp"}));
+}
+
+// The text without its // comments, which may name what the code must not do.
+std::string without_comments(const std::string& text) {
+  std::istringstream in(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) out += line.substr(0, line.find("//")) + "\n";
+  return out;
+}
+
+// The scripts a newcomer copies whole: the half-close fix and the client library's example.
+TEST(Readme, PhpScriptsStartWithTheTagAndExitNonZeroOnFailure) {
+  for (const std::string heading : {"## The protocol", "## From PHP"}) {
+    SCOPED_TRACE(heading);
+    std::vector<Block> php;
+    for (Block& block : blocks(section(read_readme(), heading))) {
+      if (block.language == "php") php.push_back(std::move(block));
+    }
+    ASSERT_FALSE(php.empty());
+    const std::string& text = php.front().text;
+    EXPECT_EQ(text.rfind("<?php\n", 0), 0U) << "starts without <?php:\n" << text;
+    const std::string code = without_comments(text);
+    // die('text') and exit('text') print the text and exit with status 0.
+    for (const std::string zero : {"die(", "exit('", "exit(\""}) {
+      EXPECT_EQ(code.find(zero), std::string::npos) << zero << " exits 0 on failure:\n" << text;
+    }
+    EXPECT_NE(code.find("exit(1);"), std::string::npos) << text;
+  }
+}
+
+TEST(Readme, CppExampleShowsAWholeCMakeProject) {
+  const std::vector<Block> cmake = blocks(section(read_readme(), "## Using the library from C++"));
+  ASSERT_FALSE(cmake.empty());
+  ASSERT_EQ(cmake.front().language, "cmake");
+  const std::string& text = cmake.front().text;
+  EXPECT_EQ(text.rfind("cmake_minimum_required(", 0), 0U) << text;
+  for (const std::string call : {"project(", "find_package(sockecho", "add_executable(mydaemon",
+                                 "target_link_libraries(mydaemon"}) {
+    EXPECT_NE(text.find(call), std::string::npos) << call << " missing from:\n" << text;
+  }
+}
+
+TEST(Readme, InstallingBuildsInADirectoryOfItsOwn) {
+  const std::vector<Block> sh = blocks(section(read_readme(), "## Installing"));
+  ASSERT_FALSE(sh.empty());
+  const std::string& text = sh.front().text;
+  EXPECT_NE(text.find("cmake --install "), std::string::npos) << text;
+  // `build` is the test command's directory, configured for the tests.
+  EXPECT_EQ(text.find("-B build "), std::string::npos) << text;
+  EXPECT_EQ(text.find("--install build\n"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace sockecho
