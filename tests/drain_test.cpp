@@ -29,6 +29,7 @@
 #include "sockecho/client.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/listener.hpp"
+#include "sockecho/program.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -246,7 +247,13 @@ class Load {
         connection.write_all(message);
         connection.close_write();
         const std::string reply = connection.read_to_end_string();
-        if (reply != message) failure = "reply '" + reply + "' to '" + message + "'";
+        if (reply != message) {
+          failure = "reply '";
+          failure += reply;
+          failure += "' to '";
+          failure += message;
+          failure += "'";
+        }
       } catch (const std::system_error& e) {
         failure = e.what();
       }
@@ -277,6 +284,7 @@ class Load {
 };
 
 constexpr int kRequests = 3000;
+constexpr int kClients = 8;
 
 // Requests that failed once connected (the kernel had queued them), and while connecting.
 struct Failures {
@@ -297,7 +305,7 @@ Failures rolling_restart_failures(const std::vector<std::string>& server_args) {
   auto second = std::make_unique<FixedPortServer>(args);
   EXPECT_TRUE(second->ready()) << second->err();
 
-  Load load(first->port(), 8, kRequests, 15s);
+  Load load(first->port(), kClients, kRequests, 15s);
   // The first instance goes, a replacement comes; then the same for the second.
   EXPECT_TRUE(load.progress(kRequests / 4));
   first->signal(SIGTERM);
@@ -345,6 +353,100 @@ TEST(RollingRestart, UnderLoadWithoutMigrateReqReportsItsFailures) {
   std::cout << "tcp_migrate_req=0: " << failed.connected + failed.connecting << " of " << kRequests
             << " requests failed\n";
   EXPECT_GE(failed.connected, 0);
+}
+
+// sockecho-server with --metrics on an ephemeral port, and that port.
+class MeteredServer : public ServerProcess {
+ public:
+  MeteredServer() : ServerProcess({"--metrics", "127.0.0.1:0", "--prefix", "", "--quiet"}) {
+    const std::optional<std::string> line = stdout_line();
+    if (line && line->rfind("metrics on ", 0) == 0) metrics_port_ = test::port_of(*line);
+  }
+  [[nodiscard]] std::uint16_t metrics_port() const { return metrics_port_; }
+
+ private:
+  std::uint16_t metrics_port_ = 0;
+};
+
+// The README's recipe for draining: HAProxy asks each instance's metrics listener for /health
+// every 100 ms and takes one out at its first 503; a connection the instance refuses meanwhile
+// is tried again (retries) on another instance (redispatch).
+std::string draining_haproxy_config(const std::string& bind,
+                                    const std::vector<const MeteredServer*>& servers) {
+  std::string config =
+      "global\n"
+      "    maxconn 4096\n"
+      "defaults\n"
+      "    mode tcp\n"
+      "    timeout connect 5s\n"
+      "    timeout client 35s\n"
+      "    timeout server 35s\n"
+      "    retries 3\n"
+      "    option redispatch\n"
+      "frontend sockecho\n"
+      "    bind " +
+      bind +
+      "\n"
+      "    default_backend sockecho_servers\n"
+      "backend sockecho_servers\n"
+      "    balance roundrobin\n"
+      "    option httpchk GET /health\n";
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    config += "    server s" + std::to_string(i + 1) +
+              " 127.0.0.1:" + std::to_string(servers[i]->port()) + " check port " +
+              std::to_string(servers[i]->metrics_port()) + " inter 100ms fall 1 rise 1\n";
+  }
+  return config;
+}
+
+std::optional<std::string> haproxy_program() {
+  for (const std::string name : {"haproxy", "/usr/sbin/haproxy"}) {
+    try {
+      return find_program(name);
+    } catch (const std::system_error&) {  // not there: try the next
+    }
+  }
+  return std::nullopt;
+}
+
+TEST(HAProxyDrain, TakesADrainingInstanceOut) {
+  const std::optional<std::string> haproxy = haproxy_program();
+  if (!haproxy) GTEST_SKIP() << "haproxy is not installed (apt-get install haproxy)";
+
+  MeteredServer one;
+  MeteredServer two;
+  ASSERT_NE(one.metrics_port(), 0) << one.out();
+  ASSERT_NE(two.metrics_port(), 0) << two.out();
+  // As in scaling_test: the frontend socket is bound here and inherited as "bind fd@N".
+  const Listener frontend = Listener::bind("127.0.0.1", 0);
+  const Fd inherited(::dup(frontend.fd()));
+  ASSERT_TRUE(inherited.valid());
+  test::ScratchDir dir;
+  const std::string config = dir.file("haproxy.cfg");
+  std::ofstream(config) << draining_haproxy_config("fd@" + std::to_string(inherited.get()),
+                                                   {&one, &two});
+  const test::RunResult check = test::run({*haproxy, "-c", "-f", config});
+  ASSERT_EQ(check.status, 0) << check.out << check.err;
+  Child proxy({*haproxy, "-db", "-f", config});
+
+  Load load(frontend.address().port(), kClients, kRequests, 15s);
+  EXPECT_TRUE(load.progress(kRequests / 3));
+  one.signal(SIGTERM);
+  EXPECT_TRUE(proxy.wait_stderr("s1 is DOWN")) << proxy.err();
+  EXPECT_EQ(one.wait(), 0) << one.err();
+  load.finish();
+  EXPECT_EQ(load.done(), kRequests) << "the load ran out of time";
+  const int failed = load.failed() + load.failed_connecting();
+  RecordProperty("failed", failed);
+  std::cout << "through HAProxy: " << failed << " of " << kRequests
+            << " requests failed; first failure: " << load.first_failure() << "\n";
+  // HAProxy takes s1 out at its first 503 and sends a connection s1 refuses to s2 (retries,
+  // redispatch), but sockecho stops accepting at the stop signal itself, so the connections
+  // HAProxy had already handed to s1's backlog then are reset, and HAProxy cannot replay a
+  // forwarded request in TCP mode. Each client thread has one request outstanding at a time,
+  // which bounds them; zero needs the instance to keep accepting until HAProxy has seen the
+  // 503 (a drain delay sockecho does not have yet). Measured: 0 in 35 of 40 runs, 1 or 2 in 5.
+  EXPECT_LE(failed, kClients) << proxy.err();
 }
 
 }  // namespace
