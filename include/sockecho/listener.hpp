@@ -103,7 +103,8 @@ class Listener {
 
   // Stops accepting: wakes every thread blocked in accept() and makes later calls return
   // std::nullopt. Safe from any thread. Connections still queued in the kernel are refused, except
-  // on an adopted socket: there they stay queued for the socket's next user.
+  // on an adopted socket: there they stay queued for the socket's next user; and on Linux with
+  // net.ipv4.tcp_migrate_req set, a SO_REUSEPORT socket's move to another socket of its group.
   void interrupt() noexcept;
   // True for a socket taken over with Listener(Fd).
   [[nodiscard]] bool adopted() const noexcept { return adopted_ != nullptr; }
