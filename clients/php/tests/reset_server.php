@@ -3,7 +3,7 @@
 
 // A daemon that resets every connection, as sockecho-server does past its limits: it reads
 // --after bytes of the request (in line mode after its greeting), then closes with SO_LINGER 0,
-// which sends a reset (RST) instead of a clean close. Run by run.php like sockecho-server:
+// which sends a reset (RST) instead of a clean close. Run by ClientTest.php like sockecho-server:
 // reset_server.php --host HOST --port 0 [--after N] [--mode echo|line]; prints its ready line.
 // One connection at a time, until it is killed.
 

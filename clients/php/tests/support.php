@@ -1,34 +1,48 @@
 <?php
 
-// Test support for the PHP client: a tiny test runner with assertion helpers, and ServerProcess,
-// which starts the real sockecho-server on an ephemeral port and reads its ready line.
+// Test support for the PHP client's PHPUnit tests: assertion helpers over PHPUnit's Assert (they
+// name what differs, in hex for binary strings), and ServerProcess, which starts the real
+// sockecho-server on an ephemeral port (or a Unix socket) and reads its ready line.
 
 declare(strict_types=1);
 
 namespace Sockecho\Tests;
 
-final class Failure extends \Exception
+use PHPUnit\Framework\Assert;
+
+/** The sockecho-server to test: $SOCKECHO_SERVER (phpunit.xml.dist's default: build/tools/). */
+function server_program(): string
 {
+    $server = getenv('SOCKECHO_SERVER') ?: dirname(__DIR__, 3) . '/build/tools/sockecho-server';
+    if (!is_executable($server)) {
+        Assert::fail("no sockecho-server at $server: build it, or set SOCKECHO_SERVER");
+    }
+    return $server;
 }
 
-final class Skipped extends \Exception
+// The reply prefix "数据是 ", spelled as its UTF-8 bytes so this file's encoding cannot change it.
+const PREFIX = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf\x20";
+
+/** A listening socket on 127.0.0.1, port 0, that never accepts: a daemon that never answers. */
+function silent_listener(int $backlog): array
 {
+    $socket = socket_create(AF_INET, SOCK_STREAM, SOL_TCP);
+    check($socket !== false, 'socket_create failed');
+    check(socket_bind($socket, '127.0.0.1', 0) && socket_listen($socket, $backlog), 'bind/listen failed: ' . socket_strerror(socket_last_error($socket)));
+    check(socket_getsockname($socket, $address, $port), 'getsockname failed');
+    return [$socket, $port];
 }
 
 /** Fails the test with $message unless $condition holds. */
 function check(bool $condition, string $message): void
 {
-    if (!$condition) {
-        throw new Failure($message);
-    }
+    Assert::assertTrue($condition, $message);
 }
 
 /** Fails unless $actual === $expected; binary strings are shown in hex. */
 function same(mixed $expected, mixed $actual, string $what): void
 {
-    if ($expected !== $actual) {
-        throw new Failure("$what: expected " . show($expected) . ', got ' . show($actual));
-    }
+    Assert::assertTrue($expected === $actual, "$what: expected " . show($expected) . ', got ' . show($actual));
 }
 
 /** Runs $body, which must throw a $class; returns what it threw. */
@@ -38,16 +52,17 @@ function throws(string $class, callable $body): \Throwable
         $body();
     } catch (\Throwable $e) {
         if ($e instanceof $class) {
+            Assert::assertInstanceOf($class, $e);
             return $e;
         }
-        throw new Failure("expected $class, got " . get_class($e) . ': ' . $e->getMessage());
+        Assert::fail("expected $class, got " . get_class($e) . ': ' . $e->getMessage());
     }
-    throw new Failure("expected $class, but nothing was thrown");
+    Assert::fail("expected $class, but nothing was thrown");
 }
 
 function skip(string $why): never
 {
-    throw new Skipped($why);
+    Assert::markTestSkipped($why);
 }
 
 function show(mixed $value): string
@@ -189,63 +204,4 @@ final class ServerProcess
         }
         return $line;
     }
-}
-
-/**
- * Runs the tests registered in $tests (name => callable), printing one line each, and the
- * summary "N passed, N failed, N skipped". Any PHP warning or notice raised during a test fails
- * it, and so does a descriptor left open. Returns the exit status: 0 when nothing failed.
- *
- * @param array<string, callable(): void> $tests
- */
-function run_tests(array $tests, ?string $filter): int
-{
-    $passed = $failed = $skipped = 0;
-    $warnings = [];
-    set_error_handler(static function (int $level, string $message, string $file, int $line) use (&$warnings): bool {
-        $warnings[] = "$message at " . basename($file) . ":$line";
-        return true;
-    });
-    foreach ($tests as $name => $body) {
-        if ($filter !== null && !str_contains($name, $filter)) {
-            continue;
-        }
-        $warnings = [];
-        $fdsBefore = open_fds();
-        $start = hrtime(true);
-        $outcome = null;
-        try {
-            $body();
-            gc_collect_cycles();
-            $fdsAfter = open_fds();
-            if ($warnings !== []) {
-                $outcome = 'PHP raised: ' . implode('; ', $warnings);
-            } elseif ($fdsBefore !== null && $fdsAfter !== $fdsBefore) {
-                $outcome = "descriptors open before: $fdsBefore, after: $fdsAfter";
-            }
-        } catch (Skipped $e) {
-            $skipped++;
-            printf("skip %s: %s\n", $name, $e->getMessage());
-            continue;
-        } catch (Failure $e) {
-            $outcome = $e->getMessage();
-        } catch (\Throwable $e) {
-            $outcome = get_class($e) . ': ' . $e->getMessage() . ' at ' . basename($e->getFile()) . ':' . $e->getLine();
-        }
-        $ms = (hrtime(true) - $start) / 1e6;
-        if ($outcome === null) {
-            $passed++;
-            printf("ok   %s (%.0f ms)\n", $name, $ms);
-        } else {
-            $failed++;
-            printf("FAIL %s (%.0f ms): %s\n", $name, $ms, $outcome);
-        }
-    }
-    restore_error_handler();
-    if ($passed + $failed === 0) {
-        echo "no test ran\n";
-        return 1;
-    }
-    echo "$passed passed, $failed failed, $skipped skipped\n";
-    return $failed === 0 ? 0 : 1;
 }
