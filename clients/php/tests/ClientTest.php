@@ -254,6 +254,17 @@ final class ClientTest extends TestCase
         check(str_contains($limited->log(), 'outcome=too_large'), 'the daemon logged too_large');
     }
 
+    /** a program run by --exec that fails: ResetException, and the daemon says why in its log */
+    public function testAFailedExecProgramIsAResetException(): void
+    {
+        $failing = new ServerProcess(server_program(), ['--exec', 'sh', '-c', 'cat >/dev/null; echo partial; exit 3']);
+        $client = new Client($failing->host, $failing->port, connectTimeout: 5.0, readTimeout: 10.0);
+        $e = throws(ResetException::class, static fn () => $client->request('job'));
+        check(str_contains($e->getMessage(), 'the daemon reset the connection'), 'message: ' . $e->getMessage());
+        same(0, $failing->stop(), 'exit status after SIGTERM');
+        check(str_contains($failing->log(), 'outcome=failed exit=3'), 'the daemon logged the failure: ' . $failing->log());
+    }
+
     /** a daemon that resets: ResetException naming the address, whenever the reset comes */
     public function testADaemonThatResetsIsAResetExceptionNamingTheAddressWheneverItComes(): void
     {
