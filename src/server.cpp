@@ -81,6 +81,14 @@ void Server::run() {
     retired_.clear();
   }
   for (std::thread& thread : threads) thread.join();
+  {
+    std::thread delayed;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      delayed.swap(delayed_stop_);
+    }
+    if (delayed.joinable()) delayed.join();  // its stop() is what ended work(): it is done
+  }
 
   const ServerStats s = stats();
   std::string line = "stop accepted=" + std::to_string(s.accepted);
@@ -101,6 +109,36 @@ void Server::stop() noexcept {
     const std::lock_guard<std::mutex> lock(mutex_);
   }
   stopped_.notify_all();
+}
+
+void Server::stop_after(std::chrono::milliseconds delay) noexcept {
+  if (delay.count() <= 0) {
+    stop();
+    return;
+  }
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (stopping_.load() || announced_.exchange(true)) return;
+  options_.log.event(LogLevel::normal,
+                     "stopping in " + std::to_string(delay.count()) +
+                         " ms: announced now, connections still served until then");
+  try {
+    delayed_stop_ = std::thread([this, delay] {
+      {
+        std::unique_lock<std::mutex> wait(mutex_);
+        stopped_.wait_for(wait, delay, [this] { return stopping_.load(); });
+      }
+      stop();
+    });
+  } catch (const std::system_error&) {
+    stop();  // no thread for the wait: stop now rather than never
+  }
+}
+
+Server::~Server() {
+  if (delayed_stop_.joinable()) {
+    stop();
+    delayed_stop_.join();
+  }
 }
 
 void Server::fail(std::exception_ptr error) noexcept {

@@ -79,6 +79,13 @@ TEST(ServerArgs, ReadsEveryFlag) {
   EXPECT_EQ(s.log_level, LogLevel::verbose);
 }
 
+TEST(ServerArgs, DrainDelay) {
+  EXPECT_EQ(parse_server_args({}).drain_delay, 0ms);
+  EXPECT_EQ(parse_server_args({"--drain-delay", "1.5"}).drain_delay, 1500ms);
+  EXPECT_THROW((void)parse_server_args({"--drain-delay", "-1"}), cli::UsageError);
+  EXPECT_THROW((void)parse_server_args({"--udp", "--drain-delay", "1"}), cli::UsageError);
+}
+
 TEST(ServerArgs, MetricsTakesHostAndPort) {
   EXPECT_FALSE(parse_server_args({}).metrics.has_value());
   const ServerSettings v4 = parse_server_args({"--metrics", "127.0.0.1:9100"});

@@ -128,6 +128,21 @@ TEST(MetricsProgram, HealthTurns503WhileTheServerDrains) {
   EXPECT_EQ(m.server.wait(), 0) << m.server.err();
 }
 
+TEST(MetricsProgram, ADrainDelayKeepsServingWhileHealthSays503) {
+  MeteredServer m({"--drain-delay", "2"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.err();
+  m.server.signal(SIGTERM);
+  ASSERT_TRUE(m.server.wait_stderr("stopping in 2000 ms")) << m.server.err();
+  const std::string health = http_get(m.metrics_port, "/health");
+  EXPECT_EQ(health.rfind("HTTP/1.1 503 ", 0), 0U) << health;
+  EXPECT_NE(body_of(http_get(m.metrics_port, "/metrics")).find("sockecho_up 0\n"),
+            std::string::npos);
+  // Announced, not yet stopped: a new connection is still served.
+  EXPECT_EQ(request("127.0.0.1", m.server.port(), "late"), "数据是 late");
+  EXPECT_EQ(m.server.wait(), 0) << m.server.err();
+  EXPECT_NE(m.server.err().find("stopping: no new connections"), std::string::npos);
+}
+
 TEST(MetricsProgram, BadValuesAndAPortInUse) {
   for (const std::string value :
        {"9100", "localhost", ":9100", "[::1]9100", "::1:9100", "127.0.0.1:99999", "127.0.0.1:x"}) {

@@ -287,6 +287,31 @@ TEST(Server, StopBeforeRunMakesRunReturnPromptly) {
   EXPECT_EQ(server.stats().accepted, 0U);
 }
 
+TEST(Server, StopAfterAnnouncesAtOnceAndServesUntilTheDelayIsOver) {
+  Server server(Listener::bind("127.0.0.1", 0), echo_protocol(echo_handler()));
+  const std::uint16_t port = server.address().port();
+  std::thread running([&] { server.run(); });
+  EXPECT_FALSE(server.stopping());
+  const auto start = std::chrono::steady_clock::now();
+  server.stop_after(600ms);
+  EXPECT_TRUE(server.stopping()) << "announced at once";
+  EXPECT_EQ(request("127.0.0.1", port, "late"), "late") << "still served during the delay";
+  running.join();  // run() returns by itself once the delay is over
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 600ms);
+  EXPECT_THROW((void)request("127.0.0.1", port, "after"), std::system_error);
+  EXPECT_EQ(server.stats().count(Outcome::ok), 1U);
+}
+
+TEST(Server, AStopDuringTheDelayEndsItEarly) {
+  test::ServerThread server;
+  server.server().stop_after(std::chrono::seconds(60));
+  const auto start = Clock::now();
+  server.server().stop();
+  server.stop();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(30));
+  server.server().stop_after(std::chrono::seconds(60));  // once stopped: nothing more happens
+}
+
 TEST(Server, CountsConnectionsAndOutcomes) {
   ServerThread server(ServerOptions{}, echo_protocol(echo_handler(), Limits{4}));
   const ServerStats fresh = server.server().stats();

@@ -160,6 +160,9 @@ void check_udp(const ServerSettings& s) {
   }
   if (s.mode == Mode::line) throw UsageError("--udp is for echo mode, not --mode line");
   if (!s.exec.empty()) throw UsageError("--udp cannot be combined with --exec");
+  if (s.drain_delay.count() > 0) {
+    throw UsageError("--drain-delay is for connections; --udp stops at once");
+  }
 }
 
 }  // namespace
@@ -298,6 +301,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       s.reuse_port = true;
     } else if (flag == "--metrics") {
       s.metrics = parse_endpoint(flag, reader.value());
+    } else if (flag == "--drain-delay") {
+      s.drain_delay = parse_seconds(flag, reader.value());
     } else if (flag == "--greeting") {
       s.greeting = std::string(reader.value());
       greeting_given = true;
@@ -425,6 +430,9 @@ std::string server_usage() {
          "  --metrics HOST:PORT  serve Prometheus metrics (GET /metrics) and a health check\n"
          "                     (GET /health: 200, 503 once stopping) over HTTP there;\n"
          "                     prints 'metrics on HOST:PORT' once it listens (default off)\n"
+         "  --drain-delay SEC  on a stop signal, say so at once (/health: 503) but go on\n"
+         "                     accepting for SEC, so a load balancer takes this instance\n"
+         "                     out first; then stop as usual (default 0)\n"
          "  --greeting TEXT    line mode's first line, sent as TEXT and '\\n' ('' sends an\n"
          "                     empty line); --mode line only (default 'connect')\n"
          "  --exec PROGRAM [ARG]...  run PROGRAM (no shell, looked up on PATH) for each\n"

@@ -60,6 +60,8 @@ struct ServerSettings {
   int backlog = SOMAXCONN;
   bool reuse_port = false;          // --reuseport: SO_REUSEPORT, several processes on one port
   std::optional<Endpoint> metrics;  // --metrics HOST:PORT: the Prometheus listener
+  // --drain-delay: after a stop signal, how long to go on accepting while /health says 503.
+  std::chrono::milliseconds drain_delay{0};
   std::string unix_path;            // --unix PATH: a Unix-domain socket instead of TCP; empty: TCP
   std::optional<mode_t> unix_mode;  // --unix-mode; unset: UnixOptions' default, 0660
   std::optional<std::string> unix_group;  // --unix-group, resolved when the server starts

@@ -203,7 +203,9 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   // the default action would drop the connections in flight. SIGUSR2, SIGWINCH and SIGALRM
   // mean nothing here, and their default actions would end the daemon (SIGWINCH's does not, but
   // a resized terminal is no event either). SIGPIPE stays ignored by main().
-  const std::function<void()> stop = [&server] { server.stop(); };
+  const std::function<void()> stop = [&server, &settings] {
+    server.stop_after(settings.drain_delay);
+  };
   // A second stop signal ends the process at once: first, nothing the server started may
   // outlive it, and the log says what was lost (written directly: the batched log would not
   // get to write it).

@@ -81,7 +81,8 @@ class Server {
   Server& operator=(const Server&) = delete;
   Server(Server&&) = delete;
   Server& operator=(Server&&) = delete;
-  ~Server() = default;
+  // Ends a stop_after() wait (with a stop) if one is still running.
+  ~Server();
 
   [[nodiscard]] const Address& address() const noexcept { return listener_.address(); }
   [[nodiscard]] const ServerOptions& options() const noexcept { return options_; }
@@ -93,11 +94,16 @@ class Server {
   // Stops accepting at once and lets run() return when in-flight connections are done. Safe from
   // any thread, before or during run(), any number of times.
   void stop() noexcept;
+  // A stop announced `delay` ahead: stopping() turns true now (so a health check, GET /health,
+  // answers 503 and a load balancer takes the server out), but connections are still accepted
+  // and served until the delay is over; then stop(). A later stop() or a shorter delay ends the
+  // wait early. Zero: stop() now.
+  void stop_after(std::chrono::milliseconds delay) noexcept;
 
   [[nodiscard]] ServerStats stats() const noexcept;
   // True once stop() has been called (or a failure stopped it): a load balancer's health check
   // then says so while the connections in flight finish.
-  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
+  [[nodiscard]] bool stopping() const noexcept { return announced_.load() || stopping_.load(); }
 
  private:
   void work(bool permanent) noexcept;
@@ -117,7 +123,9 @@ class Server {
   ServerOptions options_;
 
   std::atomic<bool> stopping_{false};
-  std::mutex mutex_;  // guards fatal_ and the stop wake-up
+  std::atomic<bool> announced_{false};  // stop_after() called: stopping() is true already
+  std::thread delayed_stop_;            // stop_after()'s wait, joined by run() or the destructor
+  std::mutex mutex_;                    // guards fatal_ and the stop wake-up
   std::condition_variable stopped_;
   std::exception_ptr fatal_;
   // Accept pauses not yet in a log line, and when the last "pausing accept" line was written
