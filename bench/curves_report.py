@@ -78,8 +78,9 @@ def header(data):
         "and the machine is shared with other work: load average (1/5/15 min) "
         f"{load(data['load_start'])} at the start, {load(data['load_after_concurrency'])} after "
         f"the concurrency curve, {load(data['load_after_size'])} after the size curve, "
-        f"{load(data['load_end'])} at the end. Compare ratios within this run, not absolute "
-        "figures across runs.",
+        f"{load(data['load_end'])} at the end (the figures after the start count this run's own "
+        "threads too: `-c 256` is 256 client threads). Compare ratios within this run, not "
+        "absolute figures across runs.",
         "",
         "x floor: the ratio to the floor of the same curve and point (`bench/floor.c`, the bare "
         "C accept loop); for CPU, latency and memory lower is better.",
@@ -206,16 +207,16 @@ set xlabel 'concurrency (sockecho-bench -c)'
 set multiplot layout 1,3 title '6-byte requests against concurrency'
 set title 'requests/s'
 set yrange [0:*]
-plot for [i=2:{n}] '{dat}/c-rps.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/c-rps.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 set title 'latency p99 (solid) and p50 (dashed), ms'
 set logscale y
 set yrange [*:*]
-plot for [i=2:{n}] '{dat}/c-p99.dat' using 1:i with linespoints lc i-1 title columnheader(i), \\
-     for [i=2:{n}] '{dat}/c-p50.dat' using 1:i with linespoints lc i-1 dt 2 notitle
+plot for [i=2:{n}] '{dat}/c-p99.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i), \\
+     for [i=2:{n}] '{dat}/c-p50.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 dt 2 notitle
 unset logscale y
 set title 'server CPU per request, us'
 set yrange [0:*]
-plot for [i=2:{n}] '{dat}/c-cpu_us.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/c-cpu_us.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 unset multiplot
 """
     s = by_number(data["size"]["rows"])
@@ -228,18 +229,20 @@ unset multiplot
 set output '{out_dir}/curves-size.svg'
 {common}set logscale x 2
 set xtics ({xtics})
+set xrange [{xs[0] / 2}:{xs[-1] * 2}]
 set xlabel 'request size (one client)'
 set multiplot layout 1,2 title 'Throughput and memory against request size'
 set title 'MB/s'
 set yrange [0:*]
-plot for [i=2:{n}] '{dat}/s-mbps.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/s-mbps.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 set title 'peak RSS, MiB'
 set logscale y
 set yrange [*:*]
-plot for [i=2:{n}] '{dat}/s-peak_mib.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/s-peak_mib.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 unset multiplot
 unset logscale
 set xtics autofreq
+set xrange [*:*]
 """
     h = by_number(data["held"]["rows"])
     xs = [p for p, _ in h]
@@ -252,11 +255,11 @@ set output '{out_dir}/curves-held.svg'
 set yrange [0:*]
 set multiplot layout 1,3 title 'Footprint against connections held open at once'
 set title 'RSS, MiB'
-plot for [i=2:{n}] '{dat}/h-rss_mib.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/h-rss_mib.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 set title 'threads'
-plot for [i=2:{n}] '{dat}/h-threads.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/h-threads.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 set title 'descriptors'
-plot for [i=2:{n}] '{dat}/h-fds.dat' using 1:i with linespoints lc i-1 title columnheader(i)
+plot for [i=2:{n}] '{dat}/h-fds.dat' using 1:i with linespoints lc i-1 pt 7 ps 0.6 title columnheader(i)
 unset multiplot
 """
     subprocess.run([gnuplot], input=script, text=True, check=True)
