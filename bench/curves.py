@@ -18,7 +18,8 @@ Four curves, on loopback, every load bounded by sockecho-bench --duration:
 
 The servers of a curve run side by side and take turns within each repetition, so a machine
 getting busier affects them alike. Writes bench/CURVES.md and bench/curves-*.svg (gnuplot), and
-the raw numbers to bench/out/curves.json (--redraw redoes the tables and plots from them).
+the raw numbers to bench/out/curves.json, or DIR/curves.json with --out DIR (--redraw redoes the
+tables and plots from them).
 --smoke: a few points, briefly, written under bench/out/curves-smoke/ (for CI; exit status 1 on
 any failed request). Raises this process's RLIMIT_NOFILE soft limit to its hard limit.
 """
@@ -247,7 +248,10 @@ def main():
         args.concurrency, args.sizes, args.held = "1,16", f"6,{64 * KIB}", "0,100"
     out_dir = args.out or (os.path.join(OUT_DIR, "curves-smoke") if args.smoke
                            else os.path.join(ROOT, "bench"))
-    raw = os.path.join(OUT_DIR, "curves-smoke.json" if args.smoke else "curves.json")
+    # The raw numbers beside the output they belong to, so that a run elsewhere (--out) does not
+    # overwrite those of the committed tables.
+    raw = (os.path.join(out_dir, "curves.json") if args.out or args.smoke
+           else os.path.join(OUT_DIR, "curves.json"))
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(OUT_DIR, exist_ok=True)
     if args.redraw:

@@ -124,15 +124,16 @@ def size_table(data):
         "MB/s: request bytes echoed per second (10^6 bytes); peak RSS: the server's VmHWM, reset "
         "after a warm-up at each size.",
         "",
-        "| size | server | MB/s | x floor | requests/s | p50 ms | peak RSS MiB | x floor | errors |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| size | server | MB/s | x floor | requests/s | p50 ms | CPU us/req | peak RSS MiB | x floor "
+        "| errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for point, row in by_number(s["rows"]):
         f = row["floor"]
         for key, m in row.items():
             lines.append(f"| {size_name(point)} | {s['titles'][key]} | {fmt(m['mbps'], 1)} | "
                          f"{ratio(m['mbps'], f['mbps'])} | {fmt(m['rps'])} | {m['p50']:.3f} | "
-                         f"{m['peak_mib']:.1f} | {ratio(m['peak_mib'], f['peak_mib'])} | "
+                         f"{fmt(m['cpu_us'], 1)} | {m['peak_mib']:.1f} | {ratio(m['peak_mib'], f['peak_mib'])} | "
                          f"{m['errors']} |")
     lines += ["", "![MB/s and peak RSS against request size](curves-size.svg)", ""]
     return lines
