@@ -26,8 +26,6 @@ import argparse
 import heapq
 import json
 import os
-import resource
-import select
 import selectors
 import signal
 import socket
@@ -36,8 +34,8 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT_DIR = os.path.join(ROOT, "bench", "out")
+import common
+from common import OUT_DIR, ROOT, Server
 
 
 def open_slow(count, port):
@@ -56,83 +54,6 @@ def open_slow(count, port):
             sock.close()
         raise
     return socks
-
-
-class Server:
-    """A sockecho-server on a free loopback port, its log in a file."""
-
-    def __init__(self, argv, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.log)
-        try:
-            self.port = self._read_port()
-        except BaseException:
-            self.stop(kill=True)
-            raise
-
-    def sample(self):
-        """(VmRSS in KiB, Threads) from /proc/PID/status."""
-        rss = threads = -1
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Threads:"):
-                    threads = int(line.split()[1])
-        return rss, threads
-
-    def _read_port(self):
-        deadline = time.monotonic() + 10
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                raise RuntimeError("sockecho-server: no ready line within 10 s")
-            chunk = os.read(self.proc.stdout.fileno(), 1)
-            if not chunk:
-                raise RuntimeError("sockecho-server exited before its ready line")
-            line += chunk
-        text = line.decode().strip()
-        if not text.startswith("listening on "):
-            raise RuntimeError(f"sockecho-server: unexpected ready line {text!r}")
-        return int(text.rsplit(":", 1)[1])
-
-    def stats(self, timeout=2.0):
-        """Ask for a stats line (SIGUSR1) and return its key=value fields, or {} if none came."""
-        offset = os.path.getsize(self.log_path)
-        os.kill(self.proc.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                lines = [line for line in f.read().decode(errors="replace").splitlines()
-                         if " stats " in line]
-            if lines:
-                return {k: int(v) for k, v in (w.split("=", 1) for w in lines[-1].split()
-                                               if "=" in w) if v.isdigit()}
-            time.sleep(0.05)
-        return {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop(kill=True)  # on an error; after a clean stop() nothing is left to do
-
-    def stop(self, kill=False):
-        """SIGTERM (SIGKILL if kill), wait up to 30 s, then SIGKILL; the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc.stdout.close()
-        self.log.close()
-        return self.proc.returncode
 
 
 class Tricklers:
@@ -412,16 +333,9 @@ def main():
     if any(k < 0 or k > 250 * 250 for k in ks):
         sys.exit("hostile.py: --tricklers must be between 0 and 62500")
 
-    server_bin = os.path.join(args.build, "tools", "sockecho-server")
-    bench = os.path.join(args.build, "tools", "sockecho-bench")
-    for program in (server_bin, bench):
-        if not os.access(program, os.X_OK):
-            sys.exit(f"hostile.py: {program} is missing; build first: "
-                     "cmake -B build && cmake --build build -j2")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 16
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    server_bin, bench = common.need_programs("hostile.py", args.build,
+                                             ["sockecho-server", "sockecho-bench"])
+    common.raise_nofile()
     os.makedirs(OUT_DIR, exist_ok=True)
     # SIGTERM unwinds like an error, so that the servers are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("hostile.py: terminated"))

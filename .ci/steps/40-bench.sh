@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-need_packages python3 ucspi-tcp socat  # exec.py compares --exec with tcpserver and socat
+need_packages python3 ucspi-tcp socat gnuplot-nox  # exec.py compares --exec with tcpserver and socat; curves.py plots
 
 # A build of its own, of only what this step runs (the README's test command builds in build/).
 build=build-bench
@@ -47,3 +47,8 @@ python3 bench/hostile.py --build "$build" --smoke
 # job accepted, and every server it starts stopped.
 step "bench: bench/exec.py --smoke"
 python3 bench/exec.py --build "$build" --smoke
+
+# The curves, the smoke version (seconds, a few points each): every request right, 100 held
+# connections taken, every server it starts stopped, and the plots drawn.
+step "bench: bench/curves.py --smoke"
+python3 bench/curves.py --build "$build" --smoke
