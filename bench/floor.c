@@ -5,7 +5,9 @@
  * kernel costs.
  *
  * Usage: floor HOST PORT THREADS [PREFIX]   (IPv4 HOST; PORT 0 picks a free one; THREADS 1 is
- * the strictly serial loop). Prints "listening on HOST:PORT" once ready. */
+ * the strictly serial loop). Prints "listening on HOST:PORT" once ready.
+ *        floor unix:PATH THREADS [PREFIX]    the same loop on a Unix-domain socket at PATH (which
+ * must not exist yet; it is left behind). Prints "listening on unix:PATH" once ready. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static int listener;
@@ -80,31 +83,58 @@ static void* serve(void* unused) {
   return NULL;
 }
 
-int main(int argc, char** argv) {
-  if (argc < 4 || argc > 5) {
-    fprintf(stderr, "usage: floor HOST PORT THREADS [PREFIX]\n");
-    return 2;
+/* Binds and listens on HOST PORT, or on unix:PATH, and prints the ready line. */
+static void listen_on(const char* host, const char* port) {
+  struct sockaddr_storage address = {0};
+  socklen_t len;
+  if (strncmp(host, "unix:", 5) == 0) {
+    struct sockaddr_un* un = (struct sockaddr_un*)&address;
+    un->sun_family = AF_UNIX;
+    if (strlen(host + 5) >= sizeof un->sun_path) {
+      fprintf(stderr, "floor: %s is too long for a Unix socket\n", host + 5);
+      exit(2);
+    }
+    strcpy(un->sun_path, host + 5);
+    len = sizeof *un;
+  } else {
+    struct sockaddr_in* in = (struct sockaddr_in*)&address;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)atoi(port));
+    if (inet_pton(AF_INET, host, &in->sin_addr) != 1) {
+      fprintf(stderr, "floor: %s is not an IPv4 address\n", host);
+      exit(2);
+    }
+    len = sizeof *in;
   }
-  int threads = atoi(argv[3]);
-  if (threads < 1) threads = 1;
-  if (argc == 5) prefix = argv[4];
-  prefix_len = strlen(prefix);
-
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
-  if (inet_pton(AF_INET, argv[1], &address.sin_addr) != 1) {
-    fprintf(stderr, "floor: %s is not an IPv4 address\n", argv[1]);
-    return 2;
-  }
-  listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  listener = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) die("socket");
   int on = 1;
-  if (setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0) die("setsockopt");
-  if (bind(listener, (struct sockaddr*)&address, sizeof address) != 0) die("bind");
+  if (address.ss_family == AF_INET &&
+      setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0)
+    die("setsockopt");
+  if (bind(listener, (struct sockaddr*)&address, len) != 0) die("bind");
   if (listen(listener, SOMAXCONN) != 0) die("listen");
-  socklen_t len = sizeof address;
-  if (getsockname(listener, (struct sockaddr*)&address, &len) != 0) die("getsockname");
-  printf("listening on %s:%u\n", argv[1], (unsigned)ntohs(address.sin_port));
+  if (address.ss_family == AF_UNIX) {
+    printf("listening on %s\n", host);
+  } else {
+    if (getsockname(listener, (struct sockaddr*)&address, &len) != 0) die("getsockname");
+    printf("listening on %s:%u\n", host, (unsigned)ntohs(((struct sockaddr_in*)&address)->sin_port));
+  }
   fflush(stdout);
+}
+
+int main(int argc, char** argv) {
+  const int unix_form = argc >= 2 && strncmp(argv[1], "unix:", 5) == 0;
+  const int first = unix_form ? 2 : 3; /* index of THREADS */
+  if (argc < first + 1 || argc > first + 2) {
+    fprintf(stderr, "usage: floor HOST PORT THREADS [PREFIX] | floor unix:PATH THREADS [PREFIX]\n");
+    return 2;
+  }
+  int threads = atoi(argv[first]);
+  if (threads < 1) threads = 1;
+  if (argc == first + 2) prefix = argv[first + 1];
+  prefix_len = strlen(prefix);
+  listen_on(argv[1], unix_form ? NULL : argv[2]);
 
   for (int i = 1; i < threads; ++i) {
     pthread_t thread;

@@ -1,4 +1,4 @@
-"""Python's socketserver.UDPServer answering as sockecho does (prefix + data), for bench/udp.py:
+"""Python's socketserver.UDPServer answering as sockecho does (prefix + data), for bench/compare.py:
 the stock way to write a UDP echo in Python. Its handler gets what the server read, which is
 at most max_packet_size (8,192) bytes of each datagram.
 

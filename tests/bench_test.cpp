@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "programs.hpp"
+#include "sockecho/address.hpp"
 #include "sockecho/listener.hpp"
 #include "support.hpp"
 
@@ -24,6 +25,11 @@ std::string bench_program() { return SOCKECHO_BENCH_PROGRAM; }
 
 test::RunResult run_bench(std::uint16_t port, std::vector<std::string> args) {
   args.insert(args.begin(), {bench_program(), "--port", std::to_string(port), "--timeout", "20"});
+  return test::run(args);
+}
+
+test::RunResult run_bench_unix(const std::string& path, std::vector<std::string> args) {
+  args.insert(args.begin(), {bench_program(), "--unix", path, "--timeout", "20"});
   return test::run(args);
 }
 
@@ -73,6 +79,8 @@ TEST(BenchArgs, RejectsBadCommandLines) {
       {"--json=yes"},
       {"--frobnicate"},
       {"extra"},
+      {"--unix", ""},
+      {"--unix", "/tmp/x.sock", "--sources", "0"},
   };
   for (const auto& args : bad) {
     EXPECT_THROW((void)parse_bench_args(args), cli::UsageError) << args.front();
@@ -118,6 +126,20 @@ TEST(BenchArgs, UnknownFlagsAndMissingValues) {
             "--duration: '0' is not a positive number of seconds");
 }
 
+TEST(BenchArgs, UnixSocketInsteadOfHostAndPort) {
+  EXPECT_EQ(parse_bench_args({}).unix_path, "");
+  EXPECT_EQ(parse_bench_args({"--unix", "/run/x.sock"}).unix_path, "/run/x.sock");
+  EXPECT_EQ(parse_bench_args({"--unix=@bench", "-c", "4"}).unix_path, "@bench");
+  const std::string conflict = "--unix cannot be combined with --host, --port or --sources";
+  EXPECT_EQ(bench_error({"--unix", "/run/x.sock", "--host", "::1"}), conflict);
+  EXPECT_EQ(bench_error({"--port", "4000", "--unix", "/run/x.sock"}), conflict);
+  EXPECT_EQ(bench_error({"--unix", "/run/x.sock", "--sources", "8"}), conflict);
+  EXPECT_EQ(bench_error({"--unix"}), "option --unix needs a value");
+  EXPECT_EQ(
+      bench_error({"--unix", std::string(Address::kMaxUnixPath + 1, 'x')}).rfind("--unix: ", 0),
+      0U);
+}
+
 TEST(BenchArgs, HelpAndVersion) {
   EXPECT_TRUE(parse_bench_args({"-h"}).help);
   EXPECT_TRUE(parse_bench_args({"--help"}).help);
@@ -161,6 +183,32 @@ TEST(BenchProgram, VerifiesEveryReplyOfARealServer) {
   // 300 requests of 6 bytes, each answered with the 10-byte prefix and the 6 bytes.
   EXPECT_EQ(json_number(r.out, "bytes_sent"), 300 * 6) << r.out;
   EXPECT_EQ(json_number(r.out, "bytes_received"), 300 * 16) << r.out;
+}
+
+TEST(BenchProgram, VerifiesEveryReplyOverAUnixSocket) {
+  const test::ScratchDir dir;
+  const std::string path = dir.file("echo.sock");
+  ServerProcess server({"--quiet", "--unix", path});
+  const test::RunResult r = run_bench_unix(path, {"--requests", "300", "-c", "4", "--json"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(json_number(r.out, "ok"), 300) << r.out;
+  EXPECT_EQ(json_number(r.out, "errors"), 0) << r.out;
+  EXPECT_EQ(json_number(r.out, "bytes_received"), 300 * 16) << r.out;
+  EXPECT_NE(r.out.find("\"unix\":\"" + path + "\""), std::string::npos) << r.out;
+  const test::RunResult human = run_bench_unix(path, {"--requests", "5", "-c", "2"});
+  EXPECT_EQ(human.status, 0) << human.out << human.err;
+  EXPECT_EQ(human.out.rfind("target     unix:" + path + ", 2 concurrent, 6-byte requests\n", 0), 0U)
+      << human.out;
+}
+
+TEST(BenchProgram, ReportsAUnixSocketThatIsNotThere) {
+  const test::ScratchDir dir;
+  const std::string path = dir.file("absent.sock");
+  const test::RunResult r = run_bench_unix(path, {"--requests", "4"});
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("errors     connect=4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("connect unix:" + path + ": No such file or directory"), std::string::npos)
+      << r.out;
 }
 
 TEST(BenchProgram, LargeRequestsAndTheHumanReport) {

@@ -259,17 +259,27 @@ std::string json_string(std::string_view text) {
   return out + "\"";
 }
 
+// The server as messages name it: "127.0.0.1:12387" or "unix:/run/x.sock".
+std::string target_name(const BenchSettings& settings) {
+  return settings.unix_path.empty() ? join_host_port(settings.host, settings.port)
+                                    : Address::unix_path(settings.unix_path).to_string();
+}
+
 }  // namespace
 
 BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
   BenchSettings s;
   bool have_requests = false;
   bool have_duration = false;
+  bool tcp_given = false;  // --host, --port or --sources
   cli::ArgReader reader(args, {"-c"});
   while (reader.next()) {
-    if (cli::read_common_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
-    if (flag == "--concurrency" || flag == "-c") {
+    tcp_given = tcp_given || flag == "--host" || flag == "--port" || flag == "--sources";
+    if (cli::read_common_flag(reader, s)) continue;
+    if (flag == "--unix") {
+      s.unix_path = cli::parse_unix_path(reader.value());
+    } else if (flag == "--concurrency" || flag == "-c") {
       s.concurrency =
           static_cast<unsigned>(cli::parse_number(flag, reader.value(), 1, kMaxConcurrency));
     } else if (flag == "--requests") {
@@ -306,6 +316,9 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
     throw cli::UsageError("--requests and --duration cannot be combined");
   }
   if (!have_requests && !have_duration) s.requests = 1000;
+  if (!s.unix_path.empty() && tcp_given) {
+    throw cli::UsageError("--unix cannot be combined with --host, --port or --sources");
+  }
   return s;
 }
 
@@ -316,6 +329,8 @@ std::string bench_usage() {
          "\n"
          "  --host HOST        server address or name (default 127.0.0.1)\n"
          "  --port PORT        server port (default 12387)\n"
+         "  --unix PATH        connect to the Unix-domain socket at PATH instead (@NAME: an\n"
+         "                     abstract one); not with --host, --port or --sources\n"
          "  -c, --concurrency N  threads, each with one request at a time (default 1)\n"
          "  --requests N       requests in all (default 1000)\n"
          "  --duration SEC     start requests for this long instead (e.g. 10 or 2.5)\n"
@@ -413,8 +428,9 @@ double BenchResult::megabytes_per_second(std::size_t size) const noexcept {
 }
 
 BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
-  const std::vector<Address> resolved = resolve(settings.host, settings.port);
-  Plan plan(resolved.front(), make_payload(settings.size), settings.prefix);
+  const Address server = settings.unix_path.empty() ? resolve(settings.host, settings.port).front()
+                                                    : Address::unix_path(settings.unix_path);
+  Plan plan(server, make_payload(settings.size), settings.prefix);
   if (settings.sources > 0 && is_ipv4_loopback(plan.server)) {
     plan.sources = loopback_sources(settings.sources);
   }
@@ -477,9 +493,8 @@ BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
 std::string format_report(const BenchSettings& settings, const BenchResult& result) {
   const Histogram& h = result.latency;
   std::string out;
-  out += "target     " + join_host_port(settings.host, settings.port) + ", " +
-         std::to_string(settings.concurrency) + " concurrent, " + std::to_string(settings.size) +
-         "-byte requests\n";
+  out += "target     " + target_name(settings) + ", " + std::to_string(settings.concurrency) +
+         " concurrent, " + std::to_string(settings.size) + "-byte requests\n";
   out += "requests   " + std::to_string(result.ok) + " ok, " +
          std::to_string(result.error_count()) + " errors in " + format_fixed(result.seconds(), 3) +
          " s\n";
@@ -510,6 +525,7 @@ std::string format_json(const BenchSettings& settings, const BenchResult& result
   std::string out = "{";
   out += "\"host\":" + json_string(settings.host);
   out += ",\"port\":" + std::to_string(settings.port);
+  out += ",\"unix\":" + json_string(settings.unix_path);
   out += ",\"concurrency\":" + std::to_string(settings.concurrency);
   out += ",\"size\":" + std::to_string(settings.size);
   out += ",\"ok\":" + std::to_string(result.ok);

@@ -21,6 +21,8 @@ inline constexpr std::size_t kMaxReplyWords = 16;
 struct BenchSettings {
   std::string host{cli::kDefaultHost};
   std::uint16_t port = cli::kDefaultPort;
+  // --unix PATH: the server's Unix-domain socket (or "@name"), instead of host and port.
+  std::string unix_path;
   // Threads, each with one request in flight at a time.
   unsigned concurrency = 1;
   // Stop after this many requests in all; 0 when a duration is given instead.
@@ -101,6 +103,7 @@ struct BenchResult {
 // Runs the load described by settings against the server and returns what happened. Every reply
 // is compared byte for byte with prefix + request. With progress_fd >= 0, a progress line is
 // rewritten there a few times a second. Throws std::system_error when the host does not resolve.
+// With a unix_path, every connection goes to that socket and host, port and sources are unused.
 [[nodiscard]] BenchResult run_bench(const BenchSettings& settings, int progress_fd = -1);
 
 // The report: human-readable lines, or one JSON object.

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-need_packages python3 ucspi-tcp socat gnuplot-nox  # exec.py compares --exec with tcpserver and socat; curves.py plots
+need_packages python3 ucspi-tcp socat gnuplot-nox  # tcpserver, socat: exec.py; socat: compare.py (UDP); gnuplot: the charts
 
 # A build of its own, of only what this step runs (the README's test command builds in build/).
 build=build-bench
@@ -31,12 +31,16 @@ trap - EXIT
 rm -f "$server_log"
 
 # The comparison, every server and scenario once, briefly, into a scratch directory: it must
-# run end to end; its numbers mean nothing on a tiny budget.
+# run end to end (TCP, Unix sockets and UDP, and the 65,507-byte datagram to sockecho, Python
+# and socat); its numbers mean nothing on a tiny budget.
 scratch=$(mktemp -d)
 step "bench: bench/compare.py, briefly"
 python3 bench/compare.py --build "$build" --repeat 1 --seconds 0.1 --large-seconds 0.1 \
   --results "$scratch/RESULTS.md" --chart "$scratch/results.svg"
 grep -q '^## Targets' "$scratch/RESULTS.md"
+grep -q '^| sockecho-server --unix (default workers) | [0-9]' "$scratch/RESULTS.md"
+grep -q '^| sockecho-server --udp | [0-9]' "$scratch/RESULTS.md"
+grep -q '^| socat ' "$scratch/RESULTS.md"
 rm -rf "$scratch"
 
 # Hostile clients, the smoke version (seconds): it must run end to end and its servers exit 0.

@@ -148,6 +148,11 @@ void bench_args(std::string_view text) {
   SOCKECHO_FUZZ_CHECK(s.requests <= 1'000'000'000'000U);
   SOCKECHO_FUZZ_CHECK(s.sources <= 250);
   SOCKECHO_FUZZ_CHECK(s.timeout.count() >= 0);
+  if (!s.unix_path.empty()) {  // a Unix socket is reached without --host, --port or --sources
+    Args tcp = args;
+    tcp.emplace_back("--sources=0");
+    SOCKECHO_FUZZ_CHECK(!parses([&] { (void)sockecho::bench::parse_bench_args(tcp); }));
+  }
   // The short and the long form of --concurrency are one flag: the last one wins.
   args.emplace_back("--concurrency=3");
   args.emplace_back("-c");
