@@ -345,7 +345,7 @@ HttpRequestHead parse_http_head(std::string_view text) noexcept {
   return head;
 }
 
-MetricsServer::MetricsServer(Listener listener, Metrics& metrics, MetricsSources sources,
+MetricsServer::MetricsServer(Listener listener, Metrics& metrics, const MetricsSources& sources,
                              Logger log)
     : listener_(std::move(listener)), metrics_(metrics), sources_(sources), log_(std::move(log)) {
   thread_ = std::thread([this] { run(); });

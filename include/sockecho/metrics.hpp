@@ -88,7 +88,8 @@ inline constexpr std::chrono::milliseconds kHttpRequestTime{2000};
 // client that stalls holds the listener for kHttpRequestTime at most.
 class MetricsServer {
  public:
-  MetricsServer(Listener listener, Metrics& metrics, MetricsSources sources, Logger log = {});
+  MetricsServer(Listener listener, Metrics& metrics, const MetricsSources& sources,
+                Logger log = {});
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
   MetricsServer(MetricsServer&&) = delete;
