@@ -95,7 +95,7 @@ TEST(Exec, AKilledProgramIsAResetLoggedWithItsSignal) {
 TEST(Exec, OverTheRuntimeLimitIsATimeoutAndAReset) {
   ProgramLimits limits;
   limits.timeout = 200ms;
-  test::ServerThread server(workers(2), exec_of({"sleep", "100"}, limits));
+  test::ServerThread server(workers(2), exec_of({"tail", "-f", "/dev/null"}, limits));
   EXPECT_EQ(ask(server.port(), "x"), std::nullopt);
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(server.records().at(0).outcome, Outcome::timeout);

@@ -114,8 +114,9 @@ TEST(Program, TheTimeoutEndsTheWholeGroupGrandchildrenToo) {
   ProgramLimits limits;
   limits.timeout = 300ms;
   limits.grace = 500ms;
-  // The grandchild says its pid, then outlives its parent's own wait unless killed.
-  const ProgramResult result = run_sh("sleep 100 & echo $!; wait", {}, limits);
+  // The grandchild (a program that never ends) says its pid, then outlives its parent's wait unless
+  // killed.
+  const ProgramResult result = run_sh("tail -f /dev/null & echo $!; wait", {}, limits);
   EXPECT_EQ(result.end, ProgramResult::End::timed_out);
   EXPECT_EQ(result.describe(), "timeout");
   EXPECT_GE(result.duration, 300ms);
