@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -111,29 +113,50 @@ TEST(Exec, OverTheOutputLimitIsTooLargeAndAReset) {
 }
 
 TEST(Exec, AtMostTheWorkersRunAtOnce) {
-  // Each run appends "+" as it starts and "-" as it ends (appends are atomic), so the file's
-  // running sum is how many ran at once.
-  char path_template[] = "/tmp/sockecho-exec-XXXXXX";  // NOLINT: mkstemp's buffer
-  const int fd = ::mkstemp(path_template);
-  ASSERT_GE(fd, 0);
-  ::close(fd);  // NOLINT: mkstemp's descriptor; only the name is used
-  const std::string path = path_template;
+  // Each run appends "+" to DIR/log as it starts, says so through the FIFO DIR/started, waits
+  // for the gate and appends "-" as it ends (appends are atomic), so the log's running sum is how
+  // many ran at once. The gate opens once four have started: four overlap for certain, and a
+  // fifth could only start by breaking the limit.
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  const std::string fifo = dir.file("started");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const Fd started(::open(fifo.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));  // NOLINT: open(2)
+  ASSERT_TRUE(started);
   test::ServerThread server(
-      workers(4), exec_of({"sh", "-c", R"(echo + >>"$0"; sleep 0.2; echo - >>"$0")", path}));
+      workers(4),
+      exec_of(
+          {"sh", "-c",
+           R"(echo + >>"$0/log"; echo + >"$0/started"; flock -s "$0/gate" true; echo - >>"$0/log")",
+           dir.path()}));
   std::vector<std::thread> clients;
   clients.reserve(8);
   for (int i = 0; i < 8; ++i) {
     clients.emplace_back([&] { (void)request("127.0.0.1", server.port(), "x"); });
   }
+  std::size_t seen = 0;
+  const auto give_up = std::chrono::steady_clock::now() + test::kPatience;
+  while (seen < 4 && std::chrono::steady_clock::now() < give_up) {
+    pollfd ready{started.get(), POLLIN, 0};
+    if (::poll(&ready, 1, 100) <= 0) continue;
+    std::array<char, 64> bytes{};
+    const ssize_t got = ::read(started.get(), bytes.data(), bytes.size());
+    if (got > 0)
+      seen += static_cast<std::size_t>(std::count(bytes.begin(), bytes.begin() + got, '+'));
+  }
+  EXPECT_GE(seen, 4U);
+  gate.open();
   for (std::thread& t : clients) t.join();
-  std::ifstream in(path);
+  std::istringstream in(dir.read("log"));
   int running = 0;
   int most = 0;
+  int runs = 0;
   for (std::string line; std::getline(in, line);) {
     running += line == "+" ? 1 : -1;
+    runs += line == "+" ? 1 : 0;
     most = std::max(most, running);
   }
-  (void)std::remove(path.c_str());
+  EXPECT_EQ(runs, 8);
   EXPECT_EQ(running, 0);
   EXPECT_EQ(most, 4);
 }

@@ -129,14 +129,14 @@ TEST(Program, AProgramThatIgnoresSigtermIsKilledAfterTheGrace) {
   ProgramLimits limits;
   limits.timeout = 200ms;
   limits.grace = 300ms;
-  const ProgramResult result = run_sh("trap '' TERM; while :; do sleep 1; done", {}, limits);
+  const ProgramResult result = run_sh("trap '' TERM; exec tail -f /dev/null", {}, limits);
   EXPECT_EQ(result.end, ProgramResult::End::timed_out);
   EXPECT_GE(result.duration, 500ms);
   EXPECT_LT(result.duration, 500ms + test::kPatience);
 }
 
 TEST(Program, NothingItStartedOutlivesANormalExit) {
-  const ProgramResult result = run_sh("sleep 100 & echo $!");
+  const ProgramResult result = run_sh("tail -f /dev/null & echo $!");
   EXPECT_TRUE(result.ok()) << result.describe();
   const pid_t left_behind = std::stoi(result.output);
   EXPECT_TRUE(eventually([&] { return process_gone(left_behind); })) << left_behind;
@@ -252,7 +252,7 @@ TEST(Program, FindProgramLooksOnPathAndChecksItCanRun) {
 TEST(Program, DestroyingItUnrunKillsAndReapsIt) {
   pid_t pid = 0;
   {
-    const Program program({"sleep", "100"}, {});
+    const Program program({"tail", "-f", "/dev/null"}, {});
     pid = program.pid();
     ASSERT_FALSE(process_gone(pid));
   }
