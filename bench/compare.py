@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import select
 import shutil
 import socket
 import statistics
@@ -39,12 +38,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import common
 import sections
+from common import OUT_DIR, ROOT, TICKS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
-OUT_DIR = os.path.join(BENCH_DIR, "out")
-TICKS = os.sysconf("SC_CLK_TCK")
 POOL = 16
 MIB = 1 << 20
 BIG = 65507  # the largest UDP payload over IPv4
@@ -95,61 +93,14 @@ class Runs:
     peak_kib: int = 0
 
 
-class Server:
+class Server(common.Server):
+    """common.Server with the spec it runs: the title names it in messages, and path is its
+    socket's path when it listens on a Unix socket ("" otherwise)."""
+
     def __init__(self, spec, log_path):
         self.spec = spec
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log
-        )
-        # "listening on 127.0.0.1:PORT", "listening on udp:127.0.0.1:PORT", "listening on unix:PATH"
-        endpoint = self._read_ready_line()
-        self.path = endpoint[len("unix:"):] if spec.transport == "unix" else ""
-        self.port = 0 if self.path else int(endpoint.rsplit(":", 1)[1])
-
-    def _read_ready_line(self):
-        deadline = time.monotonic() + 10
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                raise RuntimeError(f"{self.spec.title}: no ready line")
-            chunk = os.read(self.proc.stdout.fileno(), 1)
-            if not chunk:
-                raise RuntimeError(f"{self.spec.title}: exited before its ready line")
-            line += chunk
-        text = line.decode().strip()
-        if not text.startswith("listening on "):
-            raise RuntimeError(f"{self.spec.title}: unexpected ready line {text!r}")
-        return text[len("listening on "):]
-
-    def cpu_ticks(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-    def reset_peak(self):
-        # Writing 5 to clear_refs resets VmHWM to the current RSS.
-        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")
-
-    def peak_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.log.close()
+        super().__init__(spec.argv, log_path, spec.title)
+        self.path = self.unix_path or ""
 
 
 def build_floor(name="floor"):

@@ -37,6 +37,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::Child;
+using test::FixedPortServer;
 using test::ServerProcess;
 
 constexpr const char* kMigrateReq = "/proc/sys/net/ipv4/tcp_migrate_req";
@@ -104,23 +105,6 @@ std::optional<std::string> with_migrate_req(bool migrate, const std::function<vo
   });
   return why_not ? why_not : unusable;
 }
-
-// sockecho-server with exactly these arguments (no "--port 0" added), once it is ready.
-class FixedPortServer : public Child {
- public:
-  explicit FixedPortServer(const std::vector<std::string>& args) : Child(argv(args)) {
-    ready_ = stdout_line();
-  }
-  [[nodiscard]] const std::optional<std::string>& ready() const { return ready_; }
-
- private:
-  static std::vector<std::string> argv(const std::vector<std::string>& args) {
-    std::vector<std::string> out{test::server_program()};
-    out.insert(out.end(), args.begin(), args.end());
-    return out;
-  }
-  std::optional<std::string> ready_;
-};
 
 // The connections queued in a stopping instance's backlog: instance A, with one worker, is busy
 // with a held connection while `queued` more requests wait in its backlog; B joins the port,

@@ -22,24 +22,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::Child;
+using test::FixedPortServer;
 using test::ServerProcess;
-
-// sockecho-server with exactly these arguments (no "--port 0" added), once it is ready.
-class FixedPortServer : public Child {
- public:
-  explicit FixedPortServer(const std::vector<std::string>& args) : Child(argv(args)) {
-    ready_ = stdout_line();
-  }
-  [[nodiscard]] const std::optional<std::string>& ready() const { return ready_; }
-
- private:
-  static std::vector<std::string> argv(const std::vector<std::string>& args) {
-    std::vector<std::string> out{test::server_program()};
-    out.insert(out.end(), args.begin(), args.end());
-    return out;
-  }
-  std::optional<std::string> ready_;
-};
 
 RequestOptions patient() {
   RequestOptions options;

@@ -108,6 +108,48 @@ std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSetti
   return sockecho::echo_protocol(std::move(handler), settings.limits);
 }
 
+// The signals either server answers. The waiter blocks them in this thread, so it must come
+// before the server starts its threads: they inherit the mask, and a signal delivered to one of
+// them would take its default action. Coming after the logger is fine: the logger's thread
+// blocks every signal itself as it starts.
+// - SIGINT, SIGTERM and SIGHUP (the terminal went away) call `stop`, the same graceful way: a
+//   default action would drop what is in flight. A second one ends the process at once with
+//   that signal, after `abandon`.
+// - SIGUSR1 writes a stats line; asked for by whoever sent it, so written even with --quiet.
+// - SIGUSR2, SIGWINCH and SIGALRM mean nothing here, and their default actions would end the
+//   daemon (SIGWINCH's does not, but a resized terminal is no event either).
+// SIGPIPE stays ignored by main().
+sockecho::SignalWaiter answer_signals(const std::function<void()>& stop,
+                                      const std::function<void()>& abandon,
+                                      const sockecho::Logger& log,
+                                      const std::function<std::string()>& stats) {
+  return sockecho::SignalWaiter({
+      sockecho::OnSignal::stop(SIGINT, stop, abandon),
+      sockecho::OnSignal::stop(SIGTERM, stop, abandon),
+      sockecho::OnSignal::stop(SIGHUP, stop, abandon),
+      sockecho::OnSignal::call(
+          SIGUSR1, [&log, stats] { log.event(sockecho::LogLevel::quiet, "stats " + stats()); }),
+      sockecho::OnSignal::ignore(SIGUSR2),
+      sockecho::OnSignal::ignore(SIGWINCH),
+      sockecho::OnSignal::ignore(SIGALRM),
+  });
+}
+
+// --metrics, in two steps: its listener is bound before the ready line, so that a port in use
+// stops the start; it serves once the ready line is out, and says where on a line of its own.
+std::optional<sockecho::Listener> metrics_listener(const sockecho::cli::ServerSettings& settings) {
+  if (!settings.metrics) return std::nullopt;
+  return sockecho::Listener::bind(settings.metrics->host, settings.metrics->port);
+}
+
+void serve_metrics(std::optional<sockecho::MetricsServer>& into,
+                   std::optional<sockecho::Listener>& listener, sockecho::Metrics& metrics,
+                   const sockecho::MetricsSources& sources, const sockecho::Logger& log) {
+  if (!listener) return;
+  into.emplace(std::move(*listener), metrics, sources, log);
+  sockecho::cli::print(STDOUT_FILENO, "metrics on " + into->address().to_string() + "\n");
+}
+
 // --udp: the datagram server, with the same signals as the TCP one (stop on SIGINT, SIGTERM,
 // SIGHUP; stats on SIGUSR1).
 int serve_udp(const sockecho::cli::ServerSettings& settings) {
@@ -118,36 +160,17 @@ int serve_udp(const sockecho::cli::ServerSettings& settings) {
   options.log = sockecho::Logger::batched(STDERR_FILENO, settings.log_level, kLogDelay);
   sockecho::DatagramServer server(sockecho::DatagramSocket::bind(settings.host, settings.port),
                                   sockecho::prefix_handler(settings.prefix), std::move(options));
-  // --metrics: bound before the ready line, as with TCP; datagrams have no durations to observe.
+  // Datagrams have no durations to observe: the metrics are the server's counters alone.
   sockecho::Metrics metrics;
-  std::optional<sockecho::Listener> metrics_listener;
-  if (settings.metrics) {
-    metrics_listener = sockecho::Listener::bind(settings.metrics->host, settings.metrics->port);
-  }
-  const std::function<void()> stop = [&server] { server.stop(); };
-  const sockecho::SignalWaiter signals({
-      sockecho::OnSignal::stop(SIGINT, stop),
-      sockecho::OnSignal::stop(SIGTERM, stop),
-      sockecho::OnSignal::stop(SIGHUP, stop),
-      sockecho::OnSignal::call(SIGUSR1,
-                               [&server] {
-                                 server.options().log.event(
-                                     sockecho::LogLevel::quiet,
-                                     "stats " + sockecho::format_stats(server.stats()));
-                               }),
-      sockecho::OnSignal::ignore(SIGUSR2),
-      sockecho::OnSignal::ignore(SIGWINCH),
-      sockecho::OnSignal::ignore(SIGALRM),
-  });
+  std::optional<sockecho::Listener> metrics_at = metrics_listener(settings);
+  const sockecho::Logger& log = server.options().log;
+  const sockecho::SignalWaiter signals =
+      answer_signals([&server] { server.stop(); }, {}, log,
+                     [&server] { return sockecho::format_stats(server.stats()); });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.name() + "\n");
   std::optional<sockecho::MetricsServer> metrics_server;
-  if (metrics_listener) {
-    metrics_server.emplace(std::move(*metrics_listener), metrics,
-                           sockecho::MetricsSources{nullptr, nullptr, &server},
-                           server.options().log);
-    sockecho::cli::print(STDOUT_FILENO,
-                         "metrics on " + metrics_server->address().to_string() + "\n");
-  }
+  serve_metrics(metrics_server, metrics_at, metrics,
+                sockecho::MetricsSources{nullptr, nullptr, &server}, log);
   server.run();
   return 0;
 }
@@ -186,26 +209,14 @@ int serve(const sockecho::cli::ServerSettings& settings) {
     jobs = std::make_unique<sockecho::JobQueue>(std::move(job_options));
   }
   std::shared_ptr<sockecho::Protocol> protocol = protocol_of(settings, options.log, jobs.get());
-  // --metrics: bound now, so a port in use stops the start before the ready line.
   sockecho::Metrics metrics;
-  std::optional<sockecho::Listener> metrics_listener;
-  if (settings.metrics) {
-    metrics_listener = sockecho::Listener::bind(settings.metrics->host, settings.metrics->port);
+  std::optional<sockecho::Listener> metrics_at = metrics_listener(settings);
+  if (metrics_at) {
     options.on_connection = [&metrics](const sockecho::ConnectionRecord& record) {
       metrics.observe(record);
     };
   }
   sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
-  // The waiter blocks its signals in this thread, so it must come before run() starts the
-  // worker threads: they inherit the mask, and a signal delivered to a worker would take its
-  // default action. Coming after the logger is fine: the logger's thread blocks every signal
-  // itself as it starts. SIGHUP (the terminal went away) stops the server the same graceful way:
-  // the default action would drop the connections in flight. SIGUSR2, SIGWINCH and SIGALRM
-  // mean nothing here, and their default actions would end the daemon (SIGWINCH's does not, but
-  // a resized terminal is no event either). SIGPIPE stays ignored by main().
-  const std::function<void()> stop = [&server, &settings] {
-    server.stop_after(settings.drain_delay);
-  };
   // A second stop signal ends the process at once: first, nothing the server started may
   // outlive it, and the log says what was lost (written directly: the batched log would not
   // get to write it).
@@ -216,30 +227,14 @@ int serve(const sockecho::cli::ServerSettings& settings) {
         .event(sockecho::LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
                                               " (killed) queued=" + std::to_string(queued));
   };
-  const sockecho::SignalWaiter signals({
-      sockecho::OnSignal::stop(SIGINT, stop, abandon),
-      sockecho::OnSignal::stop(SIGTERM, stop, abandon),
-      sockecho::OnSignal::stop(SIGHUP, stop, abandon),
-      // Asked for by whoever sent it, so written even with --quiet.
-      sockecho::OnSignal::call(SIGUSR1,
-                               [&server] {
-                                 server.options().log.event(
-                                     sockecho::LogLevel::quiet,
-                                     "stats " + sockecho::format_stats(server.stats()));
-                               }),
-      sockecho::OnSignal::ignore(SIGUSR2),
-      sockecho::OnSignal::ignore(SIGWINCH),
-      sockecho::OnSignal::ignore(SIGALRM),
-  });
+  const sockecho::SignalWaiter signals = answer_signals(
+      [&server, &settings] { server.stop_after(settings.drain_delay); }, abandon,
+      server.options().log, [&server] { return sockecho::format_stats(server.stats()); });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   // Serves until the very end: during the drain below, /health answers 503.
   std::optional<sockecho::MetricsServer> metrics_server;
-  if (metrics_listener) {
-    metrics_server.emplace(std::move(*metrics_listener), metrics,
-                           sockecho::MetricsSources{&server, jobs.get()}, server.options().log);
-    sockecho::cli::print(STDOUT_FILENO,
-                         "metrics on " + metrics_server->address().to_string() + "\n");
-  }
+  serve_metrics(metrics_server, metrics_at, metrics, sockecho::MetricsSources{&server, jobs.get()},
+                server.options().log);
   server.run();
   if (jobs) {
     // An acknowledged job is never dropped by a clean stop: every one runs first.

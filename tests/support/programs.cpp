@@ -23,11 +23,14 @@ bool unix_socket(const std::vector<std::string>& args) {
   return false;
 }
 
+std::vector<std::string> exactly(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{server_program()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 std::vector<std::string> server_argv(std::vector<std::string> args) {
-  if (unix_socket(args)) {
-    args.insert(args.begin(), server_program());
-    return args;
-  }
+  if (unix_socket(args)) return exactly(args);
   // First, so that a test's own --port wins (the last one does) and --exec's program, which
   // takes every argument after it, gets none of these.
   const std::array<std::string, 3> first = {server_program(), "--port", "0"};
@@ -65,6 +68,10 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args) : Child(serve
   }
   port_ = port_of(ready_);
   if (port_ == 0) throw std::runtime_error("no port in ready line: " + ready_);
+}
+
+FixedPortServer::FixedPortServer(const std::vector<std::string>& args) : Child(exactly(args)) {
+  ready_ = stdout_line();
 }
 
 }  // namespace sockecho::test

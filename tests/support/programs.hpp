@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,17 @@ class ServerProcess : public Child {
  private:
   std::string ready_;
   std::uint16_t port_ = 0;
+};
+
+// sockecho-server with exactly `args` (no "--port 0" added: a test that shares a port it already
+// has, as --reuseport does). ready() is its ready line, nullopt when it printed none.
+class FixedPortServer : public Child {
+ public:
+  explicit FixedPortServer(const std::vector<std::string>& args);
+  [[nodiscard]] const std::optional<std::string>& ready() const { return ready_; }
+
+ private:
+  std::optional<std::string> ready_;
 };
 
 }  // namespace sockecho::test
