@@ -101,6 +101,22 @@ def bench(build, port, concurrency, seconds):
     return json.loads(done.stdout)
 
 
+def paired(mine, others):
+    """Each round's sockecho requests/s over the best other server's in the same round: servers
+    run one after another within a round, so a ratio per round cancels most of the machine's
+    drift between rounds. Empty without another server."""
+    if not others:
+        return []
+    return [m / max(o[i] for o in others) for i, m in enumerate(mine)]
+
+
+def spread(rounds):
+    """ "median (min-max)" of per-round ratios, or "" when there are none."""
+    if not rounds:
+        return ""
+    return f"{statistics.median(rounds):.2f}x ({min(rounds):.2f}-{max(rounds):.2f})"
+
+
 def part_one(args):
     sockecho = os.path.join(args.build, "tools", "sockecho-server")
     servers = [Server("sockecho", [sockecho, "--port", "0", "--quiet", "--exec", "cat"], True)]
@@ -131,21 +147,23 @@ def part_one(args):
             results[concurrency] = {
                 k: {"rps": statistics.median(v["rps"]),
                     "cpu_us": v["ticks"] / TICKS * 1e6 / v["requests"] if v["requests"] else 0,
-                    "errors": v["errors"]}
+                    "errors": v["errors"],
+                    "rounds": paired(v["rps"], [o["rps"] for ok, o in rows.items()
+                                                if ok != "sockecho"]) if k == "sockecho" else []}
                 for k, v in rows.items()}
     finally:
         for s in servers:
             s.stop()
     print(f"\n6-byte requests through cat, medians of {args.repeat} runs of {args.seconds} s")
-    print(f"{'server':<12}{'c':>4}{'req/s':>10}{'x best other':>14}{'CPU us/req':>12}"
-          f"{'errors':>8}")
+    print(f"{'server':<12}{'c':>4}{'req/s':>10}{'x best other':>14}{'per round':>20}"
+          f"{'CPU us/req':>12}{'errors':>8}")
     for concurrency, row in results.items():
         others = [v["rps"] for k, v in row.items() if k != "sockecho"]
         best = max(others) if others else 0
         for key, v in row.items():
             ratio = f"{v['rps'] / best:.2f}x" if key == "sockecho" and best else ""
-            print(f"{key:<12}{concurrency:>4}{v['rps']:>10,.0f}{ratio:>14}{v['cpu_us']:>12,.0f}"
-                  f"{v['errors']:>8}")
+            print(f"{key:<12}{concurrency:>4}{v['rps']:>10,.0f}{ratio:>14}"
+                  f"{spread(v['rounds']):>20}{v['cpu_us']:>12,.0f}{v['errors']:>8}")
     return results
 
 
@@ -196,10 +214,11 @@ def markdown(args, out, load, elapsed):
         f"interleaved; {elapsed:.0f} s in all. 6-byte requests answered by `cat`; requests/s "
         "is the median of the runs; CPU is the server's and its children's user + system time "
         "per request. x best other: sockecho's requests/s over the faster of tcpserver and socat "
-        "(target: at least 1.00x).",
+        "(target: at least 1.00x); per round: the same ratio taken within each round, its median "
+        "and range, which shows how much of a difference is the machine's drift.",
         "",
-        "| server | concurrency | requests/s | x best other | CPU us/req | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| server | concurrency | requests/s | x best other | per round | CPU us/req | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     names = {"sockecho": "sockecho-server --exec cat", "tcpserver": "tcpserver -HRl0 ... cat",
              "socat": "socat TCP-LISTEN:...,fork EXEC:cat"}
@@ -209,7 +228,7 @@ def markdown(args, out, load, elapsed):
         for key, v in row.items():
             ratio = f"{v['rps'] / best:.2f}x" if key == "sockecho" and best else ""
             lines.append(f"| {names.get(key, key)} | {concurrency} | {v['rps']:,.0f} | {ratio} | "
-                         f"{v['cpu_us']:,.0f} | {v['errors']} |")
+                         f"{spread(v.get('rounds', []))} | {v['cpu_us']:,.0f} | {v['errors']} |")
     b = out["background"]
     lines += [
         "",
