@@ -16,15 +16,11 @@ declare(strict_types=1);
 // In an application installed with Composer this is vendor/autoload.php.
 require __DIR__ . '/../../clients/php/autoload.php';
 
+require __DIR__ . '/page.php';
+
 use Sockecho\Client;
 
 const SERVICE_UNAVAILABLE = 'The job service is not available right now';
-
-function h(string $text): string
-{
-    // ENT_SUBSTITUTE: a reply is bytes, and bytes that are not UTF-8 must not blank the output.
-    return htmlspecialchars($text, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
-}
 
 $host = getenv('SOCKECHO_HOST') ?: Client::DEFAULT_HOST;
 $port = (int) (getenv('SOCKECHO_PORT') ?: Client::DEFAULT_PORT);
@@ -55,44 +51,20 @@ if ($_SERVER['REQUEST_METHOD'] === 'POST') {
     }
 }
 
-header('Content-Type: text/html; charset=utf-8');
-header("Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'");
-header('X-Content-Type-Options: nosniff');
-?>
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>Send a job · sockecho</title>
-<style>
-  :root { color-scheme: light; --accent: #1f6feb; --line: #d0d7de; --muted: #57606a; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", "Noto Sans", "Noto Sans CJK SC", sans-serif;
-         color: #1f2328; background: #f6f8fa; }
-  main { max-width: 40rem; margin: 3rem auto; padding: 2rem; background: #fff; border: 1px solid var(--line);
-         border-radius: 12px; box-shadow: 0 1px 3px rgba(0, 0, 0, .06); }
-  h1 { margin: 0 0 .25rem; font-size: 1.5rem; }
-  p.lead { margin: 0 0 1.5rem; color: var(--muted); }
+send_page_headers();
+page_head('Send a job', <<<'CSS'
+  main { max-width: 40rem; margin: 3rem auto; box-shadow: 0 1px 3px rgba(0, 0, 0, .06); }
+  p.lead { margin: 0 0 1.5rem; }
   label { display: block; font-weight: 600; margin-bottom: .4rem; }
-  .row { display: flex; gap: .5rem; }
-  input[type=text] { flex: 1; padding: .55rem .75rem; font: inherit; border: 1px solid var(--line); border-radius: 6px; }
-  input[type=text]:focus { outline: 2px solid var(--accent); outline-offset: -1px; border-color: var(--accent); }
-  button { padding: .55rem 1.1rem; font: inherit; font-weight: 600; color: #fff; background: var(--accent);
-           border: 0; border-radius: 6px; cursor: pointer; }
-  button:hover { filter: brightness(1.1); }
-  section { margin-top: 1.5rem; padding: 1rem 1.25rem; border-radius: 8px; }
+  section { margin-top: 1.5rem; padding: 1rem 1.25rem; }
   section h2 { margin: 0 0 .5rem; font-size: 1rem; }
   .reply { background: #dafbe1; border: 1px solid #4ac26b; }
-  .error { background: #ffebe9; border: 1px solid #ff8182; }
   pre { margin: 0; white-space: pre-wrap; word-break: break-all; font: 1.1rem/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
   .error p { margin: 0; }
   .meta { margin: .5rem 0 0; font-size: .85rem; color: var(--muted); }
   footer { margin-top: 1.5rem; font-size: .85rem; color: var(--muted); }
-  code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
-</style>
-</head>
+CSS);
+?>
 <body>
 <main>
   <h1>Send a job</h1>

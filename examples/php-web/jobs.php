@@ -16,14 +16,10 @@
 declare(strict_types=1);
 
 require __DIR__ . '/../../clients/php/autoload.php';
+require __DIR__ . '/page.php';
 
 use Sockecho\BusyException;
 use Sockecho\Client;
-
-function h(string $text): string
-{
-    return htmlspecialchars($text, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
-}
 
 $host = getenv('SOCKECHO_HOST') ?: Client::DEFAULT_HOST;
 $port = (int) (getenv('SOCKECHO_JOBS_PORT') ?: 12388);
@@ -60,38 +56,20 @@ foreach (glob("$results/*.json") ?: [] as $file) {
 }
 usort($finished, static fn (array $a, array $b): int => $b['time'] <=> $a['time']);
 
-header('Content-Type: text/html; charset=utf-8');
-header("Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'");
-header('X-Content-Type-Options: nosniff');
-?>
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>Background jobs · sockecho</title>
-<style>
-  :root { color-scheme: light; --accent: #1f6feb; --line: #d0d7de; --muted: #57606a; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", "Noto Sans", sans-serif; color: #1f2328; background: #f6f8fa; }
-  main { max-width: 44rem; margin: 2rem auto; padding: 2rem; background: #fff; border: 1px solid var(--line); border-radius: 12px; }
-  h1 { margin: 0 0 .25rem; font-size: 1.5rem; }
+send_page_headers();
+page_head('Background jobs', <<<'CSS'
+  main { max-width: 44rem; margin: 2rem auto; }
   h2 { font-size: 1rem; margin: 1.5rem 0 .5rem; }
-  p.lead { margin: 0 0 1.25rem; color: var(--muted); }
-  .row { display: flex; gap: .5rem; }
-  input[type=text] { flex: 1; padding: .55rem .75rem; font: inherit; border: 1px solid var(--line); border-radius: 6px; }
-  button { padding: .55rem 1.1rem; font: inherit; font-weight: 600; color: #fff; background: var(--accent); border: 0; border-radius: 6px; }
-  section { margin-top: 1.25rem; padding: .9rem 1.2rem; border-radius: 8px; }
+  p.lead { margin: 0 0 1.25rem; }
+  section { margin-top: 1.25rem; padding: .9rem 1.2rem; }
   .accepted { background: #ddf4ff; border: 1px solid #54aeff; }
-  .error { background: #ffebe9; border: 1px solid #ff8182; }
   section p { margin: 0; }
   table { width: 100%; border-collapse: collapse; font-size: .95rem; }
   th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line); }
   td.id, code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .85rem; }
   .empty { color: var(--muted); }
-</style>
-</head>
+CSS);
+?>
 <body>
 <main>
   <h1>Background jobs</h1>
