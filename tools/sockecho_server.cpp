@@ -84,6 +84,15 @@ sockecho::Listener listen_socket(const sockecho::cli::ServerSettings& settings,
   return sockecho::Listener::bind(settings.host, settings.port, listen);
 }
 
+// What --exec-timeout and --max-output allow each program, in --exec and --background alike:
+// without --max-output, a program's reply may be as large as a request.
+sockecho::ProgramLimits program_limits(const sockecho::cli::ServerSettings& settings) {
+  sockecho::ProgramLimits limits;
+  limits.timeout = settings.exec_timeout;
+  limits.max_output = settings.max_output.value_or(settings.limits.max_bytes);
+  return limits;
+}
+
 // The document's protocol that --mode names, answering with --prefix; or --exec's program.
 std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSettings& settings,
                                                 const sockecho::Logger& log,
@@ -96,8 +105,7 @@ std::shared_ptr<sockecho::Protocol> protocol_of(const sockecho::cli::ServerSetti
     sockecho::ExecOptions exec;
     exec.argv = settings.exec;
     exec.prefix = settings.prefix;
-    exec.limits.timeout = settings.exec_timeout;
-    exec.limits.max_output = settings.max_output.value_or(settings.limits.max_bytes);
+    exec.limits = program_limits(settings);
     exec.log = log;
     return sockecho::echo_protocol(sockecho::exec_handler(std::move(exec)), settings.limits);
   }
@@ -200,8 +208,7 @@ int serve(const sockecho::cli::ServerSettings& settings) {
   if (settings.background) {
     sockecho::JobOptions job_options;
     job_options.argv = settings.exec;
-    job_options.limits.timeout = settings.exec_timeout;
-    job_options.limits.max_output = settings.max_output.value_or(settings.limits.max_bytes);
+    job_options.limits = program_limits(settings);
     job_options.jobs = settings.jobs;
     job_options.queue = settings.queue;
     job_options.max_queued_bytes = settings.limits.max_total_bytes;
