@@ -151,25 +151,58 @@ TEST(Request, AResetIsAnError) {
   }
 }
 
+// A client function's input and output as pipes: one thread feeds `input` into the first and
+// closes it, another collects whatever is written to the second. collect() closes the writing
+// end and returns what arrived; the destructor cleans up the same way when a test ends early.
+class PipedIo {
+ public:
+  explicit PipedIo(std::string input)
+      : drainer_([this] { got_ = read_all(out_.read.get()); }),
+        feeder_([this, bytes = std::move(input)] {
+          test::block_sigpipe_in_this_thread();
+          try {
+            write_all(in_.write.get(), bytes, "pipe");
+          } catch (const std::system_error&) {  // the function under test stopped reading
+          }
+          in_.write.reset();
+        }) {}
+  PipedIo(const PipedIo&) = delete;
+  PipedIo& operator=(const PipedIo&) = delete;
+  PipedIo(PipedIo&&) = delete;
+  PipedIo& operator=(PipedIo&&) = delete;
+  ~PipedIo() { finish(); }
+
+  [[nodiscard]] int input() const noexcept { return in_.read.get(); }
+  [[nodiscard]] int output() const noexcept { return out_.write.get(); }
+  std::string collect() {
+    finish();
+    return got_;
+  }
+
+ private:
+  void finish() {
+    in_.read.reset();  // a feeder still writing gets EPIPE and stops
+    if (feeder_.joinable()) feeder_.join();
+    out_.write.reset();
+    if (drainer_.joinable()) drainer_.join();
+  }
+
+  Pipe in_ = make_pipe();
+  Pipe out_ = make_pipe();
+  std::string got_;
+  std::thread drainer_;
+  std::thread feeder_;
+};
+
 // Runs exchange() from a pipe fed with `input` to a pipe; returns what arrived there.
 std::string exchange_through_pipes(std::uint16_t port, const std::string& input, Exchanged& counts,
                                    std::uint64_t& sent_at_half_close) {
-  Pipe in = make_pipe();
-  Pipe out = make_pipe();
-  std::string got;
-  std::thread drainer([&] { got = read_all(out.read.get()); });
-  std::thread feeder([&] {
-    write_all(in.write.get(), input, "pipe");
-    in.write.reset();
-  });
+  PipedIo io(input);
   Connection c = connect("127.0.0.1", port);
   c.set_timeout(test::kPatience);
-  counts = exchange(c, Source::descriptor(in.read.get(), "pipe"), out.write.get(),
+  counts = exchange(c, Source::descriptor(io.input(), "pipe"), io.output(),
                     [&](std::uint64_t sent) { sent_at_half_close = sent; });
-  feeder.join();
-  out.write.reset();
-  drainer.join();
-  return got;
+  return io.collect();
 }
 
 TEST(Exchange, FromAPipeToAPipeAgainstAStreamingServer) {
@@ -244,27 +277,10 @@ TEST(Exchange, WaitingForInputIsNotTimedButTheServerIs) {
 // Runs line_session with `input` fed through a pipe; returns what it wrote.
 std::string line_session_output(std::uint16_t port, const std::string& input,
                                 std::chrono::milliseconds timeout = 5s) {
-  Pipe in = make_pipe();
-  Pipe out = make_pipe();
-  std::string got;
-  std::thread drainer([&] { got = read_all(out.read.get()); });
-  std::thread feeder([&] {
-    write_all(in.write.get(), input, "pipe");
-    in.write.reset();
-  });
+  PipedIo io(input);
   Connection c = connect("127.0.0.1", port);
-  try {
-    line_session(c, in.read.get(), out.write.get(), timeout);
-  } catch (...) {
-    feeder.join();
-    out.write.reset();
-    drainer.join();
-    throw;
-  }
-  feeder.join();
-  out.write.reset();
-  drainer.join();
-  return got;
+  line_session(c, io.input(), io.output(), timeout);
+  return io.collect();
 }
 
 TEST(LineSession, GreetingThenOneReplyPerLine) {

@@ -200,17 +200,18 @@ std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
   return status_;
 }
 
+void block_sigpipe_in_this_thread() noexcept {
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+}
+
 RunResult run(const std::vector<std::string>& argv, std::string_view input) {
   Child child(argv);
   // Feed stdin from a thread so a child that writes a lot before reading cannot deadlock us.
   std::thread feeder([&] {
-    // A child may exit without reading all its input. Blocking SIGPIPE on this thread alone turns
-    // that into EPIPE here, while the rest of the test process keeps the default action, so a
-    // SIGPIPE raised by library code under test would still be caught.
-    sigset_t pipe_signal;
-    sigemptyset(&pipe_signal);
-    sigaddset(&pipe_signal, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+    block_sigpipe_in_this_thread();  // a child may exit without reading all its input
     try {
       child.write_stdin(input);
     } catch (const std::system_error&) {  // the child exited without reading all of it

@@ -136,6 +136,11 @@ class Child {
   Stream err_{Fd(), {}, &err_all_};
 };
 
+// For a thread that writes into a pipe its reader may leave: a write then fails with EPIPE
+// instead of raising SIGPIPE, while the rest of the test process keeps the default action, so a
+// SIGPIPE raised by library code under test would still be caught.
+void block_sigpipe_in_this_thread() noexcept;
+
 // Runs a program to completion with the given stdin, bounded by kPatience.
 struct RunResult {
   int status = -1;
