@@ -4,11 +4,18 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
+#include <cctype>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <fstream>
 #include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -60,6 +67,97 @@ struct MeteredServer {
     return args;
   }
 };
+
+// Checks docs/grafana-dashboard.json the way Grafana will read it (JSON; each panel with a
+// unique id, a grid position, the dashboard's Prometheus data source and targets with unique
+// refIds and one-line queries) and prints each query with Grafana's variables given values
+// Prometheus takes: $__rate_interval a minute, $instance any instance.
+constexpr const char* kDashboardCheck = R"(
+import json, sys
+dash = json.load(open(sys.argv[1], encoding="utf-8"))
+assert dash["title"] and dash["uid"], "a title and a uid"
+names = [v["name"] for v in dash["templating"]["list"]]
+assert names == ["datasource", "instance"], names
+ids = set()
+for panel in dash["panels"]:
+    assert panel["id"] not in ids, f"panel id {panel['id']} twice"
+    ids.add(panel["id"])
+    assert all(isinstance(panel["gridPos"][k], int) for k in "xywh"), panel["title"]
+    assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+    refs = [t["refId"] for t in panel["targets"]]
+    assert refs and len(refs) == len(set(refs)), panel["title"]
+    for target in panel["targets"]:
+        expr = target["expr"]
+        assert "\n" not in expr and "$instance" in expr, expr
+        print(expr.replace("$__rate_interval", "1m").replace("$instance", ".+"))
+)";
+
+// The dashboard's queries, checked and printed by kDashboardCheck; nullopt without python3.
+std::optional<std::vector<std::string>> dashboard_queries() {
+  const std::string python = installed("python3");
+  if (python.empty()) return std::nullopt;
+  const test::RunResult r = test::run(
+      {python, "-c", kDashboardCheck, SOCKECHO_SOURCE_DIR "/docs/grafana-dashboard.json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> queries;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) queries.push_back(line);
+  return queries;
+}
+
+// The names of the series in a Prometheus text exposition (a histogram's _bucket, _sum and
+// _count included).
+std::set<std::string> series_names(const std::string& exposition) {
+  std::set<std::string> names;
+  std::istringstream lines(exposition);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    names.insert(line.substr(0, line.find_first_of("{ ")));
+  }
+  return names;
+}
+
+// For a query string: every byte but the unreserved ones as %XX.
+std::string url_encoded(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if ((std::isalnum(byte) != 0) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += c;
+    } else {
+      std::array<char, 4> hex{};
+      (void)std::snprintf(hex.data(), hex.size(), "%%%02X", byte);
+      out += hex.data();
+    }
+  }
+  return out;
+}
+
+TEST(MetricsProgram, TheGrafanaDashboardAsksOnlyForSeriesTheServerExposes) {
+  const std::optional<std::vector<std::string>> queries = dashboard_queries();
+  if (!queries) GTEST_SKIP() << "python3 not found";
+  ASSERT_GE(queries->size(), 8U);
+  // --background, so that the job series are there too.
+  MeteredServer m({"--quiet", "--background", "--exec", "true"});
+  ASSERT_NE(m.metrics_port, 0) << m.server.err();
+  const std::set<std::string> exposed = series_names(body_of(http_get(m.metrics_port, "/metrics")));
+  ASSERT_TRUE(exposed.count("sockecho_up")) << "the exposition has no sockecho_up";
+  const std::regex series(R"(\b(?:sockecho|process)_[a-z_]+\b)");
+  std::set<std::string> asked;
+  for (const std::string& query : *queries) {
+    for (std::sregex_iterator it(query.begin(), query.end(), series), end; it != end; ++it) {
+      asked.insert(it->str());
+      EXPECT_TRUE(exposed.count(it->str())) << it->str() << " in " << query;
+    }
+  }
+  // Every series family the dashboard is about has a panel.
+  for (const char* family :
+       {"sockecho_connections_total", "sockecho_request_duration_seconds_bucket",
+        "sockecho_workers", "sockecho_jobs_queued", "sockecho_jobs_refused_total",
+        "process_resident_memory_bytes"}) {
+    EXPECT_TRUE(asked.count(family)) << family << " has no panel";
+  }
+}
 
 TEST(MetricsProgram, PrintsASecondLineAndServesWhatPromtoolAccepts) {
   MeteredServer m({"--quiet"});
@@ -208,6 +306,14 @@ TEST(MetricsProgram, ARealPrometheusScrapesTheCounters) {
   const std::size_t ok = answer.find(kOkSeries);
   ASSERT_NE(ok, std::string::npos) << answer;
   EXPECT_NE(answer.find(R"(,"5"])", ok), std::string::npos) << answer;
+  // Prometheus takes every query of the Grafana dashboard (a parse error is "status":"error").
+  if (const std::optional<std::vector<std::string>> queries = dashboard_queries()) {
+    for (const std::string& query : *queries) {
+      const std::string result =
+          body_of(http_get(port, "/api/v1/query?query=" + url_encoded(query)));
+      EXPECT_NE(result.find(R"("status":"success")"), std::string::npos) << query << "\n" << result;
+    }
+  }
   prometheus->signal(SIGTERM);
   EXPECT_EQ(prometheus->wait(60s), 0);
 }
