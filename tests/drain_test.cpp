@@ -38,6 +38,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::Child;
 using test::FixedPortServer;
+using test::MeteredServer;
 using test::ServerProcess;
 
 constexpr const char* kMigrateReq = "/proc/sys/net/ipv4/tcp_migrate_req";
@@ -339,70 +340,13 @@ TEST(RollingRestart, UnderLoadWithoutMigrateReqReportsItsFailures) {
   EXPECT_GE(failed.connected, 0);
 }
 
-// sockecho-server with --metrics on an ephemeral port, and that port.
-class MeteredServer : public ServerProcess {
- public:
-  explicit MeteredServer(std::vector<std::string> extra = {})
-      : ServerProcess(with(std::move(extra))) {
-    const std::optional<std::string> line = stdout_line();
-    if (line && line->rfind("metrics on ", 0) == 0) metrics_port_ = test::port_of(*line);
-  }
-  [[nodiscard]] std::uint16_t metrics_port() const { return metrics_port_; }
-
- private:
-  static std::vector<std::string> with(std::vector<std::string> extra) {
-    extra.insert(extra.begin(), {"--metrics", "127.0.0.1:0", "--prefix", "", "--quiet"});
-    return extra;
-  }
-  std::uint16_t metrics_port_ = 0;
-};
-
-// The README's recipe for draining: HAProxy asks each instance's metrics listener for /health
-// every 100 ms and takes one out at its first 503; a connection the instance refuses meanwhile
-// is tried again (retries) on another instance (redispatch).
-std::string draining_haproxy_config(const std::string& bind,
-                                    const std::vector<const MeteredServer*>& servers) {
-  std::string config =
-      "global\n"
-      "    maxconn 4096\n"
-      "defaults\n"
-      "    mode tcp\n"
-      "    timeout connect 5s\n"
-      "    timeout client 35s\n"
-      "    timeout server 35s\n"
-      "    retries 3\n"
-      "    option redispatch\n"
-      "frontend sockecho\n"
-      "    bind " +
-      bind +
-      "\n"
-      "    default_backend sockecho_servers\n"
-      "backend sockecho_servers\n"
-      "    balance roundrobin\n"
-      "    option httpchk GET /health\n";
-  for (std::size_t i = 0; i < servers.size(); ++i) {
-    config += "    server s" + std::to_string(i + 1) +
-              " 127.0.0.1:" + std::to_string(servers[i]->port()) + " check port " +
-              std::to_string(servers[i]->metrics_port()) + " inter 100ms fall 1 rise 1\n";
-  }
-  return config;
-}
-
-std::optional<std::string> haproxy_program() {
-  for (const std::string name : {"haproxy", "/usr/sbin/haproxy"}) {
-    try {
-      return find_program(name);
-    } catch (const std::system_error&) {  // not there: try the next
-    }
-  }
-  return std::nullopt;
-}
-
 // Drains instance one of two under load through HAProxy; returns the failed requests.
 // -1 when the setup itself failed (reported as a test failure).
 int haproxy_drain_failures(const std::string& haproxy, const std::vector<std::string>& flags) {
-  MeteredServer one(flags);
-  MeteredServer two(flags);
+  std::vector<std::string> args = {"--prefix", "", "--quiet"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  MeteredServer one(args);
+  MeteredServer two(args);
   if (one.metrics_port() == 0 || two.metrics_port() == 0) {
     ADD_FAILURE() << "no metrics line: " << one.out() << two.out();
     return -1;
@@ -412,8 +356,9 @@ int haproxy_drain_failures(const std::string& haproxy, const std::vector<std::st
   const Fd inherited(::dup(frontend.fd()));
   test::ScratchDir dir;
   const std::string config = dir.file("haproxy.cfg");
-  std::ofstream(config) << draining_haproxy_config("fd@" + std::to_string(inherited.get()),
-                                                   {&one, &two});
+  std::ofstream(config) << test::haproxy_config(
+      "fd@" + std::to_string(inherited.get()),
+      {{one.port(), one.metrics_port()}, {two.port(), two.metrics_port()}});
   const test::RunResult check = test::run({haproxy, "-c", "-f", config});
   if (!inherited.valid() || check.status != 0) {
     ADD_FAILURE() << "haproxy -c: " << check.out << check.err;
@@ -436,7 +381,7 @@ int haproxy_drain_failures(const std::string& haproxy, const std::vector<std::st
 }
 
 TEST(HAProxyDrain, WithADrainDelayNoRequestIsLost) {
-  const std::optional<std::string> haproxy = haproxy_program();
+  const std::optional<std::string> haproxy = test::installed("haproxy");
   if (!haproxy) GTEST_SKIP() << "haproxy is not installed (apt-get install haproxy)";
   // /health says 503 at the signal; the instance accepts for 1 s more, ten check intervals,
   // while HAProxy takes it out: nothing is handed to it once it stops accepting.
@@ -444,7 +389,7 @@ TEST(HAProxyDrain, WithADrainDelayNoRequestIsLost) {
 }
 
 TEST(HAProxyDrain, WithoutADrainDelayTheLossIsBounded) {
-  const std::optional<std::string> haproxy = haproxy_program();
+  const std::optional<std::string> haproxy = test::installed("haproxy");
   if (!haproxy) GTEST_SKIP() << "haproxy is not installed (apt-get install haproxy)";
   // Stopping at the signal itself, before HAProxy has seen the 503, resets what HAProxy had just
   // handed to the instance's backlog, and HAProxy cannot replay a forwarded request in TCP mode.

@@ -29,15 +29,7 @@ namespace sockecho {
 namespace {
 
 using namespace std::chrono_literals;
-
-// The program's path on PATH, or "" when it is not installed.
-std::string installed(const std::string& program) {
-  try {
-    return find_program(program);
-  } catch (const std::system_error&) {
-    return "";
-  }
-}
+using test::MeteredServer;
 
 // GET path from 127.0.0.1:port with HTTP/1.0; the whole answer.
 std::string http_get(std::uint16_t port, const std::string& path) {
@@ -51,22 +43,6 @@ std::string body_of(const std::string& response) {
   const std::size_t at = response.find("\r\n\r\n");
   return at == std::string::npos ? "" : response.substr(at + 4);
 }
-
-// A server started with --metrics 127.0.0.1:0 and `args`; its metrics port, from the second
-// stdout line.
-struct MeteredServer {
-  test::ServerProcess server;
-  std::uint16_t metrics_port = 0;
-
-  explicit MeteredServer(std::vector<std::string> args) : server(with_metrics(std::move(args))) {
-    const std::optional<std::string> line = server.stdout_line();
-    if (line && line->rfind("metrics on 127.0.0.1:", 0) == 0) metrics_port = test::port_of(*line);
-  }
-  static std::vector<std::string> with_metrics(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--metrics", "127.0.0.1:0"});
-    return args;
-  }
-};
 
 // Checks docs/grafana-dashboard.json the way Grafana will read it (JSON; each panel with a
 // unique id, a grid position, the dashboard's Prometheus data source and targets with unique
@@ -94,10 +70,10 @@ for panel in dash["panels"]:
 
 // The dashboard's queries, checked and printed by kDashboardCheck; nullopt without python3.
 std::optional<std::vector<std::string>> dashboard_queries() {
-  const std::string python = installed("python3");
-  if (python.empty()) return std::nullopt;
+  const std::optional<std::string> python = test::installed("python3");
+  if (!python) return std::nullopt;
   const test::RunResult r = test::run(
-      {python, "-c", kDashboardCheck, SOCKECHO_SOURCE_DIR "/docs/grafana-dashboard.json"});
+      {*python, "-c", kDashboardCheck, SOCKECHO_SOURCE_DIR "/docs/grafana-dashboard.json"});
   EXPECT_EQ(r.status, 0) << r.err;
   std::vector<std::string> queries;
   std::istringstream lines(r.out);
@@ -139,8 +115,9 @@ TEST(MetricsProgram, TheGrafanaDashboardAsksOnlyForSeriesTheServerExposes) {
   ASSERT_GE(queries->size(), 8U);
   // --background, so that the job series are there too.
   MeteredServer m({"--quiet", "--background", "--exec", "true"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.err();
-  const std::set<std::string> exposed = series_names(body_of(http_get(m.metrics_port, "/metrics")));
+  ASSERT_NE(m.metrics_port(), 0) << m.err();
+  const std::set<std::string> exposed =
+      series_names(body_of(http_get(m.metrics_port(), "/metrics")));
   ASSERT_TRUE(exposed.count("sockecho_up")) << "the exposition has no sockecho_up";
   const std::regex series(R"(\b(?:sockecho|process)_[a-z_]+\b)");
   std::set<std::string> asked;
@@ -161,84 +138,84 @@ TEST(MetricsProgram, TheGrafanaDashboardAsksOnlyForSeriesTheServerExposes) {
 
 TEST(MetricsProgram, PrintsASecondLineAndServesWhatPromtoolAccepts) {
   MeteredServer m({"--quiet"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.out() << m.server.err();
-  EXPECT_EQ(m.server.ready_line().rfind("listening on 127.0.0.1:", 0), 0U);
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(request("127.0.0.1", m.server.port(), "hi"), "数据是 hi");
-  const std::string response = http_get(m.metrics_port, "/metrics");
+  ASSERT_NE(m.metrics_port(), 0) << m.out() << m.err();
+  EXPECT_EQ(m.ready_line().rfind("listening on 127.0.0.1:", 0), 0U);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(request("127.0.0.1", m.port(), "hi"), "数据是 hi");
+  const std::string response = http_get(m.metrics_port(), "/metrics");
   EXPECT_EQ(response.rfind("HTTP/1.1 200 OK\r\n", 0), 0U) << response;
   const std::string body = body_of(response);
   // Each connection is counted once it has closed, a moment after its reply was read.
   EXPECT_NE(body.find("sockecho_connections_accepted_total 4\n"), std::string::npos) << body;
-  const std::string promtool = installed("promtool");
-  if (promtool.empty()) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
-  const test::RunResult check = test::run({promtool, "check", "metrics"}, body);
+  const std::optional<std::string> promtool = test::installed("promtool");
+  if (!promtool) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
+  const test::RunResult check = test::run({*promtool, "check", "metrics"}, body);
   EXPECT_EQ(check.status, 0) << check.out << check.err << body;
   EXPECT_EQ(check.out + check.err, "") << "promtool warns of nothing";
 }
 
 TEST(MetricsProgram, BackgroundJobsAreInTheExposition) {
   MeteredServer m({"--quiet", "--background", "--exec", "true"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.err();
-  const std::string reply = request("127.0.0.1", m.server.port(), "job");
+  ASSERT_NE(m.metrics_port(), 0) << m.err();
+  const std::string reply = request("127.0.0.1", m.port(), "job");
   EXPECT_EQ(reply.rfind("accepted ", 0), 0U) << reply;
-  const std::string body = body_of(http_get(m.metrics_port, "/metrics"));
+  const std::string body = body_of(http_get(m.metrics_port(), "/metrics"));
   EXPECT_NE(body.find("sockecho_jobs_accepted_total 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("# TYPE sockecho_jobs_total counter\n"), std::string::npos) << body;
 }
 
 TEST(MetricsProgram, UdpDatagramsAreCountedByOutcome) {
   MeteredServer m({"--quiet", "--udp"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.out() << m.server.err();
-  const test::RunResult sent = test::run({test::client_program(), "--udp", "--port",
-                                          std::to_string(m.server.port()), "--send", "ping"});
+  ASSERT_NE(m.metrics_port(), 0) << m.out() << m.err();
+  const test::RunResult sent = test::run(
+      {test::client_program(), "--udp", "--port", std::to_string(m.port()), "--send", "ping"});
   EXPECT_EQ(sent.status, 0) << sent.err;
   EXPECT_EQ(sent.out, "数据是 ping");
-  const std::string body = body_of(http_get(m.metrics_port, "/metrics"));
+  const std::string body = body_of(http_get(m.metrics_port(), "/metrics"));
   EXPECT_NE(body.find("sockecho_datagrams_received_total 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("sockecho_datagrams_total{outcome=\"ok\"} 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("sockecho_up 1\n"), std::string::npos) << body;
   EXPECT_EQ(body.find("sockecho_connections_total"), std::string::npos) << "no connections here";
-  const std::string promtool = installed("promtool");
-  if (promtool.empty()) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
-  const test::RunResult check = test::run({promtool, "check", "metrics"}, body);
+  const std::optional<std::string> promtool = test::installed("promtool");
+  if (!promtool) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
+  const test::RunResult check = test::run({*promtool, "check", "metrics"}, body);
   EXPECT_EQ(check.status, 0) << check.out << check.err;
 }
 
 TEST(MetricsProgram, HealthTurns503WhileTheServerDrains) {
   MeteredServer m({"--verbose"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.err();
-  EXPECT_EQ(body_of(http_get(m.metrics_port, "/health")), "ok\n");
+  ASSERT_NE(m.metrics_port(), 0) << m.err();
+  EXPECT_EQ(body_of(http_get(m.metrics_port(), "/health")), "ok\n");
   // A request in flight keeps the server draining after SIGTERM until it is finished; in flight
   // once a worker has taken it (one still in the backlog would be refused at the stop).
-  Connection in_flight = connect("127.0.0.1", m.server.port());
+  Connection in_flight = connect("127.0.0.1", m.port());
   in_flight.set_timeout(test::kPatience);
   in_flight.write_all("half");
-  ASSERT_TRUE(m.server.wait_stderr("open peer=127.0.0.1:")) << m.server.err();
-  m.server.signal(SIGTERM);
+  ASSERT_TRUE(m.wait_stderr("open peer=127.0.0.1:")) << m.err();
+  m.signal(SIGTERM);
   std::string health;
   for (int i = 0; i < 1000 && health.rfind("HTTP/1.1 503 ", 0) != 0; ++i) {
-    health = http_get(m.metrics_port, "/health");  // 200 until the signal thread has stopped it
+    health = http_get(m.metrics_port(), "/health");  // 200 until the signal thread has stopped it
   }
   EXPECT_EQ(health.rfind("HTTP/1.1 503 ", 0), 0U) << health;
   EXPECT_EQ(body_of(health), "stopping\n");
   in_flight.close_write();
   EXPECT_EQ(in_flight.read_to_end_string(), "数据是 half");
-  EXPECT_EQ(m.server.wait(), 0) << m.server.err();
+  EXPECT_EQ(m.wait(), 0) << m.err();
 }
 
 TEST(MetricsProgram, ADrainDelayKeepsServingWhileHealthSays503) {
   MeteredServer m({"--drain-delay", "2"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.err();
-  m.server.signal(SIGTERM);
-  ASSERT_TRUE(m.server.wait_stderr("stopping in 2000 ms")) << m.server.err();
-  const std::string health = http_get(m.metrics_port, "/health");
+  ASSERT_NE(m.metrics_port(), 0) << m.err();
+  m.signal(SIGTERM);
+  ASSERT_TRUE(m.wait_stderr("stopping in 2000 ms")) << m.err();
+  const std::string health = http_get(m.metrics_port(), "/health");
   EXPECT_EQ(health.rfind("HTTP/1.1 503 ", 0), 0U) << health;
-  EXPECT_NE(body_of(http_get(m.metrics_port, "/metrics")).find("sockecho_up 0\n"),
+  EXPECT_NE(body_of(http_get(m.metrics_port(), "/metrics")).find("sockecho_up 0\n"),
             std::string::npos);
   // Announced, not yet stopped: a new connection is still served.
-  EXPECT_EQ(request("127.0.0.1", m.server.port(), "late"), "数据是 late");
-  EXPECT_EQ(m.server.wait(), 0) << m.server.err();
-  EXPECT_NE(m.server.err().find("stopping: no new connections"), std::string::npos);
+  EXPECT_EQ(request("127.0.0.1", m.port(), "late"), "数据是 late");
+  EXPECT_EQ(m.wait(), 0) << m.err();
+  EXPECT_NE(m.err().find("stopping: no new connections"), std::string::npos);
 }
 
 TEST(MetricsProgram, BadValuesAndAPortInUse) {
@@ -263,24 +240,24 @@ TEST(MetricsProgram, BadValuesAndAPortInUse) {
 std::uint16_t free_port() { return Listener::bind("127.0.0.1", 0).address().port(); }
 
 TEST(MetricsProgram, ARealPrometheusScrapesTheCounters) {
-  const std::string binary = installed("prometheus");
-  if (binary.empty()) GTEST_SKIP() << "prometheus not found (apt-get install prometheus)";
+  const std::optional<std::string> binary = test::installed("prometheus");
+  if (!binary) GTEST_SKIP() << "prometheus not found (apt-get install prometheus)";
   MeteredServer m({"--verbose"});
-  ASSERT_NE(m.metrics_port, 0) << m.server.err();
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(request("127.0.0.1", m.server.port(), "x"), "数据是 x");
-  ASSERT_TRUE(m.server.wait_stderr(" outcome=ok")) << m.server.err();
+  ASSERT_NE(m.metrics_port(), 0) << m.err();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(request("127.0.0.1", m.port(), "x"), "数据是 x");
+  ASSERT_TRUE(m.wait_stderr(" outcome=ok")) << m.err();
 
   test::ScratchDir dir;
   std::ofstream(dir.file("prometheus.yml"))
       << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
       << "scrape_configs:\n  - job_name: sockecho\n    static_configs:\n"
-      << "      - targets: ['127.0.0.1:" << m.metrics_port << "']\n";
+      << "      - targets: ['127.0.0.1:" << m.metrics_port() << "']\n";
   std::optional<test::Child> prometheus;
   std::uint16_t port = 0;
   for (int attempt = 0; attempt < 3 && !prometheus; ++attempt) {
     port = free_port();
     prometheus.emplace(std::vector<std::string>{
-        binary, "--config.file=" + dir.file("prometheus.yml"),
+        *binary, "--config.file=" + dir.file("prometheus.yml"),
         "--storage.tsdb.path=" + dir.file("data"),
         "--web.listen-address=127.0.0.1:" + std::to_string(port), "--log.level=info"});
     if (!prometheus->wait_stderr("Server is ready to receive web requests", 60s)) {
@@ -295,7 +272,7 @@ TEST(MetricsProgram, ARealPrometheusScrapesTheCounters) {
   constexpr std::string_view kOkSeries = R"("outcome":"ok")";
   std::string answer;
   for (int scrape = 0; scrape < 10; ++scrape) {
-    ASSERT_TRUE(m.server.wait_stderr("metrics peer=127.0.0.1:", 30s)) << m.server.err();
+    ASSERT_TRUE(m.wait_stderr("metrics peer=127.0.0.1:", 30s)) << m.err();
     if (scrape == 0) continue;
     answer = body_of(http_get(port, "/api/v1/query?query=sockecho_connections_total"));
     if (answer.find(kOkSeries) != std::string::npos) break;

@@ -3,12 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <set>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "programs.hpp"
@@ -81,76 +79,8 @@ TEST(ReusePort, BothServersMustAskForIt) {
   EXPECT_NE(second.err().find("Address already in use"), std::string::npos) << second.err();
 }
 
-std::optional<std::string> find_program(const std::string& name) {
-  std::string path = std::getenv("PATH") != nullptr ? std::getenv("PATH") : "";
-  path += ":/usr/sbin:/sbin:/usr/local/sbin";
-  std::size_t start = 0;
-  while (start <= path.size()) {
-    const std::size_t end = std::min(path.find(':', start), path.size());
-    const std::string candidate = path.substr(start, end - start) + "/" + name;
-    if (end > start && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-    start = end + 1;
-  }
-  return std::nullopt;
-}
-
-// A directory under TMPDIR, removed with its files at the end.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/sockecho-test-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr)
-      throw std::system_error(errno, std::generic_category());
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  TempDir(TempDir&&) = delete;
-  TempDir& operator=(TempDir&&) = delete;
-  ~TempDir() {
-    for (const std::string& file : files_) ::unlink(file.c_str());
-    ::rmdir(path_.c_str());
-  }
-  std::string write(const std::string& name, const std::string& text) {
-    std::string file = path_ + "/" + name;
-    std::ofstream(file) << text;
-    files_.push_back(file);
-    return file;
-  }
-
- private:
-  std::string path_;
-  std::vector<std::string> files_;
-};
-
-// The README's recipe: HAProxy in TCP mode in front of sockecho-server instances. Its timeouts
-// are longer than sockecho's --timeout (30 s), so sockecho decides when a client is too slow.
-std::string haproxy_config(const std::string& bind, const std::vector<std::uint16_t>& ports) {
-  std::string config =
-      "global\n"
-      "    maxconn 4096\n"
-      "defaults\n"
-      "    mode tcp\n"
-      "    timeout connect 5s\n"
-      "    timeout client 35s\n"
-      "    timeout server 35s\n"
-      "frontend sockecho\n"
-      "    bind " +
-      bind +
-      "\n"
-      "    default_backend sockecho_servers\n"
-      "backend sockecho_servers\n"
-      "    balance roundrobin\n";
-  for (std::size_t i = 0; i < ports.size(); ++i) {
-    config += "    server s" + std::to_string(i + 1) + " 127.0.0.1:" + std::to_string(ports[i]) +
-              " check\n";
-  }
-  return config;
-}
-
 TEST(HAProxy, SpreadsRequestsOverTwoServersInTcpMode) {
-  const std::optional<std::string> haproxy = find_program("haproxy");
+  const std::optional<std::string> haproxy = test::installed("haproxy");
   if (!haproxy) GTEST_SKIP() << "haproxy is not installed (apt-get install haproxy)";
 
   ServerProcess one({"--prefix", "one:", "--quiet"});
@@ -162,10 +92,10 @@ TEST(HAProxy, SpreadsRequestsOverTwoServersInTcpMode) {
   const Fd inherited(::dup(frontend.fd()));
   ASSERT_TRUE(inherited.valid());
 
-  TempDir dir;
-  const std::string config =
-      dir.write("haproxy.cfg",
-                haproxy_config("fd@" + std::to_string(inherited.get()), {one.port(), two.port()}));
+  const test::ScratchDir dir;
+  const std::string config = dir.file("haproxy.cfg");
+  std::ofstream(config) << test::haproxy_config("fd@" + std::to_string(inherited.get()),
+                                                {{one.port()}, {two.port()}});
   const test::RunResult check = test::run({*haproxy, "-c", "-f", config});
   ASSERT_EQ(check.status, 0) << check.out << check.err;
 

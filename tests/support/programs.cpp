@@ -1,5 +1,6 @@
 #include "programs.hpp"
 
+#include <algorithm>
 #include <array>
 #include <optional>
 #include <stdexcept>
@@ -72,6 +73,51 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args) : Child(serve
 
 FixedPortServer::FixedPortServer(const std::vector<std::string>& args) : Child(exactly(args)) {
   ready_ = stdout_line();
+}
+
+namespace {
+
+std::vector<std::string> with_metrics(std::vector<std::string> args) {
+  const std::array<std::string, 2> metrics = {"--metrics", "127.0.0.1:0"};
+  args.insert(args.begin(), metrics.begin(), metrics.end());
+  return args;
+}
+
+}  // namespace
+
+MeteredServer::MeteredServer(std::vector<std::string> args)
+    : ServerProcess(with_metrics(std::move(args))) {
+  const std::optional<std::string> line = stdout_line();
+  if (line && line->rfind("metrics on 127.0.0.1:", 0) == 0) metrics_port_ = port_of(*line);
+}
+
+std::string haproxy_config(const std::string& bind, const std::vector<Backend>& backends) {
+  const bool draining = std::any_of(backends.begin(), backends.end(),
+                                    [](const Backend& b) { return b.health_port != 0; });
+  std::string config =
+      "global\n"
+      "    maxconn 4096\n"
+      "defaults\n"
+      "    mode tcp\n"
+      "    timeout connect 5s\n"
+      "    timeout client 35s\n"
+      "    timeout server 35s\n";
+  if (draining) config += "    retries 3\n    option redispatch\n";
+  config += "frontend sockecho\n    bind " + bind +
+            "\n"
+            "    default_backend sockecho_servers\n"
+            "backend sockecho_servers\n"
+            "    balance roundrobin\n";
+  if (draining) config += "    option httpchk GET /health\n";
+  for (std::size_t i = 0; i < backends.size(); ++i) {
+    config += "    server s" + std::to_string(i + 1) +
+              " 127.0.0.1:" + std::to_string(backends[i].port) + " check";
+    if (backends[i].health_port != 0) {
+      config += " port " + std::to_string(backends[i].health_port) + " inter 100ms fall 1 rise 1";
+    }
+    config += "\n";
+  }
+  return config;
 }
 
 }  // namespace sockecho::test

@@ -47,4 +47,29 @@ class FixedPortServer : public Child {
   std::optional<std::string> ready_;
 };
 
+// sockecho-server with --metrics 127.0.0.1:0 and `args`; metrics_port() is the port of its
+// second stdout line, "metrics on 127.0.0.1:PORT" (0 when it printed none).
+class MeteredServer : public ServerProcess {
+ public:
+  explicit MeteredServer(std::vector<std::string> args);
+  [[nodiscard]] std::uint16_t metrics_port() const { return metrics_port_; }
+
+ private:
+  std::uint16_t metrics_port_ = 0;
+};
+
+// One sockecho-server behind HAProxy: its port, and the port of its metrics listener when
+// HAProxy is to take it out by its /health (0: HAProxy's own TCP check).
+struct Backend {
+  std::uint16_t port = 0;
+  std::uint16_t health_port = 0;
+};
+
+// The README's recipe: HAProxy in TCP mode, bound to `bind`, spreading connections round-robin
+// over `backends`. Its timeouts are longer than sockecho's --timeout (30 s), so sockecho decides
+// when a client is too slow. When backends have health ports, the README's recipe for draining
+// too: /health is asked every 100 ms and an instance is out at its first 503, and a connection
+// it refuses meanwhile is tried again (retries) on another instance (redispatch).
+std::string haproxy_config(const std::string& bind, const std::vector<Backend>& backends);
+
 }  // namespace sockecho::test

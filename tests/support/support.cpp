@@ -26,6 +26,7 @@
 
 #include "payload.hpp"
 #include "sockecho/error.hpp"
+#include "sockecho/program.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): posix_spawn wants it
 
@@ -198,6 +199,17 @@ std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
     pump(deadline, true);
   }
   return status_;
+}
+
+std::optional<std::string> installed(const std::string& name) {
+  for (const std::string& candidate :
+       {name, "/usr/local/sbin/" + name, "/usr/sbin/" + name, "/sbin/" + name}) {
+    try {
+      return find_program(candidate);
+    } catch (const std::system_error&) {  // not there: try the next
+    }
+  }
+  return std::nullopt;
 }
 
 void block_sigpipe_in_this_thread() noexcept {

@@ -141,6 +141,10 @@ class Child {
 // SIGPIPE raised by library code under test would still be caught.
 void block_sigpipe_in_this_thread() noexcept;
 
+// The path of a program a test uses, if it is installed: on PATH, or in an sbin directory a
+// PATH may lack (HAProxy is /usr/sbin/haproxy); nullopt when it is not there.
+std::optional<std::string> installed(const std::string& name);
+
 // Runs a program to completion with the given stdin, bounded by kPatience.
 struct RunResult {
   int status = -1;
