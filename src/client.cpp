@@ -15,6 +15,7 @@
 
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
+#include "socket_options.hpp"
 
 namespace sockecho {
 
@@ -39,9 +40,7 @@ int connect_local(int fd, const Address& address, Clock::time_point until) {
     if (timed) {
       const auto left = std::chrono::duration_cast<std::chrono::microseconds>(until - Clock::now());
       if (left.count() <= 0) return ETIMEDOUT;
-      timeval tv{};
-      tv.tv_sec = static_cast<time_t>(left.count() / 1000000);
-      tv.tv_usec = static_cast<suseconds_t>(left.count() % 1000000);
+      const timeval tv = detail::to_timeval(left);
       if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) return errno;
     }
     if (::connect(fd, address.data(), address.size()) == 0) break;

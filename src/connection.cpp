@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "sockecho/error.hpp"
+#include "socket_options.hpp"
 
 namespace sockecho {
 
@@ -108,10 +109,7 @@ Address Connection::local() const {
 std::optional<Credentials> Connection::peer_credentials() const {
   if (peer_.credentials()) return peer_.credentials();
   if (peer_.family() != AF_UNIX || !is_open()) return std::nullopt;
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return std::nullopt;
-  return Credentials{cred.pid, cred.uid, cred.gid};
+  return detail::peer_credentials_of(fd());
 }
 
 std::size_t Connection::read_into(Buffer& buffer, std::size_t limit) {

@@ -22,6 +22,7 @@
 
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
+#include "socket_options.hpp"
 
 namespace sockecho {
 
@@ -46,13 +47,6 @@ Fd listen_on(const Address& address, const ListenOptions& options) {
     throw os_error(errno, "listen " + address.to_string());
   }
   return socket;
-}
-
-timeval to_timeval(std::chrono::milliseconds duration) noexcept {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(duration.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((duration.count() % 1000) * 1000);
-  return tv;
 }
 
 // accept() failures that concern one connection, not the listener: skip it and take the next
@@ -82,16 +76,6 @@ int accept_one(int listener, Address& peer) noexcept {
   const int fd = ::accept4(listener, peer.data(), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (fd >= 0) peer.set_size(len);
   return fd;
-}
-
-// A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept on the
-// peer address, so they outlive the socket (the connection's log line is written after close).
-void record_credentials(int fd, Address& peer) noexcept {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-    peer.set_credentials({cred.pid, cred.uid, cred.gid});
-  }
 }
 
 // Makes room for a Unix socket at `path` before binding it. Nothing there: nothing to do. A
@@ -312,7 +296,7 @@ void Listener::set_idle_timeout(std::chrono::milliseconds idle) {
   // socket (connections are non-blocking, so what they inherit of it never applies). An
   // adopted socket is not ours to change: its wait is the poll() in wait_adopted().
   if (!adopted_) {
-    const timeval tv = to_timeval(idle);
+    const timeval tv = detail::to_timeval(idle);
     if (::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
       throw os_error(errno, "setsockopt SO_RCVTIMEO " + address_.to_string());
     }
@@ -332,7 +316,13 @@ std::optional<Connection> Listener::accept_or_idle() {
     Address peer;
     const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
     if (fd >= 0) {
-      if (address_.family() == AF_UNIX) record_credentials(fd, peer);
+      // A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept
+      // on the peer address, so they outlive the socket (the log line is written after close).
+      if (address_.family() == AF_UNIX) {
+        if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
+          peer.set_credentials(*cred);
+        }
+      }
       return Connection(Fd(fd), peer, Connection::NonBlocking{});
     }
     const int err = errno;
