@@ -96,8 +96,8 @@ class Server {
   void stop() noexcept;
   // A stop announced `delay` ahead: stopping() turns true now (so a health check, GET /health,
   // answers 503 and a load balancer takes the server out), but connections are still accepted
-  // and served until the delay is over; then stop(). A later stop() or a shorter delay ends the
-  // wait early. Zero: stop() now.
+  // and served until the delay is over; then stop(). A later stop() (or stop_after() of
+  // zero) ends the wait early; a later non-zero delay changes nothing. Zero: stop() now.
   void stop_after(std::chrono::milliseconds delay) noexcept;
 
   [[nodiscard]] ServerStats stats() const noexcept;
