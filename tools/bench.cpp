@@ -269,13 +269,9 @@ std::string target_name(const BenchSettings& settings) {
 
 BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
   BenchSettings s;
-  bool have_requests = false;
-  bool have_duration = false;
-  bool tcp_given = false;  // --host, --port or --sources
   cli::ArgReader reader(args, {"-c"});
   while (reader.next()) {
     const std::string_view flag = reader.flag();
-    tcp_given = tcp_given || flag == "--host" || flag == "--port" || flag == "--sources";
     if (cli::read_common_flag(reader, s)) continue;
     if (flag == "--unix") {
       s.unix_path = cli::parse_unix_path(reader.value());
@@ -284,13 +280,11 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
           static_cast<unsigned>(cli::parse_number(flag, reader.value(), 1, kMaxConcurrency));
     } else if (flag == "--requests") {
       s.requests = cli::parse_number(flag, reader.value(), 1, 1'000'000'000'000UL);
-      have_requests = true;
     } else if (flag == "--duration") {
       s.duration = cli::parse_seconds(flag, reader.value());
       if (s.duration.count() == 0) {
         throw cli::UsageError(cli::bad_value(flag, "0", "a positive number of seconds"));
       }
-      have_duration = true;
     } else if (flag == "--size") {
       s.size = cli::parse_size(flag, reader.value());
     } else if (flag == "--prefix") {
@@ -312,11 +306,12 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
       reader.unknown();
     }
   }
-  if (have_requests && have_duration) {
-    throw cli::UsageError("--requests and --duration cannot be combined");
-  }
-  if (!have_requests && !have_duration) s.requests = 1000;
-  if (!s.unix_path.empty() && tcp_given) {
+  const bool requests = reader.seen("--requests");
+  const bool duration = reader.seen("--duration");
+  if (requests && duration) throw cli::UsageError("--requests and --duration cannot be combined");
+  if (!requests && !duration) s.requests = 1000;
+  if (!s.unix_path.empty() &&
+      (reader.seen("--host") || reader.seen("--port") || reader.seen("--sources"))) {
     throw cli::UsageError("--unix cannot be combined with --host, --port or --sources");
   }
   return s;

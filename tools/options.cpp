@@ -22,22 +22,21 @@ bool ArgReader::next() {
   inline_value_.reset();
   if (arg.size() < 3 || arg.substr(0, 2) != "--") {
     if (arg == "-h") {
-      flag_ = "--help";
-      return true;
+      arg = "--help";
+    } else if (std::find(short_flags_.begin(), short_flags_.end(), arg) == short_flags_.end()) {
+      throw UsageError("unexpected argument '" + std::string(arg) + "'");
     }
-    if (std::find(short_flags_.begin(), short_flags_.end(), arg) != short_flags_.end()) {
-      flag_ = arg;
-      return true;
-    }
-    throw UsageError("unexpected argument '" + std::string(arg) + "'");
-  }
-  const std::size_t equals = arg.find('=');
-  if (equals != std::string_view::npos) {
+  } else if (const std::size_t equals = arg.find('='); equals != std::string_view::npos) {
     inline_value_ = arg.substr(equals + 1);
     arg = arg.substr(0, equals);
   }
   flag_ = arg;
+  seen_.push_back(flag_);
   return true;
+}
+
+bool ArgReader::seen(std::string_view flag) const noexcept {
+  return std::find(seen_.begin(), seen_.end(), flag) != seen_.end();
 }
 
 std::string_view ArgReader::value() {
@@ -244,14 +243,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   constexpr unsigned long kMaxWorkers = 4096;
   constexpr unsigned long kMaxQueue = 1000000;
   ServerSettings s;
-  bool prefix_given = false;
-  bool tcp_given = false;  // --host or --port
-  bool greeting_given = false;
-  bool quiet = false;
-  bool verbose = false;
   ArgReader reader(args);
   while (reader.next()) {
-    tcp_given = tcp_given || reader.flag() == "--host" || reader.flag() == "--port";
     if (read_common_flag(reader, s) || read_udp_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
     if (flag == "--unix") {
@@ -264,7 +257,6 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       s.unix_group = std::string(group);
     } else if (flag == "--prefix") {
       s.prefix = std::string(reader.value());
-      prefix_given = true;
     } else if (flag == "--exec") {
       s.exec = reader.rest();
       if (s.exec.empty() || s.exec[0].empty()) throw UsageError("--exec needs a program");
@@ -305,14 +297,11 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
       s.drain_delay = parse_seconds(flag, reader.value());
     } else if (flag == "--greeting") {
       s.greeting = std::string(reader.value());
-      greeting_given = true;
     } else if (flag == "--quiet") {
       reader.no_value();
-      quiet = true;
       s.log_level = LogLevel::quiet;
     } else if (flag == "--verbose") {
       reader.no_value();
-      verbose = true;
       s.log_level = LogLevel::verbose;
     } else {
       reader.unknown();
@@ -320,7 +309,7 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   }
   if (!s.exec.empty()) {
     if (s.mode == Mode::line) throw UsageError("--exec is for echo mode, not --mode line");
-    if (!prefix_given) s.prefix.clear();
+    if (!reader.seen("--prefix")) s.prefix.clear();
   } else if (s.max_output) {
     throw UsageError("--max-output needs --exec");
   } else if (s.background) {
@@ -329,7 +318,9 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   if (s.unix_path.empty()) {
     if (s.unix_mode || s.unix_group) throw UsageError("--unix-mode and --unix-group need --unix");
   } else {
-    if (tcp_given) throw UsageError("--unix cannot be combined with --host or --port");
+    if (reader.seen("--host") || reader.seen("--port")) {
+      throw UsageError("--unix cannot be combined with --host or --port");
+    }
     if (s.reuse_port) throw UsageError("--reuseport is for TCP, not --unix");
     if (s.udp) throw UsageError("--udp cannot be combined with --unix");
     if (s.unix_path.front() == '@' && (s.unix_mode || s.unix_group)) {
@@ -338,18 +329,18 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
     }
   }
   check_udp(s);
-  if (quiet && verbose) throw UsageError("--quiet and --verbose cannot be combined");
+  if (reader.seen("--quiet") && reader.seen("--verbose"))
+    throw UsageError("--quiet and --verbose cannot be combined");
   // Echo mode has no greeting: taking the flag there would hide a forgotten --mode line.
-  if (greeting_given && s.mode != Mode::line) throw UsageError("--greeting needs --mode line");
+  if (reader.seen("--greeting") && s.mode != Mode::line)
+    throw UsageError("--greeting needs --mode line");
   return s;
 }
 
 ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
   ClientSettings s;
-  bool tcp_given = false;  // --host or --port
   ArgReader reader(args);
   while (reader.next()) {
-    tcp_given = tcp_given || reader.flag() == "--host" || reader.flag() == "--port";
     if (read_common_flag(reader, s)) continue;
     const std::string_view flag = reader.flag();
     if (flag == "--unix") {
@@ -374,7 +365,7 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
       reader.unknown();
     }
   }
-  if (!s.unix_path.empty() && tcp_given) {
+  if (!s.unix_path.empty() && (reader.seen("--host") || reader.seen("--port"))) {
     throw UsageError("--unix cannot be combined with --host or --port");
   }
   if (s.send && s.file) throw UsageError("--send and --file cannot be combined");

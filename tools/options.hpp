@@ -113,6 +113,9 @@ class ArgReader {
   [[noreturn]] void unknown() const;
   // Every argument after the current flag, taken as they are (no more flags): --exec's program.
   std::vector<std::string> rest();
+  // Whether `flag` ("--port", "--help" for -h too) came up so far, the current one included:
+  // what a parser checks combinations and defaults by once every flag is read.
+  [[nodiscard]] bool seen(std::string_view flag) const noexcept;
 
  private:
   const std::vector<std::string_view>& args_;
@@ -120,6 +123,7 @@ class ArgReader {
   std::size_t index_ = 0;
   std::string_view flag_;
   std::optional<std::string_view> inline_value_;
+  std::vector<std::string_view> seen_;  // every flag next() has returned
 };
 
 // Value parsers, exposed for tests and for sockecho-bench. Each throws UsageError naming the flag.
