@@ -259,12 +259,6 @@ std::string json_string(std::string_view text) {
   return out + "\"";
 }
 
-// The server as messages name it: "127.0.0.1:12387" or "unix:/run/x.sock".
-std::string target_name(const BenchSettings& settings) {
-  return settings.unix_path.empty() ? join_host_port(settings.host, settings.port)
-                                    : Address::unix_path(settings.unix_path).to_string();
-}
-
 }  // namespace
 
 BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
@@ -488,7 +482,7 @@ BenchResult run_bench(const BenchSettings& settings, int progress_fd) {
 std::string format_report(const BenchSettings& settings, const BenchResult& result) {
   const Histogram& h = result.latency;
   std::string out;
-  out += "target     " + target_name(settings) + ", " + std::to_string(settings.concurrency) +
+  out += "target     " + cli::target_name(settings) + ", " + std::to_string(settings.concurrency) +
          " concurrent, " + std::to_string(settings.size) + "-byte requests\n";
   out += "requests   " + std::to_string(result.ok) + " ok, " +
          std::to_string(result.error_count()) + " errors in " + format_fixed(result.seconds(), 3) +

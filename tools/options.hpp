@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/address.hpp"
 #include "sockecho/jobs.hpp"
 #include "sockecho/server.hpp"
 #include "sockecho/version.hpp"
@@ -135,6 +136,14 @@ class ArgReader {
 [[nodiscard]] std::string parse_unix_path(std::string_view text);
 // --unix-mode: octal permission bits, 0 to 0777 ("0660", "660").
 [[nodiscard]] mode_t parse_unix_mode(std::string_view text);
+
+// The server a client's settings name, as messages write it: "127.0.0.1:12387" or, with --unix,
+// "unix:/run/x.sock".
+template <typename Settings>
+[[nodiscard]] std::string target_name(const Settings& settings) {
+  return settings.unix_path.empty() ? join_host_port(settings.host, settings.port)
+                                    : Address::unix_path(settings.unix_path).to_string();
+}
 
 // The flags every sockecho program takes, --host, --port, --help (or -h) and --version, read into
 // the members of those names of its settings. True when the current flag was one of them.

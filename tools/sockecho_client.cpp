@@ -102,8 +102,7 @@ int run(const sockecho::cli::ClientSettings& s) {
   const int input = file ? file.get() : STDIN_FILENO;
   const std::string source = s.file && *s.file != "-" ? *s.file : "stdin";
   const bool local = !s.unix_path.empty();
-  const std::string server = local ? sockecho::Address::unix_path(s.unix_path).to_string()
-                                   : sockecho::join_host_port(s.host, s.port);
+  const std::string server = sockecho::cli::target_name(s);
 
   if (!s.quiet) sockecho::cli::print(STDERR_FILENO, "try to connect to " + server + "...\n");
   sockecho::Connection connection;
