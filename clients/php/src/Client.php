@@ -54,8 +54,8 @@ class Client
         if ($host === '') {
             throw new \InvalidArgumentException('host must not be empty');
         }
-        if (str_starts_with($host, Connection::UNIX_SCHEME)) {
-            $path = substr($host, strlen(Connection::UNIX_SCHEME));
+        $path = Connection::unixPath($host);
+        if ($path !== null) {
             if ($path === '' || strlen($path) > 107 || str_contains($path, "\0")) {
                 throw new \InvalidArgumentException("a Unix socket address is unix:// and an absolute path of at most 107 bytes, not $host");
             }
@@ -132,8 +132,9 @@ class Client
     /** HOST:PORT ([ADDR]:PORT for IPv6, unix:PATH for a Unix socket), as messages name the daemon. */
     private function address(): string
     {
-        if (str_starts_with($this->host, Connection::UNIX_SCHEME)) {
-            return 'unix:' . substr($this->host, strlen(Connection::UNIX_SCHEME));
+        $path = Connection::unixPath($this->host);
+        if ($path !== null) {
+            return "unix:$path";
         }
         return str_contains($this->host, ':') && !str_starts_with($this->host, '[') ? "[{$this->host}]:{$this->port}" : "{$this->host}:{$this->port}";
     }

@@ -36,8 +36,9 @@ final class Connection
      */
     public static function open(string $host, int $port, float $connectTimeout): self
     {
-        if (str_starts_with($host, self::UNIX_SCHEME)) {
-            return self::openUnix(substr($host, strlen(self::UNIX_SCHEME)), $connectTimeout);
+        $path = self::unixPath($host);
+        if ($path !== null) {
+            return self::openUnix($path, $connectTimeout);
         }
         return self::quietly(static function () use ($host, $port, $connectTimeout): self {
             $deadline = $connectTimeout > 0 ? hrtime(true) + (int) ($connectTimeout * 1e9) : null;
@@ -68,6 +69,12 @@ final class Connection
 
     /** How an address names a Unix-domain socket: "unix:///run/sockecho/sockecho.sock". */
     public const UNIX_SCHEME = 'unix://';
+
+    /** The socket path of a "unix://PATH" host, or null for a TCP host. */
+    public static function unixPath(string $host): ?string
+    {
+        return str_starts_with($host, self::UNIX_SCHEME) ? substr($host, strlen(self::UNIX_SCHEME)) : null;
+    }
 
     /**
      * Connects to the Unix-domain socket at $path. A Unix connect() completes at once or waits
