@@ -57,6 +57,31 @@ std::string Address::path() const {
   return {un->sun_path, ::strnlen(un->sun_path, length)};
 }
 
+Address Address::unmapped() const {
+  if (family() != AF_INET6) return *this;
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
+  if (!IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return *this;
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = in6->sin6_port;
+  std::memcpy(&in.sin_addr, reinterpret_cast<const char*>(&in6->sin6_addr) + 12,
+              sizeof in.sin_addr);
+  return Address(reinterpret_cast<const sockaddr*>(&in), sizeof in);
+}
+
+bool Address::is_loopback() const noexcept {
+  if (family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&storage_);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (family() != AF_INET6) return false;
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
+  if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+    return reinterpret_cast<const unsigned char*>(&in6->sin6_addr)[12] == 127;
+  }
+  return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+}
+
 std::string Address::source_key() const {
   if (family() == AF_INET) {
     const auto* in = reinterpret_cast<const sockaddr_in*>(&storage_);
@@ -64,9 +89,8 @@ std::string Address::source_key() const {
   }
   if (family() == AF_INET6) {
     const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
-    const auto* bytes = reinterpret_cast<const char*>(&in6->sin6_addr);
-    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return {bytes + 12, 4};
-    return {bytes, sizeof in6->sin6_addr};
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return unmapped().source_key();
+    return {reinterpret_cast<const char*>(&in6->sin6_addr), sizeof in6->sin6_addr};
   }
   if (family() == AF_UNIX) {
     // Of lengths no IP key has (4 and 16 bytes), so the families never meet: 'u' and the uid

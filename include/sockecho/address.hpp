@@ -65,6 +65,12 @@ class Address {
   }
   void set_credentials(const Credentials& credentials) noexcept { credentials_ = credentials; }
 
+  // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it carries, with its port;
+  // any other address as it is. Where sockecho compares or names a peer, it uses this.
+  [[nodiscard]] Address unmapped() const;
+  // 127.0.0.0/8, ::1 or ::ffff:127.x.y.z: an address only this host can send from.
+  [[nodiscard]] bool is_loopback() const noexcept;
+
   // The bytes that identify a client for per-source counting: the IP address alone (no port),
   // an IPv4-mapped IPv6 address as its IPv4 address; a Unix-domain peer's user id (its path when
   // no credentials were recorded). Addresses of different families never share a key.
