@@ -102,8 +102,8 @@ int main(int argc, char** argv) {
   options.timeout = std::chrono::seconds(10);
   options.log = sockecho::Logger(2, sockecho::LogLevel::normal);
   const std::size_t top = settings->top;
-  auto handler = [top](std::string_view request, sockecho::Reply& reply) {
-    reply.append(count_words(request, top));
+  auto handler = [top](const sockecho::Request& request, sockecho::Reply& reply) {
+    reply.append(count_words(request.bytes(), top));
   };
   try {
     std::optional<sockecho::Listener> listener = sockecho::inherited_listener();

@@ -25,7 +25,43 @@ std::string milliseconds(std::chrono::microseconds duration) {
   return std::to_string(us / 1000) + "." + frac;
 }
 
+// A program's end, as a job's end.
+JobEnd job_end(Outcome outcome) noexcept {
+  switch (outcome) {
+    case Outcome::ok:
+      return JobEnd::ok;
+    case Outcome::timeout:
+      return JobEnd::timeout;
+    case Outcome::too_large:
+      return JobEnd::too_large;
+    default:
+      return JobEnd::failed;
+  }
+}
+
 }  // namespace
+
+std::string_view to_string(JobEnd end) noexcept {
+  switch (end) {
+    case JobEnd::ok:
+      return "ok";
+    case JobEnd::failed:
+      return "failed";
+    case JobEnd::timeout:
+      return "timeout";
+    case JobEnd::too_large:
+      return "too_large";
+  }
+  return "failed";
+}
+
+std::string format_stats(const JobStats& stats) {
+  std::string line = "accepted=" + std::to_string(stats.accepted);
+  for (const JobEnd end : kJobEnds) {
+    line += " " + std::string(to_string(end)) + "=" + std::to_string(stats.count(end));
+  }
+  return line + " busy=" + std::to_string(stats.busy);
+}
 
 JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
   if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
@@ -128,11 +164,9 @@ void JobQueue::work() noexcept {
     } catch (const std::exception& e) {  // the program could not start
       options_.log.event(LogLevel::quiet,
                          "job id=" + job.id + " ms=0.000 error=\"" + std::string(e.what()) + "\"");
-      const std::lock_guard<std::mutex> count(mutex_);
-      ++stats_.failed;
+      ended(JobEnd::failed);
     } catch (...) {
-      const std::lock_guard<std::mutex> count(mutex_);
-      ++stats_.failed;
+      ended(JobEnd::failed);
     }
     lock.lock();
     --stats_.running;
@@ -177,28 +211,32 @@ void JobQueue::run(Job& job) {
   }
   log.event(result.ok() ? LogLevel::normal : LogLevel::quiet,
             who + " ms=" + milliseconds(result.duration) + " " + result.describe());
+  ended(job_end(outcome_of(result)));
+}
+
+void JobQueue::ended(JobEnd end) {
   const std::lock_guard<std::mutex> lock(mutex_);
-  switch (result.end) {
-    case ProgramResult::End::exited:
-      ++(result.code == 0 ? stats_.ok : stats_.failed);
-      break;
-    case ProgramResult::End::signaled:
-      ++stats_.failed;
-      break;
-    case ProgramResult::End::timed_out:
-      ++stats_.timeout;
-      break;
-    case ProgramResult::End::too_large:
-      ++stats_.too_large;
-      break;
+  ++stats_.ends[static_cast<std::size_t>(end)];
+}
+
+void JobQueue::collect(Exposition& out) const {
+  const JobStats j = stats();
+  out.single("sockecho_jobs_running", "gauge", "Background jobs running now.", j.running);
+  out.single("sockecho_jobs_queued", "gauge", "Background jobs waiting to run.", j.queued);
+  out.single("sockecho_jobs_accepted_total", "counter", "Background jobs acknowledged.",
+             j.accepted);
+  out.single("sockecho_jobs_refused_total", "counter",
+             "Background jobs refused because the queue was full (busy).", j.busy);
+  out.family("sockecho_jobs_total", "counter", "Background jobs finished, by outcome.");
+  for (const JobEnd end : kJobEnds) {
+    out.sample("sockecho_jobs_total", label("outcome", to_string(end)), j.count(end));
   }
 }
 
-ConnectionHandler background_handler(JobQueue& queue, std::string prefix) {
-  return [&queue, prefix = std::move(prefix)](const Connection& connection,
-                                              std::string_view request, Reply& reply) {
+Handler background_handler(JobQueue& queue, std::string prefix) {
+  return [&queue, prefix = std::move(prefix)](const Request& request, Reply& reply) {
     const std::optional<std::string> id =
-        queue.submit(std::string(request), exec_environment(connection));
+        queue.submit(std::string(request.bytes()), exec_environment(request));
     reply.append_ref(prefix);
     if (id) {
       reply.append("accepted " + *id + "\n");

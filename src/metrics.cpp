@@ -12,69 +12,19 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <system_error>
+#include <utility>
 
 #include "sockecho/deadline.hpp"
+#include "sockecho/exposition.hpp"
 #include "sockecho/version.hpp"
 
 namespace sockecho {
 
 namespace {
 
-constexpr std::chrono::milliseconds kOutOfDescriptorsPause{100};
 constexpr std::size_t kMostUnreadAfterAnswer = std::size_t{64} << 10;
-
-// One metric family at a time, with its HELP and TYPE lines.
-class Exposition {
- public:
-  void family(std::string_view name, std::string_view type, std::string_view help) {
-    out_ += "# HELP ";
-    out_ += name;
-    out_ += ' ';
-    out_ += help;
-    out_ += "\n# TYPE ";
-    out_ += name;
-    out_ += ' ';
-    out_ += type;
-    out_ += '\n';
-  }
-  // A sample: name, labels ("" or `outcome="ok"`), value.
-  void sample(std::string_view name, std::string_view labels, std::uint64_t value) {
-    start(name, labels);
-    out_ += std::to_string(value);
-    out_ += '\n';
-  }
-  void sample(std::string_view name, std::string_view labels, double value) {
-    start(name, labels);
-    std::array<char, 40> text{};
-    (void)std::snprintf(text.data(), text.size(), "%.17g", value);
-    out_ += text.data();
-    out_ += '\n';
-  }
-  // A family of one sample without labels.
-  template <typename Value>
-  void single(std::string_view name, std::string_view type, std::string_view help, Value value) {
-    family(name, type, help);
-    sample(name, "", value);
-  }
-  [[nodiscard]] std::string take() { return std::move(out_); }
-
- private:
-  void start(std::string_view name, std::string_view labels) {
-    out_ += name;
-    if (!labels.empty()) {
-      out_ += '{';
-      out_ += labels;
-      out_ += '}';
-    }
-    out_ += ' ';
-  }
-  std::string out_;
-};
-
-std::string label(std::string_view key, std::string_view value) {
-  return std::string(key) + "=\"" + std::string(value) + '"';
-}
 
 // "0.005", "+Inf": the le label of a bucket.
 std::string bucket_bound(double seconds) {
@@ -183,12 +133,6 @@ std::string_view reason_of(int status) noexcept {
   }
 }
 
-// False once the server of the sources (stream or datagram) has begun to stop.
-bool serving(const MetricsSources& sources) noexcept {
-  return (sources.server == nullptr || !sources.server->stopping()) &&
-         (sources.datagrams == nullptr || !sources.datagrams->stopping());
-}
-
 }  // namespace
 
 Metrics::Metrics() noexcept = default;
@@ -211,48 +155,13 @@ void Metrics::count_http(int status) noexcept {
   }
 }
 
-std::string Metrics::exposition(const MetricsSources& sources) const {
+void Metrics::add(const Collector& collector) { collectors_.push_back(&collector); }
+
+std::string Metrics::exposition() const {
   Exposition out;
   out.family("sockecho_build_info", "gauge", "The sockecho version, as a label; always 1.");
   out.sample("sockecho_build_info", label("version", kVersion), std::uint64_t{1});
-
-  if (const Server* server = sources.server) {
-    const ServerStats s = server->stats();
-    out.single("sockecho_connections_accepted_total", "counter", "Connections accepted.",
-               s.accepted);
-    out.family("sockecho_connections_total", "counter", "Connections finished, by outcome.");
-    for (const Outcome outcome : kOutcomes) {
-      out.sample("sockecho_connections_total", label("outcome", to_string(outcome)),
-                 s.count(outcome));
-    }
-    out.single("sockecho_connections_active", "gauge", "Connections being served now.", s.active);
-    out.single("sockecho_bytes_received_total", "counter", "Bytes read from finished connections.",
-               s.bytes_in);
-    out.single("sockecho_bytes_sent_total", "counter", "Bytes written to finished connections.",
-               s.bytes_out);
-    out.single("sockecho_workers", "gauge", "Worker threads running now, busy or waiting.",
-               s.workers);
-    out.single("sockecho_workers_max", "gauge", "Most worker threads (--workers).",
-               std::uint64_t{server->options().workers});
-  }
-
-  if (const DatagramServer* udp = sources.datagrams) {
-    const DatagramStats d = udp->stats();
-    out.single("sockecho_datagrams_received_total", "counter", "Datagrams received.", d.received);
-    out.family("sockecho_datagrams_total", "counter", "Datagrams handled, by outcome.");
-    for (const Outcome outcome : kOutcomes) {
-      out.sample("sockecho_datagrams_total", label("outcome", to_string(outcome)),
-                 d.count(outcome));
-    }
-    out.single("sockecho_datagram_bytes_received_total", "counter",
-               "Bytes of the datagrams received.", d.bytes_in);
-    out.single("sockecho_datagram_bytes_sent_total", "counter", "Bytes of the replies sent.",
-               d.bytes_out);
-  }
-  if (sources.server != nullptr || sources.datagrams != nullptr) {
-    out.single("sockecho_up", "gauge", "1 while the server serves, 0 once it is stopping.",
-               std::uint64_t{serving(sources) ? 1U : 0U});
-  }
+  for (const Collector* collector : collectors_) collector->collect(out);
 
   const std::string name = "sockecho_request_duration_seconds";
   out.family(name, "histogram", "Time from accept to close of each connection, seconds.");
@@ -267,21 +176,6 @@ std::string Metrics::exposition(const MetricsSources& sources) const {
              static_cast<double>(duration_sum_us_.load(std::memory_order_relaxed)) / 1e6);
   // The count is the +Inf bucket's, read once, so the two always agree.
   out.sample(name + "_count", "", cumulative);
-
-  if (const JobQueue* jobs = sources.jobs) {
-    const JobStats j = jobs->stats();
-    out.single("sockecho_jobs_running", "gauge", "Background jobs running now.", j.running);
-    out.single("sockecho_jobs_queued", "gauge", "Background jobs waiting to run.", j.queued);
-    out.single("sockecho_jobs_accepted_total", "counter", "Background jobs acknowledged.",
-               j.accepted);
-    out.single("sockecho_jobs_refused_total", "counter",
-               "Background jobs refused because the queue was full (busy).", j.busy);
-    out.family("sockecho_jobs_total", "counter", "Background jobs finished, by outcome.");
-    out.sample("sockecho_jobs_total", label("outcome", "ok"), j.ok);
-    out.sample("sockecho_jobs_total", label("outcome", "failed"), j.failed);
-    out.sample("sockecho_jobs_total", label("outcome", "timeout"), j.timeout);
-    out.sample("sockecho_jobs_total", label("outcome", "too_large"), j.too_large);
-  }
 
   out.family("sockecho_metrics_requests_total", "counter",
              "Requests to this metrics listener, by HTTP status.");
@@ -345,86 +239,79 @@ HttpRequestHead parse_http_head(std::string_view text) noexcept {
   return head;
 }
 
-MetricsServer::MetricsServer(Listener listener, Metrics& metrics, const MetricsSources& sources,
-                             Logger log)
-    : listener_(std::move(listener)), metrics_(metrics), sources_(sources), log_(std::move(log)) {
-  thread_ = std::thread([this] { run(); });
-}
+namespace {
 
-MetricsServer::~MetricsServer() {
-  listener_.interrupt();
-  if (thread_.joinable()) thread_.join();
-}
-
-void MetricsServer::run() noexcept {
-  for (;;) {
-    try {
-      std::optional<Connection> connection = listener_.accept();
-      if (!connection) return;  // interrupted
-      answer(*connection);
-    } catch (const std::system_error& e) {
-      // A peer that reset, or a descriptor shortage: this request is lost, the listener is not.
-      if (log_.enabled(LogLevel::verbose)) {
-        log_.event(LogLevel::verbose, std::string("metrics: ") + e.what());
-      }
-      if (e.code() == std::errc::too_many_files_open ||
-          e.code() == std::errc::too_many_files_open_in_system) {
-        std::this_thread::sleep_for(kOutOfDescriptorsPause);  // for one to come free
-      }
-    } catch (...) {
-      if (log_.enabled(LogLevel::normal)) log_.event(LogLevel::normal, "metrics: request failed");
-    }
-  }
-}
-
-void MetricsServer::answer(Connection& connection) {
-  connection.set_timeout(kHttpRequestTime);
-  connection.deadline().set_end(Clock::now() + kHttpRequestTime);
-  std::string head;
-  std::array<char, 2048> chunk{};
-  HttpRequestHead request;
+// An answer of the metrics listener: status, body, and what goes with them.
+struct HttpAnswer {
   int status = 0;
-  try {
-    while (request.state == HttpRequestHead::State::incomplete) {
-      const std::size_t n = connection.read_some(chunk.data(), chunk.size());
-      if (n == 0) {
-        status = 400;  // closed before the head was whole
-        break;
-      }
-      head.append(chunk.data(), n);
-      request = parse_http_head(head);
-      if (request.state == HttpRequestHead::State::incomplete && head.size() > kMaxHttpHead) {
-        status = 431;
-        break;
-      }
-    }
-  } catch (const std::system_error& e) {
-    if (e.code() != std::errc::timed_out) throw;
-    status = 408;
-  }
   std::string body;
   std::string_view content_type = "text/plain; charset=utf-8";
   std::string_view extra_header;
-  if (status == 0 && request.state == HttpRequestHead::State::bad) status = 400;
-  if (status == 0) {
+};
+
+class MetricsProtocol final : public Protocol {
+ public:
+  MetricsProtocol(Metrics& metrics, std::function<bool()> serving, Logger log)
+      : metrics_(metrics), serving_(std::move(serving)), log_(std::move(log)) {
+    if (!serving_) throw std::invalid_argument("metrics_protocol: serving is empty");
+  }
+
+  void serve(Connection& connection, Workspace& /*workspace*/) override {
+    connection.deadline().set_end(Clock::now() + kHttpRequestTime);
+    std::array<char, 2048> chunk{};
+    HttpRequestHead request;
+    std::string head;
+    HttpAnswer answer;
+    answer.status = read_head(connection, chunk, head, request);
+    if (answer.status == 0) route(request, answer);
+    if (answer.body.empty()) answer.body = std::string(reason_of(answer.status)) + "\n";
+    metrics_.count_http(answer.status);
+    if (log_.enabled(LogLevel::verbose)) log_answer(connection, request, answer.status);
+    respond(connection, answer);
+    drain(connection, chunk);
+  }
+
+  [[nodiscard]] std::string describe() const override { return "mode=metrics"; }
+
+ private:
+  // Reads the request head: 0 once it is whole, or the status that answers it already.
+  static int read_head(Connection& connection, std::array<char, 2048>& chunk, std::string& head,
+                       HttpRequestHead& request) {
+    try {
+      while (request.state == HttpRequestHead::State::incomplete) {
+        const std::size_t n = connection.read_some(chunk.data(), chunk.size());
+        if (n == 0) return 400;  // closed before the head was whole
+        head.append(chunk.data(), n);
+        request = parse_http_head(head);
+        if (request.state == HttpRequestHead::State::incomplete && head.size() > kMaxHttpHead) {
+          return 431;
+        }
+      }
+    } catch (const std::system_error& e) {
+      if (e.code() != std::errc::timed_out) throw;
+      return 408;
+    }
+    return request.state == HttpRequestHead::State::bad ? 400 : 0;
+  }
+
+  void route(const HttpRequestHead& request, HttpAnswer& answer) const {
     if (request.method != "GET") {
-      status = 405;
-      extra_header = "Allow: GET\r\n";
+      answer.status = 405;
+      answer.extra_header = "Allow: GET\r\n";
     } else if (request.target == "/metrics") {
-      status = 200;
-      body = metrics_.exposition(sources_);
-      content_type = "text/plain; version=0.0.4; charset=utf-8";
+      answer.status = 200;
+      answer.body = metrics_.exposition();
+      answer.content_type = "text/plain; version=0.0.4; charset=utf-8";
     } else if (request.target == "/health") {
-      const bool up = serving(sources_);
-      status = up ? 200 : 503;
-      body = up ? "ok\n" : "stopping\n";
+      const bool up = serving_();
+      answer.status = up ? 200 : 503;
+      answer.body = up ? "ok\n" : "stopping\n";
     } else {
-      status = 404;
+      answer.status = 404;
     }
   }
-  if (body.empty()) body = std::string(reason_of(status)) + "\n";
-  metrics_.count_http(status);
-  if (log_.enabled(LogLevel::verbose)) {
+
+  void log_answer(const Connection& connection, const HttpRequestHead& request, int status) const {
     const bool parsed = request.state == HttpRequestHead::State::complete;
     log_.event(LogLevel::verbose,
                "metrics peer=" + connection.peer().to_string() + " request=\"" +
@@ -432,22 +319,39 @@ void MetricsServer::answer(Connection& connection) {
                            : std::string("-")) +
                    "\" status=" + std::to_string(status));
   }
-  std::string response = "HTTP/1.1 " + std::to_string(status) + " " +
-                         std::string(reason_of(status)) +
-                         "\r\nContent-Type: " + std::string(content_type) +
-                         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
-                         std::string(extra_header) + "Connection: close\r\n\r\n";
-  const std::array<std::string_view, 2> parts = {response, body};
-  connection.write_all(parts.data(), parts.size());
-  connection.close_write();
+
+  static void respond(Connection& connection, const HttpAnswer& answer) {
+    const std::string head = "HTTP/1.1 " + std::to_string(answer.status) + " " +
+                             std::string(reason_of(answer.status)) +
+                             "\r\nContent-Type: " + std::string(answer.content_type) +
+                             "\r\nContent-Length: " + std::to_string(answer.body.size()) + "\r\n" +
+                             std::string(answer.extra_header) + "Connection: close\r\n\r\n";
+    const std::array<std::string_view, 2> parts = {head, answer.body};
+    connection.write_all(parts.data(), parts.size());
+    connection.close_write();
+  }
+
   // Whatever the client sent beyond the head is read (within the same limits) before the close,
   // which would otherwise reset the connection and could destroy the answer in flight.
-  std::size_t unread = 0;
-  while (unread < kMostUnreadAfterAnswer) {
-    const std::size_t n = connection.read_some(chunk.data(), chunk.size());
-    if (n == 0) break;
-    unread += n;
+  static void drain(Connection& connection, std::array<char, 2048>& chunk) {
+    std::size_t unread = 0;
+    while (unread < kMostUnreadAfterAnswer) {
+      const std::size_t n = connection.read_some(chunk.data(), chunk.size());
+      if (n == 0) break;
+      unread += n;
+    }
   }
+
+  Metrics& metrics_;
+  std::function<bool()> serving_;
+  Logger log_;
+};
+
+}  // namespace
+
+std::shared_ptr<Protocol> metrics_protocol(Metrics& metrics, std::function<bool()> serving,
+                                           Logger log) {
+  return std::make_shared<MetricsProtocol>(metrics, std::move(serving), std::move(log));
 }
 
 }  // namespace sockecho

@@ -11,47 +11,6 @@
 
 namespace sockecho {
 
-void Reply::append(std::string_view bytes) {
-  if (bytes.empty()) return;
-  pieces_.push_back({nullptr, owned_.size(), bytes.size()});
-  owned_.append(bytes);
-  size_ += bytes.size();
-}
-
-void Reply::append_ref(std::string_view bytes) {
-  if (bytes.empty()) return;
-  pieces_.push_back({bytes.data(), 0, bytes.size()});
-  size_ += bytes.size();
-}
-
-void Reply::clear() noexcept {
-  pieces_.clear();
-  owned_.clear();
-  size_ = 0;
-  outcome_ = Outcome::ok;
-  fields_.clear();
-}
-
-void Reply::set_outcome(Outcome outcome, std::string fields) {
-  outcome_ = outcome;
-  fields_ = std::move(fields);
-}
-
-void Reply::pieces(std::vector<std::string_view>& out) const {
-  out.clear();
-  for (const Piece& piece : pieces_) {
-    const char* data = piece.data != nullptr ? piece.data : owned_.data() + piece.offset;
-    out.emplace_back(data, piece.size);
-  }
-}
-
-Handler prefix_handler(std::string prefix) {
-  return [prefix = std::move(prefix)](std::string_view request, Reply& reply) {
-    reply.append_ref(prefix);
-    reply.append_ref(request);
-  };
-}
-
 void Workspace::send(Connection& connection) {
   reply.pieces(pieces);
   connection.write_all(pieces.data(), pieces.size());
@@ -249,7 +208,7 @@ class DocumentProtocol : public Protocol {
 
 class EchoProtocol final : public DocumentProtocol {
  public:
-  EchoProtocol(ConnectionHandler handler, Limits limits)
+  EchoProtocol(Handler handler, Limits limits)
       : DocumentProtocol(limits), handler_(checked(std::move(handler))) {}
 
   void serve(Connection& connection, Workspace& workspace) override {
@@ -265,18 +224,14 @@ class EchoProtocol final : public DocumentProtocol {
     } while (connection.read_into(buffer, limit) != 0);
     connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
-    handler_(connection, buffer.view(), workspace.reply);
-    workspace.send(connection);
-    const Reply& reply = workspace.reply;
-    if (reply.outcome() != Outcome::ok) {
-      throw ConnectionError(reply.outcome(), {}, reply.fields(), /*answered=*/true);
-    }
+    handler_(Request(buffer.view(), connection), workspace.reply);
+    if (workspace.reply.answered()) workspace.send(connection);
   }
 
   [[nodiscard]] std::string describe() const override { return describe_as("echo"); }
 
  private:
-  ConnectionHandler handler_;
+  Handler handler_;
 };
 
 class LineProtocol final : public DocumentProtocol {
@@ -299,7 +254,7 @@ class LineProtocol final : public DocumentProtocol {
       // Answer every complete line now in the buffer with a single write.
       workspace.reply.clear();
       while (const std::optional<std::string_view> line = framer.next(buffer.view())) {
-        answer(*line, workspace);
+        if (!answer(*line, connection, workspace)) return;
       }
       const bool answered = !workspace.reply.empty();
       if (answered) workspace.send(connection);
@@ -318,8 +273,7 @@ class LineProtocol final : public DocumentProtocol {
       if (connection.read_into(buffer, limit) == 0) {
         if (!buffer.empty()) {  // a last line without '\n' is answered too
           workspace.reply.clear();
-          answer(buffer.view(), workspace);
-          workspace.send(connection);
+          if (answer(buffer.view(), connection, workspace)) workspace.send(connection);
         }
         return;
       }
@@ -329,9 +283,17 @@ class LineProtocol final : public DocumentProtocol {
   [[nodiscard]] std::string describe() const override { return describe_as("line"); }
 
  private:
-  void answer(std::string_view line, Workspace& workspace) const {
-    handler_(line, workspace.reply);
-    workspace.reply.append_ref(kNewline);
+  // Adds the line's reply to the batch: true to go on. A reply that is not ok ends the session:
+  // the batch is sent up to this line, and this line's reply with it if it is an answer.
+  bool answer(std::string_view line, Connection& connection, Workspace& workspace) const {
+    Reply& reply = workspace.reply;
+    const std::size_t before = reply.size();
+    handler_(Request(line, connection), reply);
+    if (reply.answered()) reply.append_ref(kNewline);
+    if (reply.outcome() == Outcome::ok) return true;
+    if (!reply.answered()) reply.truncate(before);
+    if (!reply.empty()) workspace.send(connection);
+    return false;
   }
 
   Handler handler_;
@@ -341,15 +303,6 @@ class LineProtocol final : public DocumentProtocol {
 }  // namespace
 
 std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits) {
-  if (!handler) throw std::invalid_argument("handler is empty");
-  return std::make_shared<EchoProtocol>(
-      [handler = std::move(handler)](const Connection&, std::string_view request, Reply& reply) {
-        handler(request, reply);
-      },
-      limits);
-}
-
-std::shared_ptr<Protocol> echo_protocol(ConnectionHandler handler, Limits limits) {
   return std::make_shared<EchoProtocol>(std::move(handler), limits);
 }
 

@@ -112,7 +112,8 @@ TEST(Daemon, AClientThatDoesNotReadALargeReplyIsDroppedAfterTheTimeout) {
   // A one-byte request whose reply (32 MiB) is far more than the socket buffers hold, so the
   // server's write must wait for a reader that never comes.
   static const std::string big = test::pattern(32 << 20);
-  auto huge_reply = [](std::string_view request, Reply& reply) {
+  auto huge_reply = [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     reply.append_ref(request == "big" ? std::string_view(big) : request);
   };
   test::ServerThread server(with(1, 500ms), huge_reply);

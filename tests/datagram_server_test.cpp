@@ -93,8 +93,8 @@ TEST(DatagramServer, AnswersEachDatagramWithThePrefix) {
   ASSERT_TRUE(client.send(""));  // an empty datagram is a request too
   EXPECT_EQ(next(client), kPrefix);
   const std::string log = server.stop();
-  const DatagramStats stats = server.server().stats();
-  EXPECT_EQ(stats.received, 2U);
+  const ServerStats stats = server.server().stats();
+  EXPECT_EQ(stats.accepted, 2U);
   EXPECT_EQ(stats.count(Outcome::ok), 2U);
   EXPECT_EQ(stats.bytes_in, 5U);
   EXPECT_EQ(stats.bytes_out, 2 * kPrefix.size() + 5);
@@ -149,7 +149,8 @@ TEST(DatagramServer, MaxBytesRefusesLargerRequests) {
 
 TEST(DatagramServer, AReplyNeverGrowsPastTheRequestByMoreThanMaxGrowth) {
   // A handler that amplifies: 100 bytes for any request.
-  const Handler amplifier = [](std::string_view request, Reply& reply) {
+  const Handler amplifier = [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     reply.append(request);
     reply.append(std::string(100, '!'));
   };
@@ -163,7 +164,8 @@ TEST(DatagramServer, AReplyNeverGrowsPastTheRequestByMoreThanMaxGrowth) {
 }
 
 TEST(DatagramServer, AHandlerThatThrowsCostsOneDatagram) {
-  const Handler picky = [](std::string_view request, Reply& reply) {
+  const Handler picky = [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     if (request == "bad") throw std::runtime_error("no thanks");
     reply.append_ref(request);
   };
@@ -258,7 +260,7 @@ TEST(DatagramServer, StopBeforeRunReturnsAtOnce) {
   DatagramServer server(DatagramSocket::bind("127.0.0.1", 0), prefix_handler(""));
   server.stop();
   server.run();
-  EXPECT_EQ(server.stats().received, 0U);
+  EXPECT_EQ(server.stats().accepted, 0U);
 }
 
 TEST(SourceRateLimit, ABurstOfOneSecondThenTheRate) {

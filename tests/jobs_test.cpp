@@ -61,7 +61,7 @@ TEST(JobQueue, JobsRunLaterWithTheirInputAndUniqueIds) {
   for (const std::string& id : ids) inputs.insert(dir.read(id));
   EXPECT_EQ(inputs.size(), 10U);
   EXPECT_EQ(inputs.count("job 7"), 1U);
-  EXPECT_EQ(queue.stats().ok, 10U);
+  EXPECT_EQ(queue.stats().count(JobEnd::ok), 10U);
 }
 
 TEST(JobQueue, AFullQueueRefusesAndDrainingRefusesToo) {
@@ -74,7 +74,7 @@ TEST(JobQueue, AFullQueueRefusesAndDrainingRefusesToo) {
   EXPECT_EQ(queue.stats().busy, 1U);
   gate.open();
   queue.drain();
-  EXPECT_EQ(queue.stats().ok, 3U);
+  EXPECT_EQ(queue.stats().count(JobEnd::ok), 3U);
   EXPECT_FALSE(queue.submit("after the stop", {}));
 }
 

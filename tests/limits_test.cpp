@@ -197,7 +197,7 @@ TEST(SlowReaders, AnHonestSlowReaderIsNeverCut) {
   // then 64 KiB every 0.5 s for 5 s: each read frees far less than the send buffer needs before
   // it polls writable again, so only the server's look at its unsent bytes sees the progress.
   static const std::string big = test::pattern(std::size_t{16} << 20);
-  auto huge_reply = [](std::string_view /*request*/, Reply& reply) { reply.append_ref(big); };
+  auto huge_reply = [](const Request& /*request*/, Reply& reply) { reply.append_ref(big); };
   test::ServerThread server(options_with(1, 1s), huge_reply);
   Connection c = connect("127.0.0.1", server.port(), test::kPatience);
   const int small = 64 * 1024;

@@ -9,6 +9,8 @@
 #include <string_view>
 
 #include "sockecho/client.hpp"
+#include "sockecho/jobs.hpp"
+#include "sockecho/metrics_listener.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -72,7 +74,8 @@ TEST(Metrics, TheExpositionCountsARealServersConnections) {
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(request("127.0.0.1", server.port(), "hello"), "数据是 hello");
   ASSERT_TRUE(server.wait_finished(3));
-  const std::string text = metrics.exposition(MetricsSources{&server.server(), nullptr});
+  metrics.add(server.server());
+  const std::string text = metrics.exposition();
   EXPECT_EQ(sample(text, "sockecho_connections_accepted_total"), 3) << text;
   EXPECT_EQ(sample(text, "sockecho_connections_total{outcome=\"ok\"}"), 3) << text;
   EXPECT_EQ(sample(text, "sockecho_connections_total{outcome=\"reset\"}"), 0) << text;
@@ -101,7 +104,7 @@ TEST(Metrics, BucketsAreCumulativeAndPlaceEachDuration) {
     r.duration = std::chrono::microseconds(us);
     metrics.observe(r);
   }
-  const std::string text = metrics.exposition({});
+  const std::string text = metrics.exposition();
   const std::string b = "sockecho_request_duration_seconds_bucket";
   EXPECT_EQ(sample(text, b + "{le=\"0.0001\"}"), 1) << text;
   EXPECT_EQ(sample(text, b + "{le=\"0.0005\"}"), 1) << text;
@@ -111,11 +114,11 @@ TEST(Metrics, BucketsAreCumulativeAndPlaceEachDuration) {
   EXPECT_NEAR(sample(text, "sockecho_request_duration_seconds_sum"), 40.00145, 1e-9) << text;
 }
 
-TEST(MetricsServer, AnswersMetricsHealthAndEverythingElse) {
+TEST(MetricsListener, AnswersMetricsHealthAndEverythingElse) {
   Metrics metrics;
   test::ServerThread server;
-  MetricsServer http_server(Listener::bind("127.0.0.1", 0), metrics,
-                            MetricsSources{&server.server(), nullptr});
+  metrics.add(server.server());
+  const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, server.server());
   const std::uint16_t port = http_server.address().port();
 
   const std::string scrape = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -150,9 +153,9 @@ TEST(MetricsServer, AnswersMetricsHealthAndEverythingElse) {
   EXPECT_EQ(sample(after, "sockecho_metrics_requests_total{code=\"503\"}"), 1) << after;
 }
 
-TEST(MetricsServer, AClientThatStallsIsCutAndTheNextOneIsAnswered) {
+TEST(MetricsListener, AClientThatStallsIsCutAndTheNextOneIsAnswered) {
   Metrics metrics;
-  MetricsServer http_server(Listener::bind("127.0.0.1", 0), metrics, {});
+  const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, [] { return true; });
   const std::uint16_t port = http_server.address().port();
   // Half a request line, then nothing: answered 408 within the request time, not held forever.
   Connection stalled = connect("127.0.0.1", port);
@@ -165,14 +168,15 @@ TEST(MetricsServer, AClientThatStallsIsCutAndTheNextOneIsAnswered) {
   EXPECT_EQ(body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
 }
 
-TEST(MetricsServer, JobMetricsComeWithAJobQueue) {
+TEST(MetricsListener, JobMetricsComeWithAJobQueue) {
   JobOptions options;
   options.argv = {"true"};
   JobQueue jobs(options);
   ASSERT_TRUE(jobs.submit("x", {}).has_value());
   jobs.drain();
   Metrics metrics;
-  const std::string text = metrics.exposition(MetricsSources{nullptr, &jobs});
+  metrics.add(jobs);
+  const std::string text = metrics.exposition();
   EXPECT_EQ(sample(text, "sockecho_jobs_accepted_total"), 1) << text;
   EXPECT_EQ(sample(text, "sockecho_jobs_total{outcome=\"ok\"}"), 1) << text;
   EXPECT_EQ(sample(text, "sockecho_jobs_running"), 0) << text;

@@ -133,7 +133,8 @@ TEST(Server, IsReachedByTheNameLocalhost) {
 }
 
 TEST(Server, RunsACustomHandler) {
-  ServerThread server({}, [](std::string_view request, Reply& reply) {
+  ServerThread server({}, [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     std::string upper(request);
     std::transform(upper.begin(), upper.end(), upper.begin(),
                    [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
@@ -143,7 +144,8 @@ TEST(Server, RunsACustomHandler) {
 }
 
 TEST(Server, ThrowingHandlerEndsOnlyItsConnection) {
-  ServerThread server({}, [](std::string_view request, Reply& reply) {
+  ServerThread server({}, [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     if (request == "boom") throw std::runtime_error("handler exploded");
     reply.append_ref(request);
   });
@@ -172,7 +174,8 @@ TEST(Server, ThrowingHandlerEndsOnlyItsConnection) {
 // server.hpp promises that "an exception it throws ends that connection unanswered": anything
 // thrown, not only a std::exception, which once escaped the connection and stopped the server.
 TEST(Server, HandlerThrowingANonStandardExceptionEndsOnlyItsConnection) {
-  ServerThread server({}, [](std::string_view request, Reply& reply) {
+  ServerThread server({}, [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     if (request == "boom") throw 42;
     reply.append_ref(request);
   });
@@ -187,7 +190,8 @@ TEST(Server, HandlerThrowingANonStandardExceptionEndsOnlyItsConnection) {
 
 TEST(Server, ReplyPiecesComeOutInOrder) {
   static constexpr std::string_view kHeld = "[held]";  // outlives the server
-  ServerThread server({}, [](std::string_view request, Reply& reply) {
+  ServerThread server({}, [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     {
       const std::string temporary = "<copied>";
       reply.append(temporary);  // must be copied: destroyed before the reply is sent
@@ -203,7 +207,8 @@ TEST(Server, ReplyPiecesComeOutInOrder) {
 
 TEST(Server, ManyReplyPiecesComeOutInOrder) {
   // One piece per byte: far more pieces than one gathered write takes.
-  ServerThread server({}, [](std::string_view request, Reply& reply) {
+  ServerThread server({}, [](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     for (std::size_t i = 0; i < request.size(); ++i) {
       if (i % 2 == 0) {
         reply.append_ref(request.substr(i, 1));
@@ -345,7 +350,8 @@ TEST(Server, CountsActiveConnections) {
   std::promise<void> entered;
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
-  ServerThread server({}, [&entered, released](std::string_view request, Reply& reply) {
+  ServerThread server({}, [&entered, released](const Request& message, Reply& reply) {
+    const std::string_view request = message.bytes();
     entered.set_value();
     released.wait();
     reply.append_ref(request);

@@ -150,11 +150,11 @@ std::optional<sockecho::Listener> metrics_listener(const sockecho::cli::ServerSe
   return sockecho::Listener::bind(settings.metrics->host, settings.metrics->port);
 }
 
-void serve_metrics(std::optional<sockecho::MetricsServer>& into,
+void serve_metrics(std::optional<sockecho::MetricsListener>& into,
                    std::optional<sockecho::Listener>& listener, sockecho::Metrics& metrics,
-                   const sockecho::MetricsSources& sources, const sockecho::Logger& log) {
+                   const sockecho::ServerCore& served, const sockecho::Logger& log) {
   if (!listener) return;
-  into.emplace(std::move(*listener), metrics, sources, log);
+  into.emplace(std::move(*listener), metrics, served, log);
   sockecho::cli::print(STDOUT_FILENO, "metrics on " + into->address().to_string() + "\n");
 }
 
@@ -170,15 +170,15 @@ int serve_udp(const sockecho::cli::ServerSettings& settings) {
                                   sockecho::prefix_handler(settings.prefix), std::move(options));
   // Datagrams have no durations to observe: the metrics are the server's counters alone.
   sockecho::Metrics metrics;
+  metrics.add(server);
   std::optional<sockecho::Listener> metrics_at = metrics_listener(settings);
   const sockecho::Logger& log = server.options().log;
   const sockecho::SignalWaiter signals =
       answer_signals([&server] { server.stop(); }, {}, log,
                      [&server] { return sockecho::format_stats(server.stats()); });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.name() + "\n");
-  std::optional<sockecho::MetricsServer> metrics_server;
-  serve_metrics(metrics_server, metrics_at, metrics,
-                sockecho::MetricsSources{nullptr, nullptr, &server}, log);
+  std::optional<sockecho::MetricsListener> metrics_server;
+  serve_metrics(metrics_server, metrics_at, metrics, server, log);
   server.run();
   return 0;
 }
@@ -224,6 +224,8 @@ int serve(const sockecho::cli::ServerSettings& settings) {
     };
   }
   sockecho::Server server(std::move(listener), std::move(protocol), std::move(options));
+  metrics.add(server);
+  if (jobs) metrics.add(*jobs);
   // A second stop signal ends the process at once: first, nothing the server started may
   // outlive it, and the log says what was lost (written directly: the batched log would not
   // get to write it).
@@ -239,19 +241,14 @@ int serve(const sockecho::cli::ServerSettings& settings) {
       server.options().log, [&server] { return sockecho::format_stats(server.stats()); });
   sockecho::cli::print(STDOUT_FILENO, "listening on " + server.address().to_string() + "\n");
   // Serves until the very end: during the drain below, /health answers 503.
-  std::optional<sockecho::MetricsServer> metrics_server;
-  serve_metrics(metrics_server, metrics_at, metrics, sockecho::MetricsSources{&server, jobs.get()},
-                server.options().log);
+  std::optional<sockecho::MetricsListener> metrics_server;
+  serve_metrics(metrics_server, metrics_at, metrics, server, server.options().log);
   server.run();
   if (jobs) {
     // An acknowledged job is never dropped by a clean stop: every one runs first.
     jobs->drain();
-    const sockecho::JobStats done = jobs->stats();
-    server.options().log.event(
-        sockecho::LogLevel::normal,
-        "jobs: done accepted=" + std::to_string(done.accepted) + " ok=" + std::to_string(done.ok) +
-            " failed=" + std::to_string(done.failed) + " timeout=" + std::to_string(done.timeout) +
-            " too_large=" + std::to_string(done.too_large) + " busy=" + std::to_string(done.busy));
+    server.options().log.event(sockecho::LogLevel::normal,
+                               "jobs: done " + sockecho::format_stats(jobs->stats()));
   }
   return 0;
 }

@@ -1,9 +1,8 @@
-// sockecho: a server of datagrams, beside Server: each datagram received is one request, handed
-// to the same Handler the stream protocols use, and its reply goes back as one datagram.
+// sockecho: a server of datagrams, the server core with a UDP socket: each datagram received is
+// one request, handed to the same Handler the stream protocols use, and its reply goes back as
+// one datagram.
 #pragma once
 
-#include <array>
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -14,9 +13,10 @@
 #include <vector>
 
 #include "sockecho/datagram.hpp"
+#include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/record.hpp"
-#include "sockecho/session.hpp"
+#include "sockecho/server_core.hpp"
 
 namespace sockecho {
 
@@ -73,36 +73,23 @@ struct DatagramOptions {
   Logger log;
 };
 
-// Live counters, read with DatagramServer::stats(); counters per outcome are indexed by Outcome,
-// as ServerStats's are (ok, too_large, refused and error are the ones a datagram can have).
-struct DatagramStats {
-  std::uint64_t received = 0;
-  std::array<std::uint64_t, kOutcomeCount> outcomes{};
-  std::uint64_t bytes_in = 0;   // of every datagram received
-  std::uint64_t bytes_out = 0;  // of every reply sent
-
-  [[nodiscard]] std::uint64_t count(Outcome outcome) const noexcept {
-    return outcomes[static_cast<std::size_t>(outcome)];
-  }
-};
-
-// "datagrams=3 ok=2 timeout=0 too_large=1 ... bytes_in=12 bytes_out=32", for a log line.
-[[nodiscard]] std::string format_stats(const DatagramStats& stats);
-
-// Serves a UDP socket on the thread that calls run(): for every datagram, the handler builds a
-// reply from its bytes, and the reply goes back to the sender in one datagram. A datagram
-// that arrived truncated, is over max_bytes, or whose reply would be larger than a datagram or
-// than the request plus max_growth gets no reply (too_large): a reply is sent whole or not at
-// all. A handler that throws costs that datagram's reply (outcome error), nothing else.
-class DatagramServer {
+// Serves a UDP socket on one thread, the one that calls run(): for every datagram, the handler
+// builds a reply from its request (the datagram's bytes, its sender, the socket's address), and
+// the reply goes back to the sender in one datagram. A datagram that arrived truncated, is over
+// max_bytes, or whose reply would be larger than a datagram or than the request plus max_growth
+// gets no reply (too_large): a reply is sent whole or not at all. A reply the handler failed
+// (Reply::fail()) is not sent; one it marked with another outcome is, and counts as that. A
+// handler that throws costs that datagram's reply (outcome error), nothing else. run(), stop(),
+// stopping() and stats() (transport datagram) are ServerCore's.
+class DatagramServer final : public ServerCore {
  public:
   // Throws std::invalid_argument when there is no handler.
   DatagramServer(DatagramSocket socket, Handler handler, DatagramOptions options = {});
+  ~DatagramServer() override = default;
   DatagramServer(const DatagramServer&) = delete;
   DatagramServer& operator=(const DatagramServer&) = delete;
   DatagramServer(DatagramServer&&) = delete;
   DatagramServer& operator=(DatagramServer&&) = delete;
-  ~DatagramServer() = default;
 
   [[nodiscard]] const Address& address() const noexcept { return socket_.address(); }
   // "udp:127.0.0.1:12387".
@@ -111,42 +98,40 @@ class DatagramServer {
   [[nodiscard]] unsigned rate_per_source() const noexcept { return rate_; }
   [[nodiscard]] const DatagramOptions& options() const noexcept { return options_; }
 
-  // Serves until stop(). Rethrows a failure of the socket itself. Call it once.
-  void run();
-  // Makes run() return after the datagram in hand, if any. Safe from any thread, any number of
-  // times, before or during run().
-  void stop() noexcept;
-
-  [[nodiscard]] DatagramStats stats() const noexcept;
-  // True once stop() has been called.
-  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
+  // sockecho_datagrams_* (received, by outcome), their bytes, and sockecho_up.
+  void collect(Exposition& out) const override;
 
  private:
-  // Answers one datagram (its bytes in buffer_): its outcome, and why when it is not ok.
-  Outcome answer(const Received& received, std::string& detail, std::string_view& reason);
-  void count(const Received& received, Outcome outcome, const std::string& detail,
-             std::string_view reason) noexcept;
+  class DatagramWorker;
+
+  std::unique_ptr<Worker> make_worker() override;
+  void interrupt() noexcept override { socket_.interrupt(); }
+  [[nodiscard]] std::string describe() const override;
+  [[nodiscard]] std::string stop_words(const ServerStats& stats) const override;
+  [[nodiscard]] std::string stopping_line() const override { return "stopping: no more datagrams"; }
+
+  // What became of one datagram: its outcome, the reply bytes sent, and why when it is not ok.
+  struct Handled {
+    Outcome outcome = Outcome::ok;
+    std::size_t sent = 0;
+    std::string detail;
+    std::string_view reason;
+  };
+  // Answers one datagram (its bytes in `request`): its outcome.
+  Outcome answer(const Received& received, std::string_view request, Reply& reply,
+                 std::vector<std::string_view>& pieces, Handled& handled);
+  // Sends the reply if it is whole and within the growth bound: its outcome.
+  Outcome send(const Received& received, const Reply& reply, std::vector<std::string_view>& pieces,
+               Handled& handled);
   // At most one failure line a second; those in between are counted in the next one.
-  void log_failure(const Received& received, Outcome outcome, const std::string& detail,
-                   std::string_view reason) noexcept;
+  void log_failure(const Received& received, const Handled& handled) noexcept;
 
   DatagramSocket socket_;
   Handler handler_;
   DatagramOptions options_;
   unsigned rate_;
-  SourceRateLimit limit_;
-  std::vector<char> buffer_;
-  Reply reply_;
-  std::vector<std::string_view> pieces_;
-
-  std::atomic<bool> stopping_{false};
-  std::uint64_t unlogged_failures_ = 0;
-  Clock::time_point failure_logged_{};
-
-  std::atomic<std::uint64_t> received_{0};
-  std::array<std::atomic<std::uint64_t>, kOutcomeCount> outcomes_{};
-  std::atomic<std::uint64_t> bytes_in_{0};
-  std::atomic<std::uint64_t> bytes_out_{0};
+  SourceRateLimit limit_;  // the one worker's alone
+  FailureLines failures_;
 };
 
 }  // namespace sockecho

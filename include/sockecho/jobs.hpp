@@ -3,6 +3,7 @@
 // to, so that the web request can return while the work goes on.
 #pragma once
 
+#include <array>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -10,14 +11,16 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "sockecho/exposition.hpp"
+#include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/program.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 
@@ -34,20 +37,35 @@ struct JobOptions {
   Logger log;  // each job's output lines and its end line
 };
 
+// How a job ended: its own ends, not a connection's outcomes (a job is never reset, say).
+enum class JobEnd {
+  ok,         // its program exited 0
+  failed,     // a non-zero exit, a signal, a program that did not start
+  timeout,    // it ran over its runtime limit
+  too_large,  // it wrote over its output limit
+};
+inline constexpr std::array kJobEnds = {JobEnd::ok, JobEnd::failed, JobEnd::timeout,
+                                        JobEnd::too_large};
+[[nodiscard]] std::string_view to_string(JobEnd end) noexcept;
+
 struct JobStats {
   std::uint64_t accepted = 0;
   std::uint64_t busy = 0;  // refused: the queue was full
   std::uint64_t running = 0;
   std::uint64_t queued = 0;
-  std::uint64_t ok = 0;
-  std::uint64_t failed = 0;  // a non-zero exit, a signal, a program that did not start
-  std::uint64_t timeout = 0;
-  std::uint64_t too_large = 0;
+  std::array<std::uint64_t, kJobEnds.size()> ends{};  // indexed by JobEnd
+
+  [[nodiscard]] std::uint64_t count(JobEnd end) const noexcept {
+    return ends[static_cast<std::size_t>(end)];
+  }
 };
+
+// "accepted=3 ok=2 failed=1 timeout=0 too_large=0 busy=0": the counters for a log line.
+[[nodiscard]] std::string format_stats(const JobStats& stats);
 
 // Runs jobs on `jobs` threads of its own, started with it. Job ids are unique across restarts:
 // the queue's start time (seconds since the epoch), its process id and a counter.
-class JobQueue {
+class JobQueue final : public Collector {
  public:
   explicit JobQueue(JobOptions options);
   JobQueue(const JobQueue&) = delete;
@@ -71,6 +89,8 @@ class JobQueue {
   std::pair<std::size_t, std::size_t> abandon() noexcept;
 
   [[nodiscard]] JobStats stats() const;
+  // sockecho_jobs_* : running, queued, accepted, refused, and finished by end.
+  void collect(Exposition& out) const override;
 
  private:
   struct Job {
@@ -81,6 +101,7 @@ class JobQueue {
 
   void work() noexcept;
   void run(Job& job);
+  void ended(JobEnd end);
 
   JobOptions options_;
   std::string id_stem_;
@@ -96,9 +117,9 @@ class JobQueue {
   std::vector<std::thread> threads_;
 };
 
-// A ConnectionHandler for echo_protocol(): queues the request as a job and answers
-// prefix + "accepted ID\n" at once, or prefix + "busy\n" (outcome refused, reason=busy) when
-// the queue is full. The program gets the connection's environment (exec_environment()).
-[[nodiscard]] ConnectionHandler background_handler(JobQueue& queue, std::string prefix);
+// A Handler that queues the request as a job and answers prefix + "accepted ID\n" at once, or
+// prefix + "busy\n" (outcome refused, reason=busy) when the queue is full. The program gets the
+// request's environment (exec_environment()).
+[[nodiscard]] Handler background_handler(JobQueue& queue, std::string prefix);
 
 }  // namespace sockecho

@@ -1,6 +1,7 @@
 // sockecho: counters an administrator can graph. The Prometheus text exposition (format 0.0.4)
-// of a server's counters, its request durations, its jobs and the process, and a small HTTP
-// listener of its own that serves it (GET /metrics) and the server's health (GET /health).
+// of whatever units are added to it (a server, its jobs), the request durations and the process,
+// and the protocol of a small HTTP listener that serves it (GET /metrics) and the server's
+// health (GET /health).
 #pragma once
 
 #include <array>
@@ -8,16 +9,16 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
-#include <thread>
+#include <vector>
 
-#include "sockecho/datagram_server.hpp"
-#include "sockecho/jobs.hpp"
-#include "sockecho/listener.hpp"
+#include "sockecho/exposition.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/record.hpp"
-#include "sockecho/server.hpp"
+#include "sockecho/session.hpp"
 
 namespace sockecho {
 
@@ -26,31 +27,31 @@ inline constexpr std::array<double, 16> kDurationBuckets = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05,   0.1,     0.25,   0.5,   1,      2.5,   10,   30};
 
-// What an exposition reads: the server (connections, workers, whether it is stopping), with
-// --background its job queue, or with --udp the datagram server instead. Any may be absent.
-struct MetricsSources {
-  const Server* server = nullptr;
-  const JobQueue* jobs = nullptr;
-  const DatagramServer* datagrams = nullptr;
-};
-
-// The counters that only metrics keep: request durations (fed from ServerOptions::on_connection)
-// and the HTTP requests the metrics listener answered, by status. Every member is lock-free, so
-// a worker recording a connection never waits for a scrape, nor a scrape for a worker.
+// The registry behind /metrics: the families of the units added to it (a server, a job queue:
+// each a Collector, unknown to metrics), the request-duration histogram (fed from
+// ServerOptions::on_connection) and the answers of the metrics listener, by status. Every
+// counter it keeps is an atomic, so a worker recording a connection never waits for a scrape,
+// nor a scrape for a worker.
 class Metrics {
  public:
   Metrics() noexcept;
+
+  // A unit whose families each exposition includes, in the order added. Add every collector
+  // before the metrics listener serves; each must outlive it.
+  void add(const Collector& collector);
 
   // One finished connection: its duration goes into the histogram.
   void observe(const ConnectionRecord& record) noexcept;
   // One request to the metrics listener, answered with `status` (200, 400, 404, 405, 503...).
   void count_http(int status) noexcept;
 
-  // The whole exposition: sockecho_* of the sources, then process_*. HELP and TYPE for each
-  // family, base units (seconds, bytes), _total on counters.
-  [[nodiscard]] std::string exposition(const MetricsSources& sources) const;
+  // The whole exposition: sockecho_build_info, the collectors' families, the durations, the
+  // listener's answers, then process_*. HELP and TYPE for each family, base units (seconds,
+  // bytes), _total on counters.
+  [[nodiscard]] std::string exposition() const;
 
  private:
+  std::vector<const Collector*> collectors_;
   std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> buckets_{};  // +Inf last
   std::atomic<std::uint64_t> duration_sum_us_{0};
   std::atomic<std::uint64_t> duration_count_{0};
@@ -79,35 +80,17 @@ struct HttpRequestHead {
 // Most bytes of a request head, and longest time for one request, the metrics listener accepts.
 inline constexpr std::size_t kMaxHttpHead = 8192;
 inline constexpr std::chrono::milliseconds kHttpRequestTime{2000};
+// Most requests the metrics listener serves at once (its workers, started on demand).
+inline constexpr unsigned kMetricsWorkers = 128;
 
-// Serves the exposition on a listener of its own, from a thread of its own: GET /metrics (200,
-// text/plain; version=0.0.4), GET /health (200 "ok" while the server serves, 503 "stopping"
-// once it stops), any other path 404, any other method 405, a request that cannot be parsed
-// 400, one over kMaxHttpHead 431 (counted as 400) and one slower than kHttpRequestTime 408;
-// every answer closes the connection. One request at a time: a scrape takes microseconds, and a
-// client that stalls holds the listener for kHttpRequestTime at most.
-class MetricsServer {
- public:
-  MetricsServer(Listener listener, Metrics& metrics, const MetricsSources& sources,
-                Logger log = {});
-  MetricsServer(const MetricsServer&) = delete;
-  MetricsServer& operator=(const MetricsServer&) = delete;
-  MetricsServer(MetricsServer&&) = delete;
-  MetricsServer& operator=(MetricsServer&&) = delete;
-  // Stops accepting and joins the thread.
-  ~MetricsServer();
-
-  [[nodiscard]] const Address& address() const noexcept { return listener_.address(); }
-
- private:
-  void run() noexcept;
-  void answer(Connection& connection);
-
-  Listener listener_;
-  Metrics& metrics_;
-  MetricsSources sources_;
-  Logger log_;
-  std::thread thread_;
-};
+// The metrics listener's protocol, for a Server of its own (kMetricsWorkers workers, the
+// kHttpRequestTime idle limit): GET /metrics (200, text/plain; version=0.0.4), GET /health (200
+// "ok" while `serving()` says so, 503 "stopping" after), any other path 404, any other method
+// 405, a request that cannot be parsed 400, one over kMaxHttpHead 431 (counted as 400) and one
+// slower than kHttpRequestTime 408; every answer closes the connection. Each answer is counted
+// on `metrics` and, at verbose level, logged on `log`.
+[[nodiscard]] std::shared_ptr<Protocol> metrics_protocol(Metrics& metrics,
+                                                         std::function<bool()> serving,
+                                                         Logger log = {});
 
 }  // namespace sockecho

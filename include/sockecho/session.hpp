@@ -1,4 +1,4 @@
-// sockecho: protocols, the framing between a connection and a handler. A Server runs
+// sockecho: protocols, the framing between a connection and a handler (handler.hpp). A Server runs
 // connections; a Protocol, handed to it, serves each one (Python's socketserver: server x
 // handler; Go's net/http: Server x Handler). echo and line are the document's two; a protocol of
 // your own is a class with serve().
@@ -16,86 +16,31 @@
 
 #include "sockecho/buffer.hpp"
 #include "sockecho/connection.hpp"
+#include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/record.hpp"
 
 namespace sockecho {
 
-// The reply a handler builds: byte pieces written back in order, gathered into one system call.
-class Reply {
- public:
-  // Appends a copy of bytes.
-  void append(std::string_view bytes);
-  // Appends bytes without copying them. They must stay valid until the reply is sent, after the
-  // handler returns: a part of the request, or data that outlives the server (a prefix it holds).
-  void append_ref(std::string_view bytes);
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  // Empties the reply, keeping its memory for the next one; its outcome is ok again.
-  void clear() noexcept;
-  // Marks an answer that is still not a success, such as a full queue's "busy": the reply is
-  // sent in full and the connection closed cleanly, and its log line has this outcome and
-  // `fields` ("reason=busy").
-  void set_outcome(Outcome outcome, std::string fields = {});
-  [[nodiscard]] Outcome outcome() const noexcept { return outcome_; }
-  [[nodiscard]] const std::string& fields() const noexcept { return fields_; }
-  // Replaces `out` with the pieces in order; valid until the reply next changes.
-  void pieces(std::vector<std::string_view>& out) const;
-
- private:
-  struct Piece {
-    const char* data;  // nullptr: the piece lives in owned_ at offset
-    std::size_t offset;
-    std::size_t size;
-  };
-  std::vector<Piece> pieces_;
-  std::string owned_;
-  std::size_t size_ = 0;
-  Outcome outcome_ = Outcome::ok;
-  std::string fields_;
-};
-
-// Turns one request (echo: everything the client sent; line: one line, without its '\n') into a
-// reply. Called concurrently from every worker thread. An exception it throws ends that
-// connection unanswered (outcome "error") and the server goes on.
-using Handler = std::function<void(std::string_view request, Reply& reply)>;
-
-// A handler that also sees the connection (its peer and local addresses), for replies that
-// depend on who asked: what --exec uses.
-using ConnectionHandler =
-    std::function<void(const Connection& connection, std::string_view request, Reply& reply)>;
-
-// The document's handler: the reply is prefix followed by the request, neither copied.
-[[nodiscard]] Handler prefix_handler(std::string prefix);
-
-// The document's reply prefix, "数据是 " in UTF-8.
-inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
 inline constexpr std::size_t kDefaultMaxBytes = std::size_t{64} << 20;
 inline constexpr std::size_t kDefaultMaxTotalBytes = std::size_t{1} << 30;
 inline constexpr std::string_view kDefaultGreeting = "connect";
 inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 
-// Thrown by a protocol to end a connection with an outcome of its choosing (too_large, say) and
-// a message for the log.
-// `fields` are key=value words for its log line after the outcome ("exit=3"). The connection is
-// reset, unless `answered`: the protocol sent a whole reply that still is no success (a full
-// queue's "busy"), and the connection closes cleanly so the client reads all of it.
+// Thrown by a protocol to stop serving a connection it cannot go on with, unanswered, with an
+// outcome of its choosing (too_large, say) and a message for the log; `fields` are key=value
+// words for its log line after the outcome. The connection is reset. (An answer that is no
+// success, or a handler's failure, is a value on the Reply, never an exception.)
 class ConnectionError : public std::runtime_error {
  public:
-  ConnectionError(Outcome outcome, const std::string& what, std::string fields = {},
-                  bool answered = false)
-      : std::runtime_error(what),
-        outcome_(outcome),
-        fields_(std::move(fields)),
-        answered_(answered) {}
+  ConnectionError(Outcome outcome, const std::string& what, std::string fields = {})
+      : std::runtime_error(what), outcome_(outcome), fields_(std::move(fields)) {}
   [[nodiscard]] Outcome outcome() const noexcept { return outcome_; }
   [[nodiscard]] const std::string& fields() const noexcept { return fields_; }
-  [[nodiscard]] bool answered() const noexcept { return answered_; }
 
  private:
   Outcome outcome_;
   std::string fields_;
-  bool answered_;
 };
 
 // What one worker thread reuses from connection to connection, for any protocol to use.
@@ -118,10 +63,12 @@ class Protocol {
   Protocol& operator=(Protocol&&) = delete;
   virtual ~Protocol() = default;
 
-  // Serves one accepted connection to its end; the server closes it afterwards. Returning means
-  // it was answered (outcome ok). A ConnectionError ends it with its outcome; a
-  // std::system_error is classified by its code (ETIMEDOUT: timeout; ECONNRESET, EPIPE: reset);
-  // anything else is an error. The connection's limits are set when it arrives here.
+  // Serves one accepted connection to its end; the server closes it afterwards. The server
+  // clears workspace.reply first; when serve() returns, that reply's outcome is the
+  // connection's: ok, an answer that is no success (closed cleanly), or no answer (reset).
+  // A ConnectionError ends it with its outcome; a std::system_error is classified by its code
+  // (ETIMEDOUT: timeout; ECONNRESET, EPIPE: reset); anything else is an error. The connection's
+  // limits are set when it arrives here.
   virtual void serve(Connection& connection, Workspace& workspace) = 0;
 
   // The words for the server's start line, e.g. "mode=echo max_bytes=67108864".
@@ -156,12 +103,11 @@ struct Limits {
 
 // The document's first protocol: read until the client half-closes, answer once.
 [[nodiscard]] std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits = {});
-[[nodiscard]] std::shared_ptr<Protocol> echo_protocol(ConnectionHandler handler,
-                                                      Limits limits = {});
 
 // The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is
-// answered too.
+// answered too. A line whose reply is not ok is the last: an answer that is no success is sent
+// and the connection closed; a failed one ends it unanswered after the replies before it.
 [[nodiscard]] std::shared_ptr<Protocol> line_protocol(
     Handler handler, Limits limits = {}, std::string greeting = std::string(kDefaultGreeting));
 
