@@ -26,10 +26,6 @@ using std::chrono::milliseconds;
 
 constexpr std::size_t kChunk = std::size_t{64} * 1024;
 
-Clock::time_point until_after(milliseconds timeout) {
-  return timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
-}
-
 // A Unix-domain connect() does not go on in the background as TCP's does: in non-blocking mode a
 // full backlog is EAGAIN at once, however soon it would have had room. So it is made blocking,
 // bounded by SO_SNDTIMEO (the limit such a connect() waits by), and the socket made
@@ -187,13 +183,13 @@ Exchanged exchange_with(Connection& connection, const Source& source,
 Connection connect(const Address& address, const ConnectOptions& options) {
   const char* failed = "connect";
   int err = 0;
-  Fd socket = try_connect(address, options, until_after(options.timeout), failed, err);
+  Fd socket = try_connect(address, options, end_after(options.timeout), failed, err);
   if (!socket) throw os_error(err, std::string(failed) + " " + address.to_string());
   return {std::move(socket), address, Connection::NonBlocking{}};
 }
 
 Connection connect(std::string_view host, std::uint16_t port, milliseconds timeout) {
-  const Clock::time_point until = until_after(timeout);
+  const Clock::time_point until = end_after(timeout);
   const std::vector<Address> candidates = resolve(host, port);
   int first_error = 0;
   std::string tried;
@@ -259,9 +255,9 @@ void line_session(Connection& connection, int in_fd, int out_fd, milliseconds re
       const bool want_input = input_open && pending.size() < kChunk;
       fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
       const bool waiting = received < owed || !input_open;
-      const bool timed = waiting && reply_timeout.count() > 0;
-      const int ready = poll_until(
-          fds.data(), fds.size(), timed ? last_progress + reply_timeout : Clock::time_point::max());
+      const int ready =
+          poll_until(fds.data(), fds.size(),
+                     waiting ? end_after(reply_timeout, last_progress) : Clock::time_point::max());
       if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
       if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
 

@@ -222,8 +222,7 @@ std::string read_message(int fd, std::string_view what, std::size_t most) {
 
 std::string datagram_request(DatagramSocket& socket, std::string_view message,
                              std::chrono::milliseconds timeout) {
-  const Clock::time_point until =
-      timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
+  const Clock::time_point until = end_after(timeout);
   if (!socket.send(message)) throw os_error(ECANCELED, "send " + udp_name(socket.peer()));
   std::string reply(kDatagramBufferSize, '\0');
   const std::optional<Received> got = socket.receive(reply.data(), reply.size(), until);

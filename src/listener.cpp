@@ -342,9 +342,7 @@ bool Listener::wait_adopted() {
   std::array<pollfd, 2> fds{};
   fds[0] = {socket_.get(), POLLIN, 0};
   fds[1] = {adopted_->wake.get(), POLLIN, 0};
-  const Clock::time_point until =
-      idle_.count() > 0 ? Clock::now() + idle_ : Clock::time_point::max();
-  const int ready = poll_until(fds.data(), fds.size(), until);
+  const int ready = poll_until(fds.data(), fds.size(), end_after(idle_));
   if (ready < 0) throw os_error(errno, "poll " + address_.to_string());
   return ready > 0;
 }

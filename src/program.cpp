@@ -314,8 +314,7 @@ ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
   ProgramResult result;
   if (reaped_) throw std::logic_error("Program::run called twice");
   const Clock::time_point start = Clock::now();
-  const Clock::time_point end =
-      limits.timeout.count() > 0 ? start + limits.timeout : Clock::time_point::max();
+  const Clock::time_point end = end_after(limits.timeout, start);
   Clock::time_point kill_at = Clock::time_point::max();
   Clock::time_point drain_until = Clock::time_point::max();
   bool exited = false;
