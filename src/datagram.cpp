@@ -2,7 +2,6 @@
 
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "sockecho/error.hpp"
+#include "wake.hpp"
 
 namespace sockecho {
 
@@ -35,10 +35,8 @@ Fd udp_socket(const Address& address) {
   return socket;
 }
 
-Fd wake_fd(const Address& address) {
-  Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wake) throw os_error(errno, "eventfd " + udp_name(address));
-  return wake;
+std::unique_ptr<detail::Wake> wake_for(const Address& address) {
+  return std::make_unique<detail::Wake>(udp_name(address));
 }
 
 Fd bound_socket(const Address& address) {
@@ -61,8 +59,8 @@ std::size_t max_datagram(const Address& peer) noexcept {
   return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) ? kMaxDatagramIpv4 : kMaxDatagramIpv6;
 }
 
-DatagramSocket::DatagramSocket(Fd socket, Fd wake, const Address& address,
-                               const Address& peer) noexcept
+DatagramSocket::DatagramSocket(Fd socket, std::unique_ptr<detail::Wake> wake,
+                               const Address& address, const Address& peer) noexcept
     : socket_(std::move(socket)), wake_(std::move(wake)), address_(address), peer_(peer) {}
 
 DatagramSocket::DatagramSocket(DatagramSocket&& other) noexcept
@@ -71,6 +69,8 @@ DatagramSocket::DatagramSocket(DatagramSocket&& other) noexcept
       address_(other.address_),
       peer_(other.peer_),
       interrupted_(std::move(other.interrupted_)) {}
+
+DatagramSocket::~DatagramSocket() = default;
 
 DatagramSocket& DatagramSocket::operator=(DatagramSocket&& other) noexcept {
   if (this == &other) return *this;
@@ -97,7 +97,7 @@ DatagramSocket DatagramSocket::bind(std::string_view host, std::uint16_t port) {
 
 DatagramSocket DatagramSocket::bind(const Address& address) {
   Fd socket = bound_socket(address);
-  Fd wake = wake_fd(address);
+  std::unique_ptr<detail::Wake> wake = wake_for(address);
   const Address bound = Address::local_of(socket.get());
   return {std::move(socket), std::move(wake), bound, Address()};
 }
@@ -112,7 +112,7 @@ DatagramSocket DatagramSocket::connect(std::string_view host, std::uint16_t port
       if (::connect(socket.get(), candidate.data(), candidate.size()) != 0) {
         throw os_error(errno, "connect " + udp_name(candidate));
       }
-      Fd wake = wake_fd(candidate);
+      std::unique_ptr<detail::Wake> wake = wake_for(candidate);
       const Address local = Address::local_of(socket.get());
       return {std::move(socket), std::move(wake), local, candidate};
     } catch (const std::system_error&) {
@@ -130,7 +130,7 @@ bool DatagramSocket::wait(short events, Clock::time_point until, const char* cal
                           const Address& whom) {
   std::array<pollfd, 2> fds{};
   fds[0] = {socket_.get(), events, 0};
-  fds[1] = {wake_.get(), POLLIN, 0};
+  fds[1] = {wake_->fd(), POLLIN, 0};
   const int ready = poll_until(fds.data(), fds.size(), until);
   if (ready < 0) throw os_error(errno, std::string("poll ") + call + " " + udp_name(whom));
   if (interrupted()) return false;
@@ -195,10 +195,8 @@ bool DatagramSocket::send_to(const Address& to, const std::string_view* pieces, 
 
 void DatagramSocket::interrupt() noexcept {
   interrupted_->store(true, std::memory_order_release);
-  // Wakes every timed wait in poll() at once and stays readable for the later ones. A write of 1
-  // to an eventfd cannot block or fail here: the counter would need 2^64 interrupts to fill.
-  const std::uint64_t one = 1;
-  (void)::write(wake_.get(), &one, sizeof one);
+  // Wakes every timed wait in poll() at once and stays readable for the later ones.
+  wake_->signal();
   // Wakes every thread blocked in recvmsg() or sendmsg() on the socket, as it does for a
   // listener. On an unconnected UDP socket Linux answers ENOTCONN but marks the socket shut
   // down and wakes its waiters all the same (inet_shutdown() does so on purpose).

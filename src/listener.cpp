@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 #include "socket_options.hpp"
+#include "wake.hpp"
 
 namespace sockecho {
 
@@ -210,7 +210,9 @@ void Listener::remove_file() noexcept {
 
 // What an adopted socket needs besides the socket itself.
 struct Listener::Adopted {
-  Fd wake;                 // an eventfd, readable once interrupt() has been called
+  explicit Adopted(const std::string& name) : wake(name) {}
+
+  detail::Wake wake;       // readable once interrupt() has been called
   std::mutex accepting;    // one thread waits in poll() at a time; the others wait here
   int original_flags = 0;  // the socket's file status flags as they were found
 };
@@ -237,9 +239,7 @@ Listener::Listener(Fd socket) : socket_(std::move(socket)) {
       address_.family() != AF_UNIX) {
     throw os_error(EINVAL, name + " (not an IPv4, IPv6 or Unix-domain socket)");
   }
-  auto adopted = std::make_unique<Adopted>();
-  adopted->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!adopted->wake) throw os_error(errno, "eventfd " + address_.to_string());
+  auto adopted = std::make_unique<Adopted>(address_.to_string());
   // An inherited descriptor may lack close-on-exec; make it like ours.
   if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) throw os_error(errno, "fcntl " + address_.to_string());
   // Non-blocking, so that a thread woken by poll() never blocks in accept() when another process
@@ -341,7 +341,7 @@ std::optional<Connection> Listener::accept_or_idle() {
 bool Listener::wait_adopted() {
   std::array<pollfd, 2> fds{};
   fds[0] = {socket_.get(), POLLIN, 0};
-  fds[1] = {adopted_->wake.get(), POLLIN, 0};
+  fds[1] = {adopted_->wake.fd(), POLLIN, 0};
   const int ready = poll_until(fds.data(), fds.size(), end_after(idle_));
   if (ready < 0) throw os_error(errno, "poll " + address_.to_string());
   return ready > 0;
@@ -350,10 +350,8 @@ bool Listener::wait_adopted() {
 void Listener::interrupt() noexcept {
   interrupted_.store(true, std::memory_order_release);
   if (adopted_) {
-    // Wakes the thread in poll(); each one after it finds the eventfd still readable. A write of 1
-    // to an eventfd cannot block or fail here: the counter would need 2^64 interrupts to fill.
-    const std::uint64_t one = 1;
-    (void)::write(adopted_->wake.get(), &one, sizeof one);
+    // Wakes the thread in poll(); each one after it finds the wake-up still readable.
+    adopted_->wake.signal();
     return;
   }
   // On Linux, shutting down a listening socket wakes every thread blocked in accept() on it
