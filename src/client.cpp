@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 #include "socket_options.hpp"
@@ -53,46 +54,44 @@ int connect_local(int fd, const Address& address, Clock::time_point until) {
   return 0;
 }
 
-// One connect attempt: the connected, non-blocking socket, or an empty Fd with the failed call
-// and its errno in `failed` and `err`.
-Fd try_connect(const Address& address, const ConnectOptions& options, Clock::time_point until,
-               const char*& failed, int& err) {
+// One connect attempt: the connected, non-blocking socket. Throws std::system_error naming the
+// call that failed and the address.
+Fd connect_socket(const Address& address, const ConnectOptions& options, Clock::time_point until) {
   const auto failure = [&](const char* call, int code) {
-    failed = call;
-    err = code;
-    return Fd();
+    return os_error(code, std::string(call) + " " + address.to_string());
   };
   const bool local = address.family() == AF_UNIX;
   Fd socket(
       ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | (local ? 0 : SOCK_NONBLOCK), 0));
-  if (!socket) return failure("socket", errno);
+  if (!socket) throw failure("socket", errno);
   if (options.source) {
     // Without this, bind() would reserve a port for the source address alone; with it the port
     // is chosen at connect() and only needs to be unique for the whole 4-tuple.
     const int on = 1;
     if (options.source->family() == AF_INET &&
         ::setsockopt(socket.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0) {
-      return failure("setsockopt IP_BIND_ADDRESS_NO_PORT", errno);
+      throw failure("setsockopt IP_BIND_ADDRESS_NO_PORT", errno);
     }
     if (::bind(socket.get(), options.source->data(), options.source->size()) != 0) {
-      return failure("bind", errno);
+      throw failure("bind", errno);
     }
   }
   if (local) {
     const int code = connect_local(socket.get(), address, until);
-    return code == 0 ? std::move(socket) : failure("connect", code);
+    if (code != 0) throw failure("connect", code);
+    return socket;
   }
   if (::connect(socket.get(), address.data(), address.size()) != 0) {
-    if (errno != EINPROGRESS && errno != EINTR) return failure("connect", errno);
+    if (errno != EINPROGRESS && errno != EINTR) throw failure("connect", errno);
     // Wait for the handshake against the absolute deadline, which EINTR does not restart.
     pollfd waiting{socket.get(), POLLOUT, 0};
     const int ready = poll_until(&waiting, 1, until);
-    if (ready < 0) return failure("connect", errno);
-    if (ready == 0) return failure("connect", ETIMEDOUT);
+    if (ready < 0) throw failure("connect", errno);
+    if (ready == 0) throw failure("connect", ETIMEDOUT);
     int so_error = 0;
     socklen_t len = sizeof so_error;
     if (::getsockopt(socket.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
-    if (so_error != 0) return failure("connect", so_error);
+    if (so_error != 0) throw failure("connect", so_error);
   }
   return socket;
 }
@@ -181,29 +180,28 @@ Exchanged exchange_with(Connection& connection, const Source& source,
 }  // namespace
 
 Connection connect(const Address& address, const ConnectOptions& options) {
-  const char* failed = "connect";
-  int err = 0;
-  Fd socket = try_connect(address, options, end_after(options.timeout), failed, err);
-  if (!socket) throw os_error(err, std::string(failed) + " " + address.to_string());
-  return {std::move(socket), address, Connection::NonBlocking{}};
+  return {connect_socket(address, options, end_after(options.timeout)), address,
+          Connection::NonBlocking{}};
 }
 
 Connection connect(std::string_view host, std::uint16_t port, milliseconds timeout) {
   const Clock::time_point until = end_after(timeout);
   const std::vector<Address> candidates = resolve(host, port);
-  int first_error = 0;
   std::string tried;
-  for (const Address& address : candidates) {
-    const char* failed = "connect";
-    int err = 0;
-    Fd socket = try_connect(address, {}, until, failed, err);
-    if (socket) return {std::move(socket), address, Connection::NonBlocking{}};
-    if (first_error == 0) first_error = err;
-    if (!tried.empty()) tried += ", ";
-    tried += address.to_string();
-    if (Clock::now() >= until) break;
+  try {
+    return detail::first_that_works(
+        candidates,
+        [&](const Address& address) {
+          if (!tried.empty()) tried += ", ";
+          tried += address.to_string();
+          return Connection(connect_socket(address, {}, until), address, Connection::NonBlocking{});
+        },
+        // One deadline for all the addresses: none is tried once it has passed.
+        [&] { return Clock::now() < until; });
+  } catch (const std::system_error& first) {
+    // One line for all of them: the first failure's reason, and every address tried.
+    throw os_error(first.code().value(), "connect " + tried);
   }
-  throw os_error(first_error, "connect " + tried);
 }
 
 std::string request(std::string_view host, std::uint16_t port, std::string_view message,

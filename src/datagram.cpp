@@ -6,14 +6,15 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <exception>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
+#include "first_that_works.hpp"
 #include "sockecho/error.hpp"
 #include "wake.hpp"
 
@@ -83,16 +84,9 @@ DatagramSocket& DatagramSocket::operator=(DatagramSocket&& other) noexcept {
 }
 
 DatagramSocket DatagramSocket::bind(std::string_view host, std::uint16_t port) {
-  std::exception_ptr first_error;
-  for (const Address& candidate : resolve(host, port, /*passive=*/true)) {
-    try {
-      return bind(candidate);
-    } catch (const std::system_error&) {
-      if (!first_error) first_error = std::current_exception();
-    }
-  }
-  // resolve() returned at least one address, so at least one attempt failed.
-  std::rethrow_exception(first_error);
+  return detail::first_that_works(
+      resolve(host, port, /*passive=*/true),
+      [](const Address& candidate) { return DatagramSocket::bind(candidate); });
 }
 
 DatagramSocket DatagramSocket::bind(const Address& address) {
@@ -104,26 +98,26 @@ DatagramSocket DatagramSocket::bind(const Address& address) {
 
 DatagramSocket DatagramSocket::connect(std::string_view host, std::uint16_t port,
                                        const std::optional<Address>& source) {
-  std::exception_ptr first_error;
-  for (const Address& candidate : resolve(host, port)) {
-    if (source && source->family() != candidate.family()) continue;
-    try {
-      Fd socket = source ? bound_socket(*source) : udp_socket(candidate);
-      if (::connect(socket.get(), candidate.data(), candidate.size()) != 0) {
-        throw os_error(errno, "connect " + udp_name(candidate));
-      }
-      std::unique_ptr<detail::Wake> wake = wake_for(candidate);
-      const Address local = Address::local_of(socket.get());
-      return {std::move(socket), std::move(wake), local, candidate};
-    } catch (const std::system_error&) {
-      if (!first_error) first_error = std::current_exception();
+  std::vector<Address> candidates = resolve(host, port);
+  if (source) {
+    candidates.erase(
+        std::remove_if(candidates.begin(), candidates.end(),
+                       [&](const Address& a) { return a.family() != source->family(); }),
+        candidates.end());
+    if (candidates.empty()) {
+      throw os_error(EAFNOSUPPORT, "connect " + join_host_port(host, port) +
+                                       " (no address of the source's family)");
     }
   }
-  if (!first_error) {
-    throw os_error(EAFNOSUPPORT, "connect " + join_host_port(host, port) +
-                                     " (no address of the source's family)");
-  }
-  std::rethrow_exception(first_error);
+  return detail::first_that_works(candidates, [&](const Address& candidate) {
+    Fd socket = source ? bound_socket(*source) : udp_socket(candidate);
+    if (::connect(socket.get(), candidate.data(), candidate.size()) != 0) {
+      throw os_error(errno, "connect " + udp_name(candidate));
+    }
+    std::unique_ptr<detail::Wake> wake = wake_for(candidate);
+    const Address local = Address::local_of(socket.get());
+    return DatagramSocket(std::move(socket), std::move(wake), local, candidate);
+  });
 }
 
 bool DatagramSocket::wait(short events, Clock::time_point until, const char* call,

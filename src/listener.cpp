@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <exception>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -19,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 #include "socket_options.hpp"
@@ -121,18 +121,12 @@ void set_mode(int file, const std::string& path, mode_t mode, const Address& add
 }  // namespace
 
 Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenOptions& options) {
-  std::exception_ptr first_error;
-  for (const Address& candidate : resolve(host, port, /*passive=*/true)) {
-    try {
-      Fd socket = listen_on(candidate, options);
-      const Address bound = Address::local_of(socket.get());
-      return {std::move(socket), bound};
-    } catch (const std::system_error&) {
-      if (!first_error) first_error = std::current_exception();
-    }
-  }
-  // resolve() returned at least one address, so at least one attempt failed.
-  std::rethrow_exception(first_error);
+  return detail::first_that_works(resolve(host, port, /*passive=*/true),
+                                  [&](const Address& candidate) {
+                                    Fd socket = listen_on(candidate, options);
+                                    const Address bound = Address::local_of(socket.get());
+                                    return Listener(std::move(socket), bound);
+                                  });
 }
 
 gid_t find_group(std::string_view name) {
