@@ -177,6 +177,129 @@ Exchanged exchange_with(Connection& connection, const Source& source,
   }
 }
 
+// The line-mode session (see line_session()): what it has read, sent and had answered.
+class LineSession {
+ public:
+  LineSession(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout)
+      : connection_(connection), in_fd_(in_fd), out_fd_(out_fd), reply_timeout_(reply_timeout) {}
+
+  void run() {
+    try {
+      while (step()) {
+      }
+    } catch (const std::system_error& e) {
+      if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
+      after_reset(e);
+    }
+  }
+
+ private:
+  // One wait and what it found; false once the server has closed the session as it should.
+  bool step() {
+    if (!input_open_ && pending_.empty() && !half_closed_) {
+      half_closed_ = true;
+      connection_.close_write();
+    }
+    std::array<pollfd, 2> fds{};
+    fds[0] = {connection_.fd(), static_cast<short>(POLLIN | (pending_.empty() ? 0 : POLLOUT)), 0};
+    const bool want_input = input_open_ && pending_.size() < kChunk;
+    fds[1] = {want_input ? in_fd_ : -1, POLLIN, 0};
+    const bool waiting = received_ < owed_ || !input_open_;
+    const int ready =
+        poll_until(fds.data(), fds.size(),
+                   waiting ? end_after(reply_timeout_, last_progress_) : Clock::time_point::max());
+    if (ready < 0) throw os_error(errno, "poll " + connection_.peer().to_string());
+    if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection_.peer().to_string());
+
+    if ((fds[0].revents & kReadable) != 0 && !take_replies()) return false;
+    if ((fds[0].revents & POLLOUT) != 0 && !pending_.empty()) {
+      const std::string_view unsent = pending_;
+      pending_.erase(0, connection_.try_write(&unsent, 1));
+    }
+    if ((fds[1].revents & kReadable) != 0) take_input();
+    return true;
+  }
+
+  // One read of the server's replies, passed to the output; false at the server's close.
+  bool take_replies() {
+    const std::optional<std::size_t> n = connection_.try_read(chunk_.data(), chunk_.size());
+    if (!n) return true;
+    if (*n == 0) {
+      // The server ends a session only after the client's close: closing first, it leaves
+      // lines unanswered, or input it can no longer take.
+      if (received_ < owed_ || input_open_ || !pending_.empty()) {
+        throw os_error(EPROTO, "read " + connection_.peer().to_string() + " (closed with " +
+                                   unanswered() + ")");
+      }
+      return false;
+    }
+    pass_on(*n);
+    last_progress_ = Clock::now();
+    return true;
+  }
+
+  void take_input() {
+    const std::size_t n = read_input(in_fd_, chunk_, "input");
+    if (n == 0) {
+      input_open_ = false;
+      // A last line without '\n' is answered too.
+      if (mid_line_) ++owed_;
+      return;
+    }
+    if (received_ >= owed_) last_progress_ = Clock::now();  // a new wait begins now
+    owed_ += count_newlines(chunk_.data(), n);
+    mid_line_ = chunk_[n - 1] != '\n';
+    pending_.append(chunk_.data(), n);
+  }
+
+  // The first `n` bytes of chunk_, replies: counted and written out.
+  void pass_on(std::size_t n) {
+    received_ += count_newlines(chunk_.data(), n);
+    write_all(out_fd_, std::string_view(chunk_.data(), n), "output");
+  }
+
+  // A reset, seen by whichever call met it first, says what it cost.
+  [[noreturn]] void after_reset(const std::system_error& e) {
+    // Replies that arrived before the reset are still queued: they are answers, print them.
+    for (;;) {
+      std::optional<std::size_t> n;
+      try {
+        n = connection_.try_read(chunk_.data(), chunk_.size());
+      } catch (const std::system_error&) {
+        break;  // the reset itself, once the queue is empty
+      }
+      if (!n || *n == 0) break;
+      pass_on(*n);
+    }
+    std::string what = e.what();
+    const std::string reason = ": " + e.code().message();
+    if (what.size() >= reason.size() &&
+        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
+      what.resize(what.size() - reason.size());
+    }
+    throw os_error(e.code().value(), what + " (reset with " + unanswered() + ")");
+  }
+
+  [[nodiscard]] std::string unanswered() const {
+    std::string text = std::to_string(owed_ - received_) + " lines unanswered";
+    if (input_open_ || !pending_.empty()) text += ", input left unsent";
+    return text;
+  }
+
+  Connection& connection_;
+  int in_fd_;
+  int out_fd_;
+  milliseconds reply_timeout_;
+  std::vector<char> chunk_ = std::vector<char>(kChunk);
+  std::string pending_;  // read from in_fd, not yet sent
+  bool input_open_ = true;
+  bool half_closed_ = false;
+  bool mid_line_ = false;       // the input so far ends without '\n'
+  std::uint64_t owed_ = 1;      // lines the server owes: the greeting, then one per line sent
+  std::uint64_t received_ = 0;  // '\n'-terminated lines received
+  Clock::time_point last_progress_ = Clock::now();
+};
+
 }  // namespace
 
 Connection connect(const Address& address, const ConnectOptions& options) {
@@ -227,95 +350,7 @@ Exchanged exchange(Connection& connection, const Source& source, int out_fd,
 }
 
 void line_session(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout) {
-  const int sock = connection.fd();
-  std::vector<char> chunk(kChunk);
-  std::string pending;  // read from in_fd, not yet sent
-  bool input_open = true;
-  bool half_closed = false;
-  bool mid_line = false;       // the input so far ends without '\n'
-  std::uint64_t owed = 1;      // lines the server owes: the greeting, then one per line sent
-  std::uint64_t received = 0;  // '\n'-terminated lines received
-  Clock::time_point last_progress = Clock::now();
-  const auto unanswered = [&] {
-    std::string text = std::to_string(owed - received) + " lines unanswered";
-    if (input_open || !pending.empty()) text += ", input left unsent";
-    return text;
-  };
-
-  try {
-    for (;;) {
-      if (!input_open && pending.empty() && !half_closed) {
-        half_closed = true;
-        connection.close_write();
-      }
-      std::array<pollfd, 2> fds{};
-      fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
-      const bool want_input = input_open && pending.size() < kChunk;
-      fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
-      const bool waiting = received < owed || !input_open;
-      const int ready =
-          poll_until(fds.data(), fds.size(),
-                     waiting ? end_after(reply_timeout, last_progress) : Clock::time_point::max());
-      if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
-      if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
-
-      if ((fds[0].revents & kReadable) != 0) {
-        if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
-          if (*n == 0) {
-            // The server ends a session only after the client's close: closing first, it leaves
-            // lines unanswered, or input it can no longer take.
-            if (received < owed || input_open || !pending.empty()) {
-              throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
-                                         unanswered() + ")");
-            }
-            return;
-          }
-          received += count_newlines(chunk.data(), *n);
-          write_all(out_fd, std::string_view(chunk.data(), *n), "output");
-          last_progress = Clock::now();
-        }
-      }
-      if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
-        const std::string_view unsent = pending;
-        pending.erase(0, connection.try_write(&unsent, 1));
-      }
-      if ((fds[1].revents & kReadable) != 0) {
-        const std::size_t n = read_input(in_fd, chunk, "input");
-        if (n == 0) {
-          input_open = false;
-          // A last line without '\n' is answered too.
-          if (mid_line) ++owed;
-        } else {
-          if (received >= owed) last_progress = Clock::now();  // a new wait begins now
-          owed += count_newlines(chunk.data(), n);
-          mid_line = chunk[n - 1] != '\n';
-          pending.append(chunk.data(), n);
-        }
-      }
-    }
-  } catch (const std::system_error& e) {
-    // A reset, seen by whichever call met it first, says what it cost.
-    if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
-    // Replies that arrived before the reset are still queued: they are answers, print them.
-    for (;;) {
-      std::optional<std::size_t> n;
-      try {
-        n = connection.try_read(chunk.data(), chunk.size());
-      } catch (const std::system_error&) {
-        break;  // the reset itself, once the queue is empty
-      }
-      if (!n || *n == 0) break;
-      received += count_newlines(chunk.data(), *n);
-      write_all(out_fd, std::string_view(chunk.data(), *n), "output");
-    }
-    std::string what = e.what();
-    const std::string reason = ": " + e.code().message();
-    if (what.size() >= reason.size() &&
-        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
-      what.resize(what.size() - reason.size());
-    }
-    throw os_error(e.code().value(), what + " (reset with " + unanswered() + ")");
-  }
+  LineSession(connection, in_fd, out_fd, reply_timeout).run();
 }
 
 }  // namespace sockecho
