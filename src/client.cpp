@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 #include "socket_options.hpp"
@@ -25,10 +26,6 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr std::size_t kChunk = std::size_t{64} * 1024;
-
-Clock::time_point until_after(milliseconds timeout) {
-  return timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
-}
 
 // A Unix-domain connect() does not go on in the background as TCP's does: in non-blocking mode a
 // full backlog is EAGAIN at once, however soon it would have had room. So it is made blocking,
@@ -57,46 +54,44 @@ int connect_local(int fd, const Address& address, Clock::time_point until) {
   return 0;
 }
 
-// One connect attempt: the connected, non-blocking socket, or an empty Fd with the failed call
-// and its errno in `failed` and `err`.
-Fd try_connect(const Address& address, const ConnectOptions& options, Clock::time_point until,
-               const char*& failed, int& err) {
+// One connect attempt: the connected, non-blocking socket. Throws std::system_error naming the
+// call that failed and the address.
+Fd connect_socket(const Address& address, const ConnectOptions& options, Clock::time_point until) {
   const auto failure = [&](const char* call, int code) {
-    failed = call;
-    err = code;
-    return Fd();
+    return os_error(code, std::string(call) + " " + address.to_string());
   };
   const bool local = address.family() == AF_UNIX;
   Fd socket(
       ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | (local ? 0 : SOCK_NONBLOCK), 0));
-  if (!socket) return failure("socket", errno);
+  if (!socket) throw failure("socket", errno);
   if (options.source) {
     // Without this, bind() would reserve a port for the source address alone; with it the port
     // is chosen at connect() and only needs to be unique for the whole 4-tuple.
     const int on = 1;
     if (options.source->family() == AF_INET &&
         ::setsockopt(socket.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0) {
-      return failure("setsockopt IP_BIND_ADDRESS_NO_PORT", errno);
+      throw failure("setsockopt IP_BIND_ADDRESS_NO_PORT", errno);
     }
     if (::bind(socket.get(), options.source->data(), options.source->size()) != 0) {
-      return failure("bind", errno);
+      throw failure("bind", errno);
     }
   }
   if (local) {
     const int code = connect_local(socket.get(), address, until);
-    return code == 0 ? std::move(socket) : failure("connect", code);
+    if (code != 0) throw failure("connect", code);
+    return socket;
   }
   if (::connect(socket.get(), address.data(), address.size()) != 0) {
-    if (errno != EINPROGRESS && errno != EINTR) return failure("connect", errno);
+    if (errno != EINPROGRESS && errno != EINTR) throw failure("connect", errno);
     // Wait for the handshake against the absolute deadline, which EINTR does not restart.
     pollfd waiting{socket.get(), POLLOUT, 0};
     const int ready = poll_until(&waiting, 1, until);
-    if (ready < 0) return failure("connect", errno);
-    if (ready == 0) return failure("connect", ETIMEDOUT);
+    if (ready < 0) throw failure("connect", errno);
+    if (ready == 0) throw failure("connect", ETIMEDOUT);
     int so_error = 0;
     socklen_t len = sizeof so_error;
     if (::getsockopt(socket.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
-    if (so_error != 0) return failure("connect", so_error);
+    if (so_error != 0) throw failure("connect", so_error);
   }
   return socket;
 }
@@ -182,32 +177,154 @@ Exchanged exchange_with(Connection& connection, const Source& source,
   }
 }
 
+// The line-mode session (see line_session()): what it has read, sent and had answered.
+class LineSession {
+ public:
+  LineSession(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout)
+      : connection_(connection), in_fd_(in_fd), out_fd_(out_fd), reply_timeout_(reply_timeout) {}
+
+  void run() {
+    try {
+      while (step()) {
+      }
+    } catch (const std::system_error& e) {
+      if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
+      after_reset(e);
+    }
+  }
+
+ private:
+  // One wait and what it found; false once the server has closed the session as it should.
+  bool step() {
+    if (!input_open_ && pending_.empty() && !half_closed_) {
+      half_closed_ = true;
+      connection_.close_write();
+    }
+    std::array<pollfd, 2> fds{};
+    fds[0] = {connection_.fd(), static_cast<short>(POLLIN | (pending_.empty() ? 0 : POLLOUT)), 0};
+    const bool want_input = input_open_ && pending_.size() < kChunk;
+    fds[1] = {want_input ? in_fd_ : -1, POLLIN, 0};
+    const bool waiting = received_ < owed_ || !input_open_;
+    const int ready =
+        poll_until(fds.data(), fds.size(),
+                   waiting ? end_after(reply_timeout_, last_progress_) : Clock::time_point::max());
+    if (ready < 0) throw os_error(errno, "poll " + connection_.peer().to_string());
+    if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection_.peer().to_string());
+
+    if ((fds[0].revents & kReadable) != 0 && !take_replies()) return false;
+    if ((fds[0].revents & POLLOUT) != 0 && !pending_.empty()) {
+      const std::string_view unsent = pending_;
+      pending_.erase(0, connection_.try_write(&unsent, 1));
+    }
+    if ((fds[1].revents & kReadable) != 0) take_input();
+    return true;
+  }
+
+  // One read of the server's replies, passed to the output; false at the server's close.
+  bool take_replies() {
+    const std::optional<std::size_t> n = connection_.try_read(chunk_.data(), chunk_.size());
+    if (!n) return true;
+    if (*n == 0) {
+      // The server ends a session only after the client's close: closing first, it leaves
+      // lines unanswered, or input it can no longer take.
+      if (received_ < owed_ || input_open_ || !pending_.empty()) {
+        throw os_error(EPROTO, "read " + connection_.peer().to_string() + " (closed with " +
+                                   unanswered() + ")");
+      }
+      return false;
+    }
+    pass_on(*n);
+    last_progress_ = Clock::now();
+    return true;
+  }
+
+  void take_input() {
+    const std::size_t n = read_input(in_fd_, chunk_, "input");
+    if (n == 0) {
+      input_open_ = false;
+      // A last line without '\n' is answered too.
+      if (mid_line_) ++owed_;
+      return;
+    }
+    if (received_ >= owed_) last_progress_ = Clock::now();  // a new wait begins now
+    owed_ += count_newlines(chunk_.data(), n);
+    mid_line_ = chunk_[n - 1] != '\n';
+    pending_.append(chunk_.data(), n);
+  }
+
+  // The first `n` bytes of chunk_, replies: counted and written out.
+  void pass_on(std::size_t n) {
+    received_ += count_newlines(chunk_.data(), n);
+    write_all(out_fd_, std::string_view(chunk_.data(), n), "output");
+  }
+
+  // A reset, seen by whichever call met it first, says what it cost.
+  [[noreturn]] void after_reset(const std::system_error& e) {
+    // Replies that arrived before the reset are still queued: they are answers, print them.
+    for (;;) {
+      std::optional<std::size_t> n;
+      try {
+        n = connection_.try_read(chunk_.data(), chunk_.size());
+      } catch (const std::system_error&) {
+        break;  // the reset itself, once the queue is empty
+      }
+      if (!n || *n == 0) break;
+      pass_on(*n);
+    }
+    std::string what = e.what();
+    const std::string reason = ": " + e.code().message();
+    if (what.size() >= reason.size() &&
+        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
+      what.resize(what.size() - reason.size());
+    }
+    throw os_error(e.code().value(), what + " (reset with " + unanswered() + ")");
+  }
+
+  [[nodiscard]] std::string unanswered() const {
+    std::string text = std::to_string(owed_ - received_) + " lines unanswered";
+    if (input_open_ || !pending_.empty()) text += ", input left unsent";
+    return text;
+  }
+
+  Connection& connection_;
+  int in_fd_;
+  int out_fd_;
+  milliseconds reply_timeout_;
+  std::vector<char> chunk_ = std::vector<char>(kChunk);
+  std::string pending_;  // read from in_fd, not yet sent
+  bool input_open_ = true;
+  bool half_closed_ = false;
+  bool mid_line_ = false;       // the input so far ends without '\n'
+  std::uint64_t owed_ = 1;      // lines the server owes: the greeting, then one per line sent
+  std::uint64_t received_ = 0;  // '\n'-terminated lines received
+  Clock::time_point last_progress_ = Clock::now();
+};
+
 }  // namespace
 
 Connection connect(const Address& address, const ConnectOptions& options) {
-  const char* failed = "connect";
-  int err = 0;
-  Fd socket = try_connect(address, options, until_after(options.timeout), failed, err);
-  if (!socket) throw os_error(err, std::string(failed) + " " + address.to_string());
-  return {std::move(socket), address, Connection::NonBlocking{}};
+  return {connect_socket(address, options, end_after(options.timeout)), address,
+          Connection::NonBlocking{}};
 }
 
 Connection connect(std::string_view host, std::uint16_t port, milliseconds timeout) {
-  const Clock::time_point until = until_after(timeout);
+  const Clock::time_point until = end_after(timeout);
   const std::vector<Address> candidates = resolve(host, port);
-  int first_error = 0;
   std::string tried;
-  for (const Address& address : candidates) {
-    const char* failed = "connect";
-    int err = 0;
-    Fd socket = try_connect(address, {}, until, failed, err);
-    if (socket) return {std::move(socket), address, Connection::NonBlocking{}};
-    if (first_error == 0) first_error = err;
-    if (!tried.empty()) tried += ", ";
-    tried += address.to_string();
-    if (Clock::now() >= until) break;
+  try {
+    return detail::first_that_works(
+        candidates,
+        [&](const Address& address) {
+          if (!tried.empty()) tried += ", ";
+          tried += address.to_string();
+          return Connection(connect_socket(address, {}, until), address, Connection::NonBlocking{});
+        },
+        // One deadline for all the addresses: none is tried once it has passed.
+        [&] { return Clock::now() < until; });
+  } catch (const std::system_error& first) {
+    // One line for all of them: the first failure's reason, and every address tried.
+    throw os_error(first.code().value(), "connect " + tried);
   }
-  throw os_error(first_error, "connect " + tried);
 }
 
 std::string request(std::string_view host, std::uint16_t port, std::string_view message,
@@ -233,95 +350,7 @@ Exchanged exchange(Connection& connection, const Source& source, int out_fd,
 }
 
 void line_session(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout) {
-  const int sock = connection.fd();
-  std::vector<char> chunk(kChunk);
-  std::string pending;  // read from in_fd, not yet sent
-  bool input_open = true;
-  bool half_closed = false;
-  bool mid_line = false;       // the input so far ends without '\n'
-  std::uint64_t owed = 1;      // lines the server owes: the greeting, then one per line sent
-  std::uint64_t received = 0;  // '\n'-terminated lines received
-  Clock::time_point last_progress = Clock::now();
-  const auto unanswered = [&] {
-    std::string text = std::to_string(owed - received) + " lines unanswered";
-    if (input_open || !pending.empty()) text += ", input left unsent";
-    return text;
-  };
-
-  try {
-    for (;;) {
-      if (!input_open && pending.empty() && !half_closed) {
-        half_closed = true;
-        connection.close_write();
-      }
-      std::array<pollfd, 2> fds{};
-      fds[0] = {sock, static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
-      const bool want_input = input_open && pending.size() < kChunk;
-      fds[1] = {want_input ? in_fd : -1, POLLIN, 0};
-      const bool waiting = received < owed || !input_open;
-      const bool timed = waiting && reply_timeout.count() > 0;
-      const int ready = poll_until(
-          fds.data(), fds.size(), timed ? last_progress + reply_timeout : Clock::time_point::max());
-      if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
-      if (ready == 0) throw os_error(ETIMEDOUT, "read " + connection.peer().to_string());
-
-      if ((fds[0].revents & kReadable) != 0) {
-        if (const std::optional<std::size_t> n = connection.try_read(chunk.data(), chunk.size())) {
-          if (*n == 0) {
-            // The server ends a session only after the client's close: closing first, it leaves
-            // lines unanswered, or input it can no longer take.
-            if (received < owed || input_open || !pending.empty()) {
-              throw os_error(EPROTO, "read " + connection.peer().to_string() + " (closed with " +
-                                         unanswered() + ")");
-            }
-            return;
-          }
-          received += count_newlines(chunk.data(), *n);
-          write_all(out_fd, std::string_view(chunk.data(), *n), "output");
-          last_progress = Clock::now();
-        }
-      }
-      if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
-        const std::string_view unsent = pending;
-        pending.erase(0, connection.try_write(&unsent, 1));
-      }
-      if ((fds[1].revents & kReadable) != 0) {
-        const std::size_t n = read_input(in_fd, chunk, "input");
-        if (n == 0) {
-          input_open = false;
-          // A last line without '\n' is answered too.
-          if (mid_line) ++owed;
-        } else {
-          if (received >= owed) last_progress = Clock::now();  // a new wait begins now
-          owed += count_newlines(chunk.data(), n);
-          mid_line = chunk[n - 1] != '\n';
-          pending.append(chunk.data(), n);
-        }
-      }
-    }
-  } catch (const std::system_error& e) {
-    // A reset, seen by whichever call met it first, says what it cost.
-    if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
-    // Replies that arrived before the reset are still queued: they are answers, print them.
-    for (;;) {
-      std::optional<std::size_t> n;
-      try {
-        n = connection.try_read(chunk.data(), chunk.size());
-      } catch (const std::system_error&) {
-        break;  // the reset itself, once the queue is empty
-      }
-      if (!n || *n == 0) break;
-      received += count_newlines(chunk.data(), *n);
-      write_all(out_fd, std::string_view(chunk.data(), *n), "output");
-    }
-    std::string what = e.what();
-    const std::string reason = ": " + e.code().message();
-    if (what.size() >= reason.size() &&
-        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
-      what.resize(what.size() - reason.size());
-    }
-    throw os_error(e.code().value(), what + " (reset with " + unanswered() + ")");
-  }
+  LineSession(connection, in_fd, out_fd, reply_timeout).run();
 }
 
 }  // namespace sockecho

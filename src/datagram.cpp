@@ -2,20 +2,21 @@
 
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <exception>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
+#include "first_that_works.hpp"
 #include "sockecho/error.hpp"
+#include "wake.hpp"
 
 namespace sockecho {
 
@@ -35,10 +36,8 @@ Fd udp_socket(const Address& address) {
   return socket;
 }
 
-Fd wake_fd(const Address& address) {
-  Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wake) throw os_error(errno, "eventfd " + udp_name(address));
-  return wake;
+std::unique_ptr<detail::Wake> wake_for(const Address& address) {
+  return std::make_unique<detail::Wake>(udp_name(address));
 }
 
 Fd bound_socket(const Address& address) {
@@ -61,8 +60,8 @@ std::size_t max_datagram(const Address& peer) noexcept {
   return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) ? kMaxDatagramIpv4 : kMaxDatagramIpv6;
 }
 
-DatagramSocket::DatagramSocket(Fd socket, Fd wake, const Address& address,
-                               const Address& peer) noexcept
+DatagramSocket::DatagramSocket(Fd socket, std::unique_ptr<detail::Wake> wake,
+                               const Address& address, const Address& peer) noexcept
     : socket_(std::move(socket)), wake_(std::move(wake)), address_(address), peer_(peer) {}
 
 DatagramSocket::DatagramSocket(DatagramSocket&& other) noexcept
@@ -71,6 +70,8 @@ DatagramSocket::DatagramSocket(DatagramSocket&& other) noexcept
       address_(other.address_),
       peer_(other.peer_),
       interrupted_(std::move(other.interrupted_)) {}
+
+DatagramSocket::~DatagramSocket() = default;
 
 DatagramSocket& DatagramSocket::operator=(DatagramSocket&& other) noexcept {
   if (this == &other) return *this;
@@ -83,54 +84,47 @@ DatagramSocket& DatagramSocket::operator=(DatagramSocket&& other) noexcept {
 }
 
 DatagramSocket DatagramSocket::bind(std::string_view host, std::uint16_t port) {
-  std::exception_ptr first_error;
-  for (const Address& candidate : resolve(host, port, /*passive=*/true)) {
-    try {
-      return bind(candidate);
-    } catch (const std::system_error&) {
-      if (!first_error) first_error = std::current_exception();
-    }
-  }
-  // resolve() returned at least one address, so at least one attempt failed.
-  std::rethrow_exception(first_error);
+  return detail::first_that_works(
+      resolve(host, port, /*passive=*/true),
+      [](const Address& candidate) { return DatagramSocket::bind(candidate); });
 }
 
 DatagramSocket DatagramSocket::bind(const Address& address) {
   Fd socket = bound_socket(address);
-  Fd wake = wake_fd(address);
+  std::unique_ptr<detail::Wake> wake = wake_for(address);
   const Address bound = Address::local_of(socket.get());
   return {std::move(socket), std::move(wake), bound, Address()};
 }
 
 DatagramSocket DatagramSocket::connect(std::string_view host, std::uint16_t port,
                                        const std::optional<Address>& source) {
-  std::exception_ptr first_error;
-  for (const Address& candidate : resolve(host, port)) {
-    if (source && source->family() != candidate.family()) continue;
-    try {
-      Fd socket = source ? bound_socket(*source) : udp_socket(candidate);
-      if (::connect(socket.get(), candidate.data(), candidate.size()) != 0) {
-        throw os_error(errno, "connect " + udp_name(candidate));
-      }
-      Fd wake = wake_fd(candidate);
-      const Address local = Address::local_of(socket.get());
-      return {std::move(socket), std::move(wake), local, candidate};
-    } catch (const std::system_error&) {
-      if (!first_error) first_error = std::current_exception();
+  std::vector<Address> candidates = resolve(host, port);
+  if (source) {
+    candidates.erase(
+        std::remove_if(candidates.begin(), candidates.end(),
+                       [&](const Address& a) { return a.family() != source->family(); }),
+        candidates.end());
+    if (candidates.empty()) {
+      throw os_error(EAFNOSUPPORT, "connect " + join_host_port(host, port) +
+                                       " (no address of the source's family)");
     }
   }
-  if (!first_error) {
-    throw os_error(EAFNOSUPPORT, "connect " + join_host_port(host, port) +
-                                     " (no address of the source's family)");
-  }
-  std::rethrow_exception(first_error);
+  return detail::first_that_works(candidates, [&](const Address& candidate) {
+    Fd socket = source ? bound_socket(*source) : udp_socket(candidate);
+    if (::connect(socket.get(), candidate.data(), candidate.size()) != 0) {
+      throw os_error(errno, "connect " + udp_name(candidate));
+    }
+    std::unique_ptr<detail::Wake> wake = wake_for(candidate);
+    const Address local = Address::local_of(socket.get());
+    return DatagramSocket(std::move(socket), std::move(wake), local, candidate);
+  });
 }
 
 bool DatagramSocket::wait(short events, Clock::time_point until, const char* call,
                           const Address& whom) {
   std::array<pollfd, 2> fds{};
   fds[0] = {socket_.get(), events, 0};
-  fds[1] = {wake_.get(), POLLIN, 0};
+  fds[1] = {wake_->fd(), POLLIN, 0};
   const int ready = poll_until(fds.data(), fds.size(), until);
   if (ready < 0) throw os_error(errno, std::string("poll ") + call + " " + udp_name(whom));
   if (interrupted()) return false;
@@ -195,10 +189,8 @@ bool DatagramSocket::send_to(const Address& to, const std::string_view* pieces, 
 
 void DatagramSocket::interrupt() noexcept {
   interrupted_->store(true, std::memory_order_release);
-  // Wakes every timed wait in poll() at once and stays readable for the later ones. A write of 1
-  // to an eventfd cannot block or fail here: the counter would need 2^64 interrupts to fill.
-  const std::uint64_t one = 1;
-  (void)::write(wake_.get(), &one, sizeof one);
+  // Wakes every timed wait in poll() at once and stays readable for the later ones.
+  wake_->signal();
   // Wakes every thread blocked in recvmsg() or sendmsg() on the socket, as it does for a
   // listener. On an unconnected UDP socket Linux answers ENOTCONN but marks the socket shut
   // down and wakes its waiters all the same (inet_shutdown() does so on purpose).
@@ -222,8 +214,7 @@ std::string read_message(int fd, std::string_view what, std::size_t most) {
 
 std::string datagram_request(DatagramSocket& socket, std::string_view message,
                              std::chrono::milliseconds timeout) {
-  const Clock::time_point until =
-      timeout.count() > 0 ? Clock::now() + timeout : Clock::time_point::max();
+  const Clock::time_point until = end_after(timeout);
   if (!socket.send(message)) throw os_error(ECANCELED, "send " + udp_name(socket.peer()));
   std::string reply(kDatagramBufferSize, '\0');
   const std::optional<Received> got = socket.receive(reply.data(), reply.size(), until);

@@ -11,12 +11,15 @@ void Deadline::set_idle(std::chrono::milliseconds idle, Clock::time_point now) n
 }
 
 Clock::time_point Deadline::expiry() const noexcept {
-  if (idle_.count() == 0) return end_;
-  return std::min(end_, last_progress() + idle_);
+  return std::min(end_, end_after(idle_, last_progress()));
 }
 
 bool Deadline::end_first() const noexcept {
   return end_ != Clock::time_point::max() && end_ <= expiry();
+}
+
+Clock::time_point end_after(std::chrono::milliseconds limit, Clock::time_point start) noexcept {
+  return limit.count() > 0 ? start + limit : Clock::time_point::max();
 }
 
 int poll_until(pollfd* fds, std::size_t count, Clock::time_point until) noexcept {

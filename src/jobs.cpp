@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "signal_mask.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/exec.hpp"
 
@@ -73,19 +74,14 @@ JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
   // The job threads block every signal from their first instruction (they inherit this mask),
   // so a signal meant for the process's own waiter is never taken by one of them. The programs
   // they start get an empty mask of their own.
-  sigset_t all;
-  sigset_t before;
-  sigfillset(&all);
-  (void)::pthread_sigmask(SIG_BLOCK, &all, &before);
   try {
+    const detail::BlockedSignals blocked;
     for (unsigned i = 0; i < options_.jobs; ++i) threads_.emplace_back([this] { work(); });
   } catch (...) {
-    (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
     (void)abandon();
     for (std::thread& t : threads_) t.join();
     throw;
   }
-  (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
 }
 
 JobQueue::~JobQueue() {

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +10,6 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <exception>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -20,9 +18,11 @@
 #include <utility>
 #include <vector>
 
+#include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 #include "socket_options.hpp"
+#include "wake.hpp"
 
 namespace sockecho {
 
@@ -121,18 +121,12 @@ void set_mode(int file, const std::string& path, mode_t mode, const Address& add
 }  // namespace
 
 Listener Listener::bind(std::string_view host, std::uint16_t port, const ListenOptions& options) {
-  std::exception_ptr first_error;
-  for (const Address& candidate : resolve(host, port, /*passive=*/true)) {
-    try {
-      Fd socket = listen_on(candidate, options);
-      const Address bound = Address::local_of(socket.get());
-      return {std::move(socket), bound};
-    } catch (const std::system_error&) {
-      if (!first_error) first_error = std::current_exception();
-    }
-  }
-  // resolve() returned at least one address, so at least one attempt failed.
-  std::rethrow_exception(first_error);
+  return detail::first_that_works(resolve(host, port, /*passive=*/true),
+                                  [&](const Address& candidate) {
+                                    Fd socket = listen_on(candidate, options);
+                                    const Address bound = Address::local_of(socket.get());
+                                    return Listener(std::move(socket), bound);
+                                  });
 }
 
 gid_t find_group(std::string_view name) {
@@ -210,7 +204,9 @@ void Listener::remove_file() noexcept {
 
 // What an adopted socket needs besides the socket itself.
 struct Listener::Adopted {
-  Fd wake;                 // an eventfd, readable once interrupt() has been called
+  explicit Adopted(const std::string& name) : wake(name) {}
+
+  detail::Wake wake;       // readable once interrupt() has been called
   std::mutex accepting;    // one thread waits in poll() at a time; the others wait here
   int original_flags = 0;  // the socket's file status flags as they were found
 };
@@ -237,9 +233,7 @@ Listener::Listener(Fd socket) : socket_(std::move(socket)) {
       address_.family() != AF_UNIX) {
     throw os_error(EINVAL, name + " (not an IPv4, IPv6 or Unix-domain socket)");
   }
-  auto adopted = std::make_unique<Adopted>();
-  adopted->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!adopted->wake) throw os_error(errno, "eventfd " + address_.to_string());
+  auto adopted = std::make_unique<Adopted>(address_.to_string());
   // An inherited descriptor may lack close-on-exec; make it like ours.
   if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) throw os_error(errno, "fcntl " + address_.to_string());
   // Non-blocking, so that a thread woken by poll() never blocks in accept() when another process
@@ -341,10 +335,8 @@ std::optional<Connection> Listener::accept_or_idle() {
 bool Listener::wait_adopted() {
   std::array<pollfd, 2> fds{};
   fds[0] = {socket_.get(), POLLIN, 0};
-  fds[1] = {adopted_->wake.get(), POLLIN, 0};
-  const Clock::time_point until =
-      idle_.count() > 0 ? Clock::now() + idle_ : Clock::time_point::max();
-  const int ready = poll_until(fds.data(), fds.size(), until);
+  fds[1] = {adopted_->wake.fd(), POLLIN, 0};
+  const int ready = poll_until(fds.data(), fds.size(), end_after(idle_));
   if (ready < 0) throw os_error(errno, "poll " + address_.to_string());
   return ready > 0;
 }
@@ -352,10 +344,8 @@ bool Listener::wait_adopted() {
 void Listener::interrupt() noexcept {
   interrupted_.store(true, std::memory_order_release);
   if (adopted_) {
-    // Wakes the thread in poll(); each one after it finds the eventfd still readable. A write of 1
-    // to an eventfd cannot block or fail here: the counter would need 2^64 interrupts to fill.
-    const std::uint64_t one = 1;
-    (void)::write(adopted_->wake.get(), &one, sizeof one);
+    // Wakes the thread in poll(); each one after it finds the wake-up still readable.
+    adopted_->wake.signal();
     return;
   }
   // On Linux, shutting down a listening socket wakes every thread blocked in accept() on it

@@ -2,7 +2,6 @@
 #include "log_batch.hpp"
 
 #include <poll.h>
-#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,11 +9,11 @@
 #include <array>
 #include <cerrno>
 #include <climits>
-#include <csignal>
 #include <memory>
 #include <utility>
 
 #include "log_line.hpp"
+#include "signal_mask.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
 
@@ -56,20 +55,9 @@ Logger::Batch::Batch(int fd, std::chrono::milliseconds delay, std::size_t capaci
   pending_.reserve(capacity_ + kNoteRoom);
   writing_.reserve(capacity_ + kNoteRoom);
   // A library thread must never take the process's signals: they belong to the program (and
-  // to StopOnSignals' sigwait). A thread starts with its creator's mask, so block everything
-  // around its creation; it then has no moment in which a signal could reach it.
-  sigset_t all;
-  sigset_t before;
-  sigfillset(&all);
-  const int err = ::pthread_sigmask(SIG_BLOCK, &all, &before);
-  if (err != 0) throw os_error(err, "pthread_sigmask");
-  try {
-    thread_ = std::thread([this] { run(); });
-  } catch (...) {
-    (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
-    throw;
-  }
-  (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  // to StopOnSignals' sigwait).
+  const detail::BlockedSignals blocked;
+  thread_ = std::thread([this] { run(); });
 }
 
 Logger::Batch::~Batch() {

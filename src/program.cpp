@@ -309,132 +309,190 @@ void Program::reap() noexcept {
   reaped_ = true;
 }
 
-ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
-                           const std::function<void(std::string_view line)>& on_log_line) {
-  ProgramResult result;
-  if (reaped_) throw std::logic_error("Program::run called twice");
-  const Clock::time_point start = Clock::now();
-  const Clock::time_point end =
-      limits.timeout.count() > 0 ? start + limits.timeout : Clock::time_point::max();
-  Clock::time_point kill_at = Clock::time_point::max();
-  Clock::time_point drain_until = Clock::time_point::max();
-  bool exited = false;
-  bool killed = false;  // by a limit: its result is set already
-  std::size_t written = 0;
-  LogLines log(limits.max_log, on_log_line);
+// One call of run(): the state its loop keeps, and the loop's steps.
+class Program::Run {
+ public:
+  Run(Program& program, std::string_view input, const ProgramLimits& limits,
+      const std::function<void(std::string_view line)>& on_log_line)
+      : program_(program),
+        input_(input),
+        limits_(limits),
+        start_(Clock::now()),
+        end_(end_after(limits.timeout, start_)),
+        log_(limits.max_log, on_log_line) {}
 
-  // As much of the input as the pipe takes, written now: a small request is in the pipe, and
-  // its end seen, before the program has even finished starting, which saves a wake-up.
-  const auto feed = [&] {
-    while (stdin_ && written < input.size()) {
-      const std::size_t n = std::min(kChunk, input.size() - written);
-      const ssize_t sent =
-          retry_eintr([&] { return ::write(stdin_.get(), input.data() + written, n); });
-      if (sent < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) stdin_.reset();  // nothing more to give
-        return;
-      }
-      written += static_cast<std::size_t>(sent);
-    }
-    stdin_.reset();  // EOF for the program
-  };
-  feed();
-
-  const auto stop = [&](ProgramResult::End why, int signal) {
-    if (!killed) result.end = why;
-    killed = true;
-    signal_group(signal);
-  };
-
-  while (!exited || ((stdout_ || stderr_) && Clock::now() < drain_until)) {
-    std::array<pollfd, 4> fds{};  // stdin, stdout, stderr, pidfd
-    std::size_t count = 0;
-    const auto watch = [&](const Fd& fd, short events) -> const pollfd* {
-      if (!fd) return nullptr;
-      fds[count] = pollfd{fd.get(), events, 0};
-      return &fds[count++];
-    };
-    const pollfd* in = watch(stdin_, POLLOUT);
-    const pollfd* out = watch(stdout_, POLLIN);
-    const pollfd* err = watch(stderr_, POLLIN);
-    const pollfd* gone = exited ? nullptr : watch(pidfd_, POLLIN);
-    Clock::time_point until = std::min({end, kill_at, drain_until});
-    if (!exited && !pidfd_) until = std::min(until, Clock::now() + kExitCheck);
-    if (poll_until(fds.data(), count, until) < 0)
-      throw os_error(errno, "poll " + std::to_string(pid_));
-
-    if (in != nullptr && in->revents != 0) feed();
-    if (out != nullptr && out->revents != 0) {
-      (void)drain(stdout_, [&](std::string_view bytes) {
-        if (killed && result.end == ProgramResult::End::too_large) return;
-        result.output.append(bytes);
-        if (limits.max_output != 0 && result.output.size() > limits.max_output) {
-          result.output.resize(limits.max_output);
-          stop(ProgramResult::End::too_large, SIGKILL);
-        }
-      });
-    }
-    if (err != nullptr && err->revents != 0 &&
-        !drain(stderr_, [&](std::string_view bytes) { log.add(bytes); })) {
-      log.finish();
-    }
-
-    if (!exited) {
-      if (gone != nullptr) {
-        exited = gone->revents != 0;
-      } else if (!pidfd_) {
-        siginfo_t info{};
-        exited =
-            ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-            info.si_pid == pid_;
-      }
-      if (exited) {
-        // Nothing it started outlives it; a process that left its group (setsid) and kept the
-        // pipes open is not waited for longer than the grace.
-        signal_group(SIGKILL);
-        drain_until = Clock::now() + limits.grace;
-      }
-    }
-    if (!exited && cancelled_->load() && !killed) {
-      killed = true;  // ends as what SIGKILL makes of it: signaled
-      signal_group(SIGKILL);
-    }
-    const Clock::time_point now = Clock::now();
-    if (!exited && now >= end && !killed) {
-      stop(ProgramResult::End::timed_out, SIGTERM);
-      kill_at = now + limits.grace;
-    } else if (!exited && now >= kill_at) {
-      signal_group(SIGKILL);
-      kill_at = Clock::time_point::max();
-    }
+  // As much of the input as the pipe takes now; stdin closed once it is all written, or once
+  // the program takes no more.
+  void feed();
+  // Until the program has exited and its pipes are drained, or the grace after its exit passed.
+  [[nodiscard]] bool going() const {
+    return !exited_ || ((program_.stdout_ || program_.stderr_) && Clock::now() < drain_until_);
   }
-  log.finish();
-  stdout_.reset();
-  stderr_.reset();
-  stdin_.reset();
-  stdin_reader_.reset();
+  // One wait for the pipes, the exit or a limit, and what it found.
+  void step();
+  // Closes the pipes, reaps the program and says how it ended.
+  ProgramResult finish();
+
+ private:
+  [[nodiscard]] Clock::time_point wake_at() const;
+  void drain_output();
+  void drain_errors();
+  void see_exit(const pollfd* gone);
+  void enforce_limits();
+  void stop(ProgramResult::End why, int signal);
+
+  Program& program_;
+  std::string_view input_;
+  const ProgramLimits& limits_;
+  Clock::time_point start_;
+  Clock::time_point end_;
+  Clock::time_point kill_at_ = Clock::time_point::max();
+  Clock::time_point drain_until_ = Clock::time_point::max();
+  bool exited_ = false;
+  bool killed_ = false;  // by a limit: its result is set already
+  std::size_t written_ = 0;
+  LogLines log_;
+  ProgramResult result_;
+};
+
+void Program::Run::feed() {
+  Fd& in = program_.stdin_;
+  while (in && written_ < input_.size()) {
+    const std::size_t n = std::min(kChunk, input_.size() - written_);
+    const ssize_t sent =
+        retry_eintr([&] { return ::write(in.get(), input_.data() + written_, n); });
+    if (sent < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) in.reset();  // nothing more to give
+      return;
+    }
+    written_ += static_cast<std::size_t>(sent);
+  }
+  in.reset();  // EOF for the program
+}
+
+void Program::Run::step() {
+  std::array<pollfd, 4> fds{};  // stdin, stdout, stderr, pidfd
+  std::size_t count = 0;
+  const auto watch = [&](const Fd& fd, short events) -> const pollfd* {
+    if (!fd) return nullptr;
+    fds[count] = pollfd{fd.get(), events, 0};
+    return &fds[count++];
+  };
+  const pollfd* in = watch(program_.stdin_, POLLOUT);
+  const pollfd* out = watch(program_.stdout_, POLLIN);
+  const pollfd* err = watch(program_.stderr_, POLLIN);
+  const pollfd* gone = exited_ ? nullptr : watch(program_.pidfd_, POLLIN);
+  if (poll_until(fds.data(), count, wake_at()) < 0) {
+    throw os_error(errno, "poll " + std::to_string(program_.pid_));
+  }
+  if (in != nullptr && in->revents != 0) feed();
+  if (out != nullptr && out->revents != 0) drain_output();
+  if (err != nullptr && err->revents != 0) drain_errors();
+  if (!exited_) see_exit(gone);
+  enforce_limits();
+}
+
+Clock::time_point Program::Run::wake_at() const {
+  const Clock::time_point until = std::min({end_, kill_at_, drain_until_});
+  if (exited_ || program_.pidfd_) return until;
+  return std::min(until, Clock::now() + kExitCheck);
+}
+
+void Program::Run::drain_output() {
+  (void)drain(program_.stdout_, [&](std::string_view bytes) {
+    if (killed_ && result_.end == ProgramResult::End::too_large) return;
+    result_.output.append(bytes);
+    if (limits_.max_output != 0 && result_.output.size() > limits_.max_output) {
+      result_.output.resize(limits_.max_output);
+      stop(ProgramResult::End::too_large, SIGKILL);
+    }
+  });
+}
+
+void Program::Run::drain_errors() {
+  if (!drain(program_.stderr_, [&](std::string_view bytes) { log_.add(bytes); })) log_.finish();
+}
+
+// `gone`: the pidfd's entry in the wait, if it had one.
+void Program::Run::see_exit(const pollfd* gone) {
+  if (gone != nullptr) {
+    exited_ = gone->revents != 0;
+  } else if (!program_.pidfd_) {
+    const pid_t pid = program_.pid_;
+    siginfo_t info{};
+    exited_ = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+              info.si_pid == pid;
+  }
+  if (exited_) {
+    // Nothing it started outlives it; a process that left its group (setsid) and kept the
+    // pipes open is not waited for longer than the grace.
+    program_.signal_group(SIGKILL);
+    drain_until_ = Clock::now() + limits_.grace;
+  }
+}
+
+// cancel(), and the runtime limit's escalation: SIGTERM at the end, SIGKILL a grace later.
+void Program::Run::enforce_limits() {
+  if (exited_) return;
+  if (program_.cancelled_->load() && !killed_) {
+    killed_ = true;  // ends as what SIGKILL makes of it: signaled
+    program_.signal_group(SIGKILL);
+  }
+  const Clock::time_point now = Clock::now();
+  if (now >= end_ && !killed_) {
+    stop(ProgramResult::End::timed_out, SIGTERM);
+    kill_at_ = now + limits_.grace;
+  } else if (now >= kill_at_) {
+    program_.signal_group(SIGKILL);
+    kill_at_ = Clock::time_point::max();
+  }
+}
+
+void Program::Run::stop(ProgramResult::End why, int signal) {
+  if (!killed_) result_.end = why;
+  killed_ = true;
+  program_.signal_group(signal);
+}
+
+ProgramResult Program::Run::finish() {
+  log_.finish();
+  program_.stdout_.reset();
+  program_.stderr_.reset();
+  program_.stdin_.reset();
+  program_.stdin_reader_.reset();
 
   int status = 0;
   pid_t got = -1;
   {
-    const std::lock_guard<std::mutex> lock(*reaping_);
-    got = retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
-    reaped_ = true;
+    const std::lock_guard<std::mutex> lock(*program_.reaping_);
+    got = retry_eintr([&] { return ::waitpid(program_.pid_, &status, 0); });
+    program_.reaped_ = true;
   }
-  result.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
-  result.log_dropped = log.dropped();
-  if (killed && !cancelled_->load()) return result;
-  if (got != pid_) {  // SIGCHLD set to SIG_IGN by the application: the status is lost
-    result.end = ProgramResult::End::exited;
-    result.code = -1;
+  result_.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start_);
+  result_.log_dropped = log_.dropped();
+  if (killed_ && !program_.cancelled_->load()) return std::move(result_);
+  if (got != program_.pid_) {  // SIGCHLD set to SIG_IGN by the application: the status is lost
+    result_.end = ProgramResult::End::exited;
+    result_.code = -1;
   } else if (WIFSIGNALED(status)) {
-    result.end = ProgramResult::End::signaled;
-    result.code = WTERMSIG(status);
+    result_.end = ProgramResult::End::signaled;
+    result_.code = WTERMSIG(status);
   } else {
-    result.end = ProgramResult::End::exited;
-    result.code = WEXITSTATUS(status);
+    result_.end = ProgramResult::End::exited;
+    result_.code = WEXITSTATUS(status);
   }
-  return result;
+  return std::move(result_);
+}
+
+ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
+                           const std::function<void(std::string_view line)>& on_log_line) {
+  if (reaped_) throw std::logic_error("Program::run called twice");
+  Run run(*this, input, limits, on_log_line);
+  // As much of the input as the pipe takes, written now: a small request is in the pipe, and
+  // its end seen, before the program has even finished starting, which saves a wake-up.
+  run.feed();
+  while (run.going()) run.step();
+  return run.finish();
 }
 
 }  // namespace sockecho

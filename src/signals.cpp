@@ -9,7 +9,7 @@
 #include <system_error>
 #include <utility>
 
-#include "sockecho/error.hpp"
+#include "signal_mask.hpp"
 
 namespace sockecho {
 
@@ -44,15 +44,11 @@ SignalWaiter::SignalWaiter(std::vector<OnSignal> actions) : actions_(std::move(a
       throw std::invalid_argument(name + " has no action to take");
     }
   }
-  sigset_t before;
-  const int err = ::pthread_sigmask(SIG_BLOCK, &signals_, &before);
-  if (err != 0) throw os_error(err, "pthread_sigmask");
-  try {
-    thread_ = std::thread([this] { wait(); });
-  } catch (...) {
-    (void)::pthread_sigmask(SIG_SETMASK, &before, nullptr);
-    throw;
-  }
+  // Blocked here for good, and so in every thread started from now on, sigwait() takes them;
+  // unblocked again only if the waiter cannot start.
+  detail::BlockedSignals blocked(signals_);
+  thread_ = std::thread([this] { wait(); });
+  blocked.keep();
 }
 
 SignalWaiter::~SignalWaiter() {

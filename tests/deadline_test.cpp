@@ -55,6 +55,18 @@ TEST(Deadline, AnEndWithoutAnIdleLimit) {
   EXPECT_TRUE(d.end_first());
 }
 
+TEST(EndAfter, ALimitCountsFromItsStartAndZeroMeansNone) {
+  const Clock::time_point start = Clock::now();
+  EXPECT_EQ(end_after(1500ms, start), start + 1500ms);
+  EXPECT_EQ(end_after(0ms, start), Clock::time_point::max());
+  EXPECT_EQ(end_after(-5ms, start), Clock::time_point::max());
+  // Without a start, the limit counts from now.
+  const Clock::time_point before = Clock::now();
+  const Clock::time_point end = end_after(2s);
+  EXPECT_GE(end, before + 2s);
+  EXPECT_LE(end, Clock::now() + 2s);
+}
+
 TEST(PollUntil, ReturnsZeroWhenTheTimeRunsOutAndNotBefore) {
   const test::Pipe pipe = test::make_pipe();
   pollfd fd{pipe.read.get(), POLLIN, 0};

@@ -16,6 +16,10 @@
 
 namespace sockecho {
 
+namespace detail {
+class Wake;  // the eventfd that interrupt() signals (src/wake.hpp)
+}  // namespace detail
+
 // The largest UDP payload: 65,535 (the IP length field) less the 20-byte IPv4 and 8-byte UDP
 // headers; IPv6's length field does not count its own 40-byte header, so only UDP's 8 go.
 inline constexpr std::size_t kMaxDatagramIpv4 = 65507;
@@ -58,7 +62,7 @@ class DatagramSocket {
   DatagramSocket& operator=(DatagramSocket&& other) noexcept;
   DatagramSocket(const DatagramSocket&) = delete;
   DatagramSocket& operator=(const DatagramSocket&) = delete;
-  ~DatagramSocket() = default;
+  ~DatagramSocket();
 
   // The bound address, with the real port.
   [[nodiscard]] const Address& address() const noexcept { return address_; }
@@ -93,13 +97,14 @@ class DatagramSocket {
   }
 
  private:
-  DatagramSocket(Fd socket, Fd wake, const Address& address, const Address& peer) noexcept;
+  DatagramSocket(Fd socket, std::unique_ptr<detail::Wake> wake, const Address& address,
+                 const Address& peer) noexcept;
   // Waits for `events` on the socket, or the wake-up: false when interrupted, and ETIMEDOUT
   // thrown when `until` passes. Only for waits with a time limit; others block in the call.
   bool wait(short events, Clock::time_point until, const char* call, const Address& whom);
 
   Fd socket_;
-  Fd wake_;  // an eventfd, readable once interrupt() has been called
+  std::unique_ptr<detail::Wake> wake_;  // readable once interrupt() has been called
   Address address_;
   Address peer_;
   // Behind a pointer so that the socket can move (an atomic cannot).

@@ -60,6 +60,11 @@ class Deadline {
   Clock::time_point end_ = Clock::time_point::max();
 };
 
+// When a limit of `limit` that starts at `start` runs out; Clock::time_point::max() for a zero
+// (or negative) limit, which sockecho's options read as "no limit".
+[[nodiscard]] Clock::time_point end_after(std::chrono::milliseconds limit,
+                                          Clock::time_point start = Clock::now()) noexcept;
+
 // poll() until something is ready or `until` passes (Clock::time_point::max(): no limit), with
 // EINTR retried on the time that is left: sockecho's one way of waiting for descriptors. Returns
 // poll's result (0 when the time ran out) or -1 with errno set.

@@ -90,6 +90,8 @@ class Program {
   void cancel() noexcept;
 
  private:
+  class Run;  // one run(): its state and its steps (program.cpp)
+
   void signal_group(int signal) const noexcept;
   void reap() noexcept;
 
