@@ -9,11 +9,9 @@
 #include <fstream>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "sockecho/client.hpp"
-#include "sockecho/deadline.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"
 
@@ -23,13 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
-template <typename Predicate>
-bool eventually(Predicate done) {
-  const auto until = Clock::now() + test::kPatience;
-  while (!done() && Clock::now() < until) std::this_thread::yield();
-  return done();
-}
 
 // A job that leaves its input in DIR/ID once the gate DIR/gate opens.
 JobOptions gated_jobs(const test::ScratchDir& dir, unsigned jobs, std::size_t queue) {
@@ -85,7 +76,7 @@ TEST(JobQueue, QueuedBytesAreBounded) {
   options.max_queued_bytes = 10;
   JobQueue queue(std::move(options));
   ASSERT_TRUE(queue.submit("running", {}));
-  ASSERT_TRUE(eventually([&] { return queue.stats().running == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return queue.stats().running == 1; }));
   ASSERT_TRUE(queue.submit("123456", {}));
   EXPECT_FALSE(queue.submit("123456", {})) << "6 + 6 bytes waiting is over 10";
   gate.open();
@@ -104,7 +95,7 @@ TEST(JobQueue, AbandoningKillsTheRunningGroupsAndDropsTheWaiting) {
   const std::optional<std::string> first = queue.submit("", {});
   ASSERT_TRUE(first);
   ASSERT_TRUE(queue.submit("", {}));
-  ASSERT_TRUE(eventually([&] { return dir.read(*first).find('\n') != std::string::npos; }));
+  ASSERT_TRUE(test::eventually([&] { return dir.read(*first).find('\n') != std::string::npos; }));
   const int waiter = std::stoi(dir.read(*first));
   const auto [running, queued] = queue.abandon();
   EXPECT_EQ(running, 1U);
@@ -117,8 +108,9 @@ TEST(JobQueue, AbandoningKillsTheRunningGroupsAndDropsTheWaiting) {
     }
     return std::string();
   };
-  EXPECT_TRUE(eventually([&] { return state().empty() || state().find('Z') != std::string::npos; }))
-      << state();
+  EXPECT_TRUE(test::eventually([&] {
+    return state().empty() || state().find('Z') != std::string::npos;
+  })) << state();
 }
 
 TEST(BackgroundHandler, AcknowledgesBeforeTheJobStartsAndSaysBusyWhenFull) {

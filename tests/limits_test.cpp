@@ -148,8 +148,7 @@ TEST(PerSource, OneSourceOverItsLimitIsRefusedWhileAnotherIsServed) {
   held.reserve(2);
   for (int i = 0; i < 2; ++i) held.push_back(connect(loopback(1, port), {test::kPatience, {}}));
   // Wait until the server has taken both (they show as active).
-  const auto until = Clock::now() + test::kPatience;
-  while (server.server().stats().active < 2 && Clock::now() < until) std::this_thread::yield();
+  (void)test::eventually([&] { return server.server().stats().active >= 2; });
   ASSERT_EQ(server.server().stats().active, 2U);
 
   EXPECT_TRUE(reset_at_once(loopback(1, port))) << "refused at once, with a reset";
@@ -185,8 +184,7 @@ TEST(PerSource, IPv4MappedPeersCountAsTheirIPv4Address) {
   options.max_per_source = 1;
   test::ServerThread server(options, prefix_handler(""), "::");
   Connection v4 = connect("127.0.0.1", server.port(), test::kPatience);  // ::ffff:127.0.0.1
-  const auto until = Clock::now() + test::kPatience;
-  while (server.server().stats().active < 1 && Clock::now() < until) std::this_thread::yield();
+  (void)test::eventually([&] { return server.server().stats().active >= 1; });
   EXPECT_TRUE(reset_at_once(loopback(1, server.port())));
   // ::1 is another address.
   EXPECT_EQ(request("::1", server.port(), "six"), "six");
@@ -241,14 +239,6 @@ std::shared_ptr<Protocol> echo_with_budget(std::size_t max_total_bytes) {
   return echo_protocol(prefix_handler(std::string(test::kPrefix)), limits);
 }
 
-// Spins until `done` holds, for kPatience at most; the last answer.
-template <typename Predicate>
-bool eventually(Predicate done) {
-  const auto until = Clock::now() + test::kPatience;
-  while (!done() && Clock::now() < until) std::this_thread::yield();
-  return done();
-}
-
 // Sends a whole request and half-closes; true when the server reset the connection instead of
 // answering (seen by a write, or by the read after the half-close).
 bool sent_and_reset(Connection& c, const std::string& request) {
@@ -271,7 +261,7 @@ TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
   Connection a = connect(to, {test::kPatience, {}});
   a.set_timeout(test::kPatience);
   a.write_all(three);
-  ASSERT_TRUE(eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }))
+  ASSERT_TRUE(test::eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }))
       << protocol->buffered_bytes();
 
   // B's 3 MiB would need 4 MiB more: over the budget of 6, reset, whatever its own size.
@@ -310,9 +300,9 @@ TEST(MemoryBudget, SparesKeptForReuseAreFreedWhenARequestNeedsTheRoom) {
   Connection b = connect(to, {test::kPatience, {}});
   b.set_timeout(test::kPatience);
   b.write_all("b");
-  ASSERT_TRUE(eventually([&] { return server.server().stats().active == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return server.server().stats().active == 1; }));
   EXPECT_EQ(request(to.host(), server.port(), three), std::string(test::kPrefix) + three);
-  ASSERT_TRUE(eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }));
+  ASSERT_TRUE(test::eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }));
 
   // B now grows to 4 MiB: the spare (which B could not take, having started before it was
   // kept) is freed to make room, and B is answered.

@@ -1,6 +1,6 @@
 // Shared helpers for sockecho's tests: child processes with pipes, an in-process server, counts
-// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps. What needs the
-// built programs is in programs.hpp.
+// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps but eventually()'s
+// pause between two questions. What needs the built programs is in programs.hpp.
 #pragma once
 
 #include <sys/types.h>
@@ -61,6 +61,20 @@ inline constexpr bool kSanitized = kAddressSanitized || kThreadSanitized;
 
 // How long any single wait in a test may take before the test fails instead of hanging.
 inline constexpr std::chrono::milliseconds kPatience = 20s;
+
+// Waits until `done()` holds, asking every millisecond, for kPatience at most: true as soon as it
+// holds, false if it still does not when the time is up. For states a test cannot be told about
+// (another process's state, a counter of the library's); the short pause between the questions
+// leaves the CPU to the threads and processes being waited for.
+template <typename Predicate>
+[[nodiscard]] bool eventually(Predicate done) {
+  const auto until = std::chrono::steady_clock::now() + kPatience;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(1ms);  // ok-sleep: the pause between two questions
+  }
+}
 
 // Both ends of a pipe, close-on-exec.
 struct Pipe {
