@@ -328,6 +328,14 @@ int open_fd_count() {
   return count - 1;  // the directory iterator's own descriptor
 }
 
+bool close_on_exec(int fd) {
+  const int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0) {
+    throw std::system_error(errno, std::generic_category(), "fcntl F_GETFD " + std::to_string(fd));
+  }
+  return (flags & FD_CLOEXEC) != 0;
+}
+
 int socket_count(pid_t pid) {
   int count = 0;
   for (const auto& entry :

@@ -213,6 +213,9 @@ std::optional<std::string> read_until_reset(Connection& connection);
 
 // Number of descriptors this process has open.
 int open_fd_count();
+// Whether descriptor fd of this process has close-on-exec set; throws std::system_error when fd
+// is not open, which is neither yes nor no.
+bool close_on_exec(int fd);
 
 // A fresh directory under /tmp, removed with everything in it at the end.
 class ScratchDir {
