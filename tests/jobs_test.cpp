@@ -3,7 +3,6 @@
 #include "sockecho/jobs.hpp"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -19,8 +18,6 @@ namespace sockecho {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
 // A job that leaves its input in DIR/ID once the gate DIR/gate opens.
 JobOptions gated_jobs(const test::ScratchDir& dir, unsigned jobs, std::size_t queue) {
@@ -45,7 +42,7 @@ TEST(JobQueue, JobsRunLaterWithTheirInputAndUniqueIds) {
   EXPECT_EQ(ids.size(), 10U) << "ids are unique";
   EXPECT_EQ(queue.stats().accepted, 10U);
   // Nothing has finished: every job waits at its gate.
-  for (const std::string& id : ids) EXPECT_FALSE(exists(dir.file(id)));
+  for (const std::string& id : ids) EXPECT_FALSE(test::exists(dir.file(id)));
   gate.open();
   queue.drain();
   std::set<std::string> inputs;
@@ -142,7 +139,7 @@ TEST(BackgroundHandler, AcknowledgesBeforeTheJobStartsAndSaysBusyWhenFull) {
   // Acknowledged while the jobs had not run: their files appear only once the gate opens.
   const std::string id = first.substr(std::string("> accepted ").size(),
                                       first.size() - std::string("> accepted ").size() - 1);
-  EXPECT_FALSE(exists(dir.file(id)));
+  EXPECT_FALSE(test::exists(dir.file(id)));
   gate.open();
   queue.drain();
   EXPECT_EQ(dir.read(id), "one");

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -334,6 +335,13 @@ bool close_on_exec(int fd) {
     throw std::system_error(errno, std::generic_category(), "fcntl F_GETFD " + std::to_string(fd));
   }
   return (flags & FD_CLOEXEC) != 0;
+}
+
+bool exists(const std::string& path) {
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) == 0) return true;
+  if (errno == ENOENT || errno == ENOTDIR) return false;
+  throw std::system_error(errno, std::generic_category(), "lstat " + path);
 }
 
 int socket_count(pid_t pid) {

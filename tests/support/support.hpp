@@ -216,6 +216,9 @@ int open_fd_count();
 // Whether descriptor fd of this process has close-on-exec set; throws std::system_error when fd
 // is not open, which is neither yes nor no.
 bool close_on_exec(int fd);
+// Whether a file of any type (a socket, a symbolic link even if dangling) is at path; throws
+// std::system_error when that cannot be told (a directory on the way that cannot be searched).
+bool exists(const std::string& path);
 
 // A fresh directory under /tmp, removed with everything in it at the end.
 class ScratchDir {
