@@ -268,6 +268,11 @@ std::uint16_t port_of(std::string_view ready_line) {
   }
 }
 
+std::string body_of(const std::string& response) {
+  const std::size_t at = response.find("\r\n\r\n");
+  return at == std::string::npos ? "" : response.substr(at + 4);
+}
+
 struct ServerThread::Finished {
   std::mutex mutex;
   std::condition_variable changed;

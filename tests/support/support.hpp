@@ -173,6 +173,9 @@ std::vector<std::string> help_options(std::string_view help);
 
 // The port in a ready line "listening on HOST:PORT"; 0 if there is none.
 std::uint16_t port_of(std::string_view ready_line);
+// The body of an HTTP response: what follows the blank line that ends its head; empty when the
+// head has no end.
+std::string body_of(const std::string& response);
 
 // A Server on an ephemeral loopback port, run on a thread of its own, stopped and joined by the
 // destructor. Given a handler, it serves the echo protocol with the default limits.
