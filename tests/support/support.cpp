@@ -412,6 +412,14 @@ std::string ScratchDir::read(const std::string& name) const {
   return out.str();
 }
 
+std::string ScratchDir::write(const std::string& name, std::string_view content) const {
+  const std::string path = file(name);
+  std::ofstream out(path, std::ios::binary);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  if (!out.flush()) throw std::runtime_error("write " + path);
+  return path;
+}
+
 Gate::Gate(std::string path) : path_(std::move(path)) {
   lock_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock_ || ::flock(lock_.get(), LOCK_EX) != 0) {

@@ -236,6 +236,8 @@ class ScratchDir {
   [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
   // A file's contents; empty when it does not exist (yet).
   [[nodiscard]] std::string read(const std::string& name) const;
+  // Writes `content`, byte for byte, to a file in the directory; returns its path.
+  std::string write(const std::string& name, std::string_view content) const;
 
  private:
   std::string path_;
