@@ -25,7 +25,6 @@
 #include <system_error>
 #include <utility>
 
-#include "payload.hpp"
 #include "sockecho/error.hpp"
 #include "sockecho/program.hpp"
 
@@ -392,7 +391,17 @@ std::optional<std::string> read_until_reset(Connection& connection) {
   return std::nullopt;
 }
 
-std::string pattern(std::size_t size) { return bench::make_payload(size); }
+std::string pattern(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period
+  for (char& c : data) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    c = static_cast<char>(state & 0xff);
+  }
+  return data;
+}
 
 ScratchDir::ScratchDir() {
   std::string name = "/tmp/sockecho-test-XXXXXX";

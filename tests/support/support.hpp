@@ -265,7 +265,8 @@ long status_kib(pid_t pid, std::string_view field);
 long rss_kib(pid_t pid);
 long peak_rss_kib(pid_t pid);
 // size bytes in a non-trivial pattern with every byte value, to check that payloads arrive
-// intact (the bytes sockecho-bench sends, computed here so these helpers need no tools/ code).
+// intact. Its own, not sockecho-bench's: no test needs the two to agree, and the tests of the
+// library build without tools/.
 std::string pattern(std::size_t size);
 
 }  // namespace sockecho::test
