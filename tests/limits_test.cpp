@@ -64,11 +64,6 @@ Trickled trickle(Connection& c, std::chrono::milliseconds every, int count) {
   return result;
 }
 
-// A write after the server's reset fails with ECONNRESET, or EPIPE once that was reported.
-bool is_reset(const std::error_code& code) {
-  return code == std::errc::connection_reset || code == std::errc::broken_pipe;
-}
-
 // Connects to `to` (from `from`, if given) and reads: true when the server ends it with a reset,
 // seen by the read or already by the connect (a reset can beat the end of the handshake's wait).
 bool reset_at_once(const Address& to, const std::optional<Address>& from = std::nullopt) {
@@ -100,7 +95,8 @@ TEST(RequestDeadline, ATricklerIsCutAtTheDeadlineWhileAnotherClientIsServed) {
     EXPECT_GT(record.bytes_in, 0U);
   }
   EXPECT_EQ(server.server().stats().count(Outcome::timeout), 1U);
-  EXPECT_TRUE(is_reset(trickled.failure)) << "cut with a reset: " << trickled.failure.message();
+  EXPECT_TRUE(test::is_reset(trickled.failure))
+      << "cut with a reset: " << trickled.failure.message();
   EXPECT_LT(trickled.sent, 200);
 }
 
@@ -126,7 +122,7 @@ TEST(RequestDeadline, LineModeTimesEachLineFromItsFirstByte) {
   }
   // Then a line that trickles past it.
   const Trickled trickled = trickle(c, 50ms, 40);
-  EXPECT_TRUE(is_reset(trickled.failure)) << trickled.failure.message();
+  EXPECT_TRUE(test::is_reset(trickled.failure)) << trickled.failure.message();
   ASSERT_TRUE(server.wait_finished(1));
   const ConnectionRecord record = server.records().at(0);
   EXPECT_EQ(record.outcome, Outcome::timeout) << record.detail;
@@ -247,7 +243,7 @@ bool sent_and_reset(Connection& c, const std::string& request) {
     c.close_write();
     return test::read_until_reset(c).has_value();
   } catch (const std::system_error& e) {
-    return is_reset(e.code());
+    return test::is_reset(e.code());
   }
 }
 

@@ -378,6 +378,10 @@ long rss_kib(pid_t pid) { return status_kib(pid, "VmRSS"); }
 
 long peak_rss_kib(pid_t pid) { return status_kib(pid, "VmHWM"); }
 
+bool is_reset(const std::error_code& code) {
+  return code == std::errc::connection_reset || code == std::errc::broken_pipe;
+}
+
 std::optional<std::string> read_until_reset(Connection& connection) {
   std::string got;
   std::array<char, 4096> chunk{};

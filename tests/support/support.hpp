@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -209,6 +210,10 @@ class ServerThread {
   std::unique_ptr<Server> server_;
   std::thread thread_;
 };
+
+// Whether an error is how a reset (RST) shows: ECONNRESET, or EPIPE for a write after the reset
+// was reported.
+bool is_reset(const std::error_code& code);
 
 // Reads a connection the server must end with a reset (RST): what arrived before it, or
 // std::nullopt when the connection ended any other way (a clean end of stream, a timeout).
