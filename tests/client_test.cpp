@@ -57,7 +57,7 @@ TEST(Connect, ReturnsANonBlockingCloseOnExecSocketWithNoLimits) {
   const int flags = ::fcntl(c.fd(), F_GETFL);
   EXPECT_NE(flags & O_NONBLOCK, 0);
   EXPECT_EQ(c.timeout().count(), 0) << "the connect timeout is not a limit on the connection";
-  EXPECT_NE(::fcntl(c.fd(), F_GETFD) & FD_CLOEXEC, 0);
+  EXPECT_TRUE(test::close_on_exec(c.fd()));
 }
 
 TEST(Connect, TimesOutWhenTheBacklogIsFull) {

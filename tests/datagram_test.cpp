@@ -1,6 +1,5 @@
 #include "sockecho/datagram.hpp"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -21,8 +20,6 @@ namespace {
 using namespace std::chrono_literals;
 using test::kPatience;
 
-bool close_on_exec(int fd) { return (::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
-
 Clock::time_point patience() { return Clock::now() + kPatience; }
 
 // The next datagram on `socket`, whole, within kPatience.
@@ -41,7 +38,7 @@ TEST(DatagramSocket, PortZeroPicksAFreePortAndNamesItUdp) {
   EXPECT_NE(socket.address().port(), 0);
   EXPECT_EQ(socket.address(), Address::local_of(socket.fd()));
   EXPECT_EQ(socket.name(), "udp:127.0.0.1:" + std::to_string(socket.address().port()));
-  EXPECT_TRUE(close_on_exec(socket.fd()));
+  EXPECT_TRUE(test::close_on_exec(socket.fd()));
   int type = 0;
   socklen_t len = sizeof type;
   ASSERT_EQ(::getsockopt(socket.fd(), SOL_SOCKET, SO_TYPE, &type, &len), 0);

@@ -3,17 +3,14 @@
 #include "sockecho/jobs.hpp"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "sockecho/client.hpp"
-#include "sockecho/deadline.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"
 
@@ -21,15 +18,6 @@ namespace sockecho {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
-template <typename Predicate>
-bool eventually(Predicate done) {
-  const auto until = Clock::now() + test::kPatience;
-  while (!done() && Clock::now() < until) std::this_thread::yield();
-  return done();
-}
 
 // A job that leaves its input in DIR/ID once the gate DIR/gate opens.
 JobOptions gated_jobs(const test::ScratchDir& dir, unsigned jobs, std::size_t queue) {
@@ -54,7 +42,7 @@ TEST(JobQueue, JobsRunLaterWithTheirInputAndUniqueIds) {
   EXPECT_EQ(ids.size(), 10U) << "ids are unique";
   EXPECT_EQ(queue.stats().accepted, 10U);
   // Nothing has finished: every job waits at its gate.
-  for (const std::string& id : ids) EXPECT_FALSE(exists(dir.file(id)));
+  for (const std::string& id : ids) EXPECT_FALSE(test::exists(dir.file(id)));
   gate.open();
   queue.drain();
   std::set<std::string> inputs;
@@ -85,7 +73,7 @@ TEST(JobQueue, QueuedBytesAreBounded) {
   options.max_queued_bytes = 10;
   JobQueue queue(std::move(options));
   ASSERT_TRUE(queue.submit("running", {}));
-  ASSERT_TRUE(eventually([&] { return queue.stats().running == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return queue.stats().running == 1; }));
   ASSERT_TRUE(queue.submit("123456", {}));
   EXPECT_FALSE(queue.submit("123456", {})) << "6 + 6 bytes waiting is over 10";
   gate.open();
@@ -104,7 +92,7 @@ TEST(JobQueue, AbandoningKillsTheRunningGroupsAndDropsTheWaiting) {
   const std::optional<std::string> first = queue.submit("", {});
   ASSERT_TRUE(first);
   ASSERT_TRUE(queue.submit("", {}));
-  ASSERT_TRUE(eventually([&] { return dir.read(*first).find('\n') != std::string::npos; }));
+  ASSERT_TRUE(test::eventually([&] { return dir.read(*first).find('\n') != std::string::npos; }));
   const int waiter = std::stoi(dir.read(*first));
   const auto [running, queued] = queue.abandon();
   EXPECT_EQ(running, 1U);
@@ -117,8 +105,9 @@ TEST(JobQueue, AbandoningKillsTheRunningGroupsAndDropsTheWaiting) {
     }
     return std::string();
   };
-  EXPECT_TRUE(eventually([&] { return state().empty() || state().find('Z') != std::string::npos; }))
-      << state();
+  EXPECT_TRUE(test::eventually([&] {
+    return state().empty() || state().find('Z') != std::string::npos;
+  })) << state();
 }
 
 TEST(BackgroundHandler, AcknowledgesBeforeTheJobStartsAndSaysBusyWhenFull) {
@@ -150,7 +139,7 @@ TEST(BackgroundHandler, AcknowledgesBeforeTheJobStartsAndSaysBusyWhenFull) {
   // Acknowledged while the jobs had not run: their files appear only once the gate opens.
   const std::string id = first.substr(std::string("> accepted ").size(),
                                       first.size() - std::string("> accepted ").size() - 1);
-  EXPECT_FALSE(exists(dir.file(id)));
+  EXPECT_FALSE(test::exists(dir.file(id)));
   gate.open();
   queue.drain();
   EXPECT_EQ(dir.read(id), "one");

@@ -64,11 +64,6 @@ Trickled trickle(Connection& c, std::chrono::milliseconds every, int count) {
   return result;
 }
 
-// A write after the server's reset fails with ECONNRESET, or EPIPE once that was reported.
-bool is_reset(const std::error_code& code) {
-  return code == std::errc::connection_reset || code == std::errc::broken_pipe;
-}
-
 // Connects to `to` (from `from`, if given) and reads: true when the server ends it with a reset,
 // seen by the read or already by the connect (a reset can beat the end of the handshake's wait).
 bool reset_at_once(const Address& to, const std::optional<Address>& from = std::nullopt) {
@@ -100,7 +95,8 @@ TEST(RequestDeadline, ATricklerIsCutAtTheDeadlineWhileAnotherClientIsServed) {
     EXPECT_GT(record.bytes_in, 0U);
   }
   EXPECT_EQ(server.server().stats().count(Outcome::timeout), 1U);
-  EXPECT_TRUE(is_reset(trickled.failure)) << "cut with a reset: " << trickled.failure.message();
+  EXPECT_TRUE(test::is_reset(trickled.failure))
+      << "cut with a reset: " << trickled.failure.message();
   EXPECT_LT(trickled.sent, 200);
 }
 
@@ -126,7 +122,7 @@ TEST(RequestDeadline, LineModeTimesEachLineFromItsFirstByte) {
   }
   // Then a line that trickles past it.
   const Trickled trickled = trickle(c, 50ms, 40);
-  EXPECT_TRUE(is_reset(trickled.failure)) << trickled.failure.message();
+  EXPECT_TRUE(test::is_reset(trickled.failure)) << trickled.failure.message();
   ASSERT_TRUE(server.wait_finished(1));
   const ConnectionRecord record = server.records().at(0);
   EXPECT_EQ(record.outcome, Outcome::timeout) << record.detail;
@@ -148,8 +144,7 @@ TEST(PerSource, OneSourceOverItsLimitIsRefusedWhileAnotherIsServed) {
   held.reserve(2);
   for (int i = 0; i < 2; ++i) held.push_back(connect(loopback(1, port), {test::kPatience, {}}));
   // Wait until the server has taken both (they show as active).
-  const auto until = Clock::now() + test::kPatience;
-  while (server.server().stats().active < 2 && Clock::now() < until) std::this_thread::yield();
+  (void)test::eventually([&] { return server.server().stats().active >= 2; });
   ASSERT_EQ(server.server().stats().active, 2U);
 
   EXPECT_TRUE(reset_at_once(loopback(1, port))) << "refused at once, with a reset";
@@ -185,8 +180,7 @@ TEST(PerSource, IPv4MappedPeersCountAsTheirIPv4Address) {
   options.max_per_source = 1;
   test::ServerThread server(options, prefix_handler(""), "::");
   Connection v4 = connect("127.0.0.1", server.port(), test::kPatience);  // ::ffff:127.0.0.1
-  const auto until = Clock::now() + test::kPatience;
-  while (server.server().stats().active < 1 && Clock::now() < until) std::this_thread::yield();
+  (void)test::eventually([&] { return server.server().stats().active >= 1; });
   EXPECT_TRUE(reset_at_once(loopback(1, server.port())));
   // ::1 is another address.
   EXPECT_EQ(request("::1", server.port(), "six"), "six");
@@ -241,14 +235,6 @@ std::shared_ptr<Protocol> echo_with_budget(std::size_t max_total_bytes) {
   return echo_protocol(prefix_handler(std::string(test::kPrefix)), limits);
 }
 
-// Spins until `done` holds, for kPatience at most; the last answer.
-template <typename Predicate>
-bool eventually(Predicate done) {
-  const auto until = Clock::now() + test::kPatience;
-  while (!done() && Clock::now() < until) std::this_thread::yield();
-  return done();
-}
-
 // Sends a whole request and half-closes; true when the server reset the connection instead of
 // answering (seen by a write, or by the read after the half-close).
 bool sent_and_reset(Connection& c, const std::string& request) {
@@ -257,7 +243,7 @@ bool sent_and_reset(Connection& c, const std::string& request) {
     c.close_write();
     return test::read_until_reset(c).has_value();
   } catch (const std::system_error& e) {
-    return is_reset(e.code());
+    return test::is_reset(e.code());
   }
 }
 
@@ -271,7 +257,7 @@ TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
   Connection a = connect(to, {test::kPatience, {}});
   a.set_timeout(test::kPatience);
   a.write_all(three);
-  ASSERT_TRUE(eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }))
+  ASSERT_TRUE(test::eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }))
       << protocol->buffered_bytes();
 
   // B's 3 MiB would need 4 MiB more: over the budget of 6, reset, whatever its own size.
@@ -310,9 +296,9 @@ TEST(MemoryBudget, SparesKeptForReuseAreFreedWhenARequestNeedsTheRoom) {
   Connection b = connect(to, {test::kPatience, {}});
   b.set_timeout(test::kPatience);
   b.write_all("b");
-  ASSERT_TRUE(eventually([&] { return server.server().stats().active == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return server.server().stats().active == 1; }));
   EXPECT_EQ(request(to.host(), server.port(), three), std::string(test::kPrefix) + three);
-  ASSERT_TRUE(eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }));
+  ASSERT_TRUE(test::eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }));
 
   // B now grows to 4 MiB: the spare (which B could not take, having started before it was
   // kept) is freed to make room, and B is answered.

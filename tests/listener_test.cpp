@@ -25,7 +25,6 @@
 namespace sockecho {
 namespace {
 
-bool close_on_exec(int fd) { return (::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
 bool non_blocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
 
 // A second descriptor of a listener's socket, as a service manager keeps one while the daemon
@@ -61,7 +60,7 @@ TEST(Listener, IPv6Loopback) {
 
 TEST(Listener, SocketIsCloseOnExecWithReuseAddr) {
   const Listener listener = Listener::bind("127.0.0.1", 0);
-  EXPECT_TRUE(close_on_exec(listener.fd()));
+  EXPECT_TRUE(test::close_on_exec(listener.fd()));
   int on = 0;
   socklen_t len = sizeof on;
   ASSERT_EQ(::getsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &on, &len), 0);
@@ -96,7 +95,7 @@ TEST(Listener, AcceptReturnsAConnectionThatKnowsItsPeer) {
   Connection client = connect("127.0.0.1", listener.address().port());
   std::optional<Connection> accepted = listener.accept();
   ASSERT_TRUE(accepted.has_value());
-  EXPECT_TRUE(close_on_exec(accepted->fd()));
+  EXPECT_TRUE(test::close_on_exec(accepted->fd()));
   EXPECT_EQ(accepted->peer(), Address::local_of(client.fd()));
 }
 
@@ -124,7 +123,7 @@ TEST(Listener, AdoptsAnInheritedListeningSocket) {
   ASSERT_TRUE(duplicate.valid());
   Listener adopted(std::move(duplicate));
   EXPECT_EQ(adopted.address().port(), port);
-  EXPECT_TRUE(close_on_exec(adopted.fd()));
+  EXPECT_TRUE(test::close_on_exec(adopted.fd()));
   Connection client = connect("127.0.0.1", port);
   EXPECT_TRUE(adopted.accept().has_value());
 }
@@ -245,7 +244,7 @@ TEST(Listener, AcceptedConnectionsOfAnAdoptedSocketAreNonBlockingLikeAnyOther) {
   std::optional<Connection> accepted = adopted.accept();
   ASSERT_TRUE(accepted.has_value());
   EXPECT_TRUE(non_blocking(accepted->fd()));
-  EXPECT_TRUE(close_on_exec(accepted->fd()));
+  EXPECT_TRUE(test::close_on_exec(accepted->fd()));
 }
 
 TEST(Listener, MovedAdoptedListenerStillInterrupts) {

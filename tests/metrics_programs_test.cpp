@@ -39,11 +39,6 @@ std::string http_get(std::uint16_t port, const std::string& path) {
   return c.read_to_end_string();
 }
 
-std::string body_of(const std::string& response) {
-  const std::size_t at = response.find("\r\n\r\n");
-  return at == std::string::npos ? "" : response.substr(at + 4);
-}
-
 // Checks docs/grafana-dashboard.json the way Grafana will read it (JSON; each panel with a
 // unique id, a grid position, the dashboard's Prometheus data source and targets with unique
 // refIds and one-line queries) and prints each query with Grafana's variables given values
@@ -117,7 +112,7 @@ TEST(MetricsProgram, TheGrafanaDashboardAsksOnlyForSeriesTheServerExposes) {
   MeteredServer m({"--quiet", "--background", "--exec", "true"});
   ASSERT_NE(m.metrics_port(), 0) << m.err();
   const std::set<std::string> exposed =
-      series_names(body_of(http_get(m.metrics_port(), "/metrics")));
+      series_names(test::body_of(http_get(m.metrics_port(), "/metrics")));
   ASSERT_TRUE(exposed.count("sockecho_up")) << "the exposition has no sockecho_up";
   const std::regex series(R"(\b(?:sockecho|process)_[a-z_]+\b)");
   std::set<std::string> asked;
@@ -143,7 +138,7 @@ TEST(MetricsProgram, PrintsASecondLineAndServesWhatPromtoolAccepts) {
   for (int i = 0; i < 4; ++i) EXPECT_EQ(request("127.0.0.1", m.port(), "hi"), "数据是 hi");
   const std::string response = http_get(m.metrics_port(), "/metrics");
   EXPECT_EQ(response.rfind("HTTP/1.1 200 OK\r\n", 0), 0U) << response;
-  const std::string body = body_of(response);
+  const std::string body = test::body_of(response);
   // Each connection is counted once it has closed, a moment after its reply was read.
   EXPECT_NE(body.find("sockecho_connections_accepted_total 4\n"), std::string::npos) << body;
   const std::optional<std::string> promtool = test::installed("promtool");
@@ -158,7 +153,7 @@ TEST(MetricsProgram, BackgroundJobsAreInTheExposition) {
   ASSERT_NE(m.metrics_port(), 0) << m.err();
   const std::string reply = request("127.0.0.1", m.port(), "job");
   EXPECT_EQ(reply.rfind("accepted ", 0), 0U) << reply;
-  const std::string body = body_of(http_get(m.metrics_port(), "/metrics"));
+  const std::string body = test::body_of(http_get(m.metrics_port(), "/metrics"));
   EXPECT_NE(body.find("sockecho_jobs_accepted_total 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("# TYPE sockecho_jobs_total counter\n"), std::string::npos) << body;
 }
@@ -170,7 +165,7 @@ TEST(MetricsProgram, UdpDatagramsAreCountedByOutcome) {
       {test::client_program(), "--udp", "--port", std::to_string(m.port()), "--send", "ping"});
   EXPECT_EQ(sent.status, 0) << sent.err;
   EXPECT_EQ(sent.out, "数据是 ping");
-  const std::string body = body_of(http_get(m.metrics_port(), "/metrics"));
+  const std::string body = test::body_of(http_get(m.metrics_port(), "/metrics"));
   EXPECT_NE(body.find("sockecho_datagrams_received_total 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("sockecho_datagrams_total{outcome=\"ok\"} 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("sockecho_up 1\n"), std::string::npos) << body;
@@ -184,7 +179,7 @@ TEST(MetricsProgram, UdpDatagramsAreCountedByOutcome) {
 TEST(MetricsProgram, HealthTurns503WhileTheServerDrains) {
   MeteredServer m({"--verbose"});
   ASSERT_NE(m.metrics_port(), 0) << m.err();
-  EXPECT_EQ(body_of(http_get(m.metrics_port(), "/health")), "ok\n");
+  EXPECT_EQ(test::body_of(http_get(m.metrics_port(), "/health")), "ok\n");
   // A request in flight keeps the server draining after SIGTERM until it is finished; in flight
   // once a worker has taken it (one still in the backlog would be refused at the stop).
   Connection in_flight = connect("127.0.0.1", m.port());
@@ -197,7 +192,7 @@ TEST(MetricsProgram, HealthTurns503WhileTheServerDrains) {
     health = http_get(m.metrics_port(), "/health");  // 200 until the signal thread has stopped it
   }
   EXPECT_EQ(health.rfind("HTTP/1.1 503 ", 0), 0U) << health;
-  EXPECT_EQ(body_of(health), "stopping\n");
+  EXPECT_EQ(test::body_of(health), "stopping\n");
   in_flight.close_write();
   EXPECT_EQ(in_flight.read_to_end_string(), "数据是 half");
   EXPECT_EQ(m.wait(), 0) << m.err();
@@ -210,7 +205,7 @@ TEST(MetricsProgram, ADrainDelayKeepsServingWhileHealthSays503) {
   ASSERT_TRUE(m.wait_stderr("stopping in 2000 ms")) << m.err();
   const std::string health = http_get(m.metrics_port(), "/health");
   EXPECT_EQ(health.rfind("HTTP/1.1 503 ", 0), 0U) << health;
-  EXPECT_NE(body_of(http_get(m.metrics_port(), "/metrics")).find("sockecho_up 0\n"),
+  EXPECT_NE(test::body_of(http_get(m.metrics_port(), "/metrics")).find("sockecho_up 0\n"),
             std::string::npos);
   // Announced, not yet stopped: a new connection is still served.
   EXPECT_EQ(request("127.0.0.1", m.port(), "late"), "数据是 late");
@@ -274,7 +269,7 @@ TEST(MetricsProgram, ARealPrometheusScrapesTheCounters) {
   for (int scrape = 0; scrape < 10; ++scrape) {
     ASSERT_TRUE(m.wait_stderr("metrics peer=127.0.0.1:", 30s)) << m.err();
     if (scrape == 0) continue;
-    answer = body_of(http_get(port, "/api/v1/query?query=sockecho_connections_total"));
+    answer = test::body_of(http_get(port, "/api/v1/query?query=sockecho_connections_total"));
     if (answer.find(kOkSeries) != std::string::npos) break;
   }
   EXPECT_NE(answer.find(R"("status":"success")"), std::string::npos) << answer;
@@ -287,7 +282,7 @@ TEST(MetricsProgram, ARealPrometheusScrapesTheCounters) {
   if (const std::optional<std::vector<std::string>> queries = dashboard_queries()) {
     for (const std::string& query : *queries) {
       const std::string result =
-          body_of(http_get(port, "/api/v1/query?query=" + url_encoded(query)));
+          test::body_of(http_get(port, "/api/v1/query?query=" + url_encoded(query)));
       EXPECT_NE(result.find(R"("status":"success")"), std::string::npos) << query << "\n" << result;
     }
   }

@@ -36,11 +36,6 @@ std::string http(std::uint16_t port, std::string_view raw) {
   return c.read_to_end_string();
 }
 
-std::string body_of(const std::string& response) {
-  const std::size_t at = response.find("\r\n\r\n");
-  return at == std::string::npos ? "" : response.substr(at + 4);
-}
-
 TEST(HttpHead, ParsesARequestWithHeaders) {
   const HttpRequestHead h =
       parse_http_head("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/plain\r\n\r\n");
@@ -126,12 +121,12 @@ TEST(MetricsListener, AnswersMetricsHealthAndEverythingElse) {
   EXPECT_NE(scrape.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             std::string::npos);
   EXPECT_NE(scrape.find("Connection: close\r\n"), std::string::npos);
-  const std::string body = body_of(scrape);
+  const std::string body = test::body_of(scrape);
   EXPECT_NE(scrape.find("Content-Length: " + std::to_string(body.size()) + "\r\n"),
             std::string::npos);
   EXPECT_NE(body.find("sockecho_connections_accepted_total 0\n"), std::string::npos) << body;
 
-  EXPECT_EQ(body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
+  EXPECT_EQ(test::body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
   EXPECT_EQ(http(port, "GET /nothing HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 ", 0), 0U);
   const std::string post = http(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
   EXPECT_EQ(post.rfind("HTTP/1.1 405 ", 0), 0U) << post;
@@ -143,7 +138,7 @@ TEST(MetricsListener, AnswersMetricsHealthAndEverythingElse) {
 
   server.server().stop();
   EXPECT_EQ(http(port, "GET /health HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 503 ", 0), 0U);
-  const std::string after = body_of(http(port, "GET /metrics HTTP/1.0\r\n\r\n"));
+  const std::string after = test::body_of(http(port, "GET /metrics HTTP/1.0\r\n\r\n"));
   EXPECT_EQ(sample(after, "sockecho_up"), 0) << after;
   // Every answer was counted by its status, the bad ones (431 included) as 400.
   EXPECT_EQ(sample(after, "sockecho_metrics_requests_total{code=\"200\"}"), 2) << after;
@@ -165,7 +160,7 @@ TEST(MetricsListener, AClientThatStallsIsCutAndTheNextOneIsAnswered) {
   const std::string answer = stalled.read_to_end_string();
   EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0U) << answer;
   EXPECT_LT(Clock::now() - start, kHttpRequestTime + 2s);
-  EXPECT_EQ(body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
+  EXPECT_EQ(test::body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
 }
 
 TEST(MetricsListener, JobMetricsComeWithAJobQueue) {

@@ -15,10 +15,8 @@
 #include <sstream>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <vector>
 
-#include "sockecho/deadline.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -40,13 +38,6 @@ bool process_gone(pid_t pid) {
     if (line.rfind("State:", 0) == 0) return line.find('Z') != std::string::npos;
   }
   return true;
-}
-
-template <typename Predicate>
-bool eventually(Predicate done) {
-  const auto until = Clock::now() + test::kPatience;
-  while (!done() && Clock::now() < until) std::this_thread::yield();
-  return done();
 }
 
 std::string binary_mebibyte() {
@@ -122,7 +113,7 @@ TEST(Program, TheTimeoutEndsTheWholeGroupGrandchildrenToo) {
   EXPECT_GE(result.duration, 300ms);
   const pid_t grandchild = std::stoi(result.output);
   ASSERT_GT(grandchild, 1);
-  EXPECT_TRUE(eventually([&] { return process_gone(grandchild); })) << grandchild;
+  EXPECT_TRUE(test::eventually([&] { return process_gone(grandchild); })) << grandchild;
 }
 
 TEST(Program, AProgramThatIgnoresSigtermIsKilledAfterTheGrace) {
@@ -139,7 +130,7 @@ TEST(Program, NothingItStartedOutlivesANormalExit) {
   const ProgramResult result = run_sh("tail -f /dev/null & echo $!");
   EXPECT_TRUE(result.ok()) << result.describe();
   const pid_t left_behind = std::stoi(result.output);
-  EXPECT_TRUE(eventually([&] { return process_gone(left_behind); })) << left_behind;
+  EXPECT_TRUE(test::eventually([&] { return process_gone(left_behind); })) << left_behind;
 }
 
 TEST(Program, OutputOverTheLimitKillsItAndKeepsOnlyTheLimit) {
@@ -161,7 +152,7 @@ TEST(Program, OnlyDescriptorsZeroToTwoAreInherited) {
     // While it starts, cat opens files of its own (its libraries, its locale); once it is
     // blocked reading its input (read(0, ...), syscall 0), only what it was given is left.
     const std::string syscall_file = "/proc/" + std::to_string(cat.pid()) + "/syscall";
-    ASSERT_TRUE(eventually([&] {
+    ASSERT_TRUE(test::eventually([&] {
       std::ifstream in(syscall_file);
       std::string number;
       std::string fd;

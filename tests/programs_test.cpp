@@ -5,15 +5,9 @@
 
 #include <csignal>
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <ios>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "sockecho/listener.hpp"
@@ -45,35 +39,6 @@ std::string every_byte_value() {
   for (int i = 0; i < 256; ++i) bytes.push_back(static_cast<char>(i));
   return bytes;
 }
-
-// A fresh directory under the test's temporary directory, removed with its contents at the end.
-class TempDir {
- public:
-  TempDir() {
-    std::string name = testing::TempDir() + "sockecho_programs_XXXXXX";
-    if (::mkdtemp(name.data()) == nullptr) throw std::runtime_error("mkdtemp " + name);
-    path_ = name;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
-  // Writes `content` to a file in the directory; returns its path.
-  [[nodiscard]] std::string write(const std::string& name, std::string_view content) const {
-    const std::filesystem::path file = path_ / name;
-    std::ofstream out(file, std::ios::binary);
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    if (!out.flush()) throw std::runtime_error("write " + file.string());
-    return file.string();
-  }
-
- private:
-  std::filesystem::path path_;
-};
 
 // --- sockecho-server ---
 
@@ -195,7 +160,7 @@ TEST(ClientProgram, EmptyPrefixIsAPureEcho) {
 
 TEST(ClientProgram, SendsAFileByteForByte) {
   ServerProcess server;
-  const TempDir dir;
+  const test::ScratchDir dir;
   const std::string content = every_byte_value() + test::pattern(200000) + std::string(3, '\0');
   const std::string path = dir.write("payload.bin", content);
   const RunResult result = test::run(client_argv(server.port(), {"--file", path}));
@@ -217,7 +182,7 @@ TEST(ClientProgram, SendsStdinByteForByte) {
 
 TEST(ClientProgram, SendsAnEmptyFile) {
   ServerProcess server;
-  const TempDir dir;
+  const test::ScratchDir dir;
   const std::string path = dir.write("empty", "");
   const RunResult result = test::run(client_argv(server.port(), {"--file", path}));
   EXPECT_EQ(result.status, 0) << result.err;
@@ -239,14 +204,13 @@ void expect_file_refused_unconnected(const std::string& path, const std::string&
 }
 
 TEST(ClientProgram, MissingFileExitsOneBeforeConnecting) {
-  const TempDir dir;
-  expect_file_refused_unconnected((dir.path() / "no-such-file").string(),
-                                  "No such file or directory");
+  const test::ScratchDir dir;
+  expect_file_refused_unconnected(dir.file("no-such-file"), "No such file or directory");
 }
 
 TEST(ClientProgram, DirectoryAsFileExitsOneBeforeConnecting) {
-  const TempDir dir;
-  expect_file_refused_unconnected(dir.path().string(), "Is a directory");
+  const test::ScratchDir dir;
+  expect_file_refused_unconnected(dir.path(), "Is a directory");
 }
 
 TEST(ClientProgram, PortZeroIsAUsageError) {

@@ -24,7 +24,6 @@ namespace sockecho {
 namespace {
 
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
-bool close_on_exec(int fd) { return (::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
 
 // Descriptor numbers 3 and up, held for a test to fill as a service manager would. Whatever this
 // process had there (a test runner may leak descriptors to its children) is moved aside first and
@@ -144,7 +143,7 @@ TEST(SocketActivation, PassedSocketsAreAdoptedInOrderAndTheVariablesRemoved) {
   EXPECT_EQ(listeners[1].address(), v6.address());
   for (Listener& listener : listeners) {
     EXPECT_TRUE(listener.adopted());
-    EXPECT_TRUE(close_on_exec(listener.fd()));
+    EXPECT_TRUE(test::close_on_exec(listener.fd()));
     Connection client = connect(listener.address().host(), listener.address().port());
     EXPECT_TRUE(listener.accept().has_value());
   }
@@ -162,7 +161,7 @@ TEST(SocketActivation, SocketsForAnotherProcessAreLeftAlone) {
   EXPECT_TRUE(inherited_listeners().empty());
   EXPECT_TRUE(ListenEnvironment::cleared());
   EXPECT_TRUE(is_open(3));
-  EXPECT_FALSE(close_on_exec(3)) << "a descriptor that is not ours must not be touched";
+  EXPECT_FALSE(test::close_on_exec(3)) << "a descriptor that is not ours must not be touched";
 }
 
 TEST(SocketActivation, ZeroSocketsPassed) {

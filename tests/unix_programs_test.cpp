@@ -34,8 +34,6 @@ struct stat status_of(const std::string& path) {
   return status;
 }
 
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
 test::RunResult client(const std::vector<std::string>& args, std::string_view input = {}) {
   std::vector<std::string> argv = {test::client_program()};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -67,7 +65,7 @@ TEST(UnixPrograms, EchoReadyLineAndTheClientsCredentialsInTheLog) {
 
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0) << server.err();
-  EXPECT_FALSE(exists(path)) << "a clean stop removes the socket file";
+  EXPECT_FALSE(test::exists(path)) << "a clean stop removes the socket file";
 }
 
 TEST(UnixPrograms, LineMode) {
@@ -110,7 +108,7 @@ TEST(UnixPrograms, AStaleSocketIsReplacedAndAnInUseOneRefused) {
   EXPECT_EQ(r.out, "first x") << "the first server keeps its socket";
   first.signal(SIGTERM);
   EXPECT_EQ(first.wait(), 0);
-  EXPECT_FALSE(exists(path));
+  EXPECT_FALSE(test::exists(path));
 }
 
 TEST(UnixPrograms, APathThatIsNotASocketIsLeftUntouched) {
@@ -151,7 +149,7 @@ TEST(UnixPrograms, UsageErrors) {
        }) {
     const test::RunResult r = server_run(args);
     EXPECT_EQ(r.status, 2) << args.at(1) << ": " << r.err;
-    EXPECT_FALSE(exists(path));
+    EXPECT_FALSE(test::exists(path));
   }
   const test::RunResult unknown = server_run({"--unix", path, "--unix-group", "no-such-group-x"});
   EXPECT_EQ(unknown.err, "sockecho-server: --unix-group: unknown group 'no-such-group-x'\n");

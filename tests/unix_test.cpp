@@ -47,11 +47,6 @@ struct stat status_of(const std::string& path) {
   return status;
 }
 
-bool exists(const std::string& path) {
-  struct stat status {};
-  return ::lstat(path.c_str(), &status) == 0;
-}
-
 Connection dial(const std::string& path) {
   Connection c = connect(Address::unix_path(path), {kPatience, {}});
   c.set_timeout(kPatience);
@@ -270,9 +265,9 @@ TEST(UnixListener, TheFileIsRemovedWithTheListenerButNotAnotherOne) {
   const std::string path = dir.file("mine.sock");
   {
     ServerThread server(Listener::bind_unix(path), {}, echo());
-    EXPECT_TRUE(exists(path));
+    EXPECT_TRUE(test::exists(path));
   }
-  EXPECT_FALSE(exists(path)) << "a clean stop removes the file";
+  EXPECT_FALSE(test::exists(path)) << "a clean stop removes the file";
 
   // A listener whose file was replaced meanwhile leaves the new one alone.
   std::optional<Listener> old = Listener::bind_unix(path);
@@ -280,7 +275,7 @@ TEST(UnixListener, TheFileIsRemovedWithTheListenerButNotAnotherOne) {
   const Listener replacement = Listener::bind_unix(path);
   const ino_t inode = status_of(path).st_ino;
   old.reset();
-  ASSERT_TRUE(exists(path));
+  ASSERT_TRUE(test::exists(path));
   EXPECT_EQ(status_of(path).st_ino, inode);
 
   // Moving a listener moves the file with it: removed once, by the last owner.
@@ -290,9 +285,9 @@ TEST(UnixListener, TheFileIsRemovedWithTheListenerButNotAnotherOne) {
     Listener first = Listener::bind_unix(moved_path);
     moved.emplace(std::move(first));
   }
-  EXPECT_TRUE(exists(moved_path));
+  EXPECT_TRUE(test::exists(moved_path));
   moved.reset();
-  EXPECT_FALSE(exists(moved_path));
+  EXPECT_FALSE(test::exists(moved_path));
 }
 
 TEST(UnixListener, ModeBitsAreExactlyThoseAskedForWhateverTheUmask) {
@@ -341,7 +336,7 @@ TEST(UnixListener, AnAdoptedSocketIsNeitherChangedNorRemoved) {
     EXPECT_EQ(server.server().address().to_string(), "unix:" + path);
     EXPECT_EQ(ask(path, "adopted"), kPrefix + "adopted");
   }
-  ASSERT_TRUE(exists(path)) << "the giver's file stays";
+  ASSERT_TRUE(test::exists(path)) << "the giver's file stays";
   EXPECT_EQ(status_of(path).st_mode & 07777, 0604U);
   // And it still listens: a client waits in its queue for the giver.
   Connection queued = dial(path);

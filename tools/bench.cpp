@@ -32,6 +32,20 @@ constexpr unsigned long kMaxSources = 250;  // 127.0.0.2 .. 127.0.0.251
 constexpr std::size_t kReadChunk = std::size_t{256} * 1024;
 constexpr std::chrono::milliseconds kProgressEvery{250};
 
+// The request: a fixed pattern of `size` bytes covering every byte value (xorshift32: no short
+// period), so a reply that drops, repeats or changes a byte is caught.
+std::string make_payload(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t state = 2463534242U;
+  for (char& c : data) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    c = static_cast<char>(state & 0xff);
+  }
+  return data;
+}
+
 // A reply must be exactly prefix followed by payload; this checks one piece of it that starts
 // `offset` bytes into the reply.
 class Expected {

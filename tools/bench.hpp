@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "options.hpp"
-#include "payload.hpp"
 
 namespace sockecho::bench {
 

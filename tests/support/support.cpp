@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,7 +25,6 @@
 #include <system_error>
 #include <utility>
 
-#include "payload.hpp"
 #include "sockecho/error.hpp"
 #include "sockecho/program.hpp"
 
@@ -267,6 +267,11 @@ std::uint16_t port_of(std::string_view ready_line) {
   }
 }
 
+std::string body_of(const std::string& response) {
+  const std::size_t at = response.find("\r\n\r\n");
+  return at == std::string::npos ? "" : response.substr(at + 4);
+}
+
 struct ServerThread::Finished {
   std::mutex mutex;
   std::condition_variable changed;
@@ -328,6 +333,21 @@ int open_fd_count() {
   return count - 1;  // the directory iterator's own descriptor
 }
 
+bool close_on_exec(int fd) {
+  const int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0) {
+    throw std::system_error(errno, std::generic_category(), "fcntl F_GETFD " + std::to_string(fd));
+  }
+  return (flags & FD_CLOEXEC) != 0;
+}
+
+bool exists(const std::string& path) {
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) == 0) return true;
+  if (errno == ENOENT || errno == ENOTDIR) return false;
+  throw std::system_error(errno, std::generic_category(), "lstat " + path);
+}
+
 int socket_count(pid_t pid) {
   int count = 0;
   for (const auto& entry :
@@ -358,6 +378,10 @@ long rss_kib(pid_t pid) { return status_kib(pid, "VmRSS"); }
 
 long peak_rss_kib(pid_t pid) { return status_kib(pid, "VmHWM"); }
 
+bool is_reset(const std::error_code& code) {
+  return code == std::errc::connection_reset || code == std::errc::broken_pipe;
+}
+
 std::optional<std::string> read_until_reset(Connection& connection) {
   std::string got;
   std::array<char, 4096> chunk{};
@@ -371,7 +395,17 @@ std::optional<std::string> read_until_reset(Connection& connection) {
   return std::nullopt;
 }
 
-std::string pattern(std::size_t size) { return bench::make_payload(size); }
+std::string pattern(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t state = 2463534242U;  // xorshift32: every byte value, no short period
+  for (char& c : data) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    c = static_cast<char>(state & 0xff);
+  }
+  return data;
+}
 
 ScratchDir::ScratchDir() {
   std::string name = "/tmp/sockecho-test-XXXXXX";
@@ -389,6 +423,14 @@ std::string ScratchDir::read(const std::string& name) const {
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
+}
+
+std::string ScratchDir::write(const std::string& name, std::string_view content) const {
+  const std::string path = file(name);
+  std::ofstream out(path, std::ios::binary);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  if (!out.flush()) throw std::runtime_error("write " + path);
+  return path;
 }
 
 Gate::Gate(std::string path) : path_(std::move(path)) {

@@ -1,6 +1,6 @@
 // Shared helpers for sockecho's tests: child processes with pipes, an in-process server, counts
-// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps. What needs the
-// built programs is in programs.hpp.
+// of descriptors and memory. Every wait is bounded by a timeout; nothing sleeps but eventually()'s
+// pause between two questions. What needs the built programs is in programs.hpp.
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -61,6 +62,20 @@ inline constexpr bool kSanitized = kAddressSanitized || kThreadSanitized;
 
 // How long any single wait in a test may take before the test fails instead of hanging.
 inline constexpr std::chrono::milliseconds kPatience = 20s;
+
+// Waits until `done()` holds, asking every millisecond, for kPatience at most: true as soon as it
+// holds, false if it still does not when the time is up. For states a test cannot be told about
+// (another process's state, a counter of the library's); the short pause between the questions
+// leaves the CPU to the threads and processes being waited for.
+template <typename Predicate>
+[[nodiscard]] bool eventually(Predicate done) {
+  const auto until = std::chrono::steady_clock::now() + kPatience;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(1ms);  // ok-sleep: the pause between two questions
+  }
+}
 
 // Both ends of a pipe, close-on-exec.
 struct Pipe {
@@ -159,6 +174,9 @@ std::vector<std::string> help_options(std::string_view help);
 
 // The port in a ready line "listening on HOST:PORT"; 0 if there is none.
 std::uint16_t port_of(std::string_view ready_line);
+// The body of an HTTP response: what follows the blank line that ends its head; empty when the
+// head has no end.
+std::string body_of(const std::string& response);
 
 // A Server on an ephemeral loopback port, run on a thread of its own, stopped and joined by the
 // destructor. Given a handler, it serves the echo protocol with the default limits.
@@ -193,12 +211,22 @@ class ServerThread {
   std::thread thread_;
 };
 
+// Whether an error is how a reset (RST) shows: ECONNRESET, or EPIPE for a write after the reset
+// was reported.
+bool is_reset(const std::error_code& code);
+
 // Reads a connection the server must end with a reset (RST): what arrived before it, or
 // std::nullopt when the connection ended any other way (a clean end of stream, a timeout).
 std::optional<std::string> read_until_reset(Connection& connection);
 
 // Number of descriptors this process has open.
 int open_fd_count();
+// Whether descriptor fd of this process has close-on-exec set; throws std::system_error when fd
+// is not open, which is neither yes nor no.
+bool close_on_exec(int fd);
+// Whether a file of any type (a socket, a symbolic link even if dangling) is at path; throws
+// std::system_error when that cannot be told (a directory on the way that cannot be searched).
+bool exists(const std::string& path);
 
 // A fresh directory under /tmp, removed with everything in it at the end.
 class ScratchDir {
@@ -213,6 +241,8 @@ class ScratchDir {
   [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
   // A file's contents; empty when it does not exist (yet).
   [[nodiscard]] std::string read(const std::string& name) const;
+  // Writes `content`, byte for byte, to a file in the directory; returns its path.
+  std::string write(const std::string& name, std::string_view content) const;
 
  private:
   std::string path_;
@@ -240,7 +270,8 @@ long status_kib(pid_t pid, std::string_view field);
 long rss_kib(pid_t pid);
 long peak_rss_kib(pid_t pid);
 // size bytes in a non-trivial pattern with every byte value, to check that payloads arrive
-// intact (the bytes sockecho-bench sends, computed here so these helpers need no tools/ code).
+// intact. Its own, not sockecho-bench's: no test needs the two to agree, and the tests of the
+// library build without tools/.
 std::string pattern(std::size_t size);
 
 }  // namespace sockecho::test
