@@ -192,8 +192,7 @@ class DocumentProtocol : public Protocol {
   }
   // The end of a request that starts at `start`: Clock::time_point::max() without a limit.
   [[nodiscard]] Clock::time_point request_end(Clock::time_point start) const noexcept {
-    return limits_.request_timeout.count() > 0 ? start + limits_.request_timeout
-                                               : Clock::time_point::max();
+    return end_after(limits_.request_timeout, start);
   }
 
   template <typename Function>
