@@ -264,7 +264,8 @@ def main():
                         help="length of each run of 16 MiB requests (a few dozen requests each)")
     parser.add_argument("--only", default="", help="comma-separated server keys to run")
     parser.add_argument("--against", default="",
-                        help="another build directory whose sockecho-server runs too (before/after)")
+                        help="another build directory whose sockecho-server runs too, over TCP "
+                             "and UDP (before/after)")
     parser.add_argument("--scenarios", default="", help="comma-separated scenario keys to run")
     parser.add_argument("--redraw", action="store_true",
                         help="rewrite RESULTS.md and the chart from the last run's raw numbers")
@@ -305,6 +306,8 @@ def main():
             specs.append(ServerSpec(f"against-{workers or 'default'}",
                                     " ".join([other] + (flags or ["(default)"])),
                                     [other, "--port", "0"] + flags, workers != "1", floor))
+        specs.append(ServerSpec("against-udp", f"{other} --udp",
+                                [other, "--udp", "--port", "0"], False, "floor-udp", "udp"))
     if args.only:
         wanted = set(args.only.split(","))
         specs = [s for s in specs

@@ -66,7 +66,7 @@ Address Address::unmapped() const {
   in.sin_port = in6->sin6_port;
   std::memcpy(&in.sin_addr, reinterpret_cast<const char*>(&in6->sin6_addr) + 12,
               sizeof in.sin_addr);
-  return Address(reinterpret_cast<const sockaddr*>(&in), sizeof in);
+  return {reinterpret_cast<const sockaddr*>(&in), sizeof in};
 }
 
 bool Address::is_loopback() const noexcept {

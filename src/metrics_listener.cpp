@@ -23,12 +23,12 @@ ServerOptions listener_options(const Logger& log) {
 }  // namespace
 
 MetricsListener::MetricsListener(Listener listener, Metrics& metrics, const ServerCore& served,
-                                 Logger log)
+                                 const Logger& log)
     : MetricsListener(
-          std::move(listener), metrics, [&served] { return !served.stopping(); }, std::move(log)) {}
+          std::move(listener), metrics, [&served] { return !served.stopping(); }, log) {}
 
 MetricsListener::MetricsListener(Listener listener, Metrics& metrics, std::function<bool()> serving,
-                                 Logger log)
+                                 const Logger& log)
     : server_(std::move(listener), metrics_protocol(metrics, std::move(serving), log),
               listener_options(log)),
       thread_(server_) {}

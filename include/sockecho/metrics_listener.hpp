@@ -19,10 +19,11 @@ namespace sockecho {
 // only: one per answer, and one per request that failed ("metrics: ...").
 class MetricsListener {
  public:
-  MetricsListener(Listener listener, Metrics& metrics, const ServerCore& served, Logger log = {});
+  MetricsListener(Listener listener, Metrics& metrics, const ServerCore& served,
+                  const Logger& log = {});
   // Serves health as `serving()` says, for a library user with no ServerCore to report on.
   MetricsListener(Listener listener, Metrics& metrics, std::function<bool()> serving,
-                  Logger log = {});
+                  const Logger& log = {});
 
   [[nodiscard]] const Address& address() const noexcept { return server_.address(); }
   [[nodiscard]] const Server& server() const noexcept { return server_; }

@@ -426,7 +426,7 @@ std::string ScratchDir::read(const std::string& name) const {
 }
 
 std::string ScratchDir::write(const std::string& name, std::string_view content) const {
-  const std::string path = file(name);
+  std::string path = file(name);
   std::ofstream out(path, std::ios::binary);
   out.write(content.data(), static_cast<std::streamsize>(content.size()));
   if (!out.flush()) throw std::runtime_error("write " + path);
