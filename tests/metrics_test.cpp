@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sockecho/client.hpp"
 #include "sockecho/jobs.hpp"
@@ -161,6 +164,31 @@ TEST(MetricsListener, AClientThatStallsIsCutAndTheNextOneIsAnswered) {
   EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0U) << answer;
   EXPECT_LT(Clock::now() - start, kHttpRequestTime + 2s);
   EXPECT_EQ(test::body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
+}
+
+TEST(MetricsListener, StalledClientsDelayNoOtherRequest) {
+  // The listener serves requests on workers of its own: eight clients that each send half a
+  // request and stall hold eight workers, and /health is answered while they are still held,
+  // not after their kHttpRequestTime runs out one after the other.
+  Metrics metrics;
+  const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, [] { return true; });
+  const std::uint16_t port = http_server.address().port();
+  std::vector<Connection> stalled;
+  for (int i = 0; i < 8; ++i) {
+    stalled.push_back(connect("127.0.0.1", port));
+    stalled.back().set_timeout(test::kPatience);
+    stalled.back().write_all("GET /metrics HT");
+  }
+  EXPECT_EQ(test::body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
+  std::array<char, 64> byte{};
+  for (Connection& c : stalled) {
+    EXPECT_EQ(c.try_read(byte.data(), byte.size()), std::nullopt) << "answered before /health";
+  }
+  // Each is still cut in its time, with a 408.
+  for (Connection& c : stalled) {
+    const std::string answer = c.read_to_end_string();
+    EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0U) << answer;
+  }
 }
 
 TEST(MetricsListener, JobMetricsComeWithAJobQueue) {
