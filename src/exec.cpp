@@ -8,46 +8,6 @@
 
 namespace sockecho {
 
-std::vector<std::string> exec_environment(const Request& request) {
-  const Address& peer = request.peer();
-  const Address local = request.local();
-  if (peer.family() == AF_UNIX) {
-    std::vector<std::string> env = {"PROTO=UNIX", "UNIXLOCALPATH=" + local.path()};
-    if (const std::optional<Credentials>& cred = peer.credentials()) {
-      env.push_back("UNIXREMOTEEUID=" + std::to_string(cred->uid));
-      env.push_back("UNIXREMOTEEGID=" + std::to_string(cred->gid));
-      env.push_back("UNIXREMOTEPID=" + std::to_string(cred->pid));
-    }
-    return env;
-  }
-  // Without IPv6 brackets, and IPv4-mapped addresses as the IPv4 address they carry.
-  const Address remote = peer.unmapped();
-  const Address here = local.unmapped();
-  const std::string remote_ip = remote.host();
-  const std::string remote_port = std::to_string(remote.port());
-  return {"PROTO=TCP",
-          "TCPREMOTEIP=" + remote_ip,
-          "TCPREMOTEPORT=" + remote_port,
-          "TCPLOCALIP=" + here.host(),
-          "TCPLOCALPORT=" + std::to_string(here.port()),
-          "REMOTE_ADDR=" + remote_ip,
-          "REMOTE_PORT=" + remote_port};
-}
-
-Outcome outcome_of(const ProgramResult& result) noexcept {
-  switch (result.end) {
-    case ProgramResult::End::exited:
-      return result.code == 0 ? Outcome::ok : Outcome::failed;
-    case ProgramResult::End::signaled:
-      return Outcome::failed;
-    case ProgramResult::End::timed_out:
-      return Outcome::timeout;
-    case ProgramResult::End::too_large:
-      return Outcome::too_large;
-  }
-  return Outcome::failed;
-}
-
 Handler exec_handler(ExecOptions options) {
   if (options.argv.empty()) throw std::invalid_argument("exec_handler: no program");
   const std::string path = find_program(options.argv[0]);
@@ -66,7 +26,7 @@ Handler exec_handler(ExecOptions options) {
       o.log.event(LogLevel::normal,
                   who + " stderr: " + std::to_string(result.log_dropped) + " more bytes dropped");
     }
-    switch (outcome_of(result)) {
+    switch (result.outcome()) {
       case Outcome::ok:
         reply.append_ref(o.prefix);
         reply.append(result.output);

@@ -1,6 +1,9 @@
 #include "sockecho/handler.hpp"
 
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "sockecho/connection.hpp"
 
@@ -64,6 +67,32 @@ void Reply::pieces(std::vector<std::string_view>& out) const {
     const char* data = piece.data != nullptr ? piece.data : owned_.data() + piece.offset;
     out.emplace_back(data, piece.size);
   }
+}
+
+std::vector<std::string> exec_environment(const Request& request) {
+  const Address& peer = request.peer();
+  const Address local = request.local();
+  if (peer.family() == AF_UNIX) {
+    std::vector<std::string> env = {"PROTO=UNIX", "UNIXLOCALPATH=" + local.path()};
+    if (const std::optional<Credentials>& cred = peer.credentials()) {
+      env.push_back("UNIXREMOTEEUID=" + std::to_string(cred->uid));
+      env.push_back("UNIXREMOTEEGID=" + std::to_string(cred->gid));
+      env.push_back("UNIXREMOTEPID=" + std::to_string(cred->pid));
+    }
+    return env;
+  }
+  // Without IPv6 brackets, and IPv4-mapped addresses as the IPv4 address they carry.
+  const Address remote = peer.unmapped();
+  const Address here = local.unmapped();
+  const std::string remote_ip = remote.host();
+  const std::string remote_port = std::to_string(remote.port());
+  return {"PROTO=TCP",
+          "TCPREMOTEIP=" + remote_ip,
+          "TCPREMOTEPORT=" + remote_port,
+          "TCPLOCALIP=" + here.host(),
+          "TCPLOCALPORT=" + std::to_string(here.port()),
+          "REMOTE_ADDR=" + remote_ip,
+          "REMOTE_PORT=" + remote_port};
 }
 
 Handler prefix_handler(std::string prefix) {

@@ -1,10 +1,8 @@
 #include "sockecho/jobs.hpp"
 
-#include <pthread.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <exception>
 #include <memory>
 #include <stdexcept>
@@ -12,7 +10,6 @@
 
 #include "signal_mask.hpp"
 #include "sockecho/deadline.hpp"
-#include "sockecho/exec.hpp"
 
 namespace sockecho {
 
@@ -42,6 +39,18 @@ JobEnd job_end(Outcome outcome) noexcept {
 
 }  // namespace
 
+std::string_view to_string(JobState state) noexcept {
+  switch (state) {
+    case JobState::queued:
+      return "queued";
+    case JobState::running:
+      return "running";
+    case JobState::ended:
+      return "ended";
+  }
+  return "ended";
+}
+
 std::string_view to_string(JobEnd end) noexcept {
   switch (end) {
     case JobEnd::ok:
@@ -67,6 +76,7 @@ std::string format_stats(const JobStats& stats) {
 JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
   if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
   if (options_.jobs == 0) throw std::invalid_argument("JobQueue: jobs must be at least 1");
+  path_ = find_program(options_.argv[0]);
   const auto started = std::chrono::duration_cast<std::chrono::seconds>(
       std::chrono::system_clock::now().time_since_epoch());
   id_stem_ = std::to_string(started.count()) + "." + std::to_string(::getpid()) + ".";
@@ -93,21 +103,29 @@ std::optional<std::string> JobQueue::submit(std::string input, std::vector<std::
   std::string id;
   {
     const std::lock_guard<std::mutex> lock(mutex_);
-    const bool full = waiting_.size() >= options_.queue + (options_.jobs - stats_.running) ||
-                      (options_.max_queued_bytes != 0 &&
-                       waiting_bytes_ + input.size() > options_.max_queued_bytes);
-    if (closed_ || full) {
+    const bool full = waiting_.size() >= options_.queue + (options_.jobs - stats_.running);
+    if (closed_ || full || (options_.budget && !options_.budget->try_charge(input.size()))) {
       ++stats_.busy;
       return std::nullopt;
     }
     id = id_stem_ + std::to_string(++next_);
-    waiting_bytes_ += input.size();
-    waiting_.push_back(Job{id, std::move(input), std::move(env)});
+    Job job{id, JobState::queued, std::nullopt, 0, input.size(), Clock::now()};
+    waiting_.push_back(Work{std::move(job), std::move(input), std::move(env)});
     ++stats_.accepted;
     stats_.queued = waiting_.size();
   }
   changed_.notify_one();
   return id;
+}
+
+std::optional<Job> JobQueue::find(std::string_view id) const {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  const auto running = running_.find(std::string(id));
+  if (running != running_.end()) return running->second.job;
+  for (const Work& waiting : waiting_) {
+    if (waiting.job.id == id) return waiting.job;
+  }
+  return std::nullopt;
 }
 
 void JobQueue::drain() {
@@ -128,12 +146,16 @@ std::pair<std::size_t, std::size_t> JobQueue::abandon() noexcept {
   closed_ = true;
   abandoned_ = true;
   const std::size_t dropped = waiting_.size();
+  for (const Work& waiting : waiting_) refund(waiting);
   waiting_.clear();
-  waiting_bytes_ = 0;
   stats_.queued = 0;
-  for (Program* program : running_) program->cancel();
+  std::size_t running = 0;
+  for (auto& [id, job] : running_) {
+    if (job.program != nullptr) job.program->cancel();
+    ++running;
+  }
   changed_.notify_all();
-  return {running_.size(), dropped};
+  return {running, dropped};
 }
 
 JobStats JobQueue::stats() const {
@@ -149,52 +171,70 @@ void JobQueue::work() noexcept {
       if (abandoned_ || closed_) return;
       continue;
     }
-    Job job = std::move(waiting_.front());
+    Work work = std::move(waiting_.front());
     waiting_.pop_front();
-    waiting_bytes_ -= job.input.size();
     stats_.queued = waiting_.size();
     ++stats_.running;
     lock.unlock();
-    try {
-      run(job);
-    } catch (const std::exception& e) {  // the program could not start
-      options_.log.event(LogLevel::quiet,
-                         "job id=" + job.id + " ms=0.000 error=\"" + std::string(e.what()) + "\"");
-      ended(JobEnd::failed);
-    } catch (...) {
-      ended(JobEnd::failed);
-    }
+    run(work);
     lock.lock();
     --stats_.running;
     changed_.notify_all();
   }
 }
 
-void JobQueue::run(Job& job) {
-  std::vector<std::string> env = std::move(job.env);
-  env.push_back("SOCKECHO_JOB_ID=" + job.id);
-  Program program(options_.argv, env);
+void JobQueue::run(Work& work) {
+  try {
+    const ProgramResult result = start_and_wait(work);
+    ended(work, job_end(result.outcome()));
+  } catch (const std::exception& e) {  // the program could not start
+    options_.log.event(LogLevel::quiet, "job id=" + work.job.id + " ms=0.000 error=\"" +
+                                            std::string(e.what()) + "\"");
+    ended(work, JobEnd::failed);
+  } catch (...) {
+    ended(work, JobEnd::failed);
+  }
+}
+
+ProgramResult JobQueue::start_and_wait(Work& work) {
+  // Running (and findable as such) from here, before the program starts, until ended().
+  Running& running = [&]() -> Running& {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    work.job.state = JobState::running;
+    return running_[work.job.id] = Running{work.job, nullptr};
+  }();
+  std::vector<std::string> env = std::move(work.env);
+  env.push_back("SOCKECHO_JOB_ID=" + work.job.id);
+  Program program(options_.argv, env, path_);
   {
     const std::lock_guard<std::mutex> lock(mutex_);
-    running_.insert(&program);
+    running.program = &program;
+    ++running.job.attempts;
+    ++work.job.attempts;
     if (abandoned_) program.cancel();
   }
-  struct Unregister {
+  struct Forget {  // the program goes out of reach before it is destroyed, however run() ends
     JobQueue& queue;
-    Program* program;
-    ~Unregister() {
+    Running& running;
+    ~Forget() {
       const std::lock_guard<std::mutex> lock(queue.mutex_);
-      queue.running_.erase(program);
+      running.program = nullptr;
     }
-  } unregister{*this, &program};
+  } forget{*this, running};
 
   const Logger& log = options_.log;
-  const std::string who = "job id=" + job.id;
-  const ProgramResult result = program.run(job.input, options_.limits, [&](std::string_view line) {
+  const std::string who = "job id=" + work.job.id;
+  ProgramResult result = program.run(work.input, options_.limits, [&](std::string_view line) {
     if (log.enabled(LogLevel::normal))
       log.event(LogLevel::normal, who + " stderr: " + std::string(line));
   });
+  log_output(who, result);
+  return result;
+}
+
+void JobQueue::log_output(const std::string& who, const ProgramResult& result) const {
   // Its stdout has no client to go to: it goes to the log, within the same bound as stderr.
+  const Logger& log = options_.log;
   std::size_t budget = options_.limits.max_log;
   std::string_view out = result.output;
   while (!out.empty() && log.enabled(LogLevel::normal)) {
@@ -207,12 +247,17 @@ void JobQueue::run(Job& job) {
   }
   log.event(result.ok() ? LogLevel::normal : LogLevel::quiet,
             who + " ms=" + milliseconds(result.duration) + " " + result.describe());
-  ended(job_end(outcome_of(result)));
 }
 
-void JobQueue::ended(JobEnd end) {
+void JobQueue::ended(const Work& work, JobEnd end) {
+  refund(work);
   const std::lock_guard<std::mutex> lock(mutex_);
+  running_.erase(work.job.id);  // forgotten once it ends
   ++stats_.ends[static_cast<std::size_t>(end)];
+}
+
+void JobQueue::refund(const Work& work) noexcept {
+  if (options_.budget) options_.budget->refund(work.job.input_bytes);
 }
 
 void JobQueue::collect(Exposition& out) const {

@@ -189,6 +189,20 @@ bool drain(Fd& fd, const std::function<void(std::string_view)>& take) {
 
 }  // namespace
 
+Outcome ProgramResult::outcome() const noexcept {
+  switch (end) {
+    case End::exited:
+      return code == 0 ? Outcome::ok : Outcome::failed;
+    case End::signaled:
+      return Outcome::failed;
+    case End::timed_out:
+      return Outcome::timeout;
+    case End::too_large:
+      return Outcome::too_large;
+  }
+  return Outcome::failed;
+}
+
 std::string ProgramResult::describe() const {
   switch (end) {
     case End::exited:

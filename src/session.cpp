@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -32,11 +33,13 @@ class RequestMemory {
   // A worker keeps its own buffer up to this size from connection to connection, uncharged.
   static constexpr std::size_t kKept = std::size_t{1} << 20;
 
-  explicit RequestMemory(std::size_t budget) noexcept : budget_(budget) {}
+  explicit RequestMemory(std::shared_ptr<MemoryBudget> budget) noexcept
+      : budget_(std::move(budget)) {}
 
   void set_kept_until_idle(bool kept) noexcept { kept_until_idle_ = kept; }
 
   [[nodiscard]] std::size_t charged() const noexcept { return charged_; }
+  [[nodiscard]] std::size_t limit() const noexcept { return budget_->limit(); }
 
   // Gives a small buffer the room of a spare, if there is one; the spare's charge goes with it.
   void take(Buffer& buffer) {
@@ -103,15 +106,15 @@ class RequestMemory {
   }
 
   bool try_charge(std::size_t bytes) noexcept {
-    if (bytes == 0) return true;
-    std::size_t now = charged_.load();
-    do {
-      if (budget_ != 0 && (now > budget_ || bytes > budget_ - now)) return false;
-    } while (!charged_.compare_exchange_weak(now, now + bytes));
+    if (!budget_->try_charge(bytes)) return false;
+    charged_ += bytes;
     return true;
   }
 
-  void refund(std::size_t bytes) noexcept { charged_ -= bytes; }
+  void refund(std::size_t bytes) noexcept {
+    budget_->refund(bytes);
+    charged_ -= bytes;
+  }
 
   void let_go(Buffer& buffer) noexcept {
     refund(charge_of(buffer.capacity()));
@@ -134,8 +137,8 @@ class RequestMemory {
     return {freed.size(), bytes};
   }
 
-  const std::size_t budget_;
-  std::atomic<std::size_t> charged_{0};
+  const std::shared_ptr<MemoryBudget> budget_;  // shared with whatever else charges it (jobs)
+  std::atomic<std::size_t> charged_{0};         // this protocol's part of it
   std::mutex mutex_;
   std::vector<Buffer> spares_;
   std::atomic<std::size_t> count_{0};  // spares_.size(), readable without the lock
@@ -165,7 +168,12 @@ class Borrowed {
 // The two protocols of the document share the limits and the request memory.
 class DocumentProtocol : public Protocol {
  public:
-  explicit DocumentProtocol(Limits limits) : limits_(limits), memory_(limits.max_total_bytes) {}
+  explicit DocumentProtocol(Limits limits)
+      : limits_(std::move(limits)),
+        memory_(limits_.budget ? limits_.budget
+                               : std::make_shared<MemoryBudget>(limits_.max_total_bytes)) {
+    limits_.max_total_bytes = memory_.limit();
+  }
   void idle_every(std::chrono::milliseconds period) noexcept override {
     memory_.set_kept_until_idle(period.count() > 0);
   }

@@ -6,8 +6,11 @@
 
 #include <chrono>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "sockecho/client.hpp"
@@ -66,18 +69,71 @@ TEST(JobQueue, AFullQueueRefusesAndDrainingRefusesToo) {
   EXPECT_FALSE(queue.submit("after the stop", {}));
 }
 
-TEST(JobQueue, QueuedBytesAreBounded) {
+TEST(JobQueue, InputsAreChargedToTheBudgetWhileQueuedAndWhileRunning) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
   JobOptions options = gated_jobs(dir, 1, 100);
-  options.max_queued_bytes = 10;
+  const auto budget = std::make_shared<MemoryBudget>(16);
+  options.budget = budget;
   JobQueue queue(std::move(options));
   ASSERT_TRUE(queue.submit("running", {}));
   ASSERT_TRUE(test::eventually([&] { return queue.stats().running == 1; }));
+  EXPECT_EQ(budget->charged(), 7U) << "a running job's input is still in memory";
   ASSERT_TRUE(queue.submit("123456", {}));
-  EXPECT_FALSE(queue.submit("123456", {})) << "6 + 6 bytes waiting is over 10";
+  EXPECT_FALSE(queue.submit("123456", {})) << "7 running + 6 + 6 waiting is over 16";
+  EXPECT_EQ(queue.stats().busy, 1U);
+  EXPECT_EQ(budget->charged(), 13U) << "a refused job charges nothing";
   gate.open();
   queue.drain();
+  EXPECT_EQ(budget->charged(), 0U) << "every input is given back once its job ends";
+}
+
+TEST(JobQueue, AbandonedJobsGiveTheirInputsBack) {
+  const test::ScratchDir dir;
+  const test::Gate gate(dir.file("gate"));  // never opened
+  JobOptions options = gated_jobs(dir, 1, 4);
+  const auto budget = std::make_shared<MemoryBudget>(0);
+  options.budget = budget;
+  {
+    JobQueue queue(std::move(options));
+    ASSERT_TRUE(queue.submit("one", {}));
+    ASSERT_TRUE(queue.submit("two", {}));
+    EXPECT_EQ(budget->charged(), 6U);
+    (void)queue.abandon();
+  }
+  EXPECT_EQ(budget->charged(), 0U);
+}
+
+TEST(JobQueue, AJobCanBeFoundByItsIdUntilItEnds) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  JobQueue queue(gated_jobs(dir, 1, 4));
+  const std::optional<std::string> first = queue.submit("first", {});
+  const std::optional<std::string> second = queue.submit("second", {});
+  ASSERT_TRUE(first && second);
+  ASSERT_TRUE(test::eventually([&] {
+    const std::optional<Job> job = queue.find(*first);
+    return job && job->state == JobState::running;
+  }));
+  const std::optional<Job> running = queue.find(*first);
+  EXPECT_EQ(running->id, *first);
+  EXPECT_EQ(running->attempts, 1U);
+  EXPECT_EQ(running->input_bytes, 5U);
+  const std::optional<Job> waiting = queue.find(*second);
+  ASSERT_TRUE(waiting);
+  EXPECT_EQ(waiting->state, JobState::queued);
+  EXPECT_EQ(waiting->attempts, 0U);
+  EXPECT_FALSE(queue.find("no such id"));
+  gate.open();
+  queue.drain();
+  EXPECT_FALSE(queue.find(*first)) << "an ended job is forgotten (until --keep)";
+  EXPECT_EQ(to_string(JobState::running), "running");
+}
+
+TEST(JobQueue, AProgramThatCannotBeFoundIsRefusedAtTheStart) {
+  JobOptions options;
+  options.argv = {"sockecho-no-such-program"};
+  EXPECT_THROW(JobQueue queue(std::move(options)), std::system_error);
 }
 
 TEST(JobQueue, AbandoningKillsTheRunningGroupsAndDropsTheWaiting) {

@@ -17,8 +17,7 @@
 #include <vector>
 
 #include "sockecho/address.hpp"
-#include "sockecho/jobs.hpp"
-#include "sockecho/server.hpp"
+#include "sockecho/daemon.hpp"
 #include "sockecho/version.hpp"
 
 namespace sockecho::cli {
@@ -29,52 +28,14 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr std::uint16_t kDefaultPort = 12387;
-inline constexpr std::string_view kDefaultHost = "127.0.0.1";
+using sockecho::kDefaultHost;
+using sockecho::kDefaultPort;
 inline constexpr std::chrono::seconds kDefaultClientTimeout{30};
+using sockecho::Endpoint;
+using sockecho::Mode;
 
-// Which of the document's protocols.
-enum class Mode {
-  echo,  // read until the client half-closes, answer once, close
-  line,  // greet, then answer each '\n'-terminated line until the client closes
-};
-
-inline constexpr std::chrono::seconds kDefaultExecTimeout{30};
-
-// HOST:PORT, as --metrics takes it ("127.0.0.1:9100", "[::1]:0").
-struct Endpoint {
-  std::string host;
-  std::uint16_t port = 0;
-};
-
-struct ServerSettings {
-  std::string host{kDefaultHost};
-  std::uint16_t port = kDefaultPort;
-  std::string prefix{kDefaultPrefix};  // with --exec, empty unless --prefix is given
-  // --exec PROGRAM [ARG]...: the program run per request; empty: the document's echo.
-  std::vector<std::string> exec;
-  std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout
-  std::optional<std::size_t> max_output;                         // --max-output; unset: --max-bytes
-  bool background = false;            // --background: acknowledge at once, run the job later
-  unsigned jobs = kDefaultJobs;       // --jobs
-  std::size_t queue = kDefaultQueue;  // --queue
-  int backlog = SOMAXCONN;
-  bool reuse_port = false;          // --reuseport: SO_REUSEPORT, several processes on one port
-  std::optional<Endpoint> metrics;  // --metrics HOST:PORT: the Prometheus listener
-  // --drain-delay: after a stop signal, how long to go on accepting while /health says 503.
-  std::chrono::milliseconds drain_delay{0};
-  std::string unix_path;            // --unix PATH: a Unix-domain socket instead of TCP; empty: TCP
-  std::optional<mode_t> unix_mode;  // --unix-mode; unset: UnixOptions' default, 0660
-  std::optional<std::string> unix_group;  // --unix-group, resolved when the server starts
-  Mode mode = Mode::echo;
-  Limits limits;  // --max-bytes, --max-total-bytes, --request-timeout
-  std::string greeting{kDefaultGreeting};
-  ServerOptions options;  // workers, timeout
-  LogLevel log_level = LogLevel::normal;
-  // UDP: --udp serves datagrams instead of TCP; --udp-rate N datagrams a second per source
-  // (unset: the library's default for the bound address; 0: no limit).
-  bool udp = false;
-  std::optional<unsigned> udp_rate;
+// sockecho-server's command line: the Daemon's options, and what the program answers itself.
+struct ServerSettings : DaemonOptions {
   bool help = false;
   bool version = false;
 };

@@ -95,6 +95,13 @@ class Reply {
 // throws ends that request unanswered (outcome "error") and the server goes on.
 using Handler = std::function<void(const Request& request, Reply& reply)>;
 
+// What a program run for `request` finds in its environment besides the server's, as
+// "NAME=value". Over TCP: PROTO=TCP, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT (the
+// ucspi-tcp names), REMOTE_ADDR and REMOTE_PORT (CGI's). Over a Unix socket, the ucspi-unix
+// names instead: PROTO=UNIX, UNIXLOCALPATH (the socket's path), and the peer's credentials
+// UNIXREMOTEEUID, UNIXREMOTEEGID, UNIXREMOTEPID; no TCP or REMOTE_ variables.
+[[nodiscard]] std::vector<std::string> exec_environment(const Request& request);
+
 // The document's reply prefix, "数据是 " in UTF-8.
 inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
 

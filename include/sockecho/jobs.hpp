@@ -8,18 +8,21 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_set>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "sockecho/deadline.hpp"
 #include "sockecho/exposition.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/memory_budget.hpp"
 #include "sockecho/program.hpp"
 
 namespace sockecho {
@@ -28,13 +31,22 @@ inline constexpr unsigned kDefaultJobs = 4;
 inline constexpr std::size_t kDefaultQueue = 64;
 
 struct JobOptions {
-  std::vector<std::string> argv;      // the program and its arguments
+  std::vector<std::string> argv;      // the program and its arguments, looked up once
   ProgramLimits limits;               // each job's runtime and output limits
   unsigned jobs = kDefaultJobs;       // programs run at once
   std::size_t queue = kDefaultQueue;  // jobs waiting beyond those
-  // Most request bytes held by waiting jobs together; one more job is refused as busy. 0: none.
-  std::size_t max_queued_bytes = 0;
+  // What each job's input is charged to from its acknowledgement until it ends (waiting and
+  // running alike): a job whose input does not fit is refused as busy. Shared with the request
+  // buffers of the protocol that feeds the queue, it makes one bound for both. Unset: none.
+  std::shared_ptr<MemoryBudget> budget;
   Logger log;  // each job's output lines and its end line
+};
+
+// Where a job is in its life.
+enum class JobState {
+  queued,   // acknowledged, waiting for a job thread
+  running,  // its program runs
+  ended,    // its program ended (see JobEnd)
 };
 
 // How a job ended: its own ends, not a connection's outcomes (a job is never reset, say).
@@ -46,11 +58,22 @@ enum class JobEnd {
 };
 inline constexpr std::array kJobEnds = {JobEnd::ok, JobEnd::failed, JobEnd::timeout,
                                         JobEnd::too_large};
+[[nodiscard]] std::string_view to_string(JobState state) noexcept;
 [[nodiscard]] std::string_view to_string(JobEnd end) noexcept;
+
+// A job as a value: what the queue can say of it.
+struct Job {
+  std::string id;
+  JobState state = JobState::queued;
+  std::optional<JobEnd> end;  // once ended
+  unsigned attempts = 0;      // times its program started
+  std::size_t input_bytes = 0;
+  Clock::time_point accepted{};  // when it was acknowledged
+};
 
 struct JobStats {
   std::uint64_t accepted = 0;
-  std::uint64_t busy = 0;  // refused: the queue was full
+  std::uint64_t busy = 0;  // refused: the queue was full, or the budget had no room
   std::uint64_t running = 0;
   std::uint64_t queued = 0;
   std::array<std::uint64_t, kJobEnds.size()> ends{};  // indexed by JobEnd
@@ -67,6 +90,8 @@ struct JobStats {
 // the queue's start time (seconds since the epoch), its process id and a counter.
 class JobQueue final : public Collector {
  public:
+  // Throws std::invalid_argument without a program or with zero jobs, and std::system_error
+  // when the program cannot be found (find_program()).
   explicit JobQueue(JobOptions options);
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -77,9 +102,13 @@ class JobQueue final : public Collector {
   ~JobQueue();
 
   // Queues a job: the program runs later with `input` on its stdin and `env` plus
-  // SOCKECHO_JOB_ID in its environment. Its id, or std::nullopt when the queue is full or
-  // draining (busy).
+  // SOCKECHO_JOB_ID in its environment. Its id, or std::nullopt when the queue is full, its
+  // input does not fit the budget, or the queue is draining (busy).
   std::optional<std::string> submit(std::string input, std::vector<std::string> env);
+
+  // The job of this id while it is queued or running; std::nullopt for one that ended (it is
+  // forgotten then) or never was.
+  [[nodiscard]] std::optional<Job> find(std::string_view id) const;
 
   // Refuses new jobs, runs every one accepted so far to its end, then returns.
   void drain();
@@ -89,27 +118,36 @@ class JobQueue final : public Collector {
   std::pair<std::size_t, std::size_t> abandon() noexcept;
 
   [[nodiscard]] JobStats stats() const;
-  // sockecho_jobs_* : running, queued, accepted, refused, and finished by end.
+  // sockecho_jobs_*: running, queued, accepted, refused, and finished by end.
   void collect(Exposition& out) const override;
 
  private:
-  struct Job {
-    std::string id;
+  // A job with what it needs to run: its input and environment.
+  struct Work {
+    Job job;
     std::string input;
     std::vector<std::string> env;
   };
+  // A running job, and the program that runs it once it has started.
+  struct Running {
+    Job job;
+    Program* program = nullptr;
+  };
 
   void work() noexcept;
-  void run(Job& job);
-  void ended(JobEnd end);
+  void run(Work& work);
+  [[nodiscard]] ProgramResult start_and_wait(Work& work);
+  void log_output(const std::string& who, const ProgramResult& result) const;
+  void ended(const Work& work, JobEnd end);
+  void refund(const Work& work) noexcept;
 
   JobOptions options_;
+  std::string path_;  // the program, found once
   std::string id_stem_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<Job> waiting_;
-  std::size_t waiting_bytes_ = 0;
-  std::unordered_set<Program*> running_;
+  std::deque<Work> waiting_;
+  std::unordered_map<std::string, Running> running_;
   std::uint64_t next_ = 0;
   bool closed_ = false;     // no new jobs
   bool abandoned_ = false;  // no more jobs started

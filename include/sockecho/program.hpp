@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "sockecho/fd.hpp"
+#include "sockecho/record.hpp"
 
 namespace sockecho {
 
@@ -48,6 +49,9 @@ struct ProgramResult {
   std::chrono::microseconds duration{0};
 
   [[nodiscard]] bool ok() const noexcept { return end == End::exited && code == 0; }
+  // The outcome of this end, the one map of it: exit 0 ok; another exit or a signal failed; over
+  // the runtime limit timeout; over the output limit too_large.
+  [[nodiscard]] Outcome outcome() const noexcept;
   // "exit=3", "signal=SIGKILL", "timeout", "too_large": the words of a log line.
   [[nodiscard]] std::string describe() const;
 };

@@ -18,6 +18,7 @@
 #include "sockecho/connection.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/memory_budget.hpp"
 #include "sockecho/record.hpp"
 
 namespace sockecho {
@@ -99,6 +100,10 @@ struct Limits {
   // next large request) counts against this. A request that would need more is ended unanswered,
   // outcome too_large, as one over max_bytes is. 0: no limit.
   std::size_t max_total_bytes = kDefaultMaxTotalBytes;
+  // The budget those buffers are charged to, when it is shared with other holders of memory (a
+  // job queue's inputs: one bound for both); its limit then stands for max_total_bytes. Unset:
+  // a budget of the protocol's own, of max_total_bytes.
+  std::shared_ptr<MemoryBudget> budget{};
 };
 
 // The document's first protocol: read until the client half-closes, answer once.

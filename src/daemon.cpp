@@ -1,0 +1,263 @@
+#include "sockecho/daemon.hpp"
+
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <csignal>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "sockecho/datagram_server.hpp"
+#include "sockecho/error.hpp"
+#include "sockecho/exec.hpp"
+#include "sockecho/memory_budget.hpp"
+#include "sockecho/metrics.hpp"
+#include "sockecho/metrics_listener.hpp"
+#include "sockecho/signals.hpp"
+#include "sockecho/systemd.hpp"
+
+namespace sockecho {
+
+namespace {
+
+// Lines are written in batches, at most this late: one write() per batch instead of one per
+// connection, and a stalled reader of the log costs lines, never service.
+constexpr std::chrono::milliseconds kLogDelay{50};
+
+// Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
+// room for the C++ and sanitizer runtimes.
+constexpr rlim_t kOwnDescriptors = 16;
+
+// Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
+// before blocking), so a soft limit below what the workers need would leave the workers beyond
+// it failing with EMFILE for as long as the daemon runs. Raises the soft limit when it is short;
+// refuses to start when the hard limit is.
+void ensure_descriptors(const DaemonOptions& o) {
+  const unsigned workers = o.options.workers;
+  const unsigned metrics = o.metrics ? kMetricsWorkers : 0;
+  const rlim_t needed = rlim_t{workers} + metrics + kOwnDescriptors;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) throw os_error(errno, "getrlimit RLIMIT_NOFILE");
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= needed) return;
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
+    const std::string who =
+        "--workers " + std::to_string(workers) + (metrics > 0 ? " and --metrics need " : " needs ");
+    throw std::runtime_error(who + std::to_string(needed) + " open files, but the hard limit is " +
+                             std::to_string(limit.rlim_max) +
+                             " (ulimit -Hn); lower --workers or raise the limit");
+  }
+  limit.rlim_cur = needed;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    throw os_error(errno, "setrlimit RLIMIT_NOFILE " + std::to_string(needed));
+  }
+}
+
+// --unix-mode, --unix-group and --backlog for a --unix socket.
+UnixOptions unix_options(const DaemonOptions& o) {
+  UnixOptions file;
+  file.backlog = o.backlog;
+  if (o.unix_mode) file.mode = *o.unix_mode;
+  if (o.unix_group) {
+    try {
+      file.group = find_group(*o.unix_group);
+    } catch (const std::invalid_argument& e) {
+      throw OptionError("--unix-group", e.what());
+    }
+  }
+  return file;
+}
+
+// The socket a service manager passed on, if there is one, else one bound here.
+Listener listen_socket(const DaemonOptions& o, const UnixOptions& unix_file,
+                       std::optional<Listener> inherited, const Logger& log) {
+  if (inherited) {
+    log.event(LogLevel::normal, "socket-activation fd=" + std::to_string(inherited->fd()) +
+                                    " listen=" + inherited->address().to_string());
+    return std::move(*inherited);
+  }
+  if (!o.unix_path.empty()) return Listener::bind_unix(o.unix_path, unix_file);
+  ListenOptions listen;
+  listen.backlog = o.backlog;
+  listen.reuse_port = o.reuse_port;
+  return Listener::bind(o.host, o.port, listen);
+}
+
+// What --exec-timeout and --max-output allow each program, in --exec and --background alike:
+// without --max-output, a program's reply may be as large as a request.
+ProgramLimits program_limits(const DaemonOptions& o) {
+  ProgramLimits limits;
+  limits.timeout = o.exec_timeout;
+  limits.max_output = o.max_output.value_or(o.limits.max_bytes);
+  return limits;
+}
+
+// The handler a request gets: the library user's own, the job queue's, --exec's program, or
+// the document's prefix.
+Handler handler_of(const DaemonOptions& o, const Logger& log, JobQueue* jobs) {
+  if (o.handler) return o.handler;
+  if (jobs != nullptr) return background_handler(*jobs, o.prefix);
+  if (!o.exec.empty()) {
+    ExecOptions exec;
+    exec.argv = o.exec;
+    exec.prefix = o.prefix;
+    exec.limits = program_limits(o);
+    exec.log = log;
+    return exec_handler(std::move(exec));
+  }
+  return prefix_handler(o.prefix);
+}
+
+}  // namespace
+
+struct Daemon::Parts {
+  explicit Parts(DaemonOptions o) : options(std::move(o)) {}
+
+  void build_stream(const UnixOptions& unix_file, std::optional<Listener> inherited);
+  void build_datagram();
+  // The signals either server answers. The waiter blocks them in this thread, so it must come
+  // before the server starts its threads: they inherit the mask, and a signal delivered to one
+  // of them would take its default action. The logger's and the job queue's threads block every
+  // signal themselves. SIGPIPE is the program's to ignore (sockecho writes with MSG_NOSIGNAL).
+  SignalWaiter answer_signals();
+  void abandon() noexcept;
+
+  DaemonOptions options;
+  Logger log;
+  std::unique_ptr<JobQueue> jobs;
+  Metrics metrics;
+  std::optional<Listener> metrics_at;  // bound at once, served once the ready line is out
+  std::unique_ptr<ServerCore> server;
+  std::string name;
+};
+
+void Daemon::Parts::build_stream(const UnixOptions& unix_file,
+                                 std::optional<Listener> inherited) {
+  Listener listener = listen_socket(options, unix_file, std::move(inherited), log);
+  // One budget for request buffers and job inputs, so max_total_bytes bounds both together.
+  Limits limits = options.limits;
+  limits.budget = std::make_shared<MemoryBudget>(limits.max_total_bytes);
+  if (options.background) {
+    JobOptions job_options;
+    job_options.argv = options.exec;
+    job_options.limits = program_limits(options);
+    job_options.jobs = options.jobs;
+    job_options.queue = options.queue;
+    job_options.budget = limits.budget;
+    job_options.log = log;
+    jobs = std::make_unique<JobQueue>(std::move(job_options));
+  }
+  Handler handler = handler_of(options, log, jobs.get());
+  std::shared_ptr<Protocol> protocol =
+      options.mode == Mode::line
+          ? line_protocol(std::move(handler), std::move(limits), options.greeting)
+          : echo_protocol(std::move(handler), std::move(limits));
+  ServerOptions server_options = options.options;
+  server_options.log = log;
+  if (options.metrics) {
+    server_options.on_connection = [this](const ConnectionRecord& record) {
+      metrics.observe(record);
+    };
+  }
+  auto stream =
+      std::make_unique<Server>(std::move(listener), std::move(protocol), std::move(server_options));
+  name = stream->address().to_string();
+  server = std::move(stream);
+}
+
+void Daemon::Parts::build_datagram() {
+  DatagramOptions datagram;
+  datagram.max_growth = options.prefix.size();
+  datagram.max_bytes = options.limits.max_bytes;
+  datagram.rate_per_source = options.udp_rate;
+  datagram.log = log;
+  Handler handler = options.handler ? options.handler : prefix_handler(options.prefix);
+  auto udp = std::make_unique<DatagramServer>(DatagramSocket::bind(options.host, options.port),
+                                              std::move(handler), std::move(datagram));
+  name = udp->name();
+  server = std::move(udp);
+}
+
+SignalWaiter Daemon::Parts::answer_signals() {
+  const std::function<void()> stop = [this] { server->stop_after(options.drain_delay); };
+  const std::function<void()> second = [this] { abandon(); };
+  return SignalWaiter({
+      OnSignal::stop(SIGINT, stop, second),
+      OnSignal::stop(SIGTERM, stop, second),
+      OnSignal::stop(SIGHUP, stop, second),
+      // Asked for by whoever sent it, so written even with --quiet.
+      OnSignal::call(
+          SIGUSR1,
+          [this] { log.event(LogLevel::quiet, "stats " + format_stats(server->stats())); }),
+      OnSignal::ignore(SIGUSR2),
+      OnSignal::ignore(SIGWINCH),
+      OnSignal::ignore(SIGALRM),
+  });
+}
+
+void Daemon::Parts::abandon() noexcept {
+  // Nothing the daemon started may outlive it, and the log says what was lost: written
+  // directly, since the batched log would not get to write it.
+  if (!jobs) return;
+  const auto [running, queued] = jobs->abandon();
+  Logger(options.log_fd, LogLevel::quiet)
+      .event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
+                                  " (killed) queued=" + std::to_string(queued));
+}
+
+Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move(options))) {
+  Parts& p = *parts_;
+  const DaemonOptions& o = p.options;
+  if (o.udp) {
+    p.log = Logger::batched(o.log_fd, o.log_level, kLogDelay);
+    p.build_datagram();
+  } else {
+    if (!o.exec.empty() && !o.handler) {
+      try {
+        (void)find_program(o.exec[0]);
+      } catch (const std::system_error& e) {
+        throw OptionError("--exec", e.what());
+      }
+    }
+    const UnixOptions unix_file = unix_options(o);  // an unknown group is a usage error
+    ensure_descriptors(o);
+    // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only
+    // safe while no other thread runs: so before the logger's thread starts.
+    std::optional<Listener> inherited;
+    if (o.socket_activation) inherited = inherited_listener();
+    p.log = Logger::batched(o.log_fd, o.log_level, kLogDelay);
+    p.build_stream(unix_file, std::move(inherited));
+  }
+  if (o.metrics) p.metrics_at = Listener::bind(o.metrics->host, o.metrics->port);
+  p.metrics.add(*p.server);
+  if (p.jobs) p.metrics.add(*p.jobs);
+}
+
+Daemon::~Daemon() = default;
+
+void Daemon::run(const std::function<void(const std::string& line)>& say) {
+  Parts& p = *parts_;
+  const SignalWaiter signals = p.answer_signals();
+  say("listening on " + p.name);
+  // Serves until the very end: during the drain below, /health answers 503.
+  std::optional<MetricsListener> metrics;
+  if (p.metrics_at) {
+    metrics.emplace(std::move(*p.metrics_at), p.metrics, *p.server, p.log);
+    p.metrics_at.reset();
+    say("metrics on " + metrics->address().to_string());
+  }
+  p.server->run();
+  if (p.jobs) {
+    // An acknowledged job is never dropped by a clean stop: every one runs first.
+    p.jobs->drain();
+    p.log.event(LogLevel::normal, "jobs: done " + format_stats(p.jobs->stats()));
+  }
+}
+
+void Daemon::stop() noexcept { parts_->server->stop_after(parts_->options.drain_delay); }
+
+std::string Daemon::name() const { return parts_->name; }
+
+ServerStats Daemon::stats() const noexcept { return parts_->server->stats(); }
+
+}  // namespace sockecho
