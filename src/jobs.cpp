@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -23,46 +24,27 @@ std::string milliseconds(std::chrono::microseconds duration) {
   return std::to_string(us / 1000) + "." + frac;
 }
 
-// A program's end, as a job's end.
-JobEnd job_end(Outcome outcome) noexcept {
-  switch (outcome) {
-    case Outcome::ok:
-      return JobEnd::ok;
-    case Outcome::timeout:
-      return JobEnd::timeout;
-    case Outcome::too_large:
-      return JobEnd::too_large;
-    default:
-      return JobEnd::failed;
-  }
-}
+// A program's end, as a job's end: indexed by Outcome (a program ends ok, failed, timeout or
+// too_large; anything else there is no job's end and counts as failed).
+constexpr std::array<JobEnd, kOutcomeCount> kJobEndOf = {
+    JobEnd::ok,     JobEnd::timeout, JobEnd::too_large, JobEnd::failed,
+    JobEnd::failed, JobEnd::failed,  JobEnd::failed};
+static_assert(kOutcomes[1] == Outcome::timeout && kOutcomes[2] == Outcome::too_large);
+
+JobEnd job_end(Outcome outcome) noexcept { return kJobEndOf[static_cast<std::size_t>(outcome)]; }
+
+constexpr std::array<std::string_view, 3> kJobStateNames = {"queued", "running", "ended"};
+constexpr std::array<std::string_view, kJobEnds.size()> kJobEndNames = {"ok", "failed", "timeout",
+                                                                        "too_large"};
 
 }  // namespace
 
 std::string_view to_string(JobState state) noexcept {
-  switch (state) {
-    case JobState::queued:
-      return "queued";
-    case JobState::running:
-      return "running";
-    case JobState::ended:
-      return "ended";
-  }
-  return "ended";
+  return kJobStateNames[static_cast<std::size_t>(state)];
 }
 
 std::string_view to_string(JobEnd end) noexcept {
-  switch (end) {
-    case JobEnd::ok:
-      return "ok";
-    case JobEnd::failed:
-      return "failed";
-    case JobEnd::timeout:
-      return "timeout";
-    case JobEnd::too_large:
-      return "too_large";
-  }
-  return "failed";
+  return kJobEndNames[static_cast<std::size_t>(end)];
 }
 
 std::string format_stats(const JobStats& stats) {

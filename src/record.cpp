@@ -9,24 +9,16 @@
 
 namespace sockecho {
 
+namespace {
+
+// Indexed by Outcome, in the order of kOutcomes.
+constexpr std::array<std::string_view, kOutcomeCount> kOutcomeNames = {
+    "ok", "timeout", "too_large", "reset", "refused", "failed", "error"};
+
+}  // namespace
+
 std::string_view to_string(Outcome outcome) noexcept {
-  switch (outcome) {
-    case Outcome::ok:
-      return "ok";
-    case Outcome::timeout:
-      return "timeout";
-    case Outcome::too_large:
-      return "too_large";
-    case Outcome::reset:
-      return "reset";
-    case Outcome::refused:
-      return "refused";
-    case Outcome::failed:
-      return "failed";
-    case Outcome::error:
-      return "error";
-  }
-  return "error";
+  return kOutcomeNames[static_cast<std::size_t>(outcome)];
 }
 
 namespace {

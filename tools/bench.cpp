@@ -301,16 +301,8 @@ BenchSettings parse_bench_args(const std::vector<std::string_view>& args) {
       s.sources = static_cast<unsigned>(cli::parse_number(flag, reader.value(), 0, kMaxSources));
     } else if (flag == "--timeout") {
       s.timeout = cli::parse_seconds(flag, reader.value());
-    } else if (flag == "--quiet") {
-      reader.no_value();
-      s.quiet = true;
-    } else if (flag == "--any-reply") {
-      reader.no_value();
-      s.any_reply = true;
-    } else if (flag == "--json") {
-      reader.no_value();
-      s.json = true;
-    } else {
+    } else if (!reader.toggle("--quiet", s.quiet) && !reader.toggle("--any-reply", s.any_reply) &&
+               !reader.toggle("--json", s.json)) {
       reader.unknown();
     }
   }

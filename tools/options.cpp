@@ -56,6 +56,13 @@ std::vector<std::string> ArgReader::rest() {
   return out;
 }
 
+bool ArgReader::toggle(std::string_view name, bool& on) const {
+  if (flag_ != name) return false;
+  no_value();
+  on = true;
+  return true;
+}
+
 void ArgReader::unknown() const { throw UsageError("unknown option '" + std::string(flag_) + "'"); }
 
 std::string parse_host(std::string_view text) {
@@ -141,14 +148,8 @@ constexpr unsigned long kMaxUdpRate = 10'000'000;
 
 bool read_udp_flag(ArgReader& reader, ServerSettings& s) {
   const std::string_view flag = reader.flag();
-  if (flag == "--udp") {
-    reader.no_value();
-    s.udp = true;
-  } else if (flag == "--udp-rate") {
-    s.udp_rate = static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxUdpRate));
-  } else {
-    return false;
-  }
+  if (flag != "--udp-rate") return reader.toggle("--udp", s.udp);
+  s.udp_rate = static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxUdpRate));
   return true;
 }
 
@@ -239,74 +240,97 @@ std::size_t parse_size(std::string_view flag, std::string_view text) {
   }
 }
 
-ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
-  constexpr unsigned long kMaxWorkers = 4096;
-  constexpr unsigned long kMaxQueue = 1000000;
-  ServerSettings s;
-  ArgReader reader(args);
-  while (reader.next()) {
-    if (read_common_flag(reader, s) || read_udp_flag(reader, s)) continue;
-    const std::string_view flag = reader.flag();
-    if (flag == "--unix") {
-      s.unix_path = parse_unix_path(reader.value());
-    } else if (flag == "--unix-mode") {
-      s.unix_mode = parse_unix_mode(reader.value());
-    } else if (flag == "--unix-group") {
-      const std::string_view group = reader.value();
-      if (group.empty()) throw UsageError("--unix-group needs a group name or number");
-      s.unix_group = std::string(group);
-    } else if (flag == "--prefix") {
-      s.prefix = std::string(reader.value());
-    } else if (flag == "--exec") {
-      s.exec = reader.rest();
-      if (s.exec.empty() || s.exec[0].empty()) throw UsageError("--exec needs a program");
-    } else if (flag == "--exec-timeout") {
-      s.exec_timeout = parse_seconds(flag, reader.value());
-    } else if (flag == "--background") {
-      reader.no_value();
-      s.background = true;
-    } else if (flag == "--jobs") {
-      s.jobs = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
-    } else if (flag == "--queue") {
-      s.queue = parse_number(flag, reader.value(), 0, kMaxQueue);
-    } else if (flag == "--max-output") {
-      s.max_output = parse_size(flag, reader.value());
-    } else if (flag == "--mode") {
-      s.mode = parse_mode(reader.value());
-    } else if (flag == "--workers") {
-      s.options.workers = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
-    } else if (flag == "--timeout") {
-      s.options.timeout = parse_seconds(flag, reader.value());
-    } else if (flag == "--request-timeout") {
-      s.limits.request_timeout = parse_seconds(flag, reader.value());
-    } else if (flag == "--max-per-source") {
-      s.options.max_per_source =
-          static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxWorkers));
-    } else if (flag == "--max-bytes") {
-      s.limits.max_bytes = parse_size(flag, reader.value());
-    } else if (flag == "--max-total-bytes") {
-      s.limits.max_total_bytes = parse_size(flag, reader.value());
-    } else if (flag == "--backlog") {
-      s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
-    } else if (flag == "--reuseport") {
-      reader.no_value();
-      s.reuse_port = true;
-    } else if (flag == "--metrics") {
-      s.metrics = parse_endpoint(flag, reader.value());
-    } else if (flag == "--drain-delay") {
-      s.drain_delay = parse_seconds(flag, reader.value());
-    } else if (flag == "--greeting") {
-      s.greeting = std::string(reader.value());
-    } else if (flag == "--quiet") {
-      reader.no_value();
-      s.log_level = LogLevel::quiet;
-    } else if (flag == "--verbose") {
-      reader.no_value();
-      s.log_level = LogLevel::verbose;
-    } else {
-      reader.unknown();
-    }
+namespace {
+
+constexpr unsigned long kMaxWorkers = 4096;
+constexpr unsigned long kMaxQueue = 1000000;
+
+// Where the server listens, besides --host and --port: --unix and its file, --backlog,
+// --reuseport. True when the current flag was one of them.
+bool read_listen_flag(ArgReader& reader, ServerSettings& s) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--unix") {
+    s.unix_path = parse_unix_path(reader.value());
+  } else if (flag == "--unix-mode") {
+    s.unix_mode = parse_unix_mode(reader.value());
+  } else if (flag == "--unix-group") {
+    const std::string_view group = reader.value();
+    if (group.empty()) throw UsageError("--unix-group needs a group name or number");
+    s.unix_group = std::string(group);
+  } else if (flag == "--backlog") {
+    s.backlog = static_cast<int>(parse_number(flag, reader.value(), 1, INT_MAX));
+  } else {
+    return reader.toggle("--reuseport", s.reuse_port);
   }
+  return true;
+}
+
+// A program per request or per job: --exec and what goes with it.
+bool read_program_flag(ArgReader& reader, ServerSettings& s) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--exec") {
+    s.exec = reader.rest();
+    if (s.exec.empty() || s.exec[0].empty()) throw UsageError("--exec needs a program");
+  } else if (flag == "--exec-timeout") {
+    s.exec_timeout = parse_seconds(flag, reader.value());
+  } else if (flag == "--jobs") {
+    s.jobs = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
+  } else if (flag == "--queue") {
+    s.queue = parse_number(flag, reader.value(), 0, kMaxQueue);
+  } else if (flag == "--max-output") {
+    s.max_output = parse_size(flag, reader.value());
+  } else {
+    return reader.toggle("--background", s.background);
+  }
+  return true;
+}
+
+// The limits of connections and requests.
+bool read_limit_flag(ArgReader& reader, ServerSettings& s) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--workers") {
+    s.options.workers = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxWorkers));
+  } else if (flag == "--timeout") {
+    s.options.timeout = parse_seconds(flag, reader.value());
+  } else if (flag == "--request-timeout") {
+    s.limits.request_timeout = parse_seconds(flag, reader.value());
+  } else if (flag == "--max-per-source") {
+    s.options.max_per_source =
+        static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxWorkers));
+  } else if (flag == "--max-bytes") {
+    s.limits.max_bytes = parse_size(flag, reader.value());
+  } else if (flag == "--max-total-bytes") {
+    s.limits.max_total_bytes = parse_size(flag, reader.value());
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// What the answers are, and what the daemon says and serves besides them.
+bool read_answer_flag(ArgReader& reader, ServerSettings& s) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--prefix") {
+    s.prefix = std::string(reader.value());
+  } else if (flag == "--mode") {
+    s.mode = parse_mode(reader.value());
+  } else if (flag == "--greeting") {
+    s.greeting = std::string(reader.value());
+  } else if (flag == "--metrics") {
+    s.metrics = parse_endpoint(flag, reader.value());
+  } else if (flag == "--drain-delay") {
+    s.drain_delay = parse_seconds(flag, reader.value());
+  } else if (flag == "--quiet" || flag == "--verbose") {
+    reader.no_value();
+    s.log_level = flag == "--quiet" ? LogLevel::quiet : LogLevel::verbose;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The combinations that make no sense, once every flag is read; --exec's empty default prefix.
+void check_server(const ArgReader& reader, ServerSettings& s) {
   if (!s.exec.empty()) {
     if (s.mode == Mode::line) throw UsageError("--exec is for echo mode, not --mode line");
     if (!reader.seen("--prefix")) s.prefix.clear();
@@ -334,6 +358,21 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   // Echo mode has no greeting: taking the flag there would hide a forgotten --mode line.
   if (reader.seen("--greeting") && s.mode != Mode::line)
     throw UsageError("--greeting needs --mode line");
+}
+
+}  // namespace
+
+ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
+  ServerSettings s;
+  ArgReader reader(args);
+  while (reader.next()) {
+    if (read_common_flag(reader, s) || read_udp_flag(reader, s) || read_listen_flag(reader, s) ||
+        read_program_flag(reader, s) || read_limit_flag(reader, s) || read_answer_flag(reader, s)) {
+      continue;
+    }
+    reader.unknown();
+  }
+  check_server(reader, s);
   return s;
 }
 
@@ -355,13 +394,7 @@ ClientSettings parse_client_args(const std::vector<std::string_view>& args) {
       s.timeout = parse_seconds(flag, reader.value());
     } else if (flag == "--mode") {
       s.mode = parse_mode(reader.value());
-    } else if (flag == "--quiet") {
-      reader.no_value();
-      s.quiet = true;
-    } else if (flag == "--udp") {
-      reader.no_value();
-      s.udp = true;
-    } else {
+    } else if (!reader.toggle("--quiet", s.quiet) && !reader.toggle("--udp", s.udp)) {
       reader.unknown();
     }
   }
@@ -413,8 +446,9 @@ std::string server_usage() {
          "  --max-bytes N      largest request (line mode: line), K/M/G suffixes allowed;\n"
          "                     0 = no limit (default 64M)\n"
          "  --max-total-bytes N  most request memory held at once by all connections\n"
-         "                     together; a request that needs more is reset as too\n"
-         "                     large; K/M/G suffixes allowed; 0 = no limit (default 1G)\n"
+         "                     and background jobs together; a request that needs more\n"
+         "                     is reset as too large, a job answered busy; K/M/G\n"
+         "                     suffixes allowed; 0 = no limit (default 1G)\n"
          "  --backlog N        listen backlog (default SOMAXCONN)\n"
          "  --reuseport        share the port with other processes started with --reuseport\n"
          "                     (SO_REUSEPORT); the kernel spreads connections among them\n"

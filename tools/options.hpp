@@ -71,6 +71,8 @@ class ArgReader {
   std::string_view value();
   // For flags without a value: throws UsageError when one was given inline.
   void no_value() const;
+  // A flag without a value that sets `on`: true (and `on` set) when the current flag is `name`.
+  bool toggle(std::string_view name, bool& on) const;
   // Throws the UsageError for a flag the program does not know.
   [[noreturn]] void unknown() const;
   // Every argument after the current flag, taken as they are (no more flags): --exec's program.
@@ -115,11 +117,8 @@ bool read_common_flag(ArgReader& reader, Settings& settings) {
     settings.host = parse_host(reader.value());
   } else if (flag == "--port") {
     settings.port = parse_port_flag(reader.value());
-  } else if (flag == "--help" || flag == "--version") {
-    reader.no_value();
-    (flag == "--help" ? settings.help : settings.version) = true;
   } else {
-    return false;
+    return reader.toggle("--help", settings.help) || reader.toggle("--version", settings.version);
   }
   return true;
 }

@@ -104,7 +104,7 @@ step "examples: each daemon against the clients of the builds"
 builds=(package pkgconfig subdir fetch)
 for i in "${!builds[@]}"; do
   daemon=$work/ex-${builds[$i]}/wordcountd
-  examples/check.sh "$daemon" "$work/ex-${builds[$i]}/wordcount"
+  examples/check.sh "$daemon" "$work/ex-${builds[$i]}/wordcount" "$work/ex-${builds[$i]}/shoutd"
   examples/check.sh "$daemon" "$work/ex-${builds[$(((i + 1) % 4))]}/wordcount"
 done
 
