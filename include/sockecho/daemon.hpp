@@ -109,7 +109,7 @@ class Daemon {
   // (after drain_delay), finishes what is in flight, runs every acknowledged job, and returns. A
   // second stop signal kills the running jobs' groups and ends the process. `say` gets the lines
   // a supervisor waits for: "listening on ADDRESS" as soon as it listens, and "metrics on
-  // ADDRESS" once /metrics is served. Call it once, from the thread that constructed it.
+  // ADDRESS" once /metrics is served. Call it once.
   void run(const std::function<void(const std::string& line)>& say);
   // As a first stop signal. Safe from any thread, before or during run().
   void stop() noexcept;

@@ -1,0 +1,165 @@
+// sockecho::Daemon, the library type sockecho-server is: run in this process with options a
+// library user sets, its ready lines, its stop, its errors, and the one memory budget it gives
+// request buffers and background jobs together.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "sockecho/client.hpp"
+#include "sockecho/daemon.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+// A Daemon run on a thread of its own; the lines it says are kept in order. The destructor
+// stops it and joins the thread.
+class DaemonThread {
+ public:
+  explicit DaemonThread(DaemonOptions options) : daemon_(std::move(options)) {
+    thread_ = std::thread([this] {
+      daemon_.run([this](const std::string& line) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        lines_.push_back(line);
+        said_.notify_all();
+      });
+    });
+  }
+  DaemonThread(const DaemonThread&) = delete;
+  DaemonThread& operator=(const DaemonThread&) = delete;
+  DaemonThread(DaemonThread&&) = delete;
+  DaemonThread& operator=(DaemonThread&&) = delete;
+  ~DaemonThread() { stop(); }
+
+  // The next line it says, within kPatience.
+  std::optional<std::string> line() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!said_.wait_for(lock, test::kPatience, [this] { return !lines_.empty(); })) {
+      return std::nullopt;
+    }
+    std::string line = std::move(lines_.front());
+    lines_.pop_front();
+    return line;
+  }
+  // The port of its ready line.
+  std::uint16_t port() {
+    const std::optional<std::string> ready = line();
+    return ready ? test::port_of(*ready) : 0;
+  }
+  void stop() {
+    daemon_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  Daemon& daemon() { return daemon_; }
+
+ private:
+  Daemon daemon_;
+  std::mutex mutex_;
+  std::condition_variable said_;
+  std::deque<std::string> lines_;
+  std::thread thread_;
+};
+
+DaemonOptions quiet_on_a_free_port() {
+  DaemonOptions options;
+  options.port = 0;
+  options.log_fd = -1;  // no log lines
+  options.socket_activation = false;
+  return options;
+}
+
+TEST(DaemonLibrary, ServesAHandlerOfItsOwnAndStopsWhenAsked) {
+  DaemonOptions options = quiet_on_a_free_port();
+  options.handler = [](const Request& request, Reply& reply) {
+    reply.append("got " + std::string(request.bytes()));
+  };
+  DaemonThread daemon(std::move(options));
+  const std::uint16_t port = daemon.port();
+  ASSERT_NE(port, 0);
+  EXPECT_EQ(daemon.daemon().name(), "127.0.0.1:" + std::to_string(port));
+  EXPECT_EQ(request("127.0.0.1", port, "x"), "got x");
+  daemon.stop();
+  EXPECT_EQ(daemon.daemon().stats().accepted, 1U);
+  EXPECT_EQ(daemon.daemon().stats().count(Outcome::ok), 1U);
+}
+
+TEST(DaemonLibrary, TheDocumentsLineModeAndItsMetricsListener) {
+  DaemonOptions options = quiet_on_a_free_port();
+  options.mode = Mode::line;
+  options.metrics = Endpoint{"127.0.0.1", 0};
+  DaemonThread daemon(std::move(options));
+  const std::uint16_t port = daemon.port();
+  const std::optional<std::string> metrics_line = daemon.line();
+  ASSERT_TRUE(metrics_line);
+  ASSERT_EQ(metrics_line->rfind("metrics on 127.0.0.1:", 0), 0U) << *metrics_line;
+  Connection c = connect("127.0.0.1", port);
+  c.set_timeout(test::kPatience);
+  c.write_all("hi\n");
+  c.close_write();
+  EXPECT_EQ(c.read_to_end_string(), "connect\n" + test::kPrefix + "hi\n");
+  Connection scrape = connect("127.0.0.1", test::port_of(*metrics_line));
+  scrape.set_timeout(test::kPatience);
+  scrape.write_all("GET /metrics HTTP/1.0\r\n\r\n");
+  const std::string body = test::body_of(scrape.read_to_end_string());
+  EXPECT_NE(body.find("sockecho_connections_total{outcome=\"ok\"} 1\n"), std::string::npos) << body;
+}
+
+TEST(DaemonLibrary, AProgramThatCannotBeFoundIsAnOptionErrorNamingTheFlag) {
+  DaemonOptions options = quiet_on_a_free_port();
+  options.exec = {"sockecho-no-such-program"};
+  try {
+    const Daemon daemon(std::move(options));
+    ADD_FAILURE() << "constructed";
+  } catch (const OptionError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("--exec: ", 0), 0U) << e.what();
+  }
+}
+
+TEST(DaemonLibrary, APortInUseIsASystemError) {
+  const Listener taken = Listener::bind("127.0.0.1", 0);
+  DaemonOptions options = quiet_on_a_free_port();
+  options.port = taken.address().port();
+  EXPECT_THROW(Daemon{std::move(options)}, std::system_error);
+}
+
+// Background jobs and request buffers share --max-total-bytes: a running job's request still
+// counts, and what the jobs hold leaves no room for a large request.
+TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));  // every job waits here until the end of the test
+  DaemonOptions options = quiet_on_a_free_port();
+  options.exec = {"sh", "-c", R"(cat >/dev/null; exec flock -s "$0" true)", gate.path()};
+  options.background = true;
+  options.jobs = 1;
+  options.queue = 10;
+  options.limits.max_total_bytes = std::size_t{4} << 20;
+  DaemonThread daemon(std::move(options));
+  const std::uint16_t port = daemon.port();
+  // Under 1 MiB: its request buffer is the worker's own, so only the job's copy is charged.
+  const std::string job(std::size_t{1000} << 10, 'j');
+  int accepted = 0;
+  for (int i = 0; i < 6; ++i) {
+    if (request("127.0.0.1", port, job).find("accepted ") != std::string::npos) ++accepted;
+  }
+  EXPECT_EQ(accepted, 4) << "4 MiB holds four jobs, the running one included";
+  // A 2 MiB request needs a buffer charged to the same budget, which the jobs have spent.
+  try {
+    (void)request("127.0.0.1", port, std::string(std::size_t{2} << 20, 'r'));
+    ADD_FAILURE() << "a request the budget has no room for was answered";
+  } catch (const std::system_error& e) {
+    EXPECT_TRUE(test::is_reset(e.code())) << e.what();
+  }
+  gate.open();
+  daemon.stop();
+  EXPECT_EQ(daemon.daemon().stats().count(Outcome::too_large), 1U);
+}
+
+}  // namespace
+}  // namespace sockecho
