@@ -66,11 +66,18 @@ ServerCore::ServerCore(Transport transport, unsigned workers, Logger log)
   if (workers == 0) throw std::invalid_argument("workers must be at least 1");
 }
 
-ServerCore::~ServerCore() {
-  if (delayed_stop_.joinable()) {
-    stop();
-    delayed_stop_.join();
+ServerCore::~ServerCore() { end_delayed_stop(); }
+
+void ServerCore::end_delayed_stop() noexcept {
+  if (!delayed_stop_.joinable()) return;
+  {
+    // Ends its wait; the stop() it then makes finds the server stopped already, so it calls
+    // nothing of a derived class that may be gone.
+    const std::lock_guard<std::mutex> lock(mutex_);
+    stopping_.store(true);
   }
+  stopped_.notify_all();
+  delayed_stop_.join();
 }
 
 void ServerCore::run() {

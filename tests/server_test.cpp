@@ -19,6 +19,7 @@
 #include "sockecho/address.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/connection.hpp"
+#include "sockecho/datagram_server.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
 #include "support.hpp"
@@ -315,6 +316,22 @@ TEST(Server, AStopDuringTheDelayEndsItEarly) {
   server.stop();
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(30));
   server.server().stop_after(std::chrono::seconds(60));  // once stopped: nothing more happens
+}
+
+TEST(Server, AServerAnnouncedToStopButNeverRunGoesAwayAtOnce) {
+  // The delayed stop's thread is ended by the destructor, without waiting out the delay and
+  // without calling into the part of the server already destroyed.
+  const auto start = Clock::now();
+  {
+    Server server(Listener::bind("127.0.0.1", 0), echo_protocol(echo_handler()));
+    server.stop_after(std::chrono::seconds(60));
+    EXPECT_TRUE(server.stopping());
+  }
+  {
+    DatagramServer server(DatagramSocket::bind("127.0.0.1", 0), prefix_handler(""));
+    server.stop_after(std::chrono::seconds(60));
+  }
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(30));
 }
 
 TEST(Server, CountsConnectionsAndOutcomes) {

@@ -85,7 +85,7 @@ class DatagramServer final : public ServerCore {
  public:
   // Throws std::invalid_argument when there is no handler.
   DatagramServer(DatagramSocket socket, Handler handler, DatagramOptions options = {});
-  ~DatagramServer() override = default;
+  ~DatagramServer() override { end_delayed_stop(); }
   DatagramServer(const DatagramServer&) = delete;
   DatagramServer& operator=(const DatagramServer&) = delete;
   DatagramServer(DatagramServer&&) = delete;

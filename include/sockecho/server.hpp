@@ -54,7 +54,7 @@ class Server final : public ServerCore {
   // Throws std::invalid_argument when options.workers is 0 or there is no protocol, and
   // std::system_error when the listener cannot take the idle timeout.
   Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOptions options = {});
-  ~Server() override = default;
+  ~Server() override { end_delayed_stop(); }
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
   Server(Server&&) = delete;

@@ -73,7 +73,7 @@ class ServerCore : public Collector {
   ServerCore& operator=(const ServerCore&) = delete;
   ServerCore(ServerCore&&) = delete;
   ServerCore& operator=(ServerCore&&) = delete;
-  // Ends a stop_after() wait (with a stop) if one is still running.
+  // Ends a stop_after() wait, if one is still running (run() was never called).
   virtual ~ServerCore();
 
   // Serves until stop(), then returns once every request in flight has finished (each bounded
@@ -138,6 +138,9 @@ class ServerCore : public Collector {
   void arrived() noexcept;
   void counted(Outcome outcome, std::uint64_t bytes_in, std::uint64_t bytes_out) noexcept;
   [[nodiscard]] unsigned max_workers() const noexcept { return max_workers_; }
+  // Ends a stop_after() wait that run() never got to join, without calling the derived class:
+  // what a derived destructor calls first, while the derived part is whole.
+  void end_delayed_stop() noexcept;
 
  private:
   void work(bool permanent) noexcept;
