@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <string>
@@ -28,18 +29,27 @@ constexpr std::chrono::milliseconds kLogDelay{50};
 // Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
 // room for the C++ and sanitizer runtimes.
 constexpr rlim_t kOwnDescriptors = 16;
+// What one program run holds at most, while it starts: three pipes (both ends) and its pidfd.
+constexpr rlim_t kPerProgram = 8;
 
 // Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
 // before blocking), so a soft limit below what the workers need would leave the workers beyond
-// it failing with EMFILE for as long as the daemon runs. Raises the soft limit when it is short;
-// refuses to start when the hard limit is.
+// it failing with EMFILE for as long as the daemon runs: refuse to start when the hard limit is
+// that low. Programs (--exec, a job each) need more: raise the soft limit to what they all need
+// at once, or to the hard limit when that is less (a run that still finds none is one failed
+// request with its error line, never the daemon's end).
 void ensure_descriptors(const DaemonOptions& o) {
   const unsigned workers = o.options.workers;
   const unsigned metrics = o.metrics ? kMetricsWorkers : 0;
   const rlim_t needed = rlim_t{workers} + metrics + kOwnDescriptors;
+  rlim_t programs = 0;
+  if (o.background) {
+    programs = rlim_t{o.jobs} * kPerProgram;
+  } else if (!o.exec.empty()) {
+    programs = rlim_t{workers} * kPerProgram;
+  }
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) throw os_error(errno, "getrlimit RLIMIT_NOFILE");
-  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= needed) return;
   if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
     const std::string who =
         "--workers " + std::to_string(workers) + (metrics > 0 ? " and --metrics need " : " needs ");
@@ -47,9 +57,12 @@ void ensure_descriptors(const DaemonOptions& o) {
                              std::to_string(limit.rlim_max) +
                              " (ulimit -Hn); lower --workers or raise the limit");
   }
-  limit.rlim_cur = needed;
+  rlim_t wanted = needed + programs;
+  if (limit.rlim_max != RLIM_INFINITY) wanted = std::min(wanted, limit.rlim_max);
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return;
+  limit.rlim_cur = wanted;
   if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    throw os_error(errno, "setrlimit RLIMIT_NOFILE " + std::to_string(needed));
+    throw os_error(errno, "setrlimit RLIMIT_NOFILE " + std::to_string(wanted));
   }
 }
 
@@ -131,8 +144,7 @@ struct Daemon::Parts {
   std::string name;
 };
 
-void Daemon::Parts::build_stream(const UnixOptions& unix_file,
-                                 std::optional<Listener> inherited) {
+void Daemon::Parts::build_stream(const UnixOptions& unix_file, std::optional<Listener> inherited) {
   Listener listener = listen_socket(options, unix_file, std::move(inherited), log);
   // One budget for request buffers and job inputs, so max_total_bytes bounds both together.
   Limits limits = options.limits;

@@ -201,7 +201,7 @@ void DatagramServer::log_failure(const Received& received, const Handled& handle
                        " in=" + std::to_string(received.size) +
                        " outcome=" + std::string(to_string(handled.outcome));
     if (!handled.reason.empty()) line += " reason=" + std::string(handled.reason);
-    if (!handled.detail.empty()) line += " error=\"" + handled.detail + "\"";
+    if (!handled.detail.empty()) line += " error=" + log_quoted(handled.detail);
     if (pass.count > 1) {
       line += " (" + std::to_string(pass.count - 1) + " more failed since the last line)";
     }

@@ -1,10 +1,13 @@
 #include "sockecho/exec.hpp"
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#include "program_log.hpp"
 
 namespace sockecho {
 
@@ -17,15 +20,13 @@ Handler exec_handler(ExecOptions options) {
     Program program(o.argv, exec_environment(request), path);
     const std::string who =
         "exec pid=" + std::to_string(program.pid()) + " peer=" + request.peer().to_string();
-    ProgramResult result = program.run(request.bytes(), o.limits, [&](std::string_view line) {
-      if (o.log.enabled(LogLevel::normal)) {
-        o.log.event(LogLevel::normal, who + " stderr: " + std::string(line));
-      }
-    });
-    if (result.log_dropped > 0) {
-      o.log.event(LogLevel::normal,
-                  who + " stderr: " + std::to_string(result.log_dropped) + " more bytes dropped");
-    }
+    // Every line reaches ProgramLog, which keeps the first and the last within max_log.
+    ProgramLimits limits = o.limits;
+    limits.max_log = std::numeric_limits<std::size_t>::max();
+    detail::ProgramLog stderr_lines(o.log, who, "stderr", o.limits.max_log);
+    const ProgramResult result = program.run(
+        request.bytes(), limits, [&](std::string_view line) { stderr_lines.line(line); });
+    stderr_lines.finish();
     switch (result.outcome()) {
       case Outcome::ok:
         reply.append_ref(o.prefix);

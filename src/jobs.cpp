@@ -5,10 +5,12 @@
 #include <array>
 #include <chrono>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string_view>
 
+#include "program_log.hpp"
 #include "signal_mask.hpp"
 #include "sockecho/deadline.hpp"
 
@@ -170,8 +172,8 @@ void JobQueue::run(Work& work) {
     const ProgramResult result = start_and_wait(work);
     ended(work, job_end(result.outcome()));
   } catch (const std::exception& e) {  // the program could not start
-    options_.log.event(LogLevel::quiet, "job id=" + work.job.id + " ms=0.000 error=\"" +
-                                            std::string(e.what()) + "\"");
+    options_.log.event(LogLevel::quiet,
+                       "job id=" + work.job.id + " ms=0.000 error=" + log_quoted(e.what()));
     ended(work, JobEnd::failed);
   } catch (...) {
     ended(work, JobEnd::failed);
@@ -204,31 +206,30 @@ ProgramResult JobQueue::start_and_wait(Work& work) {
     }
   } forget{*this, running};
 
-  const Logger& log = options_.log;
   const std::string who = "job id=" + work.job.id;
-  ProgramResult result = program.run(work.input, options_.limits, [&](std::string_view line) {
-    if (log.enabled(LogLevel::normal))
-      log.event(LogLevel::normal, who + " stderr: " + std::string(line));
-  });
+  // Every line reaches a ProgramLog, which keeps the first and the last within max_log.
+  ProgramLimits limits = options_.limits;
+  limits.max_log = std::numeric_limits<std::size_t>::max();
+  detail::ProgramLog stderr_lines(options_.log, who, "stderr", options_.limits.max_log);
+  ProgramResult result =
+      program.run(work.input, limits, [&](std::string_view line) { stderr_lines.line(line); });
+  stderr_lines.finish();
   log_output(who, result);
   return result;
 }
 
 void JobQueue::log_output(const std::string& who, const ProgramResult& result) const {
   // Its stdout has no client to go to: it goes to the log, within the same bound as stderr.
-  const Logger& log = options_.log;
-  std::size_t budget = options_.limits.max_log;
+  detail::ProgramLog stdout_lines(options_.log, who, "stdout", options_.limits.max_log);
   std::string_view out = result.output;
-  while (!out.empty() && log.enabled(LogLevel::normal)) {
+  while (!out.empty()) {
     const std::size_t end = out.find('\n');
-    const std::string_view line = out.substr(0, end);
-    if (line.size() > budget) break;
-    budget -= line.size();
-    log.event(LogLevel::normal, who + " stdout: " + std::string(line));
+    stdout_lines.line(out.substr(0, end));
     out = end == std::string_view::npos ? std::string_view() : out.substr(end + 1);
   }
-  log.event(result.ok() ? LogLevel::normal : LogLevel::quiet,
-            who + " ms=" + milliseconds(result.duration) + " " + result.describe());
+  stdout_lines.finish();
+  options_.log.event(result.ok() ? LogLevel::normal : LogLevel::quiet,
+                     who + " ms=" + milliseconds(result.duration) + " " + result.describe());
 }
 
 void JobQueue::ended(const Work& work, JobEnd end) {
@@ -263,6 +264,7 @@ Handler background_handler(JobQueue& queue, std::string prefix) {
     reply.append_ref(prefix);
     if (id) {
       reply.append("accepted " + *id + "\n");
+      reply.set_outcome(Outcome::ok, "job=" + *id);  // the conn line names the job it acknowledged
     } else {
       reply.append_ref("busy\n");
       reply.set_outcome(Outcome::refused, "reason=busy");

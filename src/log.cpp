@@ -67,15 +67,19 @@ void Logger::event(LogLevel level, std::string_view text) const noexcept {
   if (enabled(level)) write_line(text);
 }
 
-void Logger::write_line(std::string_view text) const noexcept {
-  LineBuffer stamp;
-  append_timestamp(stamp);
-  emit({stamp.view(), text, "\n"});
+void Logger::output(std::string_view text) const noexcept {
+  if (enabled(LogLevel::normal)) write_line(text, /*output=*/true);
 }
 
-void Logger::emit(std::initializer_list<std::string_view> pieces) const noexcept {
+void Logger::write_line(std::string_view text, bool output) const noexcept {
+  LineBuffer stamp;
+  append_timestamp(stamp);
+  emit({stamp.view(), text, "\n"}, output);
+}
+
+void Logger::emit(std::initializer_list<std::string_view> pieces, bool output) const noexcept {
   if (batch_) {
-    batch_->add(pieces);
+    batch_->add(pieces, output);
     return;
   }
   std::array<iovec, 4> parts{};

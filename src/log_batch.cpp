@@ -69,14 +69,15 @@ Logger::Batch::~Batch() {
   thread_.join();  // bounded: a stalled reader gets kExitPatience, then the rest is dropped
 }
 
-void Logger::Batch::add(std::initializer_list<std::string_view> pieces) noexcept {
+void Logger::Batch::add(std::initializer_list<std::string_view> pieces, bool output) noexcept {
   std::size_t size = 0;
   for (const std::string_view piece : pieces) size += piece.size();
   const std::lock_guard<std::mutex> lock(mutex_);
-  if (pending_.size() + size > capacity_) {
+  if (pending_.size() + size > capacity_ || (output && pending_output_ + size > capacity_ / 2)) {
     ++dropped_;
     return;
   }
+  if (output) pending_output_ += size;
   const bool was_empty = pending_.empty();
   // Within the reserved capacity: no allocation, so nothing here can throw.
   for (const std::string_view piece : pieces) pending_.append(piece);
@@ -90,6 +91,7 @@ void Logger::Batch::run() noexcept {
     // Give the lines of the next moments a chance to share this write.
     if (!leaving_) wake_.wait_for(lock, delay_, [this] { return leaving_.load(); });
     pending_.swap(writing_);
+    pending_output_ = 0;
     const std::uint64_t dropped = std::exchange(dropped_, 0);
     const bool last = leaving_.load(std::memory_order_relaxed);
     lock.unlock();

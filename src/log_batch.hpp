@@ -28,9 +28,10 @@ class Logger::Batch {
   // Writes what is waiting (giving a stalled reader kExitPatience) and joins the thread.
   ~Batch();
 
-  // Queues one line made of these pieces, or counts it as dropped when capacity is reached.
-  // Never blocks on the descriptor and never allocates.
-  void add(std::initializer_list<std::string_view> pieces) noexcept;
+  // Queues one line made of these pieces, or counts it as dropped when capacity is reached: for a
+  // line of a program's output (`output`), half the capacity, so such lines never take the room
+  // of the others. Never blocks on the descriptor and never allocates.
+  void add(std::initializer_list<std::string_view> pieces, bool output = false) noexcept;
 
  private:
   void run() noexcept;
@@ -51,8 +52,9 @@ class Logger::Batch {
   const bool whole_writes_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::string pending_;  // guarded by mutex_
-  std::string writing_;  // only the thread touches it
+  std::string pending_;             // guarded by mutex_
+  std::size_t pending_output_ = 0;  // of pending_, the bytes of program output (guarded by mutex_)
+  std::string writing_;             // only the thread touches it
   std::uint64_t dropped_ = 0;
   // Set under mutex_ (for wake_), and also read without it by a writer waiting on a stalled
   // reader, which then gives up after kExitPatience.

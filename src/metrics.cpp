@@ -313,11 +313,11 @@ class MetricsProtocol final : public Protocol {
 
   void log_answer(const Connection& connection, const HttpRequestHead& request, int status) const {
     const bool parsed = request.state == HttpRequestHead::State::complete;
-    log_.event(LogLevel::verbose,
-               "metrics peer=" + connection.peer().to_string() + " request=\"" +
-                   (parsed ? std::string(request.method) + " " + std::string(request.target)
-                           : std::string("-")) +
-                   "\" status=" + std::to_string(status));
+    log_.event(LogLevel::verbose, "metrics peer=" + connection.peer().to_string() + " request=" +
+                                      log_quoted(parsed ? std::string(request.method) + " " +
+                                                              std::string(request.target)
+                                                        : std::string("-")) +
+                                      " status=" + std::to_string(status));
   }
 
   static void respond(Connection& connection, const HttpAnswer& answer) {

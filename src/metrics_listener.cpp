@@ -14,7 +14,7 @@ ServerOptions listener_options(const Logger& log) {
   // The server's own lines stay out of the daemon's log; a failed request is worth a verbose one.
   options.on_connection = [log](const ConnectionRecord& record) {
     if (record.outcome != Outcome::ok && log.enabled(LogLevel::verbose)) {
-      log.event(LogLevel::verbose, "metrics: " + record.detail);
+      log.event(LogLevel::verbose, "metrics error=" + log_quoted(record.detail));
     }
   };
   return options;

@@ -55,6 +55,76 @@ class StringSink {
   std::string& out_;
 };
 
+// The length of the valid UTF-8 sequence that starts text, or 0 (RFC 3629: no overlong forms,
+// no surrogates, nothing past U+10FFFF).
+std::size_t utf8_length(std::string_view text) noexcept {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  std::size_t length = 0;
+  unsigned char low = 0x80;
+  unsigned char high = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) low = 0xa0;
+    if (lead == 0xed) high = 0x9f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) low = 0x90;
+    if (lead == 0xf4) high = 0x8f;
+  } else {
+    return 0;
+  }
+  if (text.size() < length || byte(1) < low || byte(1) > high) return 0;
+  for (std::size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
+  }
+  return length;
+}
+
+template <typename Sink>
+void append_quoted(Sink& sink, std::string_view text) {
+  static constexpr std::string_view kHex = "0123456789abcdef";
+  sink.append('"');
+  std::size_t at = 0;
+  while (at < text.size()) {
+    const auto c = static_cast<unsigned char>(text[at]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      std::size_t end = at + 1;  // a run of plain bytes in one append
+      while (end < text.size()) {
+        const auto next = static_cast<unsigned char>(text[end]);
+        if (next < 0x20 || next >= 0x7f || next == '"' || next == '\\') break;
+        ++end;
+      }
+      sink.append(text.substr(at, end - at));
+      at = end;
+      continue;
+    }
+    if (const std::size_t length = c >= 0x80 ? utf8_length(text.substr(at)) : 0; length > 0) {
+      sink.append(text.substr(at, length));
+      at += length;
+      continue;
+    }
+    sink.append('\\');
+    if (c == '"' || c == '\\') {
+      sink.append(static_cast<char>(c));
+    } else if (c == '\n') {
+      sink.append('n');
+    } else if (c == '\r') {
+      sink.append('r');
+    } else if (c == '\t') {
+      sink.append('t');
+    } else {
+      sink.append('x');
+      sink.append(kHex[c >> 4]);
+      sink.append(kHex[c & 0xf]);
+    }
+    ++at;
+  }
+  sink.append('"');
+}
+
 template <typename Sink>
 void append_decimal(Sink& sink, std::uint64_t value) {
   std::array<char, 20> digits{};
@@ -106,13 +176,20 @@ void append_record(Sink& sink, const ConnectionRecord& record) {
     sink.append(record.fields);
   }
   if (!record.detail.empty()) {
-    sink.append(" error=\"");
-    sink.append(record.detail);
-    sink.append('"');
+    sink.append(" error=");
+    append_quoted(sink, record.detail);
   }
 }
 
 }  // namespace
+
+std::string log_quoted(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  StringSink sink(out);
+  append_quoted(sink, text);
+  return out;
+}
 
 std::string format_record(const ConnectionRecord& record) {
   std::string line;

@@ -36,8 +36,8 @@ bool serve_with(Protocol& protocol, Connection& connection, Workspace& workspace
     protocol.serve(connection, workspace);
     const Reply& reply = workspace.reply;
     record.outcome = reply.outcome();
+    if (!reply.fields().empty()) record.fields = reply.fields();  // ok too: "job=ID"
     if (record.outcome == Outcome::ok) return true;
-    record.fields = reply.fields();
     record.detail = reply.detail();
     return reply.answered();
   } catch (const ConnectionError& e) {

@@ -48,7 +48,7 @@ TEST(ExecProgram, AFailedProgramIsAResetTheClientExitsOneAndTheLogSaysWhy) {
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.out, "");
   ASSERT_TRUE(server.wait_stderr(" outcome=failed exit=3 ")) << server.err();
-  EXPECT_NE(server.err().find(" stderr: broken"), std::string::npos) << server.err();
+  EXPECT_NE(server.err().find(" stderr=\"broken\""), std::string::npos) << server.err();
 }
 
 TEST(ExecProgram, OutputOverMaxOutputIsKilledAndResetWithFlatMemory) {

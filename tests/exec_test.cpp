@@ -176,7 +176,7 @@ TEST(Exec, StderrLinesGoToTheLog) {
   ASSERT_GT(n, 0);
   const std::string line(got.data(), static_cast<std::size_t>(n));
   EXPECT_NE(line.find(" exec pid="), std::string::npos) << line;
-  EXPECT_NE(line.find(" stderr: complaint\n"), std::string::npos) << line;
+  EXPECT_NE(line.find(" stderr=\"complaint\"\n"), std::string::npos) << line;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "sockecho/fd.hpp"
+#include "sockecho/record.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -151,6 +152,49 @@ TEST(Logger, AQuietDefaultLoggerWritesNothing) {
   const Logger log;
   EXPECT_FALSE(log.enabled(LogLevel::quiet));
   log.event(LogLevel::quiet, "nowhere");  // must not crash or write to descriptor -1
+}
+
+}  // namespace
+}  // namespace sockecho
+
+namespace sockecho {
+namespace {
+
+TEST(Quoted, OutsideTextCannotEndItsValueOrStartALine) {
+  EXPECT_EQ(log_quoted("plain text"), "\"plain text\"");
+  EXPECT_EQ(log_quoted("say \"hi\" \\ bye"), "\"say \\\"hi\\\" \\\\ bye\"");
+  EXPECT_EQ(log_quoted("a\nb\rc\td"), "\"a\\nb\\rc\\td\"");
+  EXPECT_EQ(log_quoted(std::string("\x1b[2J\0x\x7f", 7)), "\"\\x1b[2J\\x00x\\x7f\"");
+  EXPECT_EQ(log_quoted("数据是 ok"), "\"数据是 ok\"") << "valid UTF-8 is kept";
+  // Invalid UTF-8: a stray continuation byte, a cut sequence, an overlong form, a surrogate.
+  EXPECT_EQ(log_quoted("\x80"), "\"\\x80\"");
+  EXPECT_EQ(log_quoted("\xe6\x95"), "\"\\xe6\\x95\"");
+  EXPECT_EQ(log_quoted("\xc0\xaf"), "\"\\xc0\\xaf\"");
+  EXPECT_EQ(log_quoted("\xed\xa0\x80"), "\"\\xed\\xa0\\x80\"");
+  EXPECT_EQ(log_quoted(""), "\"\"");
+}
+
+TEST(Logger, ProgramOutputNeverTakesTheRoomOfOtherLines) {
+  Pipe pipe = make_pipe();
+  std::string out;
+  {
+    // A small batch that nothing writes out before the logger goes: what fits is what is kept.
+    const Logger log = Logger::batched(pipe.write.get(), LogLevel::normal, std::chrono::hours(1),
+                                       /*capacity=*/4096);
+    for (int i = 0; i < 500; ++i) log.output("exec pid=1 stderr=\"\"");
+    for (int i = 0; i < 20; ++i) log.event(LogLevel::normal, "conn line " + std::to_string(i));
+  }
+  pipe.write.reset();
+  out = test::read_all(pipe.read.get());
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_NE(out.find("conn line " + std::to_string(i) + "\n"), std::string::npos) << i;
+  }
+  std::size_t outputs = 0;
+  for (const std::string& line : lines_of(out)) outputs += line.find("exec pid=1") != line.npos;
+  EXPECT_GT(outputs, 0U);
+  EXPECT_LE(outputs * 45, std::size_t{4096} / 2) << "output keeps within half the capacity";
+  EXPECT_LE(out.size(), std::size_t{4096} + 256) << "the batch's capacity holds";
+  EXPECT_NE(out.find("lines dropped"), std::string::npos) << "the dropped output is counted";
 }
 
 }  // namespace

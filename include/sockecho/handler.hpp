@@ -62,8 +62,8 @@ class Reply {
   // Drops the pieces appended after the reply was `size` bytes long (a size it had).
   void truncate(std::size_t size) noexcept;
 
-  // An answer that is still not a success: `fields` are key=value words for its log line
-  // ("reason=busy").
+  // The answer's outcome, and key=value words for its log line ("reason=busy", "job=ID"): an
+  // outcome other than ok makes it an answer that is still not a success.
   void set_outcome(Outcome outcome, std::string fields = {});
   // No answer: the request ends unanswered with `outcome`, `detail` (the error message for the
   // log) and `fields` ("exit=3").

@@ -155,7 +155,8 @@ class JobQueue final : public Collector {
   std::vector<std::thread> threads_;
 };
 
-// A Handler that queues the request as a job and answers prefix + "accepted ID\n" at once, or
+// A Handler that queues the request as a job and answers prefix + "accepted ID\n" at once (its
+// connection line with job=ID), or
 // prefix + "busy\n" (outcome refused, reason=busy) when the queue is full. The program gets the
 // request's environment (exec_environment()).
 [[nodiscard]] Handler background_handler(JobQueue& queue, std::string prefix);

@@ -48,12 +48,16 @@ class Logger {
   void connection(const ConnectionRecord& record) const noexcept;
   // A free-form event line at the given level.
   void event(LogLevel level, std::string_view text) const noexcept;
+  // A line of a program's output, at normal level (the caller quotes what the program wrote; see
+  // log_quoted()). A batched logger gives such lines a share of their own, half its capacity, so a
+  // flood of output is dropped before it can take the room of any other line.
+  void output(std::string_view text) const noexcept;
 
  private:
   class Batch;
-  void write_line(std::string_view text) const noexcept;
+  void write_line(std::string_view text, bool output = false) const noexcept;
   // Writes, or queues, one whole line made of these pieces.
-  void emit(std::initializer_list<std::string_view> pieces) const noexcept;
+  void emit(std::initializer_list<std::string_view> pieces, bool output = false) const noexcept;
 
   int fd_ = -1;
   LogLevel level_ = LogLevel::quiet;

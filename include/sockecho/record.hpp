@@ -43,6 +43,13 @@ struct ConnectionRecord {
   std::string detail;       // the error message, when there was one
 };
 
+// Text from outside (a program's output, a request's bytes, an error message that may carry
+// them) as a log line's quoted value: "..." with '\\' and '"' escaped by a backslash, a control
+// byte or an invalid UTF-8 byte as \xNN (\n, \r, \t by name), valid UTF-8 kept. Whatever the
+// text, the value ends at its closing quote and the line at its newline: no input can start a
+// line of its own or end the value early.
+[[nodiscard]] std::string log_quoted(std::string_view text);
+
 // "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok", without timestamp and newline.
 [[nodiscard]] std::string format_record(const ConnectionRecord& record);
 // The same text written into out[0, capacity) without allocating: returns its length, or 0 when
