@@ -185,6 +185,7 @@ ProgramResult JobQueue::start_and_wait(Work& work) {
   Running& running = [&]() -> Running& {
     const std::lock_guard<std::mutex> lock(mutex_);
     work.job.state = JobState::running;
+    ++work.job.attempts;  // counted as it becomes running, so it is never seen running with none
     return running_[work.job.id] = Running{work.job, nullptr};
   }();
   std::vector<std::string> env = std::move(work.env);
@@ -193,8 +194,6 @@ ProgramResult JobQueue::start_and_wait(Work& work) {
   {
     const std::lock_guard<std::mutex> lock(mutex_);
     running.program = &program;
-    ++running.job.attempts;
-    ++work.job.attempts;
     if (abandoned_) program.cancel();
   }
   struct Forget {  // the program goes out of reach before it is destroyed, however run() ends
