@@ -216,7 +216,7 @@ class DocumentProtocol : public Protocol {
 class EchoProtocol final : public DocumentProtocol {
  public:
   EchoProtocol(Handler handler, Limits limits)
-      : DocumentProtocol(limits), handler_(checked(std::move(handler))) {}
+      : DocumentProtocol(std::move(limits)), handler_(checked(std::move(handler))) {}
 
   void serve(Connection& connection, Workspace& workspace) override {
     const Borrowed borrowed(memory_, workspace.buffer);
@@ -244,7 +244,7 @@ class EchoProtocol final : public DocumentProtocol {
 class LineProtocol final : public DocumentProtocol {
  public:
   LineProtocol(Handler handler, Limits limits, std::string greeting)
-      : DocumentProtocol(limits),
+      : DocumentProtocol(std::move(limits)),
         handler_(checked(std::move(handler))),
         greeting_(std::move(greeting)) {}
 
@@ -310,11 +310,11 @@ class LineProtocol final : public DocumentProtocol {
 }  // namespace
 
 std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits) {
-  return std::make_shared<EchoProtocol>(std::move(handler), limits);
+  return std::make_shared<EchoProtocol>(std::move(handler), std::move(limits));
 }
 
 std::shared_ptr<Protocol> line_protocol(Handler handler, Limits limits, std::string greeting) {
-  return std::make_shared<LineProtocol>(std::move(handler), limits, std::move(greeting));
+  return std::make_shared<LineProtocol>(std::move(handler), std::move(limits), std::move(greeting));
 }
 
 }  // namespace sockecho

@@ -82,10 +82,10 @@ TEST(HostileInput, AForgedRefusalInAJobsOutputBansNobody) {
   const std::uint16_t port = server.port();
   // What a web visitor sends as an "image name": a refusal of another address, a carriage
   // return before a forged job end, terminal escapes and a NUL byte.
-  const std::string forged = std::string(
+  using namespace std::string_literals;
+  const std::string forged =
       "cat.png conn peer=203.0.113.7:51022 in=0 out=0 ms=0.004 outcome=refused reason=per_source\n"
-      "x\rjob id=1 ms=1 exit=0\n\x1b[2J\0nul\n",
-      154);
+      "x\rjob id=1 ms=1 exit=0\n\x1b[2J\0nul\n"s;
   EXPECT_EQ(request("127.0.0.1", port, forged).find("accepted "), 0U);
   ASSERT_TRUE(server.wait_stderr(" exit=0")) << server.err();
   // A real refusal: a second connection while the first is open.
@@ -162,6 +162,7 @@ TEST(HostileInput, ExecUnderALowSoftDescriptorLimitServesEveryConcurrentRequest)
   ASSERT_TRUE(ready) << server.err();
   const std::uint16_t port = test::port_of(*ready);
   std::vector<std::future<std::string>> replies;
+  replies.reserve(kRequests);
   for (int i = 0; i < kRequests; ++i) {
     replies.push_back(std::async(std::launch::async, [port, i] {
       try {
