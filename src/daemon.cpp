@@ -160,10 +160,12 @@ void Daemon::Parts::build_stream(const UnixOptions& unix_file, std::optional<Lis
     jobs = std::make_unique<JobQueue>(std::move(job_options));
   }
   Handler handler = handler_of(options, log, jobs.get());
-  std::shared_ptr<Protocol> protocol =
-      options.mode == Mode::line
-          ? line_protocol(std::move(handler), std::move(limits), options.greeting)
-          : echo_protocol(std::move(handler), std::move(limits));
+  std::shared_ptr<Protocol> protocol;
+  if (options.mode == Mode::line) {
+    protocol = line_protocol(std::move(handler), std::move(limits), options.greeting);
+  } else {
+    protocol = echo_protocol(std::move(handler), std::move(limits));
+  }
   ServerOptions server_options = options.options;
   server_options.log = log;
   if (options.metrics) {
