@@ -112,7 +112,8 @@ struct Limits {
 // The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is
 // answered too. A line whose reply is not ok is the last: an answer that is no success is sent
-// and the connection closed; a failed one ends it unanswered after the replies before it.
+// and the connection closed; a failed one ends it with a reset after the replies before it are
+// sent (a client that has not read those yet may see the reset first).
 [[nodiscard]] std::shared_ptr<Protocol> line_protocol(
     Handler handler, Limits limits = {}, std::string greeting = std::string(kDefaultGreeting));
 
