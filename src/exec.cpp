@@ -1,6 +1,5 @@
 #include "sockecho/exec.hpp"
 
-#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -20,13 +19,7 @@ Handler exec_handler(ExecOptions options) {
     Program program(o.argv, exec_environment(request), path);
     const std::string who =
         "exec pid=" + std::to_string(program.pid()) + " peer=" + request.peer().to_string();
-    // Every line reaches ProgramLog, which keeps the first and the last within max_log.
-    ProgramLimits limits = o.limits;
-    limits.max_log = std::numeric_limits<std::size_t>::max();
-    detail::ProgramLog stderr_lines(o.log, who, "stderr", o.limits.max_log);
-    const ProgramResult result = program.run(
-        request.bytes(), limits, [&](std::string_view line) { stderr_lines.line(line); });
-    stderr_lines.finish();
+    const ProgramResult result = detail::run_logged(program, request.bytes(), o.limits, o.log, who);
     switch (result.outcome()) {
       case Outcome::ok:
         reply.append_ref(o.prefix);

@@ -5,7 +5,6 @@
 #include <array>
 #include <chrono>
 #include <exception>
-#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string_view>
@@ -206,13 +205,8 @@ ProgramResult JobQueue::start_and_wait(Work& work) {
   } forget{*this, running};
 
   const std::string who = "job id=" + work.job.id;
-  // Every line reaches a ProgramLog, which keeps the first and the last within max_log.
-  ProgramLimits limits = options_.limits;
-  limits.max_log = std::numeric_limits<std::size_t>::max();
-  detail::ProgramLog stderr_lines(options_.log, who, "stderr", options_.limits.max_log);
   ProgramResult result =
-      program.run(work.input, limits, [&](std::string_view line) { stderr_lines.line(line); });
-  stderr_lines.finish();
+      detail::run_logged(program, work.input, options_.limits, options_.log, who);
   log_output(who, result);
   return result;
 }

@@ -4,10 +4,12 @@
 
 #include <cstddef>
 #include <deque>
+#include <limits>
 #include <string>
 #include <string_view>
 
 #include "sockecho/log.hpp"
+#include "sockecho/program.hpp"
 #include "sockecho/record.hpp"
 
 namespace sockecho::detail {
@@ -71,5 +73,20 @@ class ProgramLog {
   std::size_t skipped_ = 0;
   std::size_t skipped_bytes_ = 0;
 };
+
+// Runs `program` with `input` under `limits`, its stderr lines logged as `WHO stderr="..."`
+// within limits.max_log by what they cost in the log: Program's own count of stderr bytes is
+// set aside, so that every line reaches the ProgramLog, which keeps the first and the last.
+inline ProgramResult run_logged(Program& program, std::string_view input,
+                                const ProgramLimits& limits, const Logger& log,
+                                const std::string& who) {
+  ProgramLimits every_line = limits;
+  every_line.max_log = std::numeric_limits<std::size_t>::max();
+  ProgramLog stderr_lines(log, who, "stderr", limits.max_log);
+  ProgramResult result =
+      program.run(input, every_line, [&](std::string_view line) { stderr_lines.line(line); });
+  stderr_lines.finish();
+  return result;
+}
 
 }  // namespace sockecho::detail
