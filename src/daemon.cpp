@@ -133,6 +133,8 @@ struct Daemon::Parts {
   // of them would take its default action. The logger's and the job queue's threads block every
   // signal themselves. SIGPIPE is the program's to ignore (sockecho writes with MSG_NOSIGNAL).
   SignalWaiter answer_signals();
+  // A first stop signal: stop taking work once the drain delay is over.
+  void stop() noexcept { server->stop_after(options.drain_delay); }
   void abandon() noexcept;
 
   DaemonOptions options;
@@ -193,7 +195,7 @@ void Daemon::Parts::build_datagram() {
 }
 
 SignalWaiter Daemon::Parts::answer_signals() {
-  const std::function<void()> stop = [this] { server->stop_after(options.drain_delay); };
+  const std::function<void()> stop = [this] { this->stop(); };
   const std::function<void()> second = [this] { abandon(); };
   return SignalWaiter({
       OnSignal::stop(SIGINT, stop, second),
@@ -268,7 +270,7 @@ void Daemon::run(const std::function<void(const std::string& line)>& say) {
   }
 }
 
-void Daemon::stop() noexcept { parts_->server->stop_after(parts_->options.drain_delay); }
+void Daemon::stop() noexcept { parts_->stop(); }
 
 std::string Daemon::name() const { return parts_->name; }
 

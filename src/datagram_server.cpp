@@ -122,8 +122,7 @@ void DatagramServer::collect(Exposition& out) const {
              "Bytes of the datagrams received.", d.bytes_in);
   out.single("sockecho_datagram_bytes_sent_total", "counter", "Bytes of the replies sent.",
              d.bytes_out);
-  out.single("sockecho_up", "gauge", "1 while the server serves, 0 once it is stopping.",
-             std::uint64_t{stopping() ? 0U : 1U});
+  collect_up(out);
 }
 
 Outcome DatagramServer::answer(const Received& received, std::string_view request, Reply& reply,

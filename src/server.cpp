@@ -131,8 +131,7 @@ void Server::collect(Exposition& out) const {
              s.workers);
   out.single("sockecho_workers_max", "gauge", "Most worker threads (--workers).",
              std::uint64_t{options_.workers});
-  out.single("sockecho_up", "gauge", "1 while the server serves, 0 once it is stopping.",
-             std::uint64_t{stopping() ? 0U : 1U});
+  collect_up(out);
 }
 
 void Server::serve(Connection& connection, Workspace& workspace) {

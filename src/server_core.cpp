@@ -178,6 +178,11 @@ void ServerCore::counted(Outcome outcome, std::uint64_t bytes_in,
   active_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void ServerCore::collect_up(Exposition& out) const {
+  out.single("sockecho_up", "gauge", "1 while the server serves, 0 once it is stopping.",
+             std::uint64_t{stopping() ? 0U : 1U});
+}
+
 bool ServerCore::pause_after_failure(const std::system_error& error) {
   if (!exhausted(error)) return false;
   const FailureLines::Pass pass = pauses_.pass();

@@ -137,6 +137,8 @@ class ServerCore : public Collector {
   // The counters: a connection or datagram arrived (it is active until counted()); one ended.
   void arrived() noexcept;
   void counted(Outcome outcome, std::uint64_t bytes_in, std::uint64_t bytes_out) noexcept;
+  // sockecho_up: 1 while the server serves, 0 once it is stopping (either transport's).
+  void collect_up(Exposition& out) const;
   [[nodiscard]] unsigned max_workers() const noexcept { return max_workers_; }
   // Ends a stop_after() wait that run() never got to join, without calling the derived class:
   // what a derived destructor calls first, while the derived part is whole.
