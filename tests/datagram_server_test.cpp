@@ -180,21 +180,10 @@ TEST(DatagramServer, AHandlerThatThrowsCostsOneDatagram) {
 }
 
 TEST(DatagramServer, TheReplysOutcomeIsHonouredAsOverAStream) {
-  const Handler outcomes = [](const Request& request, Reply& reply) {
-    if (request.bytes() == "busy") {
-      reply.append("busy");
-      reply.set_outcome(Outcome::refused, "reason=busy");
-    } else if (request.bytes() == "boom") {
-      reply.append("never sent");
-      reply.fail(Outcome::failed, "boom failed", "exit=3");
-    } else {
-      reply.append_ref(request.bytes());
-    }
-  };
-  DatagramServerThread server("127.0.0.1", outcomes);
+  DatagramServerThread server("127.0.0.1", test::outcome_handler);
   DatagramSocket client = client_of(server);
   ASSERT_TRUE(client.send("busy"));
-  EXPECT_EQ(next(client), "busy") << "an answer that is no success is still sent";
+  EXPECT_EQ(next(client), "try later") << "an answer that is no success is still sent";
   ASSERT_TRUE(client.send("boom"));
   ASSERT_TRUE(client.send("good"));
   EXPECT_EQ(next(client), "good") << "a failed reply is never sent: the next one comes first";
@@ -203,7 +192,7 @@ TEST(DatagramServer, TheReplysOutcomeIsHonouredAsOverAStream) {
   EXPECT_EQ(stats.count(Outcome::refused), 1U);
   EXPECT_EQ(stats.count(Outcome::failed), 1U);
   EXPECT_EQ(stats.count(Outcome::ok), 1U);
-  EXPECT_EQ(stats.bytes_out, 4U + 4U) << "the failed reply's bytes were not sent";
+  EXPECT_EQ(stats.bytes_out, 9U + 4U) << "the failed reply's bytes were not sent";
   EXPECT_NE(log.find("outcome=refused"), std::string::npos) << log;
 }
 

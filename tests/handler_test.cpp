@@ -28,19 +28,6 @@ std::string joined(const Reply& reply) {
   return out;
 }
 
-// "busy" is an answer that is no success; "boom" fails unanswered; anything else is echoed.
-void picky(const Request& request, Reply& reply) {
-  if (request.bytes() == "busy") {
-    reply.append("try later");
-    reply.set_outcome(Outcome::refused, "reason=busy");
-  } else if (request.bytes() == "boom") {
-    reply.append("half an answer");
-    reply.fail(Outcome::failed, "boom failed", "exit=3");
-  } else {
-    reply.append_ref(request.bytes());
-  }
-}
-
 // Reads what the server sends until it closes: the bytes, and whether it ended with a reset.
 std::pair<std::string, bool> read_until_closed(Connection& connection) {
   std::string got;
@@ -55,6 +42,15 @@ std::pair<std::string, bool> read_until_closed(Connection& connection) {
     if (!test::is_reset(e.code())) throw;
     return {got, true};
   }
+}
+
+// One echo-mode exchange: `text` sent and half-closed, then read_until_closed().
+std::pair<std::string, bool> exchange(std::uint16_t port, std::string_view text) {
+  Connection c = connect("127.0.0.1", port);
+  c.set_timeout(test::kPatience);
+  c.write_all(text);
+  c.close_write();
+  return read_until_closed(c);
 }
 
 TEST(Reply, IsAnAnswerOfOutcomeOkUntilToldOtherwise) {
@@ -93,7 +89,7 @@ TEST(Reply, TruncateDropsWhatCameAfterASize) {
 
 TEST(Request, KnowsItsPeerAndTheAddressItCameTo) {
   const Address peer = resolve("127.0.0.2", 4000)[0];
-  const Address local = resolve("127.0.0.1", 12387)[0];
+  const Address local = resolve("127.0.0.1", 0)[0];
   const Request request("hi", peer, local);
   EXPECT_EQ(request.bytes(), "hi");
   EXPECT_EQ(request.peer(), peer);
@@ -112,12 +108,8 @@ TEST(Request, OverAConnectionTheLocalAddressIsTheConnections) {
 }
 
 TEST(EchoOutcome, AnAnswerThatIsNoSuccessIsSentWholeAndClosedCleanly) {
-  ServerThread server({}, picky);
-  Connection c = connect("127.0.0.1", server.port());
-  c.set_timeout(test::kPatience);
-  c.write_all("busy");
-  c.close_write();
-  const auto [got, reset] = read_until_closed(c);
+  ServerThread server({}, test::outcome_handler);
+  const auto [got, reset] = exchange(server.port(), "busy");
   EXPECT_EQ(got, "try later");
   EXPECT_FALSE(reset);
   ASSERT_TRUE(server.wait_finished(1));
@@ -127,12 +119,8 @@ TEST(EchoOutcome, AnAnswerThatIsNoSuccessIsSentWholeAndClosedCleanly) {
 }
 
 TEST(EchoOutcome, AFailedReplyIsNotSentAndTheConnectionIsReset) {
-  ServerThread server({}, picky);
-  Connection c = connect("127.0.0.1", server.port());
-  c.set_timeout(test::kPatience);
-  c.write_all("boom");
-  c.close_write();
-  const auto [got, reset] = read_until_closed(c);
+  ServerThread server({}, test::outcome_handler);
+  const auto [got, reset] = exchange(server.port(), "boom");
   EXPECT_EQ(got, "") << "nothing of a failed reply goes out";
   EXPECT_TRUE(reset);
   ASSERT_TRUE(server.wait_finished(1));
@@ -144,7 +132,7 @@ TEST(EchoOutcome, AFailedReplyIsNotSentAndTheConnectionIsReset) {
 }
 
 TEST(LineOutcome, ALineAnsweredWithoutSuccessIsTheLastAndTheCloseIsClean) {
-  ServerThread server({}, line_protocol(picky));
+  ServerThread server({}, line_protocol(test::outcome_handler));
   Connection c = connect("127.0.0.1", server.port());
   c.set_timeout(test::kPatience);
   c.write_all("a\nbusy\nnever answered\n");
@@ -157,7 +145,7 @@ TEST(LineOutcome, ALineAnsweredWithoutSuccessIsTheLastAndTheCloseIsClean) {
 }
 
 TEST(LineOutcome, AFailedLineEndsTheSessionUnansweredAfterTheRepliesBeforeIt) {
-  ServerThread server({}, line_protocol(picky));
+  ServerThread server({}, line_protocol(test::outcome_handler));
   Connection c = connect("127.0.0.1", server.port());
   c.set_timeout(test::kPatience);
   c.write_all("a\nb\n");

@@ -395,6 +395,18 @@ std::optional<std::string> read_until_reset(Connection& connection) {
   return std::nullopt;
 }
 
+void outcome_handler(const Request& request, Reply& reply) {
+  if (request.bytes() == "busy") {
+    reply.append("try later");
+    reply.set_outcome(Outcome::refused, "reason=busy");
+  } else if (request.bytes() == "boom") {
+    reply.append("half an answer");
+    reply.fail(Outcome::failed, "boom failed", "exit=3");
+  } else {
+    reply.append_ref(request.bytes());
+  }
+}
+
 std::string pattern(std::size_t size) {
   // The top byte of a 64-bit linear congruential sequence (Knuth's MMIX constants): every byte
   // value, and no period a test's payload could reach, so a dropped, repeated or changed byte

@@ -178,6 +178,12 @@ std::uint16_t port_of(std::string_view ready_line);
 // head has no end.
 std::string body_of(const std::string& response);
 
+// A handler for the outcome a reply carries: "busy" is answered "try later" with outcome
+// refused (reason=busy), an answer that is no success; "boom" appends "half an answer" and then
+// fails (outcome failed, "boom failed", exit=3), so none of it may go out; anything else comes
+// back as it is.
+void outcome_handler(const Request& request, Reply& reply);
+
 // A Server on an ephemeral loopback port, run on a thread of its own, stopped and joined by the
 // destructor. Given a handler, it serves the echo protocol with the default limits.
 class ServerThread {
