@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -28,8 +31,6 @@ namespace sockecho {
 
 namespace {
 
-// Without a pidfd, how often run() asks whether the program has exited.
-constexpr std::chrono::milliseconds kExitCheck{10};
 constexpr std::size_t kChunk = std::size_t{64} << 10;
 // A stderr line longer than this is passed on in pieces of this size.
 constexpr std::size_t kLongestLogLine = 4096;
@@ -73,60 +74,280 @@ void set_nonblocking(int fd, const std::string& what) {
   }
 }
 
-// posix_spawn's attributes and file actions, released however spawning ends.
-class SpawnSetup {
- public:
-  SpawnSetup() {
-    if (const int err = ::posix_spawnattr_init(&attr_); err != 0) {
-      throw os_error(err, "posix_spawnattr_init");
-    }
-    if (const int err = ::posix_spawn_file_actions_init(&actions_); err != 0) {
-      ::posix_spawnattr_destroy(&attr_);
-      throw os_error(err, "posix_spawn_file_actions_init");
-    }
-  }
-  SpawnSetup(const SpawnSetup&) = delete;
-  SpawnSetup& operator=(const SpawnSetup&) = delete;
-  SpawnSetup(SpawnSetup&&) = delete;
-  SpawnSetup& operator=(SpawnSetup&&) = delete;
-  ~SpawnSetup() {
-    ::posix_spawn_file_actions_destroy(&actions_);
-    ::posix_spawnattr_destroy(&attr_);
-  }
-
-  // Its own process group, every signal at its default, nothing blocked, and 0-2 from the
-  // given descriptors with every other one closed.
-  void prepare(int in, int out, int err) {
-    sigset_t none;
-    sigset_t all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    check(::posix_spawnattr_setflags(
-              &attr_, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
-          "posix_spawnattr_setflags");
-    check(::posix_spawnattr_setpgroup(&attr_, 0), "posix_spawnattr_setpgroup");
-    check(::posix_spawnattr_setsigmask(&attr_, &none), "posix_spawnattr_setsigmask");
-    check(::posix_spawnattr_setsigdefault(&attr_, &all), "posix_spawnattr_setsigdefault");
-    check(::posix_spawn_file_actions_adddup2(&actions_, in, STDIN_FILENO), "adddup2 stdin");
-    check(::posix_spawn_file_actions_adddup2(&actions_, out, STDOUT_FILENO), "adddup2 stdout");
-    check(::posix_spawn_file_actions_adddup2(&actions_, err, STDERR_FILENO), "adddup2 stderr");
-    // Descriptors of this process are close-on-exec, but a library user's may not be.
-    check(::posix_spawn_file_actions_addclosefrom_np(&actions_, STDERR_FILENO + 1), "addclosefrom");
-  }
-
-  [[nodiscard]] const posix_spawnattr_t* attr() const noexcept { return &attr_; }
-  [[nodiscard]] const posix_spawn_file_actions_t* actions() const noexcept { return &actions_; }
-
- private:
-  static void check(int err, const char* what) {
-    if (err != 0) throw os_error(err, std::string("posix_spawn ") + what);
-  }
-
-  posix_spawnattr_t attr_{};
-  posix_spawn_file_actions_t actions_{};
+// What the supervisor says on its socket: the program started (its pid), could not start (the
+// errno of its exec), or ended (its wait status). One message per datagram (SOCK_SEQPACKET).
+struct Report {
+  enum Kind : int { started = 1, failed = 2, ended = 3 };
+  int kind = 0;
+  int value = 0;
 };
+// What the server says: signal the subtree with SIGTERM or SIGKILL.
+constexpr char kTerm = 'T';
+constexpr char kKill = 'K';
+
+// Everything the supervisor needs, made before the fork: after it, in a child of a process with
+// other threads, only async-signal-safe calls are made (no allocation, no lock, no stdio).
+struct SupervisorSetup {
+  int in = -1;  // the program's 0-2
+  int out = -1;
+  int err = -1;
+  int control = -1;                    // the supervisor's end of the socket
+  const char* const* files = nullptr;  // the files to try to exec, in order, null-terminated
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+};
+
+// The supervisor's descriptors: the program's 0-2 as its own 0-2 and the socket as 3.
+constexpr int kControlFd = 3;
+
+// Decimal digits of `n` appended at `at`, which has room; returns the new end.
+char* append_number(char* at, long n) {
+  char digits[24];
+  int count = 0;
+  do {
+    digits[count++] = static_cast<char>('0' + n % 10);
+    n /= 10;
+  } while (n > 0);
+  while (count > 0) *at++ = digits[--count];
+  return at;
+}
+
+char* append_text(char* at, const char* text) {
+  while (*text != '\0') *at++ = *text++;
+  return at;
+}
+
+int open_retrying(const char* path, int flags) {
+  int fd = -1;
+  do {
+    fd = ::open(path, flags | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// The children of every thread of `pid`, from /proc/PID/task/TID/children, pushed on `stack`
+// (those past `capacity` are left for a later pass: once their parent is killed they are ours).
+void push_children(pid_t pid, pid_t* stack, std::size_t& size, std::size_t capacity) {
+  char path[64];
+  *append_number(append_text(path, "/proc/"), pid) = '\0';
+  char* const task_end = append_text(path + std::strlen(path), "/task/");
+  *task_end = '\0';
+  const int tasks = open_retrying(path, O_RDONLY | O_DIRECTORY);
+  if (tasks < 0) return;
+  alignas(8) char entries[1024];
+  for (;;) {
+    const long got = ::syscall(SYS_getdents64, tasks, entries, sizeof entries);
+    if (got <= 0) break;
+    for (long at = 0; at < got;) {
+      // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
+      unsigned short length = 0;
+      std::memcpy(&length, entries + at + 16, sizeof length);
+      const char* name = entries + at + 19;
+      at += length;
+      if (name[0] < '0' || name[0] > '9') continue;
+      *append_text(append_text(task_end, name), "/children") = '\0';
+      const int children = open_retrying(path, O_RDONLY);
+      if (children < 0) continue;
+      char text[512];
+      long child = 0;
+      for (;;) {
+        const ssize_t n = ::read(children, text, sizeof text);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n; ++i) {
+          if (text[i] >= '0' && text[i] <= '9') {
+            child = child * 10 + (text[i] - '0');
+          } else if (child > 0) {
+            if (size < capacity) stack[size++] = static_cast<pid_t>(child);
+            child = 0;
+          }
+        }
+      }
+      if (child > 0 && size < capacity) stack[size++] = static_cast<pid_t>(child);
+      (void)::close(children);
+    }
+  }
+  (void)::close(tasks);
+}
+
+// Sends `signal` to every descendant of this process that /proc shows now, parents first.
+void signal_subtree(int signal) {
+  constexpr std::size_t kCapacity = 1024;
+  pid_t stack[kCapacity];
+  std::size_t size = 0;
+  push_children(::getpid(), stack, size, kCapacity);
+  while (size > 0) {
+    const pid_t pid = stack[--size];
+    (void)::kill(pid, signal);
+    push_children(pid, stack, size, kCapacity);
+  }
+}
+
+// Kills every descendant and reaps them until none is left: being a subreaper, whatever they
+// started comes back to us when its parent dies, so no child left means no descendant left.
+// The program's status is kept when it is among them.
+void kill_and_reap_all(pid_t program, int& status, bool& ended) {
+  for (;;) {
+    signal_subtree(SIGKILL);
+    int got_status = 0;
+    const pid_t got = ::waitpid(-1, &got_status, __WALL);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return;  // ECHILD: nothing left
+    }
+    if (got == program && !ended) {
+      status = got_status;
+      ended = true;
+    }
+  }
+}
+
+void report(int kind, int value) {
+  const Report message{kind, value};
+  ssize_t sent = -1;
+  do {
+    sent = ::send(kControlFd, &message, sizeof message, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+}
+
+// In the vfork child: the program's own process group, default signals, nothing blocked, and
+// its exec; on failure the errno goes to the supervisor through the memory they share.
+[[noreturn]] void start_program(const SupervisorSetup& setup, volatile int* exec_error) {
+  (void)::setpgid(0, 0);
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  for (int signal = 1; signal < NSIG; ++signal) {
+    if (signal != SIGKILL && signal != SIGSTOP) (void)::sigaction(signal, &default_action, nullptr);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
+  int error = ENOENT;
+  bool denied = false;
+  for (const char* const* file = setup.files; *file != nullptr; ++file) {
+    ::execve(*file, setup.argv, setup.envp);
+    error = errno;
+    if (error == EACCES) denied = true;
+    // Like a search of PATH: a directory that lacks it or cannot be searched is skipped.
+    if (error != ENOENT && error != ENOTDIR && error != EACCES && error != ESTALE) break;
+  }
+  *exec_error = error == ENOENT && denied ? EACCES : error;
+  ::_exit(127);
+}
+
+// The descriptors the supervisor keeps, as 0-3; every other one closed.
+bool arrange_descriptors(const SupervisorSetup& setup) {
+  int fds[4] = {setup.in, setup.out, setup.err, setup.control};
+  for (int& fd : fds) {
+    fd = ::fcntl(fd, F_DUPFD, kControlFd + 1);  // above 0-3, so the moves below collide with none
+    if (fd < 0) return false;
+  }
+  for (int target = 0; target < 4; ++target) {
+    if (::dup2(fds[target], target) < 0) return false;
+  }
+  if (::close_range(kControlFd + 1, ~0U, 0) != 0) {
+    struct rlimit limit {};
+    const rlim_t most =
+        ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? limit.rlim_cur : 65536;
+    for (rlim_t fd = kControlFd + 1; fd < most; ++fd) (void)::close(static_cast<int>(fd));
+  }
+  // The program gets 0-2 only.
+  return ::fcntl(kControlFd, F_SETFD, FD_CLOEXEC) == 0;
+}
+
+// The supervisor: a child subreaper that starts the program, passes on what it is told, and
+// kills the whole subtree when the program exits, when told to, or when the server's end of
+// the socket closes (the server exited or was killed, even by SIGKILL).
+[[noreturn]] void supervise(const SupervisorSetup& setup) {
+  sigset_t all;
+  sigfillset(&all);
+  (void)::sigprocmask(SIG_SETMASK, &all, nullptr);  // the server's handlers never run here
+  // Children's ends are seen even if the application ignores SIGCHLD.
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  (void)::sigaction(SIGCHLD, &default_action, nullptr);
+  if (!arrange_descriptors(setup)) ::_exit(127);  // the server sees the socket close
+  (void)::setpgid(0, 0);                          // no terminal's signal to the server's group
+  sigset_t child;
+  sigemptyset(&child);
+  sigaddset(&child, SIGCHLD);
+  const int exits = ::signalfd(-1, &child, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (exits < 0 || ::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    report(Report::failed, errno);
+    ::_exit(127);
+  }
+  volatile int exec_error = 0;
+  const pid_t program = ::vfork();
+  if (program == 0) start_program(setup, &exec_error);
+  if (program < 0 || exec_error != 0) {
+    const int error = program < 0 ? errno : exec_error;
+    int status = 0;
+    bool ended = false;
+    kill_and_reap_all(program, status, ended);
+    report(Report::failed, error);
+    ::_exit(127);
+  }
+  report(Report::started, program);
+  // The program's ends of its pipes are the program's alone now.
+  (void)::close(STDIN_FILENO);
+  (void)::close(STDOUT_FILENO);
+  (void)::close(STDERR_FILENO);
+
+  int status = 0;
+  bool ended = false;
+  while (!ended) {
+    pollfd fds[2] = {{kControlFd, POLLIN, 0}, {exits, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents != 0) {
+      signalfd_siginfo info{};
+      while (::read(exits, &info, sizeof info) > 0) {
+      }
+      for (;;) {
+        int got_status = 0;
+        const pid_t got = ::waitpid(-1, &got_status, WNOHANG | __WALL);
+        if (got <= 0) break;
+        if (got == program) {
+          status = got_status;
+          ended = true;
+        }
+      }
+    }
+    if (ended || fds[0].revents == 0) continue;
+    char command = 0;
+    const ssize_t n = ::recv(kControlFd, &command, 1, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) break;  // the server is gone, or is done with this run
+    signal_subtree(command == kTerm ? SIGTERM : SIGKILL);
+  }
+  kill_and_reap_all(program, status, ended);
+  // Commands left unread would make the server's next read a reset; one sent after this is
+  // told apart there.
+  char unread = 0;
+  while (::recv(kControlFd, &unread, 1, MSG_DONTWAIT) > 0) {
+  }
+  if (ended) report(Report::ended, status);
+  ::_exit(0);
+}
+
+// The files to try to exec for `name`: itself when it has a '/', else each directory of PATH,
+// as posix_spawnp would search it.
+std::vector<std::string> exec_candidates(const std::string& name) {
+  if (name.find('/') != std::string::npos) return {name};
+  const char* path = std::getenv("PATH");
+  const std::string dirs = path != nullptr ? path : "/bin:/usr/bin";
+  std::vector<std::string> files;
+  for (std::size_t start = 0; start <= dirs.size();) {
+    std::size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    files.push_back((end > start ? dirs.substr(start, end - start) : std::string(".")) + '/' +
+                    name);
+    start = end + 1;
+  }
+  return files;
+}
 
 // Passes stderr on line by line, within a byte budget.
 class LogLines {
@@ -265,40 +486,66 @@ Program::Program(const std::vector<std::string>& argv, const std::vector<std::st
   set_nonblocking(stdout_.get(), name + " stdout");
   set_nonblocking(stderr_.get(), name + " stderr");
 
-  SpawnSetup setup;
-  setup.prepare(stdin_reader_.get(), child_out.get(), child_err.get());
+  std::array<int, 2> control{};
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control.data()) != 0) {
+    throw os_error(errno, "socketpair for " + name);
+  }
+  control_ = Fd(control[0]);
+  Fd supervisor_end(control[1]);
+
   std::vector<std::string> args = argv;
   std::vector<std::string> env = environment_with(extra_env);
+  // A path found beforehand skips the search of PATH on every start.
+  std::vector<std::string> files = path.empty() ? exec_candidates(name) : std::vector{path};
   const std::vector<char*> arg_ptrs = pointers_to(args);
   const std::vector<char*> env_ptrs = pointers_to(env);
-  pid_t pid = -1;
-  // A path found beforehand skips the search of PATH that posix_spawnp repeats on every call.
-  const int failed = path.empty() ? ::posix_spawnp(&pid, name.c_str(), setup.actions(),
-                                                   setup.attr(), arg_ptrs.data(), env_ptrs.data())
-                                  : ::posix_spawn(&pid, path.c_str(), setup.actions(), setup.attr(),
-                                                  arg_ptrs.data(), env_ptrs.data());
-  if (failed != 0) throw os_error(failed, "spawn " + name);
-  pid_ = pid;
-  // The pidfd tells run() the program has exited without a SIGCHLD handler (Linux 5.3); older
-  // kernels fall back to asking every kExitCheck.
-  const long pidfd = ::syscall(SYS_pidfd_open, pid_, 0);
-  if (pidfd >= 0) pidfd_ = Fd(static_cast<int>(pidfd));
+  const std::vector<char*> file_ptrs = pointers_to(files);
+  const SupervisorSetup setup{stdin_reader_.get(),  child_out.get(),  child_err.get(),
+                              supervisor_end.get(), file_ptrs.data(), arg_ptrs.data(),
+                              env_ptrs.data()};
+  const pid_t supervisor = ::fork();
+  if (supervisor < 0) throw os_error(errno, "fork for " + name);
+  if (supervisor == 0) supervise(setup);
+  supervisor_ = supervisor;
+  supervisor_end.reset();
+  child_out.reset();
+  child_err.reset();
+
+  // The supervisor says whether the program started once its exec has succeeded or failed.
+  Report said{};
+  const ssize_t got =
+      retry_eintr([&] { return ::recv(control_.get(), &said, sizeof said, MSG_WAITALL); });
+  if (got == static_cast<ssize_t>(sizeof said) && said.kind == Report::started) {
+    pid_ = said.value;
+    return;
+  }
+  const int error = got < 0                                                       ? errno
+                    : got == static_cast<ssize_t>(sizeof said) && said.value != 0 ? said.value
+                                                                                  : ECHILD;
+  control_.reset();  // if it is still there, the supervisor ends at once
+  reap();
+  throw os_error(error, "spawn " + name);
 }
 
 Program::Program(Program&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
+      supervisor_(std::exchange(other.supervisor_, -1)),
       reaped_(std::exchange(other.reaped_, true)),
       cancelled_(std::move(other.cancelled_)),
       reaping_(std::move(other.reaping_)),
-      pidfd_(std::move(other.pidfd_)),
+      control_(std::move(other.control_)),
       stdin_(std::move(other.stdin_)),
       stdin_reader_(std::move(other.stdin_reader_)),
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)) {}
 
 Program::~Program() {
-  if (pid_ > 0 && !reaped_) {
-    signal_group(SIGKILL);
+  if (supervisor_ > 0 && !reaped_) {
+    {
+      // The end of file on its socket makes the supervisor kill the subtree, reap it and exit.
+      const std::lock_guard<std::mutex> lock(*reaping_);
+      control_.reset();
+    }
     reap();
   }
 }
@@ -306,20 +553,23 @@ Program::~Program() {
 void Program::cancel() noexcept {
   if (!cancelled_) return;
   cancelled_->store(true);
-  // The program's death is what wakes run(): its pidfd (or the periodic check) sees the exit.
+  // The program's death is what wakes run(): the supervisor reports it.
   const std::lock_guard<std::mutex> lock(*reaping_);
-  if (!reaped_) (void)::kill(-pid_, SIGKILL);
+  tell(SIGKILL);
 }
 
-void Program::signal_group(int signal) const noexcept {
-  // Until it is reaped, the program's pid is its group's id and cannot be reused.
-  if (pid_ > 0 && !reaped_) (void)::kill(-pid_, signal);
+void Program::tell(int signal) const noexcept {
+  if (!control_) return;
+  const char command = signal == SIGTERM ? kTerm : kKill;
+  // Not sent when the supervisor is gone or (never in practice) its socket is full.
+  (void)retry_eintr(
+      [&] { return ::send(control_.get(), &command, 1, MSG_NOSIGNAL | MSG_DONTWAIT); });
 }
 
 void Program::reap() noexcept {
   int status = 0;
   const std::lock_guard<std::mutex> lock(*reaping_);
-  (void)retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+  (void)retry_eintr([&] { return ::waitpid(supervisor_, &status, 0); });
   reaped_ = true;
 }
 
@@ -351,7 +601,7 @@ class Program::Run {
   [[nodiscard]] Clock::time_point wake_at() const;
   void drain_output();
   void drain_errors();
-  void see_exit(const pollfd* gone);
+  void see_exit();
   void enforce_limits();
   void stop(ProgramResult::End why, int signal);
 
@@ -363,7 +613,9 @@ class Program::Run {
   Clock::time_point kill_at_ = Clock::time_point::max();
   Clock::time_point drain_until_ = Clock::time_point::max();
   bool exited_ = false;
-  bool killed_ = false;  // by a limit: its result is set already
+  bool killed_ = false;    // by a limit: its result is set already
+  bool reported_ = false;  // status_ is the program's wait status, as its supervisor reported it
+  int status_ = 0;
   std::size_t written_ = 0;
   LogLines log_;
   ProgramResult result_;
@@ -385,7 +637,7 @@ void Program::Run::feed() {
 }
 
 void Program::Run::step() {
-  std::array<pollfd, 4> fds{};  // stdin, stdout, stderr, pidfd
+  std::array<pollfd, 4> fds{};  // stdin, stdout, stderr, the supervisor
   std::size_t count = 0;
   const auto watch = [&](const Fd& fd, short events) -> const pollfd* {
     if (!fd) return nullptr;
@@ -395,22 +647,18 @@ void Program::Run::step() {
   const pollfd* in = watch(program_.stdin_, POLLOUT);
   const pollfd* out = watch(program_.stdout_, POLLIN);
   const pollfd* err = watch(program_.stderr_, POLLIN);
-  const pollfd* gone = exited_ ? nullptr : watch(program_.pidfd_, POLLIN);
+  const pollfd* said = exited_ ? nullptr : watch(program_.control_, POLLIN);
   if (poll_until(fds.data(), count, wake_at()) < 0) {
     throw os_error(errno, "poll " + std::to_string(program_.pid_));
   }
   if (in != nullptr && in->revents != 0) feed();
   if (out != nullptr && out->revents != 0) drain_output();
   if (err != nullptr && err->revents != 0) drain_errors();
-  if (!exited_) see_exit(gone);
+  if (said != nullptr && said->revents != 0) see_exit();
   enforce_limits();
 }
 
-Clock::time_point Program::Run::wake_at() const {
-  const Clock::time_point until = std::min({end_, kill_at_, drain_until_});
-  if (exited_ || program_.pidfd_) return until;
-  return std::min(until, Clock::now() + kExitCheck);
-}
+Clock::time_point Program::Run::wake_at() const { return std::min({end_, kill_at_, drain_until_}); }
 
 void Program::Run::drain_output() {
   (void)drain(program_.stdout_, [&](std::string_view bytes) {
@@ -427,22 +675,25 @@ void Program::Run::drain_errors() {
   if (!drain(program_.stderr_, [&](std::string_view bytes) { log_.add(bytes); })) log_.finish();
 }
 
-// `gone`: the pidfd's entry in the wait, if it had one.
-void Program::Run::see_exit(const pollfd* gone) {
-  if (gone != nullptr) {
-    exited_ = gone->revents != 0;
-  } else if (!program_.pidfd_) {
-    const pid_t pid = program_.pid_;
-    siginfo_t info{};
-    exited_ = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-              info.si_pid == pid;
+// The supervisor's report that the program ended, sent once the program's whole subtree is
+// killed and reaped, or the end of its socket (it is gone without a word).
+void Program::Run::see_exit() {
+  Report said{};
+  ssize_t got = -1;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    got = retry_eintr(
+        [&] { return ::recv(program_.control_.get(), &said, sizeof said, MSG_DONTWAIT); });
+    // A command it never read makes its exit a reset, said once, before its report.
+    if (got >= 0 || errno != ECONNRESET) break;
   }
-  if (exited_) {
-    // Nothing it started outlives it; a process that left its group (setsid) and kept the
-    // pipes open is not waited for longer than the grace.
-    program_.signal_group(SIGKILL);
-    drain_until_ = Clock::now() + limits_.grace;
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (got == static_cast<ssize_t>(sizeof said) && said.kind == Report::ended) {
+    status_ = said.value;
+    reported_ = true;
   }
+  exited_ = true;
+  // Nothing it started is left to hold the pipes open; the grace only bounds the draining.
+  drain_until_ = Clock::now() + limits_.grace;
 }
 
 // cancel(), and the runtime limit's escalation: SIGTERM at the end, SIGKILL a grace later.
@@ -450,14 +701,14 @@ void Program::Run::enforce_limits() {
   if (exited_) return;
   if (program_.cancelled_->load() && !killed_) {
     killed_ = true;  // ends as what SIGKILL makes of it: signaled
-    program_.signal_group(SIGKILL);
+    program_.tell(SIGKILL);
   }
   const Clock::time_point now = Clock::now();
   if (now >= end_ && !killed_) {
     stop(ProgramResult::End::timed_out, SIGTERM);
     kill_at_ = now + limits_.grace;
   } else if (now >= kill_at_) {
-    program_.signal_group(SIGKILL);
+    program_.tell(SIGKILL);
     kill_at_ = Clock::time_point::max();
   }
 }
@@ -465,7 +716,7 @@ void Program::Run::enforce_limits() {
 void Program::Run::stop(ProgramResult::End why, int signal) {
   if (!killed_) result_.end = why;
   killed_ = true;
-  program_.signal_group(signal);
+  program_.tell(signal);
 }
 
 ProgramResult Program::Run::finish() {
@@ -475,25 +726,23 @@ ProgramResult Program::Run::finish() {
   program_.stdin_.reset();
   program_.stdin_reader_.reset();
 
-  int status = 0;
-  pid_t got = -1;
   {
     const std::lock_guard<std::mutex> lock(*program_.reaping_);
-    got = retry_eintr([&] { return ::waitpid(program_.pid_, &status, 0); });
-    program_.reaped_ = true;
+    program_.control_.reset();
   }
+  program_.reap();  // the supervisor, which exits once the subtree is gone
   result_.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start_);
   result_.log_dropped = log_.dropped();
   if (killed_ && !program_.cancelled_->load()) return std::move(result_);
-  if (got != program_.pid_) {  // SIGCHLD set to SIG_IGN by the application: the status is lost
+  if (!reported_) {  // the supervisor ended without a word (killed by someone): no status
     result_.end = ProgramResult::End::exited;
     result_.code = -1;
-  } else if (WIFSIGNALED(status)) {
+  } else if (WIFSIGNALED(status_)) {
     result_.end = ProgramResult::End::signaled;
-    result_.code = WTERMSIG(status);
+    result_.code = WTERMSIG(status_);
   } else {
     result_.end = ProgramResult::End::exited;
-    result_.code = WEXITSTATUS(status);
+    result_.code = WEXITSTATUS(status_);
   }
   return std::move(result_);
 }

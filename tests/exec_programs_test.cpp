@@ -76,6 +76,48 @@ TEST(ExecProgram, OutputOverMaxOutputIsKilledAndResetWithFlatMemory) {
   ASSERT_TRUE(server.wait_stderr(" outcome=too_large")) << server.err();
 }
 
+// Whether /proc shows `pid` no longer running (gone, or a zombie for init to reap), waiting
+// test::kPatience at most; if it still runs it is killed here, so a failure leaves nothing behind.
+bool gone_in_time(pid_t pid) {
+  const auto running = [&] {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("State:", 0) == 0) return line.find('Z') == std::string::npos;
+    }
+    return false;
+  };
+  if (test::eventually([&] { return !running(); })) return true;
+  (void)::kill(pid, SIGKILL);
+  return false;
+}
+
+TEST(ExecProgram,
+     KillingTheServerWithSigkillKillsItsProgramsAndWhatTheyStartedInSessionsOfTheirOwn) {
+  const test::ScratchDir dir;
+  // The program says its pid, starts a grandchild in a session of its own (setsid) that says
+  // its pid, and sleeps a minute: the request stays in flight.
+  ServerProcess server(
+      {"--exec", "sh", "-c",
+       R"(echo $$ > "$0/program"; setsid sh -c 'echo $$ > "$0/pid.new" && mv "$0/pid.new" "$0/pid"; exec sleep 60' "$0" </dev/null >/dev/null 2>&1 & exec sleep 60)",
+       dir.path()});
+  std::thread client([&] {
+    try {
+      (void)request("127.0.0.1", server.port(), "x");
+    } catch (const std::exception&) {  // the server dies with the request unanswered
+    }
+  });
+  const bool started = test::eventually([&] { return !dir.read("pid").empty(); });
+  server.signal(SIGKILL);
+  const std::optional<int> status = server.wait();
+  client.join();
+  ASSERT_TRUE(started);
+  EXPECT_EQ(status, 128 + SIGKILL);
+  const pid_t program = std::stoi(dir.read("program"));
+  const pid_t grandchild = std::stoi(dir.read("pid"));
+  EXPECT_TRUE(gone_in_time(program)) << program;
+  EXPECT_TRUE(gone_in_time(grandchild)) << grandchild;
+}
+
 TEST(ExecProgram, UnusableCommandLinesAreUsageErrors) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"--exec", "sockecho-no-such-program"},

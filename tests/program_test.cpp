@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "support.hpp"
@@ -38,6 +39,29 @@ bool process_gone(pid_t pid) {
     if (line.rfind("State:", 0) == 0) return line.find('Z') != std::string::npos;
   }
   return true;
+}
+
+// A shell command that starts a grandchild in a session and process group of its own (setsid),
+// which would sleep a minute, writes its pid to `file` (whole, by a rename) and waits until it is
+// there. The grandchild holds none of the program's pipes, so only its killing is tested.
+std::string escaping_grandchild(const std::string& file) {
+  return "setsid sh -c 'echo $$ > " + file + ".new && mv " + file + ".new " + file +
+         "; exec sleep 60' </dev/null >/dev/null 2>&1 & while [ ! -s " + file +
+         " ]; do sleep 0.01; done; ";
+}
+
+// The pid `file` names once it is there, or 0.
+pid_t pid_in(const test::ScratchDir& dir, const std::string& name) {
+  const std::string text = dir.read(name);
+  return text.empty() ? 0 : static_cast<pid_t>(std::stoi(text));
+}
+
+// Whether the grandchild is gone, bounded by test::eventually; if not, it is killed here so a
+// failing test leaves nothing behind.
+bool grandchild_gone(pid_t pid) {
+  if (test::eventually([&] { return process_gone(pid); })) return true;
+  (void)::kill(pid, SIGKILL);
+  return false;
 }
 
 std::string binary_mebibyte() {
@@ -249,6 +273,52 @@ TEST(Program, DestroyingItUnrunKillsAndReapsIt) {
   }
   // Reaped by the destructor: no zombie left, the pid is gone at once.
   EXPECT_FALSE(std::ifstream("/proc/" + std::to_string(pid) + "/status").good());
+}
+
+TEST(Program, AGrandchildInASessionOfItsOwnDiesWhenTheProgramExits) {
+  const test::ScratchDir dir;
+  const ProgramResult result = run_sh(escaping_grandchild(dir.file("pid")) + "exit 0");
+  EXPECT_TRUE(result.ok()) << result.describe();
+  const pid_t grandchild = pid_in(dir, "pid");
+  ASSERT_GT(grandchild, 1);
+  EXPECT_TRUE(grandchild_gone(grandchild)) << grandchild;
+}
+
+TEST(Program, AGrandchildInASessionOfItsOwnDiesAtTheTimeout) {
+  const test::ScratchDir dir;
+  ProgramLimits limits;
+  limits.timeout = 300ms;
+  limits.grace = 300ms;
+  const ProgramResult result =
+      run_sh(escaping_grandchild(dir.file("pid")) + "exec sleep 60", {}, limits);
+  EXPECT_EQ(result.end, ProgramResult::End::timed_out);
+  EXPECT_LT(result.duration, 600ms + test::kPatience);
+  const pid_t grandchild = pid_in(dir, "pid");
+  ASSERT_GT(grandchild, 1);
+  EXPECT_TRUE(grandchild_gone(grandchild)) << grandchild;
+}
+
+TEST(Program, AGrandchildInASessionOfItsOwnDiesOnCancel) {
+  const test::ScratchDir dir;
+  Program program({"sh", "-c", escaping_grandchild(dir.file("pid")) + "exec sleep 60"}, {});
+  ProgramResult result;
+  std::thread runner([&] { result = program.run({}, {}); });
+  const bool started = test::eventually([&] { return pid_in(dir, "pid") > 0; });
+  program.cancel();
+  runner.join();
+  ASSERT_TRUE(started);
+  EXPECT_EQ(result.end, ProgramResult::End::signaled);
+  EXPECT_EQ(result.code, SIGKILL);
+  EXPECT_TRUE(grandchild_gone(pid_in(dir, "pid"))) << pid_in(dir, "pid");
+}
+
+TEST(Program, DestroyingItKillsAGrandchildInASessionOfItsOwn) {
+  const test::ScratchDir dir;
+  {
+    const Program program({"sh", "-c", escaping_grandchild(dir.file("pid")) + "exec sleep 60"}, {});
+    ASSERT_TRUE(test::eventually([&] { return pid_in(dir, "pid") > 0; }));
+  }
+  EXPECT_TRUE(grandchild_gone(pid_in(dir, "pid"))) << pid_in(dir, "pid");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// sockecho: a program run for a request. A Program owns one child process as Fd owns a
-// descriptor: started without a shell in a process group of its own, fed and drained at once,
-// limited in time and output, and always reaped; destroying it kills its whole group.
+// sockecho: a program run for a request. A Program owns one child process and everything it
+// starts, as Fd owns a descriptor: started without a shell under a supervisor of its own, fed
+// and drained at once, limited in time and output, and always reaped; when its run ends, and
+// when it is destroyed or this process dies, every descendant (setsid or not) is killed.
 #pragma once
 
 #include <sys/types.h>
@@ -24,11 +25,11 @@ inline constexpr std::chrono::milliseconds kDefaultKillGrace{2000};
 inline constexpr std::size_t kDefaultMaxLog = std::size_t{64} << 10;
 
 struct ProgramLimits {
-  // Longest run; on expiry the whole process group gets SIGTERM, and SIGKILL `grace` later if
-  // any of it is left. Zero: none.
+  // Longest run; on expiry the whole subtree gets SIGTERM, and SIGKILL `grace` later if any of
+  // it is left. Zero: none.
   std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds grace = kDefaultKillGrace;
-  // Most stdout bytes taken; one more kills the process group. Zero: no limit.
+  // Most stdout bytes taken; one more kills its subtree. Zero: no limit.
   std::size_t max_output = 0;
   // Most stderr bytes passed on to the caller's line callback; the rest is counted and dropped.
   std::size_t max_log = kDefaultMaxLog;
@@ -39,8 +40,8 @@ struct ProgramResult {
   enum class End {
     exited,     // it exited by itself: `code` is its exit status
     signaled,   // a signal it did not catch ended it: `code` is the signal
-    timed_out,  // the timeout ran out and its group was killed
-    too_large,  // its stdout went over max_output and its group was killed
+    timed_out,  // the timeout ran out and its subtree was killed
+    too_large,  // its stdout went over max_output and its subtree was killed
   };
   End end = End::exited;
   int code = 0;
@@ -63,8 +64,10 @@ struct ProgramResult {
 
 class Program {
  public:
-  // Starts argv[0] (looked up on PATH when it has no '/') with argv, in a process group of its
-  // own, with default signal dispositions and an empty signal mask, stdin, stdout and stderr
+  // Starts argv[0] (looked up on PATH when it has no '/') with argv, under a supervisor of ours
+  // (a forked child of this process, a child subreaper that kills the program's whole subtree
+  // when it exits, when told to, or when this process dies, even by SIGKILL), in a process group
+  // of its own, with default signal dispositions and an empty signal mask, stdin, stdout and stderr
   // connected to this object and no other descriptor open, and an environment of this process's
   // plus `extra_env` ("NAME=value", replacing a variable of the same name). No shell is involved.
   // `path`, when given, is the file to run (as find_program() returned it), which saves the
@@ -76,7 +79,7 @@ class Program {
   Program& operator=(Program&&) = delete;
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
-  // Kills the process group (SIGKILL) and reaps the program if run() has not already.
+  // Kills the program and all it started (SIGKILL) and reaps them if run() has not already.
   ~Program();
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
@@ -84,11 +87,12 @@ class Program {
   // Writes `input` to the program's stdin and closes it, while reading its stdout and stderr
   // (so a program that writes before it reads never deadlocks), passing each stderr line to
   // `on_log_line` (without its '\n'), until the program has exited; then kills what is left of
-  // its process group (nothing it started outlives it) and reaps it. Once only.
+  // its subtree (nothing it started outlives it, not even in a session of its own) and reaps
+  // it. Once only.
   ProgramResult run(std::string_view input, const ProgramLimits& limits,
                     const std::function<void(std::string_view line)>& on_log_line = {});
 
-  // From any thread, while the object lives: kills the whole process group (SIGKILL) now, unless
+  // From any thread, while the object lives: kills the whole subtree (SIGKILL) now, unless
   // the program is already reaped; run() then returns as soon as it sees the exit (ended by
   // signal SIGKILL), or at once if it starts later.
   void cancel() noexcept;
@@ -96,16 +100,19 @@ class Program {
  private:
   class Run;  // one run(): its state and its steps (program.cpp)
 
-  void signal_group(int signal) const noexcept;
+  // Asks the supervisor to signal the program's subtree: SIGTERM or SIGKILL.
+  void tell(int signal) const noexcept;
   void reap() noexcept;
 
-  pid_t pid_ = -1;
-  bool reaped_ = false;
+  pid_t pid_ = -1;         // the program
+  pid_t supervisor_ = -1;  // its parent, our child
+  bool reaped_ = false;    // the supervisor, and with it everything below
   std::unique_ptr<std::atomic<bool>> cancelled_ = std::make_unique<std::atomic<bool>>(false);
-  // Held while reaping and by cancel() while it kills: the group is never signalled once its id
-  // may have been reused.
+  // Held while reaping and by cancel() while it tells the supervisor to kill.
   std::unique_ptr<std::mutex> reaping_ = std::make_unique<std::mutex>();
-  Fd pidfd_;         // readable once the program has exited; empty where pidfd_open is missing
+  // A socket to the supervisor, whose other end only it holds: commands go down, the program's
+  // start and end come up, and its end of file says the subtree is gone.
+  Fd control_;
   Fd stdin_;         // written by run(), non-blocking
   Fd stdin_reader_;  // the program's end, held too so that writing never raises SIGPIPE
   Fd stdout_;
