@@ -15,6 +15,7 @@
 #include "sockecho/memory_budget.hpp"
 #include "sockecho/metrics.hpp"
 #include "sockecho/metrics_listener.hpp"
+#include "sockecho/program.hpp"
 #include "sockecho/signals.hpp"
 #include "sockecho/systemd.hpp"
 
@@ -29,7 +30,8 @@ constexpr std::chrono::milliseconds kLogDelay{50};
 // Descriptors the daemon needs besides one per worker: stdin, stdout, stderr, the listener, and
 // room for the C++ and sanitizer runtimes.
 constexpr rlim_t kOwnDescriptors = 16;
-// What one program run holds at most, while it starts: three pipes (both ends) and its pidfd.
+// What one program run holds at most, while it starts: three pipes and its supervisor's socket
+// (both ends of each).
 constexpr rlim_t kPerProgram = 8;
 
 // Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
@@ -237,6 +239,9 @@ Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move
     }
     const UnixOptions unix_file = unix_options(o);  // an unknown group is a usage error
     ensure_descriptors(o);
+    // The process that starts programs is forked now, while this one is small and has no
+    // other thread: every program's start forks from it (see supervisor.hpp).
+    if (!o.exec.empty() && !o.handler) prepare_programs();
     // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only
     // safe while no other thread runs: so before the logger's thread starts.
     std::optional<Listener> inherited;

@@ -2,13 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +19,7 @@
 
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
+#include "supervisor.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX declares it nowhere
 
@@ -32,6 +28,9 @@ namespace sockecho {
 namespace {
 
 constexpr std::size_t kChunk = std::size_t{64} << 10;
+// Longest wait for a program's start: a supervisor is ready at once unless processes cannot be
+// forked (RLIMIT_NPROC, memory), which is then an error, not a worker stuck for good.
+constexpr std::chrono::seconds kMostStartWait{10};
 // A stderr line longer than this is passed on in pieces of this size.
 constexpr std::size_t kLongestLogLine = 4096;
 
@@ -59,277 +58,11 @@ std::vector<std::string> environment_with(const std::vector<std::string>& extra)
   return env;
 }
 
-std::vector<char*> pointers_to(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  out.reserve(strings.size() + 1);
-  for (std::string& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
 // For a descriptor just made, whose status flags are known to be none: one call, not two.
 void set_nonblocking(int fd, const std::string& what) {
   if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
     throw os_error(errno, "fcntl O_NONBLOCK " + what);
   }
-}
-
-// What the supervisor says on its socket: the program started (its pid), could not start (the
-// errno of its exec), or ended (its wait status). One message per datagram (SOCK_SEQPACKET).
-struct Report {
-  enum Kind : int { started = 1, failed = 2, ended = 3 };
-  int kind = 0;
-  int value = 0;
-};
-// What the server says: signal the subtree with SIGTERM or SIGKILL.
-constexpr char kTerm = 'T';
-constexpr char kKill = 'K';
-
-// Everything the supervisor needs, made before the fork: after it, in a child of a process with
-// other threads, only async-signal-safe calls are made (no allocation, no lock, no stdio).
-struct SupervisorSetup {
-  int in = -1;  // the program's 0-2
-  int out = -1;
-  int err = -1;
-  int control = -1;                    // the supervisor's end of the socket
-  const char* const* files = nullptr;  // the files to try to exec, in order, null-terminated
-  char* const* argv = nullptr;
-  char* const* envp = nullptr;
-};
-
-// The supervisor's descriptors: the program's 0-2 as its own 0-2 and the socket as 3.
-constexpr int kControlFd = 3;
-
-// Decimal digits of `n` appended at `at`, which has room; returns the new end.
-char* append_number(char* at, long n) {
-  char digits[24];
-  int count = 0;
-  do {
-    digits[count++] = static_cast<char>('0' + n % 10);
-    n /= 10;
-  } while (n > 0);
-  while (count > 0) *at++ = digits[--count];
-  return at;
-}
-
-char* append_text(char* at, const char* text) {
-  while (*text != '\0') *at++ = *text++;
-  return at;
-}
-
-int open_retrying(const char* path, int flags) {
-  int fd = -1;
-  do {
-    fd = ::open(path, flags | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  return fd;
-}
-
-// The children of every thread of `pid`, from /proc/PID/task/TID/children, pushed on `stack`
-// (those past `capacity` are left for a later pass: once their parent is killed they are ours).
-void push_children(pid_t pid, pid_t* stack, std::size_t& size, std::size_t capacity) {
-  char path[64];
-  *append_number(append_text(path, "/proc/"), pid) = '\0';
-  char* const task_end = append_text(path + std::strlen(path), "/task/");
-  *task_end = '\0';
-  const int tasks = open_retrying(path, O_RDONLY | O_DIRECTORY);
-  if (tasks < 0) return;
-  alignas(8) char entries[1024];
-  for (;;) {
-    const long got = ::syscall(SYS_getdents64, tasks, entries, sizeof entries);
-    if (got <= 0) break;
-    for (long at = 0; at < got;) {
-      // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
-      unsigned short length = 0;
-      std::memcpy(&length, entries + at + 16, sizeof length);
-      const char* name = entries + at + 19;
-      at += length;
-      if (name[0] < '0' || name[0] > '9') continue;
-      *append_text(append_text(task_end, name), "/children") = '\0';
-      const int children = open_retrying(path, O_RDONLY);
-      if (children < 0) continue;
-      char text[512];
-      long child = 0;
-      for (;;) {
-        const ssize_t n = ::read(children, text, sizeof text);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        for (ssize_t i = 0; i < n; ++i) {
-          if (text[i] >= '0' && text[i] <= '9') {
-            child = child * 10 + (text[i] - '0');
-          } else if (child > 0) {
-            if (size < capacity) stack[size++] = static_cast<pid_t>(child);
-            child = 0;
-          }
-        }
-      }
-      if (child > 0 && size < capacity) stack[size++] = static_cast<pid_t>(child);
-      (void)::close(children);
-    }
-  }
-  (void)::close(tasks);
-}
-
-// Sends `signal` to every descendant of this process that /proc shows now, parents first.
-void signal_subtree(int signal) {
-  constexpr std::size_t kCapacity = 1024;
-  pid_t stack[kCapacity];
-  std::size_t size = 0;
-  push_children(::getpid(), stack, size, kCapacity);
-  while (size > 0) {
-    const pid_t pid = stack[--size];
-    (void)::kill(pid, signal);
-    push_children(pid, stack, size, kCapacity);
-  }
-}
-
-// Kills every descendant and reaps them until none is left: being a subreaper, whatever they
-// started comes back to us when its parent dies, so no child left means no descendant left.
-// The program's status is kept when it is among them.
-void kill_and_reap_all(pid_t program, int& status, bool& ended) {
-  for (;;) {
-    signal_subtree(SIGKILL);
-    int got_status = 0;
-    const pid_t got = ::waitpid(-1, &got_status, __WALL);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return;  // ECHILD: nothing left
-    }
-    if (got == program && !ended) {
-      status = got_status;
-      ended = true;
-    }
-  }
-}
-
-void report(int kind, int value) {
-  const Report message{kind, value};
-  ssize_t sent = -1;
-  do {
-    sent = ::send(kControlFd, &message, sizeof message, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-}
-
-// In the vfork child: the program's own process group, default signals, nothing blocked, and
-// its exec; on failure the errno goes to the supervisor through the memory they share.
-[[noreturn]] void start_program(const SupervisorSetup& setup, volatile int* exec_error) {
-  (void)::setpgid(0, 0);
-  struct sigaction default_action {};
-  default_action.sa_handler = SIG_DFL;
-  for (int signal = 1; signal < NSIG; ++signal) {
-    if (signal != SIGKILL && signal != SIGSTOP) (void)::sigaction(signal, &default_action, nullptr);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
-  int error = ENOENT;
-  bool denied = false;
-  for (const char* const* file = setup.files; *file != nullptr; ++file) {
-    ::execve(*file, setup.argv, setup.envp);
-    error = errno;
-    if (error == EACCES) denied = true;
-    // Like a search of PATH: a directory that lacks it or cannot be searched is skipped.
-    if (error != ENOENT && error != ENOTDIR && error != EACCES && error != ESTALE) break;
-  }
-  *exec_error = error == ENOENT && denied ? EACCES : error;
-  ::_exit(127);
-}
-
-// The descriptors the supervisor keeps, as 0-3; every other one closed.
-bool arrange_descriptors(const SupervisorSetup& setup) {
-  int fds[4] = {setup.in, setup.out, setup.err, setup.control};
-  for (int& fd : fds) {
-    fd = ::fcntl(fd, F_DUPFD, kControlFd + 1);  // above 0-3, so the moves below collide with none
-    if (fd < 0) return false;
-  }
-  for (int target = 0; target < 4; ++target) {
-    if (::dup2(fds[target], target) < 0) return false;
-  }
-  if (::close_range(kControlFd + 1, ~0U, 0) != 0) {
-    struct rlimit limit {};
-    const rlim_t most =
-        ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? limit.rlim_cur : 65536;
-    for (rlim_t fd = kControlFd + 1; fd < most; ++fd) (void)::close(static_cast<int>(fd));
-  }
-  // The program gets 0-2 only.
-  return ::fcntl(kControlFd, F_SETFD, FD_CLOEXEC) == 0;
-}
-
-// The supervisor: a child subreaper that starts the program, passes on what it is told, and
-// kills the whole subtree when the program exits, when told to, or when the server's end of
-// the socket closes (the server exited or was killed, even by SIGKILL).
-[[noreturn]] void supervise(const SupervisorSetup& setup) {
-  sigset_t all;
-  sigfillset(&all);
-  (void)::sigprocmask(SIG_SETMASK, &all, nullptr);  // the server's handlers never run here
-  // Children's ends are seen even if the application ignores SIGCHLD.
-  struct sigaction default_action {};
-  default_action.sa_handler = SIG_DFL;
-  (void)::sigaction(SIGCHLD, &default_action, nullptr);
-  if (!arrange_descriptors(setup)) ::_exit(127);  // the server sees the socket close
-  (void)::setpgid(0, 0);                          // no terminal's signal to the server's group
-  sigset_t child;
-  sigemptyset(&child);
-  sigaddset(&child, SIGCHLD);
-  const int exits = ::signalfd(-1, &child, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (exits < 0 || ::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-    report(Report::failed, errno);
-    ::_exit(127);
-  }
-  volatile int exec_error = 0;
-  const pid_t program = ::vfork();
-  if (program == 0) start_program(setup, &exec_error);
-  if (program < 0 || exec_error != 0) {
-    const int error = program < 0 ? errno : exec_error;
-    int status = 0;
-    bool ended = false;
-    kill_and_reap_all(program, status, ended);
-    report(Report::failed, error);
-    ::_exit(127);
-  }
-  report(Report::started, program);
-  // The program's ends of its pipes are the program's alone now.
-  (void)::close(STDIN_FILENO);
-  (void)::close(STDOUT_FILENO);
-  (void)::close(STDERR_FILENO);
-
-  int status = 0;
-  bool ended = false;
-  while (!ended) {
-    pollfd fds[2] = {{kControlFd, POLLIN, 0}, {exits, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (fds[1].revents != 0) {
-      signalfd_siginfo info{};
-      while (::read(exits, &info, sizeof info) > 0) {
-      }
-      for (;;) {
-        int got_status = 0;
-        const pid_t got = ::waitpid(-1, &got_status, WNOHANG | __WALL);
-        if (got <= 0) break;
-        if (got == program) {
-          status = got_status;
-          ended = true;
-        }
-      }
-    }
-    if (ended || fds[0].revents == 0) continue;
-    char command = 0;
-    const ssize_t n = ::recv(kControlFd, &command, 1, MSG_DONTWAIT);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) break;  // the server is gone, or is done with this run
-    signal_subtree(command == kTerm ? SIGTERM : SIGKILL);
-  }
-  kill_and_reap_all(program, status, ended);
-  // Commands left unread would make the server's next read a reset; one sent after this is
-  // told apart there.
-  char unread = 0;
-  while (::recv(kControlFd, &unread, 1, MSG_DONTWAIT) > 0) {
-  }
-  if (ended) report(Report::ended, status);
-  ::_exit(0);
 }
 
 // The files to try to exec for `name`: itself when it has a '/', else each directory of PATH,
@@ -486,50 +219,49 @@ Program::Program(const std::vector<std::string>& argv, const std::vector<std::st
   set_nonblocking(stdout_.get(), name + " stdout");
   set_nonblocking(stderr_.get(), name + " stderr");
 
-  std::array<int, 2> control{};
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control.data()) != 0) {
-    throw os_error(errno, "socketpair for " + name);
-  }
-  control_ = Fd(control[0]);
-  Fd supervisor_end(control[1]);
-
-  std::vector<std::string> args = argv;
-  std::vector<std::string> env = environment_with(extra_env);
+  const std::vector<std::string> env = environment_with(extra_env);
   // A path found beforehand skips the search of PATH on every start.
-  std::vector<std::string> files = path.empty() ? exec_candidates(name) : std::vector{path};
-  const std::vector<char*> arg_ptrs = pointers_to(args);
-  const std::vector<char*> env_ptrs = pointers_to(env);
-  const std::vector<char*> file_ptrs = pointers_to(files);
-  const SupervisorSetup setup{stdin_reader_.get(),  child_out.get(),  child_err.get(),
-                              supervisor_end.get(), file_ptrs.data(), arg_ptrs.data(),
-                              env_ptrs.data()};
-  const pid_t supervisor = ::fork();
-  if (supervisor < 0) throw os_error(errno, "fork for " + name);
-  if (supervisor == 0) supervise(setup);
-  supervisor_ = supervisor;
-  supervisor_end.reset();
-  child_out.reset();
-  child_err.reset();
-
-  // The supervisor says whether the program started once its exec has succeeded or failed.
-  Report said{};
-  const ssize_t got =
-      retry_eintr([&] { return ::recv(control_.get(), &said, sizeof said, MSG_WAITALL); });
-  if (got == static_cast<ssize_t>(sizeof said) && said.kind == Report::started) {
-    pid_ = said.value;
-    return;
-  }
-  const int error = got < 0                                                       ? errno
-                    : got == static_cast<ssize_t>(sizeof said) && said.value != 0 ? said.value
-                                                                                  : ECHILD;
-  control_.reset();  // if it is still there, the supervisor ends at once
-  reap();
-  throw os_error(error, "spawn " + name);
+  const std::vector<std::string> files = path.empty() ? exec_candidates(name) : std::vector{path};
+  // One request to the spawner; false when it was lost unstarted (its socket ended without a
+  // word: the spawner and its idle supervisors died as it went, killed by hand).
+  const auto start = [&] {
+    std::array<int, 2> control{};
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control.data()) != 0) {
+      throw os_error(errno, "socketpair for " + name);
+    }
+    control_ = Fd(control[0]);
+    Fd supervisor_end(control[1]);
+    detail::spawn_supervised(detail::SpawnRequest{stdin_reader_.get(), child_out.get(),
+                                                  child_err.get(), supervisor_end.get(), files,
+                                                  argv, env});
+    supervisor_end.reset();
+    // The supervisor says whether the program started once its exec has succeeded or failed.
+    // One is ready at once unless the spawner cannot fork: that is not waited for forever.
+    pollfd said_fd{control_.get(), POLLIN, 0};
+    if (poll_until(&said_fd, 1, Clock::now() + kMostStartWait) == 0) {
+      control_.reset();  // a supervisor that takes the request later finds no one and ends
+      throw os_error(EAGAIN, "spawn " + name + ": no process to start it within " +
+                                 std::to_string(kMostStartWait.count()) + " s");
+    }
+    detail::Report said{};
+    const ssize_t got =
+        retry_eintr([&] { return ::recv(control_.get(), &said, sizeof said, MSG_WAITALL); });
+    if (got == static_cast<ssize_t>(sizeof said) && said.kind == detail::Report::started) {
+      pid_ = said.value;
+      reaped_ = false;
+      return true;
+    }
+    const int error = got < 0 ? errno : got == static_cast<ssize_t>(sizeof said) ? said.value : 0;
+    reaped_ = false;
+    reap();  // the supervisor, if it is still there, ends at the end of its socket
+    if (error == 0) return false;
+    throw os_error(error, "spawn " + name);
+  };
+  if (!start() && !start()) throw os_error(ECHILD, "spawn " + name + ": the spawner is gone");
 }
 
 Program::Program(Program&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
-      supervisor_(std::exchange(other.supervisor_, -1)),
       reaped_(std::exchange(other.reaped_, true)),
       cancelled_(std::move(other.cancelled_)),
       reaping_(std::move(other.reaping_)),
@@ -540,14 +272,7 @@ Program::Program(Program&& other) noexcept
       stderr_(std::move(other.stderr_)) {}
 
 Program::~Program() {
-  if (supervisor_ > 0 && !reaped_) {
-    {
-      // The end of file on its socket makes the supervisor kill the subtree, reap it and exit.
-      const std::lock_guard<std::mutex> lock(*reaping_);
-      control_.reset();
-    }
-    reap();
-  }
+  if (!reaped_) reap();  // its end of file makes the supervisor kill the subtree and end
 }
 
 void Program::cancel() noexcept {
@@ -560,16 +285,23 @@ void Program::cancel() noexcept {
 
 void Program::tell(int signal) const noexcept {
   if (!control_) return;
-  const char command = signal == SIGTERM ? kTerm : kKill;
+  const char command = signal == SIGTERM ? detail::kTerm : detail::kKill;
   // Not sent when the supervisor is gone or (never in practice) its socket is full.
   (void)retry_eintr(
       [&] { return ::send(control_.get(), &command, 1, MSG_NOSIGNAL | MSG_DONTWAIT); });
 }
 
 void Program::reap() noexcept {
-  int status = 0;
   const std::lock_guard<std::mutex> lock(*reaping_);
-  (void)retry_eintr([&] { return ::waitpid(supervisor_, &status, 0); });
+  if (control_) {
+    // Our end of file tells the supervisor to kill whatever is left and end; its own end of file
+    // says it has, once the whole subtree is reaped. What it still reports is of no use now.
+    (void)::shutdown(control_.get(), SHUT_WR);
+    detail::Report unread{};
+    while (retry_eintr([&] { return ::recv(control_.get(), &unread, sizeof unread, 0); }) > 0) {
+    }
+    control_.reset();
+  }
   reaped_ = true;
 }
 
@@ -678,7 +410,7 @@ void Program::Run::drain_errors() {
 // The supervisor's report that the program ended, sent once the program's whole subtree is
 // killed and reaped, or the end of its socket (it is gone without a word).
 void Program::Run::see_exit() {
-  Report said{};
+  detail::Report said{};
   ssize_t got = -1;
   for (int attempt = 0; attempt < 2; ++attempt) {
     got = retry_eintr(
@@ -687,9 +419,13 @@ void Program::Run::see_exit() {
     if (got >= 0 || errno != ECONNRESET) break;
   }
   if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-  if (got == static_cast<ssize_t>(sizeof said) && said.kind == Report::ended) {
+  if (got == static_cast<ssize_t>(sizeof said) && said.kind == detail::Report::ended) {
     status_ = said.value;
     reported_ = true;
+    // Sent once the subtree is killed and reaped: the supervisor's own end is not waited for.
+    const std::lock_guard<std::mutex> lock(*program_.reaping_);
+    program_.control_.reset();
+    program_.reaped_ = true;
   }
   exited_ = true;
   // Nothing it started is left to hold the pipes open; the grace only bounds the draining.
@@ -726,11 +462,7 @@ ProgramResult Program::Run::finish() {
   program_.stdin_.reset();
   program_.stdin_reader_.reset();
 
-  {
-    const std::lock_guard<std::mutex> lock(*program_.reaping_);
-    program_.control_.reset();
-  }
-  program_.reap();  // the supervisor, which exits once the subtree is gone
+  program_.reap();  // the supervisor, which ends once the subtree is gone
   result_.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start_);
   result_.log_dropped = log_.dropped();
   if (killed_ && !program_.cancelled_->load()) return std::move(result_);
@@ -746,6 +478,8 @@ ProgramResult Program::Run::finish() {
   }
   return std::move(result_);
 }
+
+void prepare_programs() { detail::start_spawner(); }
 
 ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
                            const std::function<void(std::string_view line)>& on_log_line) {

@@ -79,14 +79,7 @@ TEST(ExecProgram, OutputOverMaxOutputIsKilledAndResetWithFlatMemory) {
 // Whether /proc shows `pid` no longer running (gone, or a zombie for init to reap), waiting
 // test::kPatience at most; if it still runs it is killed here, so a failure leaves nothing behind.
 bool gone_in_time(pid_t pid) {
-  const auto running = [&] {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("State:", 0) == 0) return line.find('Z') == std::string::npos;
-    }
-    return false;
-  };
-  if (test::eventually([&] { return !running(); })) return true;
+  if (test::eventually([&] { return !test::running(pid); })) return true;
   (void)::kill(pid, SIGKILL);
   return false;
 }
@@ -107,6 +100,13 @@ TEST(ExecProgram,
     }
   });
   const bool started = test::eventually([&] { return !dir.read("pid").empty(); });
+  // The server's helpers: its spawner and the spawner's supervisors, the running one included.
+  std::vector<pid_t> helpers = test::children_of(server.pid());
+  for (const pid_t spawner : std::vector<pid_t>(helpers)) {
+    EXPECT_EQ(test::process_name(spawner), "sockecho-spawn");
+    for (const pid_t supervisor : test::children_of(spawner)) helpers.push_back(supervisor);
+  }
+  EXPECT_GE(helpers.size(), 2U);
   server.signal(SIGKILL);
   const std::optional<int> status = server.wait();
   client.join();
@@ -116,6 +116,7 @@ TEST(ExecProgram,
   const pid_t grandchild = std::stoi(dir.read("pid"));
   EXPECT_TRUE(gone_in_time(program)) << program;
   EXPECT_TRUE(gone_in_time(grandchild)) << grandchild;
+  for (const pid_t helper : helpers) EXPECT_TRUE(gone_in_time(helper)) << helper;
 }
 
 TEST(ExecProgram, UnusableCommandLinesAreUsageErrors) {

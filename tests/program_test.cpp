@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "sockecho/fd.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -31,14 +32,14 @@ ProgramResult run_sh(const std::string& script, std::string_view input = {},
   return program.run(input, limits);
 }
 
-bool process_gone(pid_t pid) {
-  // Gone, or a zombie waiting for whoever reaps orphans: either way it no longer runs.
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  if (!status) return true;
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("State:", 0) == 0) return line.find('Z') != std::string::npos;
+bool process_gone(pid_t pid) { return !test::running(pid); }
+
+// The spawner this process started its programs through (a child named sockecho-spawn), or 0.
+pid_t spawner() {
+  for (const pid_t child : test::children_of(::getpid())) {
+    if (test::process_name(child) == "sockecho-spawn") return child;
   }
-  return true;
+  return 0;
 }
 
 // A shell command that starts a grandchild in a session and process group of its own (setsid),
@@ -319,6 +320,58 @@ TEST(Program, DestroyingItKillsAGrandchildInASessionOfItsOwn) {
     ASSERT_TRUE(test::eventually([&] { return pid_in(dir, "pid") > 0; }));
   }
   EXPECT_TRUE(grandchild_gone(pid_in(dir, "pid"))) << pid_in(dir, "pid");
+}
+
+TEST(Program, AProgramThatKillsItsSupervisorIsKilledWithAllItStarted) {
+  const test::ScratchDir dir;
+  // The program's parent is its supervisor: killing it hands the program, and the grandchild
+  // in its own session, to the spawner, which kills them both.
+  const ProgramResult result = run_sh(escaping_grandchild(dir.file("pid")) + "echo $$ > " +
+                                      dir.file("program") + "; kill -9 $PPID; exec sleep 60");
+  EXPECT_EQ(result.end, ProgramResult::End::exited);
+  EXPECT_EQ(result.code, -1) << "no status without the supervisor";
+  EXPECT_LT(result.duration, test::kPatience);
+  const pid_t program = pid_in(dir, "program");
+  const pid_t grandchild = pid_in(dir, "pid");
+  ASSERT_GT(program, 1);
+  ASSERT_GT(grandchild, 1);
+  EXPECT_TRUE(grandchild_gone(program)) << program;
+  EXPECT_TRUE(grandchild_gone(grandchild)) << grandchild;
+  EXPECT_EQ(run_sh("echo still").output, "still\n");
+}
+
+TEST(Program, ASpawnerKilledByHandIsReplacedAtTheNextStart) {
+  EXPECT_EQ(run_sh("echo one").output, "one\n");
+  const pid_t first = spawner();
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(test::eventually([&] { return !test::running(first); }));
+  EXPECT_EQ(run_sh("echo two").output, "two\n");
+  const pid_t second = spawner();
+  EXPECT_GT(second, 0);
+  EXPECT_NE(second, first);
+}
+
+TEST(Program, TheSpawnerAndItsSupervisorsHoldNoneOfThisProcesssDescriptors) {
+  // A descriptor of this process's, not close-on-exec, open when the spawner starts.
+  const Fd open_here(::open("/dev/null", O_RDONLY));
+  ASSERT_TRUE(open_here);
+  EXPECT_EQ(run_sh("echo one").output, "one\n");
+  const pid_t spawning = spawner();
+  ASSERT_GT(spawning, 0);
+  // Its pool socket, the two ends of its supervisors' pipe and its signalfd.
+  EXPECT_TRUE(test::eventually([&] { return test::open_fds(spawning) == 4; }))
+      << test::open_fds(spawning);
+  const std::vector<pid_t> supervisors = test::children_of(spawning);
+  ASSERT_FALSE(supervisors.empty());
+  for (const pid_t supervisor : supervisors) {
+    // Once ready (a supervisor just forked is still arranging them): the pool, its end of the
+    // pipe and its signalfd.
+    EXPECT_TRUE(test::eventually([&] {
+      return test::process_name(supervisor) == "sockecho-run" && test::open_fds(supervisor) == 3;
+    })) << supervisor
+        << " " << test::process_name(supervisor) << " " << test::open_fds(supervisor);
+  }
 }
 
 }  // namespace

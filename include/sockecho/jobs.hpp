@@ -113,7 +113,7 @@ class JobQueue final : public Collector {
   // Refuses new jobs, runs every one accepted so far to its end, then returns.
   void drain();
 
-  // Kills the process group of every running job and drops the waiting ones: how many of each.
+  // Kills every running job and all it started, and drops the waiting ones: how many of each.
   // Safe from any thread (a second stop signal's callback).
   std::pair<std::size_t, std::size_t> abandon() noexcept;
 

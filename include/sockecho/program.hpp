@@ -38,7 +38,8 @@ struct ProgramLimits {
 // How a program's run ended.
 struct ProgramResult {
   enum class End {
-    exited,     // it exited by itself: `code` is its exit status
+    exited,     // it exited by itself: `code` is its exit status (-1: unknown, its supervisor
+                // was killed by someone else, and the program with it)
     signaled,   // a signal it did not catch ended it: `code` is the signal
     timed_out,  // the timeout ran out and its subtree was killed
     too_large,  // its stdout went over max_output and its subtree was killed
@@ -65,8 +66,9 @@ struct ProgramResult {
 class Program {
  public:
   // Starts argv[0] (looked up on PATH when it has no '/') with argv, under a supervisor of ours
-  // (a forked child of this process, a child subreaper that kills the program's whole subtree
-  // when it exits, when told to, or when this process dies, even by SIGKILL), in a process group
+  // (a child subreaper that kills the program's whole subtree when it exits, when told to, or
+  // when this process dies, even by SIGKILL; supervisors come from one spawner process per
+  // process, forked at the first start unless prepare_programs() was called), in a process group
   // of its own, with default signal dispositions and an empty signal mask, stdin, stdout and stderr
   // connected to this object and no other descriptor open, and an environment of this process's
   // plus `extra_env` ("NAME=value", replacing a variable of the same name). No shell is involved.
@@ -104,9 +106,8 @@ class Program {
   void tell(int signal) const noexcept;
   void reap() noexcept;
 
-  pid_t pid_ = -1;         // the program
-  pid_t supervisor_ = -1;  // its parent, our child
-  bool reaped_ = false;    // the supervisor, and with it everything below
+  pid_t pid_ = -1;      // the program
+  bool reaped_ = true;  // its supervisor gone, and with it everything below (or never started)
   std::unique_ptr<std::atomic<bool>> cancelled_ = std::make_unique<std::atomic<bool>>(false);
   // Held while reaping and by cancel() while it tells the supervisor to kill.
   std::unique_ptr<std::mutex> reaping_ = std::make_unique<std::mutex>();
@@ -118,5 +119,10 @@ class Program {
   Fd stdout_;
   Fd stderr_;
 };
+
+// Starts, if it is not running yet, the one process that starts every Program's process for
+// this one. Called before other threads start and buffers grow, it copies least (a Daemon that
+// runs programs calls it first); otherwise the first Program starts it.
+void prepare_programs();
 
 }  // namespace sockecho

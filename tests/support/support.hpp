@@ -270,6 +270,14 @@ class Gate {
 // descriptors are left out, since sanitizer runtimes briefly open files of their own (such as
 // /proc/self/maps as each thread starts).
 int socket_count(pid_t pid);
+// Descriptors a process has open, from /proc/PID/fd.
+int open_fds(pid_t pid);
+// Whether `pid` still runs: neither gone nor a zombie left for whoever reaps it.
+bool running(pid_t pid);
+// The children of `pid` (those of all its threads), from /proc; empty once it is gone.
+std::vector<pid_t> children_of(pid_t pid);
+// The name /proc gives `pid` (its comm, such as "sockecho-spawn"), or "" once it is gone.
+std::string process_name(pid_t pid);
 // A memory field of /proc/PID/status ("VmRSS", "VmHWM", ...), in KiB; -1 if absent.
 long status_kib(pid_t pid, std::string_view field);
 // Resident memory of a process, in KiB (VmRSS), and its peak (VmHWM).
