@@ -189,5 +189,50 @@ TEST(HostileInput, ExecUnderALowSoftDescriptorLimitServesEveryConcurrentRequest)
   EXPECT_EQ(server.err().find("Too many open files"), std::string::npos) << server.err();
 }
 
+// A program that leaves a grandchild behind in a session of its own (setsid), which says its pid
+// in `dir` and would sleep a minute; then the program does `then`.
+std::vector<std::string> leaving_a_grandchild(const test::ScratchDir& dir,
+                                              const std::string& then) {
+  return {
+      "--exec", "sh", "-c",
+      R"(setsid sh -c 'echo $$ > "$0/pid.new" && mv "$0/pid.new" "$0/pid"; exec sleep 60' "$0" </dev/null >/dev/null 2>&1 & while [ ! -s "$0/pid" ]; do sleep 0.01; done; )" +
+          then,
+      dir.path()};
+}
+
+// Whether the grandchild `dir` names is gone in time; killed here if not, so a failure leaves
+// nothing behind.
+bool grandchild_gone(const test::ScratchDir& dir) {
+  const std::string text = dir.read("pid");
+  if (text.empty()) return false;
+  const pid_t pid = std::stoi(text);
+  if (test::eventually([&] { return !test::running(pid); })) return true;
+  (void)::kill(pid, SIGKILL);
+  return false;
+}
+
+TEST(HostileInput, AJobsGrandchildInASessionOfItsOwnDiesWithTheJob) {
+  const test::ScratchDir dir;
+  std::vector<std::string> args = {"--background"};
+  for (std::string& a : leaving_a_grandchild(dir, "exit 0")) args.push_back(std::move(a));
+  ServerProcess server(args);
+  const std::string accepted = request("127.0.0.1", server.port(), "x");
+  ASSERT_EQ(accepted.rfind("accepted ", 0), 0U) << accepted;
+  const std::string id = accepted.substr(9, accepted.size() - 10);
+  ASSERT_TRUE(server.wait_stderr("job id=" + id + " ms=")) << server.err();
+  EXPECT_NE(server.err().find("job id=" + id + " ms="), std::string::npos);
+  EXPECT_TRUE(grandchild_gone(dir)) << "outlived its job's exit 0";
+}
+
+TEST(HostileInput, AnExecGrandchildInASessionOfItsOwnDiesAtTheTimeout) {
+  const test::ScratchDir dir;
+  std::vector<std::string> args = {"--exec-timeout", "0.3"};
+  for (std::string& a : leaving_a_grandchild(dir, "exec sleep 60")) args.push_back(std::move(a));
+  ServerProcess server(args);
+  EXPECT_THROW((void)request("127.0.0.1", server.port(), "x"), std::system_error) << "reset";
+  ASSERT_TRUE(server.wait_stderr(" outcome=timeout")) << server.err();
+  EXPECT_TRUE(grandchild_gone(dir)) << "outlived the timeout";
+}
+
 }  // namespace
 }  // namespace sockecho
