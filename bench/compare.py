@@ -151,8 +151,8 @@ def server_specs(build, php, sockets):
                    "sockecho"),
         ServerSpec("floor-udp", "floor (C, UDP: recvfrom/sendmsg)",
                    [floor_udp, "serve", "127.0.0.1", "0"], False, "floor-udp", "udp"),
-        ServerSpec("sockecho-udp", "sockecho-server --udp", [sockecho, "--udp", "--port", "0"],
-                   False, "floor-udp", "udp"),
+        ServerSpec("sockecho-udp", "sockecho-server --udp", [sockecho, "--udp", "--port", "0"]
+                   + unthrottled(sockecho), False, "floor-udp", "udp"),
     ]
     return specs
 
@@ -205,6 +205,18 @@ def big_reply(port, prefix_len, tries):
     return None
 
 
+def unthrottled(server):
+    """The flags that switch a sockecho-server's per-source UDP budget off, so that the load of
+    one socket on loopback compares like for like with servers that have none: --udp-rate 0,
+    and --udp-rate-bytes 0 where the binary has it (an older one given with --against may not,
+    and had no budget on loopback anyway)."""
+    flags = ["--udp-rate", "0"]
+    shown = subprocess.run([server, "--help"], capture_output=True, text=True, timeout=30).stdout
+    if "--udp-rate-bytes" in shown:
+        flags += ["--udp-rate-bytes", "0"]
+    return flags
+
+
 def whole_datagrams(build):
     """[title, payload bytes back] for a 65,507-byte datagram sent to each UDP echo."""
     sockecho = os.path.join(build, "tools", "sockecho-server")
@@ -212,7 +224,7 @@ def whole_datagrams(build):
     out = []
     for key, title, argv, prefix_len in (
             ("whole-sockecho", "sockecho-server --udp --prefix ''",
-             [sockecho, "--udp", "--port", "0", "--prefix", ""], 0),
+             [sockecho, "--udp", "--port", "0", "--prefix", ""] + unthrottled(sockecho), 0),
             ("whole-python", "Python socketserver.UDPServer",
              [sys.executable, py, "127.0.0.1", "0"], len("数据是 ".encode()))):
         server = Server(ServerSpec(key, title, argv, False, "", "udp"),
@@ -307,7 +319,8 @@ def main():
                                     " ".join([other] + (flags or ["(default)"])),
                                     [other, "--port", "0"] + flags, workers != "1", floor))
         specs.append(ServerSpec("against-udp", f"{other} --udp",
-                                [other, "--udp", "--port", "0"], False, "floor-udp", "udp"))
+                                [other, "--udp", "--port", "0"] + unthrottled(other), False,
+                                "floor-udp", "udp"))
     if args.only:
         wanted = set(args.only.split(","))
         specs = [s for s in specs

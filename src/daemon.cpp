@@ -187,7 +187,8 @@ void Daemon::Parts::build_datagram() {
   DatagramOptions datagram;
   datagram.max_growth = options.prefix.size();
   datagram.max_bytes = options.limits.max_bytes;
-  datagram.rate_per_source = options.udp_rate;
+  datagram.rate_per_source = options.udp_rate.value_or(kDefaultDatagramRate);
+  datagram.bytes_per_source = options.udp_rate_bytes.value_or(kDefaultDatagramBytes);
   datagram.log = log;
   Handler handler = options.handler ? options.handler : prefix_handler(options.prefix);
   auto udp = std::make_unique<DatagramServer>(DatagramSocket::bind(options.host, options.port),

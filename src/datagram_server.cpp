@@ -1,5 +1,6 @@
 #include "sockecho/datagram_server.hpp"
 
+#include <ifaddrs.h>
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -16,18 +17,44 @@ namespace {
 // How often a full rate table may be swept for sources whose buckets have refilled: a flood of
 // new (spoofed) sources must not cost a sweep per datagram.
 constexpr std::chrono::milliseconds kSweepInterval{100};
+// How often the host's addresses may be looked up again, for datagrams from the server's port.
+constexpr std::chrono::seconds kOwnLookUpInterval{1};
+// Source ports below this are the well-known services (echo 7, chargen 19, daytime 13, ...): a
+// datagram from one is never a client's, and answering a spoofed one starts a loop.
+constexpr std::uint16_t kFirstClientPort = 1024;
 
 }  // namespace
 
-SourceRateLimit::SourceRateLimit(unsigned rate, std::size_t max_sources)
-    : rate_(rate), max_sources_(std::max<std::size_t>(max_sources, 1)) {}
+SourceRateLimit::SourceRateLimit(unsigned rate, std::uint64_t bytes_rate, std::size_t max_sources)
+    : rate_(rate),
+      bytes_rate_(static_cast<double>(bytes_rate)),
+      max_sources_(std::max<std::size_t>(max_sources, 1)) {}
 
-bool SourceRateLimit::take(Bucket& bucket, Clock::time_point now) const noexcept {
-  const std::chrono::duration<double> elapsed = now - bucket.updated;
-  bucket.tokens = std::min(rate_, bucket.tokens + std::max(elapsed.count(), 0.0) * rate_);
+SourceRateLimit::Bucket SourceRateLimit::full(Clock::time_point now) const noexcept {
+  return Bucket{rate_, bytes_rate_, now};
+}
+
+void SourceRateLimit::refill(Bucket& bucket, Clock::time_point now) const noexcept {
+  const double elapsed = std::max(std::chrono::duration<double>(now - bucket.updated).count(), 0.0);
+  bucket.tokens = std::min(rate_, bucket.tokens + elapsed * rate_);
+  bucket.bytes = std::min(bytes_rate_, bucket.bytes + elapsed * bytes_rate_);
   bucket.updated = now;
+}
+
+bool SourceRateLimit::take(Bucket& bucket, Clock::time_point now) noexcept {
+  refill(bucket, now);
+  last_ = &bucket;
+  if (rate_ <= 0) return true;
   if (bucket.tokens < 1) return false;
   bucket.tokens -= 1;
+  return true;
+}
+
+bool SourceRateLimit::admit_reply(std::size_t bytes) noexcept {
+  if (bytes_rate_ <= 0 || last_ == nullptr) return true;
+  const auto cost = static_cast<double>(bytes);
+  if (last_->bytes < cost) return false;
+  last_->bytes -= cost;
   return true;
 }
 
@@ -35,8 +62,9 @@ void SourceRateLimit::forget_full(Clock::time_point now) {
   if (now < next_sweep_) return;
   next_sweep_ = now + kSweepInterval;
   for (auto it = buckets_.begin(); it != buckets_.end();) {
-    const std::chrono::duration<double> elapsed = now - it->second.updated;
-    if (it->second.tokens + elapsed.count() * rate_ >= rate_) {
+    Bucket later = it->second;
+    refill(later, now);
+    if (later.tokens >= rate_ && later.bytes >= bytes_rate_) {
       it = buckets_.erase(it);
     } else {
       ++it;
@@ -45,17 +73,53 @@ void SourceRateLimit::forget_full(Clock::time_point now) {
 }
 
 bool SourceRateLimit::admit(const Address& source, Clock::time_point now) {
-  if (rate_ <= 0) return true;
+  last_ = nullptr;
+  if (rate_ <= 0 && bytes_rate_ <= 0) return true;
   std::string key = source.source_key();
   const auto found = buckets_.find(key);
   if (found != buckets_.end()) return take(found->second, now);
   if (buckets_.size() >= max_sources_) forget_full(now);
   if (buckets_.size() >= max_sources_) {
-    if (!overflow_) overflow_ = Bucket{rate_, now};
+    if (!overflow_) overflow_ = full(now);
     return take(*overflow_, now);
   }
-  Bucket& bucket = buckets_.emplace(std::move(key), Bucket{rate_, now}).first->second;
+  Bucket& bucket = buckets_.emplace(std::move(key), full(now)).first->second;
   return take(bucket, now);
+}
+
+OwnAddresses::OwnAddresses(Address bound)
+    : bound_(std::move(bound)), bound_key_(bound_.source_key()) {
+  // 0.0.0.0 or ::, whose keys are their bytes: all zero.
+  wildcard_ = bound_key_ == std::string(4, '\0') || bound_key_ == std::string(16, '\0');
+}
+
+void OwnAddresses::look_up(Clock::time_point now) {
+  next_look_up_ = now + kOwnLookUpInterval;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return;  // the last list stands
+  keys_.clear();
+  for (const ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+    const sockaddr* address = entry->ifa_addr;
+    if (address == nullptr || (address->sa_family != AF_INET && address->sa_family != AF_INET6)) {
+      continue;
+    }
+    const socklen_t size =
+        address->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    try {
+      keys_.push_back(Address(address, size).source_key());
+    } catch (...) {  // NOLINT(bugprone-empty-catch): an address it cannot read is not ours to match
+    }
+  }
+  ::freeifaddrs(list);
+}
+
+bool OwnAddresses::is_own(const Address& source, Clock::time_point now) {
+  if (source.port() != bound_.port()) return false;
+  const std::string key = source.source_key();
+  if (key == bound_key_) return true;
+  if (!wildcard_) return false;
+  if (now >= next_look_up_) look_up(now);
+  return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
 }
 
 // A worker of a datagram server: the buffer a datagram is received into, and its reply.
@@ -91,9 +155,8 @@ DatagramServer::DatagramServer(DatagramSocket socket, Handler handler, DatagramO
       socket_(std::move(socket)),
       handler_(std::move(handler)),
       options_(std::move(options)),
-      rate_(options_.rate_per_source.value_or(
-          socket_.address().is_loopback() ? 0 : kDefaultDatagramRate)),
-      limit_(rate_, options_.max_sources) {
+      limit_(options_.rate_per_source, options_.bytes_per_source, options_.max_sources),
+      own_(socket_.address()) {
   if (!handler_) throw std::invalid_argument("handler is empty");
 }
 
@@ -104,7 +167,8 @@ std::unique_ptr<ServerCore::Worker> DatagramServer::make_worker() {
 std::string DatagramServer::describe() const {
   return "listen=" + name() + " mode=udp max_growth=" + std::to_string(options_.max_growth) +
          " max_bytes=" + std::to_string(options_.max_bytes) +
-         " rate_per_source=" + std::to_string(rate_);
+         " rate_per_source=" + std::to_string(options_.rate_per_source) +
+         " bytes_per_source=" + std::to_string(options_.bytes_per_source);
 }
 
 std::string DatagramServer::stop_words(const ServerStats& stats) const {
@@ -137,6 +201,10 @@ Outcome DatagramServer::answer(const Received& received, std::string_view reques
   if (options_.max_bytes > 0 && received.size > options_.max_bytes) {
     reason = "max_bytes";
     return Outcome::too_large;
+  }
+  if (received.peer.port() < kFirstClientPort || own_.is_own(received.peer)) {
+    reason = "loop";
+    return Outcome::refused;
   }
   if (!limit_.admit(received.peer)) {
     reason = "rate";
@@ -176,6 +244,10 @@ Outcome DatagramServer::send(const Received& received, const Reply& reply,
              std::to_string(received.size) + " grows by more than " +
              std::to_string(options_.max_growth);
     return Outcome::too_large;
+  }
+  if (!limit_.admit_reply(reply.size())) {
+    reason = "rate_bytes";
+    return Outcome::refused;
   }
   reply.pieces(pieces);
   try {

@@ -470,6 +470,10 @@ TEST(UdpArgs, RejectsLineModeExecAndARateWithoutUdp) {
   EXPECT_TRUE(contains(server_error({"--udp", "--mode", "line"}), "--udp is for echo mode"));
   EXPECT_TRUE(contains(server_error({"--udp", "--exec", "cat"}), "--udp cannot be combined"));
   EXPECT_TRUE(contains(server_error({"--udp-rate", "5"}), "--udp-rate needs --udp"));
+  EXPECT_TRUE(contains(server_error({"--udp-rate-bytes", "1M"}), "--udp-rate-bytes needs --udp"));
+  EXPECT_EQ(parse_server_args({"--udp", "--udp-rate-bytes", "64K"}).udp_rate_bytes, 65536U);
+  EXPECT_EQ(parse_server_args({"--udp", "--udp-rate-bytes=0"}).udp_rate_bytes, 0U);
+  EXPECT_FALSE(parse_server_args({"--udp"}).udp_rate_bytes);
   EXPECT_TRUE(contains(server_error({"--udp", "--udp-rate", "x"}), "--udp-rate: 'x'"));
   EXPECT_TRUE(contains(server_error({"--udp=yes"}), "takes no value"));
   EXPECT_TRUE(contains(client_error({"--udp", "--mode", "line"}), "--udp is for echo mode"));

@@ -266,11 +266,45 @@ TEST(DatagramServer, AFloodFromOneSourceIsPausedAndAnotherIsStillAnswered) {
   EXPECT_NE(log.find("rate_per_source=20"), std::string::npos) << log;
 }
 
-TEST(DatagramServer, NoRateLimitByDefaultOnLoopbackAndOneElsewhere) {
+TEST(DatagramServer, TheBudgetHoldsByDefaultOnEveryAddressLoopbackIncluded) {
   DatagramServerThread loopback;
-  EXPECT_EQ(loopback.server().rate_per_source(), 0U);
-  DatagramServer any(DatagramSocket::bind("0.0.0.0", 0), prefix_handler(""));
+  EXPECT_EQ(loopback.server().rate_per_source(), kDefaultDatagramRate);
+  EXPECT_EQ(loopback.server().bytes_per_source(), kDefaultDatagramBytes);
+  const DatagramServer any(DatagramSocket::bind("0.0.0.0", 0), prefix_handler(""));
   EXPECT_EQ(any.rate_per_source(), kDefaultDatagramRate);
+  EXPECT_EQ(any.bytes_per_source(), kDefaultDatagramBytes);
+}
+
+TEST(DatagramServer, RepliesOverTheByteBudgetAreNotSentUntilItRefills) {
+  DatagramOptions options;
+  options.rate_per_source = 0;
+  options.bytes_per_source = 3000;  // three 1,000-byte replies a second
+  DatagramServerThread server("127.0.0.1", prefix_handler(""), options);
+  DatagramSocket client = client_of(server);
+  const std::string request(1000, 'b');
+  int answered = 0;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(client.send(request));
+    if (next(client, 200ms)) ++answered;
+  }
+  const double elapsed = 10 * 0.2;
+  EXPECT_GE(answered, 3);
+  EXPECT_LE(answered, static_cast<int>(3 + 3 * elapsed + 1));
+  const std::string log = server.stop();
+  EXPECT_NE(log.find("outcome=refused reason=rate_bytes"), std::string::npos) << log;
+}
+
+TEST(DatagramServer, NoReplyToAWellKnownSourcePortOrItsOwnAddressAndPort) {
+  DatagramServerThread server("127.0.0.1", prefix_handler(""));
+  OwnAddresses own(server.server().address());
+  EXPECT_TRUE(own.is_own(server.server().address()));
+  EXPECT_FALSE(own.is_own(resolve("127.0.0.1", server.port() + 1)[0]));
+  EXPECT_FALSE(own.is_own(resolve("127.0.0.2", server.port())[0]));
+  // Bound to every address: any of this host's addresses with the port is its own.
+  OwnAddresses every(resolve("0.0.0.0", 12387)[0]);
+  EXPECT_TRUE(every.is_own(resolve("127.0.0.1", 12387)[0]));
+  EXPECT_FALSE(every.is_own(resolve("127.0.0.1", 12388)[0]));
+  EXPECT_FALSE(every.is_own(resolve("192.0.2.1", 12387)[0]));  // TEST-NET-1, no host's
 }
 
 TEST(DatagramServer, StopBeforeRunReturnsAtOnce) {
@@ -298,7 +332,7 @@ TEST(SourceRateLimit, ABurstOfOneSecondThenTheRate) {
 }
 
 TEST(SourceRateLimit, TheTableIsBoundedAndNewSourcesShareOneBucketPastIt) {
-  SourceRateLimit limit(2, /*max_sources=*/4);
+  SourceRateLimit limit(2, /*bytes_rate=*/0, /*max_sources=*/4);
   const Clock::time_point t0 = Clock::now();
   for (int i = 1; i <= 4; ++i) {
     EXPECT_TRUE(limit.admit(resolve("10.0.0." + std::to_string(i), 1)[0], t0));
@@ -312,6 +346,20 @@ TEST(SourceRateLimit, TheTableIsBoundedAndNewSourcesShareOneBucketPastIt) {
   // Once their buckets have refilled, tracked sources make room again.
   EXPECT_TRUE(limit.admit(resolve("10.0.2.1", 1)[0], t0 + 2s));
   EXPECT_LE(limit.tracked(), 4U);
+}
+
+TEST(SourceRateLimit, ABytesBudgetOfOneSecondThenItsRate) {
+  SourceRateLimit limit(0, 1000);
+  const Address a = resolve("127.0.0.1", 1)[0];
+  const Clock::time_point t0 = Clock::now();
+  ASSERT_TRUE(limit.admit(a, t0));
+  EXPECT_TRUE(limit.admit_reply(600));
+  ASSERT_TRUE(limit.admit(a, t0));
+  EXPECT_FALSE(limit.admit_reply(600));  // 400 left
+  ASSERT_TRUE(limit.admit(a, t0 + 200ms));
+  EXPECT_TRUE(limit.admit_reply(600));  // 400 + 200 refilled
+  ASSERT_TRUE(limit.admit(resolve("127.0.0.2", 1)[0], t0 + 200ms));
+  EXPECT_TRUE(limit.admit_reply(1000));  // a budget of its own
 }
 
 TEST(SourceRateLimit, ZeroAdmitsEverything) {

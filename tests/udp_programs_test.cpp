@@ -8,6 +8,7 @@
 #include <csignal>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "programs.hpp"
@@ -163,6 +164,90 @@ TEST(UdpPrograms, RateLimitPausesAFloodAndAnswersAnotherSource) {
   EXPECT_TRUE(line) << server.err();
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
+// The number after `word=` in the last line of `log` that has it; -1 when there is none.
+long long last_count(const std::string& log, const std::string& word) {
+  const std::size_t at = log.rfind(" " + word + "=");
+  if (at == std::string::npos) return -1;
+  return std::stoll(log.substr(at + word.size() + 2));
+}
+
+TEST(UdpPrograms, EmptyDatagramsAreAmplifiedByThePrefixAndNoMore) {
+  constexpr int kCount = 200;  // within the default budget of 1000 a second
+  ServerProcess server({"--udp"});
+  DatagramSocket client = DatagramSocket::connect("127.0.0.1", server.port());
+  int answered = 0;
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_TRUE(client.send(""));
+    if (next(client, kPatience) == std::optional<std::string>(kPrefix)) ++answered;
+  }
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0) << server.err();
+  EXPECT_EQ(answered, kCount);
+  const long long out = last_count(server.err(), "bytes_out");
+  EXPECT_EQ(out, static_cast<long long>(kPrefix.size()) * kCount) << server.err();
+  // On the wire, with the 28 bytes of IPv4 and UDP headers each way: what the README says.
+  constexpr double kHeaders = 28;
+  const double ratio = (static_cast<double>(out) + kHeaders * kCount) / (kHeaders * kCount);
+  EXPECT_LE(ratio, 1.36) << ratio;
+}
+
+TEST(UdpPrograms, ADatagramSpoofedFromTheServersOwnAddressIsNeverAnswered) {
+  const std::string why = test::enter_own_network_namespace();
+  if (!why.empty()) GTEST_SKIP() << "no network namespace of the test's own: " << why;
+  ServerProcess server({"--udp", "--prefix", ""});
+  const Address own = resolve("127.0.0.1", server.port())[0];
+  test::send_spoofed(own, own, "loop?");
+  test::send_spoofed(resolve("127.0.0.1", 7)[0], own, "from echo's port");
+  // A client's datagram, after both: once it is answered, the two were handled.
+  DatagramSocket client = DatagramSocket::connect("127.0.0.1", server.port());
+  ASSERT_TRUE(client.send("client"));
+  EXPECT_EQ(next(client, kPatience), "client");
+  EXPECT_TRUE(server.wait_stderr("outcome=refused reason=loop")) << server.err();
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0) << server.err();
+  // Answered, the first would have come back to the server, again and again.
+  EXPECT_NE(server.err().find("stop datagrams=3 ok=1 "), std::string::npos) << server.err();
+  EXPECT_EQ(last_count(server.err(), "refused"), 2) << server.err();
+}
+
+TEST(UdpPrograms, ALoopBetweenTwoServersEndsByItselfWithinTheBudget) {
+  const std::string why = test::enter_own_network_namespace();
+  if (!why.empty()) GTEST_SKIP() << "no network namespace of the test's own: " << why;
+  ServerProcess a({"--udp"});
+  ServerProcess b({"--udp", "--host", "127.0.0.2"});
+  // One datagram to A that says it came from B: A answers B, B answers A, each reply 10 bytes
+  // (the prefix) longer than the last, until a budget withholds one.
+  test::send_spoofed(resolve("127.0.0.2", b.port())[0], resolve("127.0.0.1", a.port())[0], "ping");
+  // Ended: neither server's counters move for half a second (bounded by kPatience overall).
+  const auto datagrams = [&](ServerProcess& server) {
+    server.signal(SIGUSR1);
+    const std::optional<std::string> stats = server.wait_stderr(" stats datagrams=");
+    return stats ? last_count(*stats, "datagrams") : -1;
+  };
+  long long before = -1;
+  bool ended = false;
+  const auto until = std::chrono::steady_clock::now() + kPatience;
+  while (!ended && std::chrono::steady_clock::now() < until) {
+    const long long now = datagrams(a) + datagrams(b);
+    ended = now == before && now > 0;
+    before = now;
+    if (!ended) std::this_thread::sleep_for(500ms);  // the interval between two counts
+  }
+  EXPECT_TRUE(ended) << a.err() << b.err();
+  a.signal(SIGTERM);
+  b.signal(SIGTERM);
+  ASSERT_EQ(a.wait(), 0) << a.err();
+  ASSERT_EQ(b.wait(), 0) << b.err();
+  // Within each server's byte budget (1 MiB a second) for the time the loop ran, and ended by a
+  // withheld reply.
+  for (ServerProcess* server : {&a, &b}) {
+    const long long out = last_count(server->err(), "bytes_out");
+    EXPECT_GT(out, 0) << server->err();
+    EXPECT_LE(out, 3LL << 20) << server->err();
+  }
+  EXPECT_NE((a.err() + b.err()).find("reason=rate"), std::string::npos) << a.err() << b.err();
 }
 
 }  // namespace

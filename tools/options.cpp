@@ -141,21 +141,28 @@ Mode parse_mode(std::string_view text) {
 
 }  // namespace
 
-// UDP flags (--udp, --udp-rate), kept together.
+// UDP flags (--udp, --udp-rate, --udp-rate-bytes), kept together.
 namespace {
 
 constexpr unsigned long kMaxUdpRate = 10'000'000;
 
 bool read_udp_flag(ArgReader& reader, ServerSettings& s) {
   const std::string_view flag = reader.flag();
-  if (flag != "--udp-rate") return reader.toggle("--udp", s.udp);
-  s.udp_rate = static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxUdpRate));
-  return true;
+  if (flag == "--udp-rate") {
+    s.udp_rate = static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxUdpRate));
+    return true;
+  }
+  if (flag == "--udp-rate-bytes") {
+    s.udp_rate_bytes = parse_size(flag, reader.value());
+    return true;
+  }
+  return reader.toggle("--udp", s.udp);
 }
 
 void check_udp(const ServerSettings& s) {
   if (!s.udp) {
     if (s.udp_rate) throw UsageError("--udp-rate needs --udp");
+    if (s.udp_rate_bytes) throw UsageError("--udp-rate-bytes needs --udp");
     return;
   }
   if (s.mode == Mode::line) throw UsageError("--udp is for echo mode, not --mode line");
@@ -479,8 +486,9 @@ std::string server_usage() {
          "                     gets one back, PREFIX + data, whole or not at all; prints\n"
          "                     'listening on udp:HOST:PORT'\n"
          "  --udp-rate N       datagrams a second answered per source address; more are\n"
-         "                     dropped until it refills; 0 = no limit (default none on a\n"
-         "                     loopback address, 1000 on any other)\n"
+         "                     dropped until it refills; 0 = no limit (default 1000)\n"
+         "  --udp-rate-bytes SIZE  reply bytes a second sent per source address, K/M/G\n"
+         "                     suffixes allowed; 0 = no limit (default 1M)\n"
          "  -h, --help         show this help and exit\n"
          "  --version          show the version and exit\n"
          "\n"

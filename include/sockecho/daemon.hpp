@@ -47,19 +47,20 @@ struct Endpoint {
 // What a Daemon does. Each member is a flag of sockecho-server (named in its comment; its man
 // page has the whole story), with the same default, and the daemon's messages name the flags.
 struct DaemonOptions {
-  std::string host{kDefaultHost};          // --host
-  std::uint16_t port = kDefaultPort;       // --port (0: a free one)
-  std::string unix_path;                   // --unix PATH instead of TCP; empty: TCP
-  std::optional<mode_t> unix_mode;         // --unix-mode; unset: 0660
-  std::optional<std::string> unix_group;   // --unix-group, looked up at the start
-  int backlog = SOMAXCONN;                 // --backlog
-  bool reuse_port = false;                 // --reuseport
-  bool udp = false;                        // --udp: datagrams instead of connections
-  std::optional<unsigned> udp_rate;        // --udp-rate; unset: the bound address's
-  Mode mode = Mode::echo;                  // --mode
-  std::string prefix{kDefaultPrefix};      // --prefix
-  std::string greeting{kDefaultGreeting};  // --greeting (line mode)
-  std::vector<std::string> exec;           // --exec PROGRAM [ARG]...; empty: the echo
+  std::string host{kDefaultHost};               // --host
+  std::uint16_t port = kDefaultPort;            // --port (0: a free one)
+  std::string unix_path;                        // --unix PATH instead of TCP; empty: TCP
+  std::optional<mode_t> unix_mode;              // --unix-mode; unset: 0660
+  std::optional<std::string> unix_group;        // --unix-group, looked up at the start
+  int backlog = SOMAXCONN;                      // --backlog
+  bool reuse_port = false;                      // --reuseport
+  bool udp = false;                             // --udp: datagrams instead of connections
+  std::optional<unsigned> udp_rate;             // --udp-rate; unset: kDefaultDatagramRate
+  std::optional<std::uint64_t> udp_rate_bytes;  // --udp-rate-bytes; unset: kDefaultDatagramBytes
+  Mode mode = Mode::echo;                       // --mode
+  std::string prefix{kDefaultPrefix};           // --prefix
+  std::string greeting{kDefaultGreeting};       // --greeting (line mode)
+  std::vector<std::string> exec;                // --exec PROGRAM [ARG]...; empty: the echo
   std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout
   std::optional<std::size_t> max_output;  // --max-output; unset: limits.max_bytes
   bool background = false;                // --background: acknowledge, run the program later

@@ -20,39 +20,69 @@
 
 namespace sockecho {
 
-// Datagrams answered per second per source address when bound beyond loopback, unless chosen.
+// Datagrams answered per second per source address, unless chosen (on every address, loopback
+// included: a loop between two echo servers runs on loopback as well).
 inline constexpr unsigned kDefaultDatagramRate = 1000;
+// Reply bytes sent per second per source address, unless chosen.
+inline constexpr std::uint64_t kDefaultDatagramBytes = std::uint64_t{1} << 20;
 // Source addresses the rate limit keeps a bucket for; past it, new sources share one bucket.
 inline constexpr std::size_t kDefaultRateSources = 4096;
 
-// A token bucket per source address (an IPv4 or IPv6 address, without the port; IPv4-mapped
-// IPv6 counts as IPv4): each source may send `rate` datagrams a second, in bursts of up to one
-// second's worth. Over it, admit() says no until the bucket refills: the source is paused, never
-// banned. The table is bounded: once `max_sources` sources are tracked, buckets that have refilled
-// are dropped, and if none has, a new source shares one overflow bucket with the others like it,
-// so many (spoofed) sources cannot grow memory or get more than one more bucket's worth.
-// Not thread-safe: the server's one loop owns it.
+// Token buckets per source address (an IPv4 or IPv6 address, without the port; IPv4-mapped
+// IPv6 counts as IPv4): each source may be answered `rate` datagrams and `bytes_rate` reply bytes
+// a second, in bursts of up to one second's worth of each. Over either, it says no until the
+// bucket refills: the source is paused, never banned. The table is bounded: once `max_sources`
+// sources are tracked, buckets that have refilled are dropped, and if none has, a new source
+// shares one overflow bucket with the others like it, so many (spoofed) sources cannot grow
+// memory or get more than one more bucket's worth. Not thread-safe: the server's one loop owns it.
 class SourceRateLimit {
  public:
-  // rate 0: everything is admitted.
-  explicit SourceRateLimit(unsigned rate, std::size_t max_sources = kDefaultRateSources);
-  // True when `source` may be answered now (and takes one token from its bucket).
+  // A rate of 0 is no limit of that kind; both 0: everything is admitted.
+  explicit SourceRateLimit(unsigned rate, std::uint64_t bytes_rate = 0,
+                           std::size_t max_sources = kDefaultRateSources);
+  // True when a datagram from `source` may be answered now (and takes one datagram token).
   [[nodiscard]] bool admit(const Address& source, Clock::time_point now = Clock::now());
+  // After admit() said yes, for that same source: true when a reply of `bytes` fits its byte
+  // budget now (and takes them).
+  [[nodiscard]] bool admit_reply(std::size_t bytes) noexcept;
   [[nodiscard]] std::size_t tracked() const noexcept { return buckets_.size(); }
 
  private:
   struct Bucket {
     double tokens = 0;
+    double bytes = 0;
     Clock::time_point updated;
   };
-  bool take(Bucket& bucket, Clock::time_point now) const noexcept;
+  [[nodiscard]] Bucket full(Clock::time_point now) const noexcept;
+  void refill(Bucket& bucket, Clock::time_point now) const noexcept;
+  bool take(Bucket& bucket, Clock::time_point now) noexcept;
   void forget_full(Clock::time_point now);
 
   double rate_;
+  double bytes_rate_;
+  Bucket* last_ = nullptr;  // the bucket admit() took from, for admit_reply()
   std::size_t max_sources_;
   std::unordered_map<std::string, Bucket> buckets_;
   std::optional<Bucket> overflow_;
   Clock::time_point next_sweep_{};  // a full table is swept at most this often
+};
+
+// Whether a datagram comes from the server's own address and port: the bound address, or, bound
+// to every address (0.0.0.0, ::), any address of this host's (looked up again at most once a
+// second, and only for datagrams from the server's own port). Not thread-safe.
+class OwnAddresses {
+ public:
+  explicit OwnAddresses(Address bound);
+  [[nodiscard]] bool is_own(const Address& source, Clock::time_point now = Clock::now());
+
+ private:
+  void look_up(Clock::time_point now);
+
+  Address bound_;
+  std::string bound_key_;
+  bool wildcard_ = false;
+  std::vector<std::string> keys_;  // this host's addresses, as Address::source_key() gives them
+  Clock::time_point next_look_up_{};
 };
 
 struct DatagramOptions {
@@ -64,9 +94,12 @@ struct DatagramOptions {
   // maximum, which applies anyway.
   std::size_t max_bytes = 0;
   // Datagrams a second answered per source (SourceRateLimit); over it they are dropped
-  // unanswered, outcome refused with reason=rate. 0: no limit. Unset: none on a loopback address
-  // (only this host can send from there), kDefaultDatagramRate on any other.
-  std::optional<unsigned> rate_per_source;
+  // unanswered, outcome refused with reason=rate. 0: no limit.
+  unsigned rate_per_source = kDefaultDatagramRate;
+  // Reply bytes a second sent per source; over it a reply is not sent, outcome refused with
+  // reason=rate_bytes. 0: no limit. With the datagram rate, what bounds a loop between two echo
+  // servers (or a server and itself) that no rule about addresses can tell from clients.
+  std::uint64_t bytes_per_source = kDefaultDatagramBytes;
   std::size_t max_sources = kDefaultRateSources;
   // Start and stop lines, and a line for each datagram that fails, at most one a second (the
   // others counted in the next): a flood of bad datagrams cannot flood the log.
@@ -77,10 +110,12 @@ struct DatagramOptions {
 // builds a reply from its request (the datagram's bytes, its sender, the socket's address), and
 // the reply goes back to the sender in one datagram. A datagram that arrived truncated, is over
 // max_bytes, or whose reply would be larger than a datagram or than the request plus max_growth
-// gets no reply (too_large): a reply is sent whole or not at all. A reply the handler failed
-// (Reply::fail()) is not sent; one it marked with another outcome is, and counts as that. A
-// handler that throws costs that datagram's reply (outcome error), nothing else. run(), stop(),
-// stopping() and stats() (transport datagram) are ServerCore's.
+// gets no reply (too_large): a reply is sent whole or not at all. A datagram from a source port
+// below 1024 (the well-known services, echo's 7 among them) or from the server's own address and
+// port gets none either (refused, reason=loop): a spoofed one would start a loop. A reply the
+// handler failed (Reply::fail()) is not sent; one it marked with another outcome is, and counts as
+// that. A handler that throws costs that datagram's reply (outcome error), nothing else. run(),
+// stop(), stopping() and stats() (transport datagram) are ServerCore's.
 class DatagramServer final : public ServerCore {
  public:
   // Throws std::invalid_argument when there is no handler.
@@ -94,8 +129,11 @@ class DatagramServer final : public ServerCore {
   [[nodiscard]] const Address& address() const noexcept { return socket_.address(); }
   // "udp:127.0.0.1:12387".
   [[nodiscard]] std::string name() const { return socket_.name(); }
-  // The rate in force (options' rate_per_source, or the default for the bound address).
-  [[nodiscard]] unsigned rate_per_source() const noexcept { return rate_; }
+  // The rates in force, as the options give them.
+  [[nodiscard]] unsigned rate_per_source() const noexcept { return options_.rate_per_source; }
+  [[nodiscard]] std::uint64_t bytes_per_source() const noexcept {
+    return options_.bytes_per_source;
+  }
   [[nodiscard]] const DatagramOptions& options() const noexcept { return options_; }
 
   // sockecho_datagrams_* (received, by outcome), their bytes, and sockecho_up.
@@ -129,8 +167,8 @@ class DatagramServer final : public ServerCore {
   DatagramSocket socket_;
   Handler handler_;
   DatagramOptions options_;
-  unsigned rate_;
   SourceRateLimit limit_;  // the one worker's alone
+  OwnAddresses own_;       // likewise
   FailureLines failures_;
 };
 

@@ -2,10 +2,15 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -357,6 +362,76 @@ int socket_count(pid_t pid) {
     if (!gone && target.native().rfind("socket:", 0) == 0) ++count;
   }
   return count;
+}
+
+namespace {
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  out.close();
+  if (!out) throw std::system_error(errno, std::generic_category(), "write " + path);
+}
+
+}  // namespace
+
+std::string enter_own_network_namespace() {
+  const uid_t uid = ::getuid();
+  const gid_t gid = ::getgid();
+  if (::unshare(CLONE_NEWNET) != 0) {
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+      return std::string("unshare: ") + std::strerror(errno);
+    }
+    try {
+      write_file("/proc/self/setgroups", "deny");
+      write_file("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1");
+      write_file("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1");
+    } catch (const std::system_error& e) {
+      return e.what();
+    }
+  }
+  const Fd socket(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!socket) return std::string("socket: ") + std::strerror(errno);
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(socket.get(), SIOCGIFFLAGS, &request) != 0) {
+    return std::string("SIOCGIFFLAGS lo: ") + std::strerror(errno);
+  }
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+  if (::ioctl(socket.get(), SIOCSIFFLAGS, &request) != 0) {
+    return std::string("SIOCSIFFLAGS lo up: ") + std::strerror(errno);
+  }
+  return {};
+}
+
+void send_spoofed(const Address& from, const Address& to, std::string_view payload) {
+  if (from.family() != AF_INET || to.family() != AF_INET) {
+    throw std::invalid_argument("send_spoofed: IPv4 only");
+  }
+  const Fd raw(::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));  // IP_HDRINCL implied
+  if (!raw) throw os_error(errno, "socket SOCK_RAW");
+  const auto* source = reinterpret_cast<const sockaddr_in*>(from.data());
+  const auto* target = reinterpret_cast<const sockaddr_in*>(to.data());
+  std::string packet(sizeof(iphdr) + sizeof(udphdr) + payload.size(), '\0');
+  iphdr ip{};
+  ip.version = 4;
+  ip.ihl = sizeof(iphdr) / 4;
+  ip.ttl = 64;
+  ip.protocol = IPPROTO_UDP;
+  ip.tot_len = htons(static_cast<std::uint16_t>(packet.size()));  // the kernel fills the checksum
+  ip.saddr = source->sin_addr.s_addr;
+  ip.daddr = target->sin_addr.s_addr;
+  udphdr udp{};
+  udp.source = source->sin_port;
+  udp.dest = target->sin_port;
+  udp.len = htons(static_cast<std::uint16_t>(sizeof(udphdr) + payload.size()));
+  udp.check = 0;  // none, which IPv4 allows
+  std::memcpy(packet.data(), &ip, sizeof ip);
+  std::memcpy(packet.data() + sizeof ip, &udp, sizeof udp);
+  std::memcpy(packet.data() + sizeof ip + sizeof udp, payload.data(), payload.size());
+  if (::sendto(raw.get(), packet.data(), packet.size(), 0, to.data(), to.size()) < 0) {
+    throw os_error(errno, "sendto (spoofed from " + from.to_string() + ") " + to.to_string());
+  }
 }
 
 int open_fds(pid_t pid) {

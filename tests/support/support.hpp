@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "sockecho/address.hpp"
 #include "sockecho/connection.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/listener.hpp"
@@ -270,6 +271,15 @@ class Gate {
 // descriptors are left out, since sanitizer runtimes briefly open files of their own (such as
 // /proc/self/maps as each thread starts).
 int socket_count(pid_t pid);
+// Moves the calling thread (and the processes it starts from now on) into a network namespace
+// of its own, with only a loopback interface, up: whatever a test sends there reaches nothing
+// else. As root, a new network namespace; otherwise a user namespace too, mapping this user to
+// its root. An empty string on success, else why not (the test is then skipped).
+std::string enter_own_network_namespace();
+// Sends one UDP datagram over IPv4 with any source address and port, through a raw socket (what
+// an attacker who spoofs does); needs CAP_NET_RAW, which a namespace of one's own gives. Throws
+// std::system_error.
+void send_spoofed(const Address& from, const Address& to, std::string_view payload);
 // Descriptors a process has open, from /proc/PID/fd.
 int open_fds(pid_t pid);
 // Whether `pid` still runs: neither gone nor a zombie left for whoever reaps it.
