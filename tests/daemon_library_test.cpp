@@ -104,11 +104,17 @@ TEST(DaemonLibrary, TheDocumentsLineModeAndItsMetricsListener) {
   c.write_all("hi\n");
   c.close_write();
   EXPECT_EQ(c.read_to_end_string(), "connect\n" + test::kPrefix + "hi\n");
-  Connection scrape = connect("127.0.0.1", test::port_of(*metrics_line));
-  scrape.set_timeout(test::kPatience);
-  scrape.write_all("GET /metrics HTTP/1.0\r\n\r\n");
-  const std::string body = test::body_of(scrape.read_to_end_string());
-  EXPECT_NE(body.find("sockecho_connections_total{outcome=\"ok\"} 1\n"), std::string::npos) << body;
+  // The connection is counted once the server has closed it, which may be just after the client
+  // read its end: scraped again until it shows (bounded).
+  std::string body;
+  const auto counted = [&] {
+    Connection scrape = connect("127.0.0.1", test::port_of(*metrics_line));
+    scrape.set_timeout(test::kPatience);
+    scrape.write_all("GET /metrics HTTP/1.0\r\n\r\n");
+    body = test::body_of(scrape.read_to_end_string());
+    return body.find("sockecho_connections_total{outcome=\"ok\"} 1\n") != std::string::npos;
+  };
+  EXPECT_TRUE(test::eventually(counted)) << body;
 }
 
 TEST(DaemonLibrary, AProgramThatCannotBeFoundIsAnOptionErrorNamingTheFlag) {
