@@ -48,6 +48,12 @@ int Connection::unsent_bytes() const noexcept {
 }
 
 void Connection::wait(short events, const char* operation) {
+  (void)wait_unless(events, -1, operation);
+}
+
+bool Connection::wait_readable_unless(int stop_fd) { return wait_unless(POLLIN, stop_fd, "read"); }
+
+bool Connection::wait_unless(short events, int stop_fd, const char* operation) {
   // Only a writer needs to look for progress it cannot see: room freed in a full send buffer.
   const bool check_sends = (events & POLLOUT) != 0 && deadline_.idle().count() > 0;
   int unsent = check_sends ? unsent_bytes() : 0;
@@ -67,9 +73,9 @@ void Connection::wait(short events, const char* operation) {
       fail(operation, ETIMEDOUT);
     }
     const Clock::time_point until = check_sends ? std::min(expiry, now + kProgressCheck) : expiry;
-    pollfd ready{fd(), events, 0};
-    const int n = poll_until(&ready, 1, until);
-    if (n > 0) return;
+    std::array<pollfd, 2> ready{pollfd{fd(), events, 0}, pollfd{stop_fd, POLLIN, 0}};
+    const int n = poll_until(ready.data(), stop_fd >= 0 ? 2 : 1, until);
+    if (n > 0) return ready[0].revents != 0;  // the connection first, whatever the stop says
     if (n < 0) fail("poll", errno);
     if (check_sends) {
       const int now_unsent = unsent_bytes();

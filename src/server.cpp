@@ -63,7 +63,7 @@ bool serve_with(Protocol& protocol, Connection& connection, Workspace& workspace
 // protocol's state kept from one connection to the next.
 class Server::StreamWorker final : public Worker {
  public:
-  explicit StreamWorker(Server& server) : server_(server) {}
+  explicit StreamWorker(Server& server) : server_(server) { workspace_.stop_fd = server.stop_fd(); }
 
   Wait wait() override {
     connection_ = server_.listener_.accept_or_idle();

@@ -1,9 +1,15 @@
 #include "sockecho/server_core.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <stdexcept>
 #include <utility>
+
+#include "sockecho/error.hpp"
 
 namespace sockecho {
 
@@ -62,8 +68,12 @@ FailureLines::Pass FailureLines::pass() noexcept {
 }
 
 ServerCore::ServerCore(Transport transport, unsigned workers, Logger log)
-    : transport_(transport), max_workers_(workers), log_(std::move(log)) {
+    : transport_(transport),
+      max_workers_(workers),
+      log_(std::move(log)),
+      stop_event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (workers == 0) throw std::invalid_argument("workers must be at least 1");
+  if (!stop_event_) throw os_error(errno, "eventfd (the server's stop)");
 }
 
 ServerCore::~ServerCore() { end_delayed_stop(); }
@@ -116,6 +126,10 @@ void ServerCore::stop() noexcept {
   } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the stop goes on
   }
   interrupt();
+  // Readable from now on, for every session waiting between requests. A write of 1 to an
+  // eventfd cannot fail here: the counter would need 2^64 of them to fill.
+  const std::uint64_t one = 1;
+  (void)retry_eintr([&] { return ::write(stop_event_.get(), &one, sizeof one); });
   {
     // Taking the lock orders this with a worker about to wait in pause_after_failure().
     const std::lock_guard<std::mutex> lock(mutex_);

@@ -1,5 +1,7 @@
 #include "sockecho/session.hpp"
 
+#include <poll.h>
+
 #include <array>
 #include <atomic>
 #include <memory>
@@ -8,6 +10,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "sockecho/error.hpp"
 #include "sockecho/line.hpp"
 
 namespace sockecho {
@@ -257,6 +260,8 @@ class LineProtocol final : public DocumentProtocol {
     LineFramer framer(limits_.max_bytes);
     // Room for a line of max_bytes and its '\n'; anything longer is known to be too large.
     const std::size_t limit = limits_.max_bytes == 0 ? 0 : limits_.max_bytes + 1;
+    // The stop came while a line was begun: that line, once answered, is the last.
+    bool last = false;
     for (;;) {
       // Answer every complete line now in the buffer with a single write.
       workspace.reply.clear();
@@ -268,6 +273,11 @@ class LineProtocol final : public DocumentProtocol {
       buffer.consume(framer.consumed());
       framer.discard();
       if (framer.too_long(buffer.size())) too_large();
+      if (last && answered) return;
+      if (stopped(workspace)) {
+        if (buffer.empty()) return;  // between lines: nothing begun is left unanswered
+        last = true;
+      }
       // The request deadline runs from a line's first byte to its '\n': a line left unfinished
       // started in the last read, unless it was already unfinished before it.
       if (buffer.empty()) {
@@ -277,6 +287,8 @@ class LineProtocol final : public DocumentProtocol {
       }
 
       grow(buffer, limit);
+      // Between lines, the wait for the next one ends at the server's stop.
+      if (buffer.empty() && !connection.wait_readable_unless(workspace.stop_fd)) return;
       if (connection.read_into(buffer, limit) == 0) {
         if (!buffer.empty()) {  // a last line without '\n' is answered too
           workspace.reply.clear();
@@ -290,6 +302,13 @@ class LineProtocol final : public DocumentProtocol {
   [[nodiscard]] std::string describe() const override { return describe_as("line"); }
 
  private:
+  // Whether the server has stopped (its stop descriptor is readable).
+  static bool stopped(const Workspace& workspace) noexcept {
+    if (workspace.stop_fd < 0) return false;
+    pollfd stop{workspace.stop_fd, POLLIN, 0};
+    return retry_eintr([&] { return ::poll(&stop, 1, 0); }) > 0;
+  }
+
   // Adds the line's reply to the batch: true to go on. A reply that is not ok ends the session:
   // the batch is sent up to this line, and this line's reply with it if it is an answer.
   bool answer(std::string_view line, Connection& connection, Workspace& workspace) const {

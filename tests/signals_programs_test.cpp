@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "programs.hpp"
+#include "sockecho/buffer.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"
@@ -175,6 +176,68 @@ TEST(SignalsProgram, AStormOfSigusr1WhileClientsRunCostsNoReply) {
   }
   EXPECT_GE(lines, 1U);
   EXPECT_NE(err.find(" stop accepted=" + total + " ok=" + total), std::string::npos) << err;
+}
+
+TEST(SignalsProgram, AChattyLineClientCannotHoldAStopOpen) {
+  // --timeout 2 is the idle limit: a client sending a line every 0.2 s never reaches it.
+  ServerProcess server({"--mode", "line", "--timeout", "2"});
+  Connection client = connect("127.0.0.1", server.port(), test::kPatience);
+  client.set_timeout(test::kPatience);
+  std::atomic<bool> ended{false};
+  std::atomic<int> answered{0};
+  std::thread reader([&] {
+    try {
+      Buffer buffer;
+      while (client.read_into(buffer) > 0) {
+      }
+      answered = static_cast<int>(occurrences(buffer.view(), "\n"));
+    } catch (const std::system_error&) {  // a reset would be a failure, seen below
+    }
+    ended = true;
+  });
+  const auto chat = [&](int lines) {
+    for (int i = 0; i < lines && !ended; ++i) {
+      try {
+        client.write_all("line " + std::to_string(i) + "\n");
+      } catch (const std::system_error&) {
+        return;
+      }
+      std::this_thread::sleep_for(200ms);  // the client's own pace, not a wait for the server
+    }
+  };
+  chat(3);
+  const auto stop = Clock::now();
+  server.signal(SIGTERM);
+  chat(40);  // 8 s more of chatting, were the server to wait for it
+  const std::optional<int> status = server.wait();
+  const auto took = Clock::now() - stop;
+  client.close_write();
+  reader.join();
+  EXPECT_EQ(status, 0) << server.err();
+  EXPECT_LT(took, 2s) << "the stop waited for the client";
+  EXPECT_TRUE(ended);
+  EXPECT_GE(answered.load(), 4) << "the greeting and the lines before the stop";
+  EXPECT_NE(server.err().find(" outcome=ok"), std::string::npos) << server.err();
+}
+
+TEST(SignalsProgram, ALineBegunAtTheStopIsAnsweredThenTheSessionEnds) {
+  ServerProcess server({"--mode", "line", "--prefix", "", "--verbose"});
+  Connection client = connect("127.0.0.1", server.port(), test::kPatience);
+  client.set_timeout(test::kPatience);
+  Buffer greeting;
+  (void)client.read_into(greeting);
+  client.write_all("whole\nbeg");
+  Buffer first;
+  while (occurrences(first.view(), "\n") < 1) ASSERT_GT(client.read_into(first), 0U);
+  EXPECT_EQ(first.view(), "whole\n");
+  server.signal(SIGTERM);
+  ASSERT_TRUE(server.wait_stderr("stopping:")) << server.err();
+  client.write_all("un\n");  // the line begun before the stop ends
+  Buffer rest;
+  while (client.read_into(rest) > 0) {
+  }
+  EXPECT_EQ(rest.view(), "begun\n");
+  EXPECT_EQ(server.wait(), 0) << server.err();
 }
 
 }  // namespace

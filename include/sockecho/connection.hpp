@@ -92,6 +92,10 @@ class Connection {
   // Waits until the socket is ready for `events` (POLLIN, POLLOUT) or has failed, within the
   // limits; `operation` names the wait in the ETIMEDOUT error.
   void wait(short events, const char* operation);
+  // Waits, within the limits, until there is something to read (bytes, the end, an error): true;
+  // or until `stop_fd` (a descriptor that becomes readable for good, such as
+  // ServerCore::stop_fd(); -1: none) is readable first: false, nothing read.
+  bool wait_readable_unless(int stop_fd);
 
   // Half-closes: tells the peer no more data follows (shutdown SHUT_WR) while still reading.
   void close_write();
@@ -108,6 +112,7 @@ class Connection {
 
  private:
   [[noreturn]] void fail(const char* operation, int err) const;
+  bool wait_unless(short events, int stop_fd, const char* operation);
   std::size_t send_parts(const std::string_view* parts, std::size_t count, std::size_t skip);
   [[nodiscard]] int unsent_bytes() const noexcept;
 

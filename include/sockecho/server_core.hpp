@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "sockecho/exposition.hpp"
+#include "sockecho/fd.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/record.hpp"
 
@@ -90,6 +91,10 @@ class ServerCore : public Collector {
   void stop_after(std::chrono::milliseconds delay) noexcept;
   // True once stop() or stop_after() has been called (or a failure stopped it).
   [[nodiscard]] bool stopping() const noexcept { return announced_.load() || stopping_.load(); }
+  // A descriptor that becomes readable, for good, when stop() takes effect (after a
+  // stop_after() delay): for a protocol that waits between requests to wait on too, so that a
+  // session which would go on without end (line mode) ends at a stop.
+  [[nodiscard]] int stop_fd() const noexcept { return stop_event_.get(); }
 
   // Reads atomics only: a scrape never waits for a worker, nor a worker for a scrape.
   [[nodiscard]] ServerStats stats() const noexcept;
@@ -157,6 +162,7 @@ class ServerCore : public Collector {
   Logger log_;
 
   std::atomic<bool> stopping_{false};
+  Fd stop_event_;                       // an eventfd, signalled once by stop()
   std::atomic<bool> announced_{false};  // stop_after() called: stopping() is true already
   std::thread delayed_stop_;            // stop_after()'s wait, joined by run() or the destructor
   std::mutex mutex_;                    // guards fatal_ and the stop wake-up

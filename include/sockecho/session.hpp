@@ -49,6 +49,9 @@ struct Workspace {
   Buffer buffer;  // request bytes
   Reply reply;
   std::vector<std::string_view> pieces;
+  // Readable once the server stops (ServerCore::stop_fd()); -1: no server's. A protocol that
+  // waits between requests waits on it too, and ends the session at a stop.
+  int stop_fd = -1;
 
   // Writes `reply` to the connection, gathered into as few system calls as possible.
   void send(Connection& connection);
@@ -111,9 +114,12 @@ struct Limits {
 
 // The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is
-// answered too. A line whose reply is not ok is the last: an answer that is no success is sent
-// and the connection closed; a failed one ends it with a reset after the replies before it are
-// sent (a client that has not read those yet may see the reset first).
+// answered too. At the server's stop (Workspace::stop_fd), the session answers every complete
+// line it holds and the one already begun (read to its end within the request deadline), then
+// closes, outcome ok: a stop is bounded whatever the client does. A line whose reply is not ok is
+// the last: an answer that is no success is sent and the connection closed; a failed one ends it
+// with a reset after the replies before it are sent (a client that has not read those yet may see
+// the reset first).
 [[nodiscard]] std::shared_ptr<Protocol> line_protocol(
     Handler handler, Limits limits = {}, std::string greeting = std::string(kDefaultGreeting));
 
