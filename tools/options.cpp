@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <csignal>
 #include <limits>
 #include <utility>
 
@@ -416,6 +417,17 @@ void print(int fd, std::string_view text) noexcept {
     write_all(fd, text, fd == STDOUT_FILENO ? "stdout" : "stderr");
   } catch (...) {  // NOLINT(bugprone-empty-catch): nowhere left to report it
   }
+}
+
+bool prepare_standard_streams(std::string_view name) {
+  try {
+    ensure_standard_descriptors();
+  } catch (const std::exception& e) {
+    print(STDERR_FILENO, std::string(name) + ": " + e.what() + "\n");
+    return false;
+  }
+  (void)std::signal(SIGPIPE, SIG_IGN);
+  return true;
 }
 
 std::string server_usage() {
