@@ -188,7 +188,11 @@ class LineSession {
       while (step()) {
       }
     } catch (const std::system_error& e) {
-      if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
+      // The output's own EPIPE (its reader gone) is no reset by the server.
+      if (output_failed_ ||
+          (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe)) {
+        throw;
+      }
       after_reset(e);
     }
   }
@@ -255,7 +259,12 @@ class LineSession {
   // The first `n` bytes of chunk_, replies: counted and written out.
   void pass_on(std::size_t n) {
     received_ += count_newlines(chunk_.data(), n);
-    write_all(out_fd_, std::string_view(chunk_.data(), n), "output");
+    try {
+      write_all(out_fd_, std::string_view(chunk_.data(), n), "output");
+    } catch (const std::system_error&) {
+      output_failed_ = true;
+      throw;
+    }
   }
 
   // A reset, seen by whichever call met it first, says what it cost.
@@ -295,6 +304,7 @@ class LineSession {
   bool input_open_ = true;
   bool half_closed_ = false;
   bool mid_line_ = false;       // the input so far ends without '\n'
+  bool output_failed_ = false;  // a write to out_fd failed
   std::uint64_t owed_ = 1;      // lines the server owes: the greeting, then one per line sent
   std::uint64_t received_ = 0;  // '\n'-terminated lines received
   Clock::time_point last_progress_ = Clock::now();

@@ -5,12 +5,15 @@
 #include <unistd.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "client_peers.hpp"
 #include "programs.hpp"
 #include "sockecho/listener.hpp"
+#include "sockecho/session.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -114,6 +117,98 @@ TEST(ClientLineMode, AServerClosingBeforeTheInputEndsIsExitOne) {
   EXPECT_EQ(c.wait(), 1) << c.err();
   EXPECT_NE(c.err().find("closed with 0 lines unanswered, input left unsent"), std::string::npos)
       << c.err();
+}
+
+// sockecho-client started with `closed` (some of 0, 1, 2) closed, as some supervisors start
+// programs, against 127.0.0.1:port.
+test::Child client_with_closed(std::uint16_t port, std::vector<std::string> args,
+                               std::vector<int> closed) {
+  args.insert(args.begin(), {client_program(), "--port", std::to_string(port)});
+  test::SpawnOptions options;
+  options.closed = std::move(closed);
+  return {args, options};
+}
+
+TEST(ClientStartedWithADescriptorClosed, StdinClosedIsAnEmptyRequestNotItsOwnSocket) {
+  // Read from its own socket, the request would never end: the server's idle limit would.
+  ServerOptions options;
+  options.timeout = 2s;
+  test::ServerThread server(options);
+  test::Child c = client_with_closed(server.port(), {"--file", "-", "--quiet"}, {STDIN_FILENO});
+  EXPECT_EQ(c.wait(), 0) << c.err();
+  EXPECT_EQ(c.out(), test::kPrefix);
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).bytes_in, 0U);
+}
+
+TEST(ClientStartedWithADescriptorClosed, StderrClosedCostsTheStatusLinesOnly) {
+  // Its socket on 2, the status line after the half-close would be written into it.
+  const test::ServerThread server;
+  test::Child c = client_with_closed(server.port(), {"--send", "hi"}, {STDERR_FILENO});
+  EXPECT_EQ(c.wait(), 0);
+  EXPECT_EQ(c.out(), test::kPrefix + "hi");
+}
+
+TEST(ClientStartedWithADescriptorClosed, StdoutClosedInEchoModeCostsTheReplyOnly) {
+  test::ServerThread server;
+  test::Child c = client_with_closed(server.port(), {"--send", "hi"}, {STDOUT_FILENO});
+  EXPECT_EQ(c.wait(), 0) << c.err();
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).bytes_in, 2U);
+}
+
+TEST(ClientStartedWithADescriptorClosed, StdoutClosedInLineModeSendsNoReplyBack) {
+  // Its socket on 1, every reply would go back to the server as a line of its own, growing by
+  // the prefix each round (1.4 GB a second). The server's 4 KiB line limit bounds that in bytes,
+  // the client's exit in time.
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  const auto record = [&](const Request& request, Reply& reply) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      lines.emplace_back(request.bytes());
+    }
+    reply.append(request.bytes());
+  };
+  Limits limits;
+  limits.max_bytes = 4096;
+  test::ServerThread server(ServerOptions{}, line_protocol(record, limits));
+  test::Child c = client_with_closed(server.port(), {"--mode", "line", "--quiet"}, {STDOUT_FILENO});
+  c.write_stdin("a\n");
+  // The input stays open until the server has answered it, so a reply sent back has the time
+  // to arrive before the end.
+  ASSERT_TRUE(test::eventually([&] {
+    const std::lock_guard<std::mutex> lock(mutex);
+    return !lines.empty();
+  }));
+  c.close_stdin();
+  EXPECT_EQ(c.wait(5s), 0) << c.err();
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(server.records().at(0).bytes_in, 2U);
+  const std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(lines, std::vector<std::string>{"a"});
+}
+
+TEST(ClientStdout, AReaderGoneIsExitOneWithAMessageNotSigpipe) {
+  for (const bool line_mode : {false, true}) {
+    const test::ServerThread server(
+        ServerOptions{}, line_mode ? line_protocol(prefix_handler(std::string(kDefaultPrefix)))
+                                   : echo_protocol(prefix_handler(std::string(kDefaultPrefix))));
+    test::Pipe gone = test::make_pipe();
+    gone.read.reset();
+    test::SpawnOptions options;
+    options.fds = {{gone.write.get(), 3}};
+    // The shell puts the pipe on stdout and becomes the client.
+    test::Child c({"/bin/sh", "-c", R"(exec "$0" "$@" >&3)", client_program(), "--port",
+                   std::to_string(server.port()), "--mode", line_mode ? "line" : "echo", "--quiet"},
+                  options);
+    gone.write.reset();
+    c.write_stdin("a\n");
+    c.close_stdin();
+    EXPECT_EQ(c.wait(), 1) << c.err();
+    EXPECT_EQ(c.err(), "sockecho-client: write output: Broken pipe\n")
+        << (line_mode ? "line mode" : "echo mode");
+  }
 }
 
 }  // namespace

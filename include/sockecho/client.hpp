@@ -80,7 +80,8 @@ Exchanged exchange(Connection& connection, const Source& source, int out_fd,
 // arrive, until the server closes. When in_fd ends, the connection is half-closed. A non-zero
 // reply_timeout bounds each wait for a line still owed: the greeting, the reply to a line sent,
 // or the server's close after the input ended; waiting for input is never timed. Throws
-// std::system_error on failure, also when the server closes before answering every line.
+// std::system_error on failure, also when the server closes before answering every line; a
+// failed write to out_fd is that write's error ("write output: Broken pipe"), no reset.
 void line_session(Connection& connection, int in_fd, int out_fd,
                   std::chrono::milliseconds reply_timeout);
 
