@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <mutex>
+#include <regex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,9 @@ RunResult client(std::uint16_t port, std::vector<std::string> args, std::string_
   args.insert(args.begin(), {client_program(), "--port", std::to_string(port)});
   return test::run(args, input);
 }
+
+// A request the server always ends before the client has sent it all.
+const std::size_t kCutRequest = test::larger_than_any_send_buffer();
 
 // A file holding `bytes`, removed by the destructor.
 class TempFile {
@@ -70,16 +74,75 @@ TEST(ClientAgainstAStreamingServer, StdinToo) {
 TEST(ClientAgainstAResettingServer, ExitsOneWithNothingOnStdoutAndSaysWhy) {
   const test::ServerThread server(ServerOptions{}, std::make_shared<test::ResetAfter>(4));
   const TempFile big(test::pattern(std::size_t{4} << 20));
-  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"--send", "more than four bytes"}, {"--file", big.path()}}) {
+  const std::string reset =
+      "sockecho-client: the server 127.0.0.1:" + std::to_string(server.port()) +
+      " reset the connection: ";
+  // A short message is sent whole before the reset, which leaves it unanswered; a large file is
+  // cut while it is being sent.
+  for (const auto& [args, what] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--send", "more than four bytes"}, "the request was not answered ("},
+           {{"--file", big.path()}, "request cut after "}}) {
     const RunResult r = client(server.port(), args);
     EXPECT_EQ(r.status, 1) << args[0] << ": " << r.err;
     EXPECT_EQ(r.out, "") << args[0];
-    EXPECT_NE(r.err.find("sockecho-client: the server 127.0.0.1:" + std::to_string(server.port()) +
-                         " reset the connection: the request was not answered"),
-              std::string::npos)
-        << r.err;
+    EXPECT_NE(r.err.find(reset + what), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("--max-bytes"), std::string::npos) << r.err;
+  }
+}
+
+TEST(ClientAgainstAServerEndingFirst, AHalfCloseCutsTheRequestAndNamesBothSizes) {
+  auto ends = std::make_shared<test::EndsFirst>(1000, test::EndsFirst::How::half_close);
+  test::ServerThread server(test::small_window_listener(), ServerOptions{}, ends);
+  const TempFile big(test::pattern(kCutRequest));
+  const RunResult r = client(server.port(), {"--file", big.path(), "--quiet"});
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.out, "");
+  const std::string peer = "127.0.0.1:" + std::to_string(server.port());
+  EXPECT_EQ(r.err, "sockecho-client: the server " + peer +
+                       " ended the connection first: request cut after " +
+                       std::to_string(ends->received()) + " of " + std::to_string(kCutRequest) +
+                       " bytes (read " + peer + ": end of stream)\n");
+  EXPECT_GE(ends->received(), 1000U);
+}
+
+TEST(ClientAgainstAServerEndingFirst, FromStdinTheSizeIsUnknown) {
+  auto ends = std::make_shared<test::EndsFirst>(1000, test::EndsFirst::How::half_close);
+  test::ServerThread server(test::small_window_listener(), ServerOptions{}, ends);
+  const RunResult r = client(server.port(), {"--file", "-", "--quiet"}, test::pattern(kCutRequest));
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find(": request cut after " + std::to_string(ends->received()) + " bytes (read "),
+            std::string::npos)
+      << r.err;
+}
+
+TEST(ClientAgainstAServerEndingFirst, ACloseCutsTheRequestToo) {
+  // The close is a reset when request bytes are left unread, an end of stream when not: either
+  // way the request was cut.
+  auto ends = std::make_shared<test::EndsFirst>(1000, test::EndsFirst::How::close);
+  test::ServerThread server(test::small_window_listener(), ServerOptions{}, ends);
+  const TempFile big(test::pattern(kCutRequest));
+  const RunResult r = client(server.port(), {"--file", big.path(), "--quiet"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.out, "");
+  const std::regex cut(": request cut after ([0-9]+) of " + std::to_string(kCutRequest) +
+                       R"( bytes \((read|write) 127\.0\.0\.1:[0-9]+: )");
+  std::smatch found;
+  ASSERT_TRUE(std::regex_search(r.err, found, cut)) << r.err;
+  EXPECT_GE(std::stoull(found[1]), 1000U) << r.err;
+}
+
+TEST(ClientAgainstAServerEndingFirst, AServerThatReadsItAllStillGetsA3MBRequestWhole) {
+  const test::ServerThread server;
+  const std::string payload = test::pattern(3000000);
+  const TempFile file(payload);
+  for (const bool from_stdin : {false, true}) {
+    const RunResult r = from_stdin ? client(server.port(), {"--file", "-", "--quiet"}, payload)
+                                   : client(server.port(), {"--file", file.path(), "--quiet"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(r.out == test::kPrefix + payload) << (from_stdin ? "stdin" : "file");
   }
 }
 

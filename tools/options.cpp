@@ -529,8 +529,10 @@ std::string client_usage() {
          "  --version          show the version and exit\n"
          "\n"
          "Exit status: 0 success; 1 connection, I/O or timeout failure, a reset by the\n"
-         "server (the request was not answered: one of its limits), or in line mode lines\n"
-         "left unanswered; 2 usage error. After 1, stdout holds no whole reply.\n";
+         "server (the request was not answered: one of its limits), a request cut (the\n"
+         "server ended the connection before the whole request was sent: 'request cut\n"
+         "after N of M bytes'), or in line mode lines left unanswered; 2 usage error.\n"
+         "After 1, stdout holds no whole reply.\n";
 }
 
 }  // namespace sockecho::cli

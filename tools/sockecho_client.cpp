@@ -40,6 +40,11 @@ std::string seconds(std::chrono::milliseconds timeout) {
   return text + " s";
 }
 
+// What a reset by sockecho-server means.
+constexpr std::string_view kLimits =
+    "; usually one of its limits (--max-bytes, --timeout, --request-timeout, --max-per-source): "
+    "its log line for this connection says which";
+
 // The line for a failure of the exchange with `server`, saying what it means. `printed` is how
 // many reply bytes already went to stdout.
 std::string explain(const std::system_error& e, const std::string& server,
@@ -47,15 +52,20 @@ std::string explain(const std::system_error& e, const std::string& server,
   // Writing the reply to stdout failed (its reader gone, say): not the server's doing.
   const bool stdout_failed = std::string_view(e.what()).rfind("write output", 0) == 0;
   std::string line;
-  if (e.code() == std::errc::timed_out) {
+  const auto* cut = dynamic_cast<const sockecho::RequestCut*>(&e);
+  if (cut != nullptr && !cut->reset()) {
+    line = "the server " + server + " ended the connection first: " + cut->what();
+  } else if (cut != nullptr) {
+    line = "the server " + server + " reset the connection: " + cut->what();
+    line += kLimits;
+  } else if (e.code() == std::errc::timed_out) {
     line = "timed out waiting for the server " + server + ": no progress for " +
            seconds(s.timeout) + " (--timeout) (" + e.what() + ")";
   } else if ((e.code() == std::errc::connection_reset || e.code() == std::errc::broken_pipe) &&
              !stdout_failed) {
     line = "the server " + server + " reset the connection: the request was not answered (" +
-           e.what() +
-           "); usually one of its limits (--max-bytes, --timeout, --request-timeout, "
-           "--max-per-source): its log line for this connection says which";
+           e.what() + ")";
+    line += kLimits;
   } else {
     line = e.what();
   }
