@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "first_that_works.hpp"
@@ -117,65 +119,155 @@ bool always_ready(int fd) {
   return ::fstat(fd, &status) == 0 && S_ISREG(status.st_mode);
 }
 
-// The echo exchange, reply bytes handed to `keep` as they arrive (see exchange()).
-Exchanged exchange_with(Connection& connection, const Source& source,
-                        const std::function<void(std::string_view)>& keep,
-                        const std::function<void(std::uint64_t)>& on_sent) {
-  Deadline& deadline = connection.deadline();
-  std::vector<char> reply(kChunk);
-  std::vector<char> input(source.fd >= 0 ? kChunk : 0);
-  std::string_view pending = source.fd >= 0 ? std::string_view() : source.message;
-  bool input_open = source.fd >= 0;
-  const bool poll_input = input_open && !always_ready(source.fd);
-  bool half_closed = false;
-  Exchanged done;
-  deadline.progress(Clock::now());
+// The request's size when it is known before it is sent: a message's, or what is left of a
+// regular file (stdin too, redirected from one); not a pipe's or a terminal's.
+std::optional<std::uint64_t> request_size(const Source& source) {
+  if (source.fd < 0) return source.message.size();
+  struct stat status {};
+  if (::fstat(source.fd, &status) != 0 || !S_ISREG(status.st_mode)) return std::nullopt;
+  const off_t at = ::lseek(source.fd, 0, SEEK_CUR);
+  if (at < 0 || at > status.st_size) return std::nullopt;
+  return static_cast<std::uint64_t>(status.st_size - at);
+}
 
-  for (;;) {
-    if (input_open && pending.empty() && !poll_input) {
-      const std::size_t n = read_input(source.fd, input, source.name);
-      input_open = n > 0;
-      pending = std::string_view(input.data(), n);
+// How a reset shows: ECONNRESET, or EPIPE for a write after the reset was reported.
+bool is_reset(const std::error_code& code) {
+  return code == std::errc::connection_reset || code == std::errc::broken_pipe;
+}
+
+// The echo exchange (see exchange()), reply bytes handed to `keep` as they arrive.
+class EchoExchange {
+ public:
+  EchoExchange(Connection& connection, const Source& source,
+               std::function<void(std::string_view)> keep,
+               std::function<void(std::uint64_t)> on_sent)
+      : connection_(connection),
+        source_(source),
+        keep_(std::move(keep)),
+        on_sent_(std::move(on_sent)),
+        input_(source.fd >= 0 ? kChunk : 0),
+        pending_(source.fd >= 0 ? std::string_view() : source.message),
+        input_open_(source.fd >= 0),
+        poll_input_(input_open_ && !always_ready(source.fd)),
+        size_(request_size(source)) {}
+
+  Exchanged run() {
+    connection_.deadline().progress(Clock::now());
+    while (step()) {
     }
-    if (!input_open && pending.empty() && !half_closed) {
-      connection.close_write();
-      half_closed = true;
-      if (on_sent) on_sent(done.sent);
+    return done_;
+  }
+
+ private:
+  // One wait and what it found; false once the server has ended the exchange.
+  bool step() {
+    Deadline& deadline = connection_.deadline();
+    if (input_open_ && pending_.empty() && !poll_input_) take_input();
+    if (!input_open_ && pending_.empty() && !half_closed_) {
+      connection_.close_write();
+      half_closed_ = true;
+      if (on_sent_) on_sent_(done_.sent);
     }
     std::array<pollfd, 2> fds{};
-    fds[0] = {connection.fd(), static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0};
-    const bool want_input = input_open && pending.empty();
-    fds[1] = {want_input ? source.fd : -1, POLLIN, 0};
+    fds[0] = {connection_.fd(), static_cast<short>(POLLIN | (pending_.empty() ? 0 : POLLOUT)), 0};
+    const bool want_input = input_open_ && pending_.empty();
+    fds[1] = {want_input ? source_.fd : -1, POLLIN, 0};
     // While only the input is awaited, the server owes nothing yet: that wait is not timed.
     const Clock::time_point until = want_input ? deadline.end() : deadline.expiry();
-    const char* operation = pending.empty() ? "read" : "write";
+    const char* operation = pending_.empty() ? "read" : "write";
     const int ready = Clock::now() >= until ? 0 : poll_until(fds.data(), fds.size(), until);
-    if (ready < 0) throw os_error(errno, "poll " + connection.peer().to_string());
-    if (ready == 0) throw os_error(ETIMEDOUT, operation + (" " + connection.peer().to_string()));
+    if (ready < 0) throw os_error(errno, "poll " + connection_.peer().to_string());
+    if (ready == 0) throw os_error(ETIMEDOUT, operation + (" " + connection_.peer().to_string()));
 
-    if ((fds[0].revents & kReadable) != 0) {
-      if (const std::optional<std::size_t> n = connection.try_read(reply.data(), reply.size())) {
-        if (*n == 0) return done;
-        keep(std::string_view(reply.data(), *n));
-        done.received += *n;
-        deadline.progress(Clock::now());
-      }
-    }
-    if ((fds[0].revents & POLLOUT) != 0 && !pending.empty()) {
-      const std::size_t n = connection.try_write(&pending, 1);
-      pending.remove_prefix(n);
-      done.sent += n;
-      if (n > 0) deadline.progress(Clock::now());
-    }
+    if ((fds[0].revents & kReadable) != 0 && !take_reply()) return false;
+    if ((fds[0].revents & POLLOUT) != 0 && !pending_.empty()) send();
     if ((fds[1].revents & kReadable) != 0) {
-      const std::size_t n = read_input(source.fd, input, source.name);
-      input_open = n > 0;
-      pending = std::string_view(input.data(), n);
+      take_input();
       // The wait for the server starts when there is something to send.
       deadline.progress(Clock::now());
     }
+    return true;
   }
-}
+
+  // One read of the server's bytes, handed on; false at its end of stream.
+  bool take_reply() {
+    std::optional<std::size_t> n;
+    try {
+      n = connection_.try_read(reply_.data(), reply_.size());
+    } catch (const std::system_error& e) {
+      if (is_reset(e.code()) && !half_closed_ && !source_ended()) cut(e.code(), true, e.what());
+      throw;
+    }
+    if (!n) return true;
+    if (*n == 0) {
+      if (!half_closed_ && !source_ended()) {
+        cut(std::make_error_code(std::errc::broken_pipe), false,
+            "read " + connection_.peer().to_string() + ": end of stream");
+      }
+      return false;
+    }
+    keep_(std::string_view(reply_.data(), *n));
+    done_.received += *n;
+    connection_.deadline().progress(Clock::now());
+    return true;
+  }
+
+  void send() {
+    std::size_t n = 0;
+    try {
+      n = connection_.try_write(&pending_, 1);
+    } catch (const std::system_error& e) {
+      if (is_reset(e.code())) cut(e.code(), true, e.what());  // pending: not half-closed yet
+      throw;
+    }
+    pending_.remove_prefix(n);
+    done_.sent += n;
+    if (n > 0) connection_.deadline().progress(Clock::now());
+  }
+
+  void take_input() {
+    const std::size_t n = read_input(source_.fd, input_, source_.name);
+    input_open_ = n > 0;
+    pending_ = std::string_view(input_.data(), n);
+  }
+
+  // Whether every byte of the source has been sent, its end included: asked when the server
+  // ends the exchange before the half-close, which would have followed. An input not known to have
+  // ended is read once more, without waiting: a pipe whose writer has not closed it yet has not
+  // ended.
+  bool source_ended() {
+    if (!pending_.empty()) return false;
+    if (!input_open_) return true;
+    if (poll_input_) {
+      pollfd input{source_.fd, POLLIN, 0};
+      const int ready = retry_eintr([&] { return ::poll(&input, 1, 0); });
+      if (ready < 0) throw os_error(errno, "poll " + std::string(source_.name));
+      if ((input.revents & kReadable) == 0) return false;
+    }
+    take_input();
+    return !input_open_;
+  }
+
+  [[noreturn]] void cut(std::error_code code, bool reset, const std::string& cause) const {
+    // A size the source outgrew (a file appended to meanwhile) is no longer known.
+    const std::optional<std::uint64_t> size =
+        size_ && *size_ > done_.sent ? size_ : std::optional<std::uint64_t>();
+    throw RequestCut(code, reset, done_.sent, size, cause);
+  }
+
+  Connection& connection_;
+  Source source_;
+  std::function<void(std::string_view)> keep_;
+  std::function<void(std::uint64_t)> on_sent_;
+  std::vector<char> reply_ = std::vector<char>(kChunk);
+  std::vector<char> input_;
+  std::string_view pending_;  // read from the source, not yet sent
+  bool input_open_;
+  bool poll_input_;
+  bool half_closed_ = false;
+  std::optional<std::uint64_t> size_;
+  Exchanged done_;
+};
 
 // The line-mode session (see line_session()): what it has read, sent and had answered.
 class LineSession {
@@ -188,7 +280,8 @@ class LineSession {
       while (step()) {
       }
     } catch (const std::system_error& e) {
-      if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
+      // The output's own EPIPE (its reader gone) is no reset by the server.
+      if (output_failed_ || !is_reset(e.code())) throw;
       after_reset(e);
     }
   }
@@ -255,7 +348,12 @@ class LineSession {
   // The first `n` bytes of chunk_, replies: counted and written out.
   void pass_on(std::size_t n) {
     received_ += count_newlines(chunk_.data(), n);
-    write_all(out_fd_, std::string_view(chunk_.data(), n), "output");
+    try {
+      write_all(out_fd_, std::string_view(chunk_.data(), n), "output");
+    } catch (const std::system_error&) {
+      output_failed_ = true;
+      throw;
+    }
   }
 
   // A reset, seen by whichever call met it first, says what it cost.
@@ -295,12 +393,22 @@ class LineSession {
   bool input_open_ = true;
   bool half_closed_ = false;
   bool mid_line_ = false;       // the input so far ends without '\n'
+  bool output_failed_ = false;  // a write to out_fd failed
   std::uint64_t owed_ = 1;      // lines the server owes: the greeting, then one per line sent
   std::uint64_t received_ = 0;  // '\n'-terminated lines received
   Clock::time_point last_progress_ = Clock::now();
 };
 
 }  // namespace
+
+RequestCut::RequestCut(std::error_code code, bool reset, std::uint64_t sent,
+                       std::optional<std::uint64_t> size, const std::string& cause)
+    : std::system_error(code),
+      text_("request cut after " + std::to_string(sent) +
+            (size ? " of " + std::to_string(*size) : std::string()) + " bytes (" + cause + ")"),
+      sent_(sent),
+      size_(size),
+      reset_(reset) {}
 
 Connection connect(const Address& address, const ConnectOptions& options) {
   return {connect_socket(address, options, end_after(options.timeout)), address,
@@ -339,14 +447,14 @@ std::string request(std::string_view host, std::uint16_t port, std::string_view 
     }
     reply.append(bytes);
   };
-  (void)exchange_with(connection, Source::bytes(message), keep, {});
+  (void)EchoExchange(connection, Source::bytes(message), keep, {}).run();
   return reply;
 }
 
 Exchanged exchange(Connection& connection, const Source& source, int out_fd,
                    const std::function<void(std::uint64_t)>& on_sent) {
   const auto copy = [out_fd](std::string_view bytes) { write_all(out_fd, bytes, "output"); };
-  return exchange_with(connection, source, copy, on_sent);
+  return EchoExchange(connection, source, copy, on_sent).run();
 }
 
 void line_session(Connection& connection, int in_fd, int out_fd, milliseconds reply_timeout) {

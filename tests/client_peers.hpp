@@ -1,17 +1,22 @@
 // Servers that test the client's side of the protocols: one that streams its reply while the
 // request is still arriving, and ones that end a connection early, with a reset or a clean
-// close. Protocols for test::ServerThread, shared by client_test and client_program_test.
+// close, or before the request has ended. Protocols for test::ServerThread, shared by
+// client_test and client_program_test.
 #pragma once
 
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "sockecho/error.hpp"
+#include "sockecho/listener.hpp"
 #include "sockecho/session.hpp"
 
 namespace sockecho::test {
@@ -87,5 +92,64 @@ class LinesThenClose final : public Protocol {
   std::size_t answered_;
   bool with_reset_;
 };
+
+// Ends the connection before the request does: reads `bytes` bytes of it (or all of it, if
+// shorter), then either half-closes and reads on until the client closes, counting every byte
+// that arrived (received()), or returns, so the server closes: a reset when bytes are left
+// unread, else an end of stream.
+class EndsFirst final : public Protocol {
+ public:
+  enum class How { half_close, close };
+  EndsFirst(std::size_t bytes, How how) : bytes_(bytes), how_(how) {}
+  void serve(Connection& connection, Workspace& /*workspace*/) override {
+    std::vector<char> chunk(std::size_t{64} * 1024);
+    std::uint64_t got = 0;
+    while (got < bytes_) {
+      const std::size_t n =
+          connection.read_some(chunk.data(), std::min(chunk.size(), bytes_ - got));
+      if (n == 0) break;
+      got += n;
+    }
+    if (how_ == How::close) return;
+    connection.close_write();
+    for (;;) {
+      const std::size_t n = connection.read_some(chunk.data(), chunk.size());
+      if (n == 0) break;
+      got += n;
+    }
+    received_ = got;
+  }
+  [[nodiscard]] std::string describe() const override { return "mode=ends-first"; }
+  // Bytes of the request that arrived in all (half_close), once the connection has finished.
+  [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
+
+ private:
+  std::size_t bytes_;
+  How how_;
+  std::atomic<std::uint64_t> received_{0};
+};
+
+// A loopback listener with a small receive buffer (inherited by what it accepts), so little of
+// a request is in flight: what a client gets ahead of the server is its own send buffer.
+inline Listener small_window_listener() {
+  Listener listener = Listener::bind("127.0.0.1", 0);
+  const int size = 4096;
+  if (::setsockopt(listener.fd(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) {
+    throw os_error(errno, "setsockopt SO_RCVBUF");
+  }
+  return listener;
+}
+
+// A request size no client send buffer can take whole (twice the largest the kernel grows one
+// to, tcp_wmem's third field; 8 MiB at least): against small_window_listener(), such a request
+// is still being sent when the server ends the connection.
+inline std::size_t larger_than_any_send_buffer() {
+  std::ifstream wmem("/proc/sys/net/ipv4/tcp_wmem");
+  std::size_t least = 0;
+  std::size_t initial = 0;
+  std::size_t most = 0;
+  wmem >> least >> initial >> most;
+  return std::max(std::size_t{8} << 20, 2 * most);
+}
 
 }  // namespace sockecho::test

@@ -274,6 +274,75 @@ TEST(Exchange, WaitingForInputIsNotTimedButTheServerIs) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, 400ms);
 }
 
+TEST(Exchange, AServerEndingFirstCutsTheRequest) {
+  auto ends = std::make_shared<test::EndsFirst>(1000, test::EndsFirst::How::half_close);
+  test::ServerThread server(test::small_window_listener(), ServerOptions{}, ends);
+  const std::string message = test::pattern(test::larger_than_any_send_buffer());
+  Connection c = connect("127.0.0.1", server.port());
+  c.set_timeout(test::kPatience);
+  const std::string peer = c.peer().to_string();
+  Pipe out = make_pipe();
+  try {
+    (void)exchange(c, Source::bytes(message), out.write.get());
+    FAIL() << "a cut request was taken for a whole one";
+  } catch (const RequestCut& e) {
+    c.close();
+    ASSERT_TRUE(server.wait_finished(1));
+    EXPECT_EQ(e.sent(), ends->received());
+    EXPECT_EQ(e.size(), message.size());
+    EXPECT_FALSE(e.reset());
+    EXPECT_EQ(e.code(), std::errc::broken_pipe);
+    EXPECT_EQ(std::string(e.what()), "request cut after " + std::to_string(e.sent()) + " of " +
+                                         std::to_string(message.size()) + " bytes (read " + peer +
+                                         ": end of stream)");
+  }
+  out.write.reset();
+  EXPECT_EQ(read_all(out.read.get()), "");
+}
+
+// Reads the request up to `bytes` bytes, answers "got it" and closes, without waiting for the
+// client's half-close.
+class AnswersAt final : public Protocol {
+ public:
+  explicit AnswersAt(std::size_t bytes) : bytes_(bytes) {}
+  void serve(Connection& connection, Workspace& /*workspace*/) override {
+    std::vector<char> chunk(bytes_);
+    std::size_t got = 0;
+    while (got < bytes_) {
+      const std::size_t n = connection.read_some(chunk.data() + got, bytes_ - got);
+      if (n == 0) break;
+      got += n;
+    }
+    connection.write_all("got it");
+  }
+  [[nodiscard]] std::string describe() const override { return "mode=answers-at"; }
+
+ private:
+  std::size_t bytes_;
+};
+
+TEST(Exchange, AServerEndingBeforeTheInputEndsCutsItEvenWithAllOfItSent) {
+  // Every byte read so far was sent, but the input has not ended: the server cannot have seen
+  // the whole request. What it sent before its end stays on the output.
+  const test::ServerThread server(ServerOptions{}, std::make_shared<AnswersAt>(5));
+  Pipe in = make_pipe();
+  Pipe out = make_pipe();
+  write_all(in.write.get(), "hello", "pipe");
+  Connection c = connect("127.0.0.1", server.port());
+  c.set_timeout(test::kPatience);
+  try {
+    (void)exchange(c, Source::descriptor(in.read.get(), "pipe"), out.write.get());
+    FAIL() << "a request whose input had not ended was taken for a whole one";
+  } catch (const RequestCut& e) {
+    EXPECT_EQ(e.sent(), 5U);
+    EXPECT_EQ(e.size(), std::nullopt);
+    EXPECT_EQ(std::string(e.what()).rfind("request cut after 5 bytes (read 127.0.0.1:", 0), 0U)
+        << e.what();
+  }
+  out.write.reset();
+  EXPECT_EQ(read_all(out.read.get()), "got it");
+}
+
 // Runs line_session with `input` fed through a pipe; returns what it wrote.
 std::string line_session_output(std::uint16_t port, const std::string& input,
                                 std::chrono::milliseconds timeout = 5s) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <csignal>
 #include <limits>
 #include <utility>
 
@@ -425,6 +426,17 @@ void print(int fd, std::string_view text) noexcept {
   }
 }
 
+bool prepare_standard_streams(std::string_view name) {
+  try {
+    ensure_standard_descriptors();
+  } catch (const std::exception& e) {
+    print(STDERR_FILENO, std::string(name) + ": " + e.what() + "\n");
+    return false;
+  }
+  (void)std::signal(SIGPIPE, SIG_IGN);
+  return true;
+}
+
 std::string server_usage() {
   return "Usage: sockecho-server [OPTION]...\n"
          "A blocking TCP daemon: each client sends a request and half-closes; the reply is\n"
@@ -525,8 +537,10 @@ std::string client_usage() {
          "  --version          show the version and exit\n"
          "\n"
          "Exit status: 0 success; 1 connection, I/O or timeout failure, a reset by the\n"
-         "server (the request was not answered: one of its limits), or in line mode lines\n"
-         "left unanswered; 2 usage error. After 1, stdout holds no whole reply.\n";
+         "server (the request was not answered: one of its limits), a request cut (the\n"
+         "server ended the connection before the whole request was sent: 'request cut\n"
+         "after N of M bytes'), or in line mode lines left unanswered; 2 usage error.\n"
+         "After 1, stdout holds no whole reply.\n";
 }
 
 }  // namespace sockecho::cli

@@ -130,6 +130,14 @@ bool read_common_flag(ArgReader& reader, Settings& settings) {
 // Writes text to stdout or stderr, dropping it when that fails: there is nowhere left to report.
 void print(int fd, std::string_view text) noexcept;
 
+// What a sockecho program does first in main(), before anything opens a descriptor: /dev/null
+// on each of 0, 1 and 2 that is closed (as some supervisors start programs), so no socket takes
+// that number, and SIGPIPE ignored, so a reader of stdout or stderr that has gone away is a
+// write that fails with EPIPE, handled, never the end of the program (sockets never raise it:
+// MSG_NOSIGNAL). False, said on stderr as "NAME: ..." where it can be, when /dev/null cannot
+// be opened.
+[[nodiscard]] bool prepare_standard_streams(std::string_view name);
+
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 

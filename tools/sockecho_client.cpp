@@ -40,24 +40,36 @@ std::string seconds(std::chrono::milliseconds timeout) {
   return text + " s";
 }
 
+// What a reset by sockecho-server means.
+constexpr std::string_view kLimits =
+    "; usually one of its limits (--max-bytes, --timeout, --request-timeout, --max-per-source): "
+    "its log line for this connection says which";
+
 // The line for a failure of the exchange with `server`, saying what it means. `printed` is how
 // many reply bytes already went to stdout.
 std::string explain(const std::system_error& e, const std::string& server,
                     const sockecho::cli::ClientSettings& s, std::uint64_t printed) {
+  // Writing the reply to stdout failed (its reader gone, say): not the server's doing.
+  const bool stdout_failed = std::string_view(e.what()).rfind("write output", 0) == 0;
   std::string line;
-  if (e.code() == std::errc::timed_out) {
+  const auto* cut = dynamic_cast<const sockecho::RequestCut*>(&e);
+  if (cut != nullptr && !cut->reset()) {
+    line = "the server " + server + " ended the connection first: " + cut->what();
+  } else if (cut != nullptr) {
+    line = "the server " + server + " reset the connection: " + cut->what();
+    line += kLimits;
+  } else if (e.code() == std::errc::timed_out) {
     line = "timed out waiting for the server " + server + ": no progress for " +
            seconds(s.timeout) + " (--timeout) (" + e.what() + ")";
   } else if ((e.code() == std::errc::connection_reset || e.code() == std::errc::broken_pipe) &&
-             std::string_view(e.what()).rfind("write output", 0) != 0) {  // not stdout's EPIPE
+             !stdout_failed) {
     line = "the server " + server + " reset the connection: the request was not answered (" +
-           e.what() +
-           "); usually one of its limits (--max-bytes, --timeout, --request-timeout, "
-           "--max-per-source): its log line for this connection says which";
+           e.what() + ")";
+    line += kLimits;
   } else {
     line = e.what();
   }
-  if (printed > 0 && s.mode == sockecho::cli::Mode::echo) {
+  if (printed > 0 && s.mode == sockecho::cli::Mode::echo && !stdout_failed) {
     line += "; the " + std::to_string(printed) + " bytes already on stdout are not a whole reply";
   }
   return line;
@@ -139,6 +151,11 @@ int run(const sockecho::cli::ClientSettings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before anything opens a descriptor: started with 0, 1 or 2 closed, the socket would take that
+  // number, and the client would read its input from it or write its reply or status into it.
+  if (!sockecho::cli::prepare_standard_streams("sockecho-client")) {
+    return sockecho::cli::kExitFailure;
+  }
   return sockecho::cli::run_program("sockecho-client", argc, argv, sockecho::cli::parse_client_args,
                                     sockecho::cli::client_usage, run);
 }

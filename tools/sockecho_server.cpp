@@ -1,7 +1,6 @@
 // sockecho-server: the daemon. Flags in, a Daemon runs, one-line errors and exit codes out.
 #include <unistd.h>
 
-#include <csignal>
 #include <exception>
 #include <string>
 
@@ -25,16 +24,9 @@ int serve(const sockecho::cli::ServerSettings& settings) {
 
 int main(int argc, char** argv) {
   // Before anything opens a descriptor: started with 0, 1 or 2 closed (as some supervisors do),
-  // the listener or a connection would take that number, and log lines would go into it.
-  try {
-    sockecho::ensure_standard_descriptors();
-  } catch (const std::exception& e) {
-    sockecho::cli::print(STDERR_FILENO, std::string("sockecho-server: ") + e.what() + "\n");
-    return 1;
-  }
-  // A closed stdout or stderr must cost a lost line, never the daemon. The library's own
-  // writes to sockets never raise SIGPIPE (MSG_NOSIGNAL); this covers stdout and stderr.
-  (void)std::signal(SIGPIPE, SIG_IGN);
+  // the listener or a connection would take that number, and log lines would go into it. A
+  // closed stdout or stderr must cost a lost line, never the daemon.
+  if (!sockecho::cli::prepare_standard_streams("sockecho-server")) return 1;
   return sockecho::cli::run_program("sockecho-server", argc, argv, sockecho::cli::parse_server_args,
                                     sockecho::cli::server_usage, serve);
 }
