@@ -15,6 +15,9 @@ workers retire quickly) is warmed up with 10 requests; 256 connections from 256 
 one byte and stop; RSS and threads are measured while held, then all are closed and the threads
 polled (up to --settle s) until back to the idle level.
 
+Last, "/health behind silent connections": a fresh server with --metrics 127.0.0.1:0; GET /health
+timed alone, then behind --silent (100) connections to the metrics port that send nothing.
+
 Prints a table and the issue's targets, PASS/MISS (a failed legitimate request is a timeout, so
 more than 1% of them misses the p99 target); --json PATH writes every number; --smoke is a short
 run for CI. Exit status 1 if a server did not exit 0 on SIGTERM, or (with --strict) on a MISS.
@@ -221,6 +224,46 @@ def memory(args, server_bin, bench):
     return res
 
 
+def http_health(port, timeout=30.0):
+    """One GET /health on a connection of its own: (milliseconds, status line)."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return (time.monotonic() - start) * 1000, answer.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def health(args, server_bin):
+    """GET /health against --metrics, alone and then behind --silent connections that connect and
+    send nothing (a health check must never wait for them): the median of 5 tries each."""
+    log_path = os.path.join(OUT_DIR, "hostile-health.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([server_bin, "--port", "0", "--metrics", "127.0.0.1:0", "--quiet"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        silent = []
+        try:
+            proc.stdout.readline()  # listening on ...
+            port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])  # metrics on ...
+            alone = sorted(http_health(port)[0] for _ in range(5))
+            for _ in range(args.silent):
+                silent.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            tries = [http_health(port) for _ in range(5)]
+            behind = sorted(ms for ms, _ in tries)
+            statuses = sorted({status for _, status in tries})
+        finally:
+            for s in silent:
+                s.close()
+            proc.terminate()
+            status = proc.wait(timeout=30)
+    return {"silent": args.silent, "alone_ms": alone[2], "behind_ms": behind[2],
+            "behind_max_ms": behind[-1], "statuses": statuses, "exit_status": status}
+
+
 def p99_ok(legit, limit_ms):
     """p99 of correct replies under the limit, and at most 1% of requests failed (a failed
     request is a timeout, far beyond any limit, so more than 1% puts the true p99 above it)."""
@@ -228,10 +271,13 @@ def p99_ok(legit, limit_ms):
     return legit["ok"] > 0 and legit["errors"] <= 0.01 * total and legit["p99_ms"] < limit_ms
 
 
-def targets(rows, mem):
+def targets(rows, mem, health_row):
     """The issue's targets as (text, met or None when not measured, detail)."""
     by_k = {r["tricklers"]: r for r in rows}
-    out = []
+    out = [(f"GET /health behind {health_row['silent']} silent connections < 100 ms",
+            health_row["behind_max_ms"] < 100 and health_row["statuses"] == ["HTTP/1.1 200 OK"],
+            f"median {health_row['behind_ms']:.1f} ms, max {health_row['behind_max_ms']:.1f} ms "
+            f"(alone {health_row['alone_ms']:.1f} ms), {', '.join(health_row['statuses'])}")]
     if 64 in by_k:
         legit, base = by_k[64]["legit"], by_k.get(0, {}).get("legit", {})
         p99 = f"p99 {legit['p99_ms']:.2f} ms" if legit["ok"] else "no correct reply"
@@ -262,7 +308,7 @@ def targets(rows, mem):
     return out
 
 
-def report(args, rows, mem, checks, elapsed):
+def report(args, rows, mem, health_row, checks, elapsed):
     extra = " ".join(args.server_arg) or "(defaults)"
     print(f"sockecho-server {extra}; legitimate load: sockecho-bench -c 4 --size 6 "
           f"--duration {args.seconds:g} (--timeout {args.client_timeout:g}); tricklers send 1 B "
@@ -295,6 +341,10 @@ def report(args, rows, mem, checks, elapsed):
           f"{mem['after_rss_kib'] / 1024:.1f} MiB, {mem['after_threads']} threads; "
           f"exit {mem['exit_status']}")
     print()
+    print(f"GET /health on --metrics: {health_row['alone_ms']:.1f} ms alone, "
+          f"{health_row['behind_ms']:.1f} ms (max {health_row['behind_max_ms']:.1f}) behind "
+          f"{health_row['silent']} connections that send nothing; medians of 5")
+    print()
     print("targets:")
     for text, met, detail in checks:
         mark = "n/a " if met is None else ("PASS" if met else "MISS")
@@ -321,6 +371,8 @@ def main():
                         help="longest wait for the threads to go back down after release")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra server argument, repeatable (--server-arg=--workers=128)")
+    parser.add_argument("--silent", type=int, default=100,
+                        help="silent connections held on --metrics while /health is timed")
     parser.add_argument("--smoke", action="store_true",
                         help="quick run for CI: K=0,16, 1 s loads, short memory part")
     parser.add_argument("--strict", action="store_true", help="exit status 1 on a missed target")
@@ -347,15 +399,18 @@ def main():
         rows.append(scenario(args, server_bin, bench, k))
     print("== memory after slow connections", file=sys.stderr, flush=True)
     mem = memory(args, server_bin, bench)
+    print("== /health behind silent connections", file=sys.stderr, flush=True)
+    health_row = health(args, server_bin)
     elapsed = time.monotonic() - started
-    checks = targets(rows, mem)
-    report(args, rows, mem, checks, elapsed)
+    checks = targets(rows, mem, health_row)
+    report(args, rows, mem, health_row, checks, elapsed)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": vars(args), "scenarios": rows, "memory": mem,
+            json.dump({"config": vars(args), "scenarios": rows, "memory": mem, "health": health_row,
                        "targets": [{"target": t, "met": m, "detail": d} for t, m, d in checks],
                        "elapsed_s": elapsed}, f, indent=2)
-    bad_exit = [r.get("tricklers", "memory") for r in rows + [mem] if r["exit_status"] != 0]
+    bad_exit = [r.get("tricklers", "memory") for r in rows + [mem, health_row]
+                if r["exit_status"] != 0]
     if bad_exit:
         print(f"hostile.py: a server did not exit 0 on SIGTERM ({bad_exit})", file=sys.stderr)
         sys.exit(1)

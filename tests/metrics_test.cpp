@@ -3,6 +3,7 @@
 #include "sockecho/metrics.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <array>
 #include <chrono>
@@ -189,6 +190,41 @@ TEST(MetricsListener, StalledClientsDelayNoOtherRequest) {
     const std::string answer = c.read_to_end_string();
     EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0U) << answer;
   }
+}
+
+TEST(MetricsListener, HealthIsAnsweredWhileTwentySilentConnectionsAreHeld) {
+  Metrics metrics;
+  const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, [] { return true; });
+  const std::uint16_t port = http_server.address().port();
+  std::vector<Connection> silent;  // connected, and nothing sent
+  for (int i = 0; i < 20; ++i) silent.push_back(connect("127.0.0.1", port));
+  const auto start = Clock::now();
+  EXPECT_EQ(test::body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
+  // A bound that survives sanitizers; the milliseconds are bench/hostile.py's.
+  EXPECT_LT(Clock::now() - start, 1500ms);
+  std::array<char, 64> byte{};
+  for (Connection& c : silent) {
+    EXPECT_EQ(c.try_read(byte.data(), byte.size()), std::nullopt) << "still held";
+  }
+}
+
+TEST(MetricsListener, PastItsWorkersAConnectionWaitsInTheBacklog) {
+  Metrics metrics;
+  const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, [] { return true; });
+  const std::uint16_t port = http_server.address().port();
+  std::vector<Connection> silent;
+  for (unsigned i = 0; i < kMetricsWorkers; ++i) silent.push_back(connect("127.0.0.1", port));
+  // Every worker holds a silent connection (each waits for its request line): the next
+  // connection, a whole request, is not answered until one of them is cut.
+  Connection next = connect("127.0.0.1", port);
+  next.set_timeout(test::kPatience + kHttpRequestTime);
+  next.write_all("GET /health HTTP/1.1\r\n\r\n");
+  const auto start = Clock::now();
+  pollfd answered{next.fd(), POLLIN, 0};  // nothing to read for 300 ms: still in the backlog
+  EXPECT_EQ(::poll(&answered, 1, 300), 0) << "answered past " << kMetricsWorkers;
+  const std::string answer = next.read_to_end_string();
+  EXPECT_EQ(test::body_of(answer), "ok\n") << answer;
+  EXPECT_GE(Clock::now() - start, kHttpRequestTime - 400ms) << "answered once a worker was free";
 }
 
 TEST(MetricsListener, JobMetricsComeWithAJobQueue) {
