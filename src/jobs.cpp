@@ -1,9 +1,12 @@
 #include "sockecho/jobs.hpp"
 
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <stdexcept>
@@ -12,6 +15,7 @@
 #include "program_log.hpp"
 #include "signal_mask.hpp"
 #include "sockecho/deadline.hpp"
+#include "sockecho/error.hpp"
 
 namespace sockecho {
 
@@ -56,13 +60,41 @@ std::string format_stats(const JobStats& stats) {
   return line + " busy=" + std::to_string(stats.busy);
 }
 
+std::string new_job_id() {
+  // 128 bits from the kernel's random source (getrandom blocks only until it is first seeded,
+  // at boot), in the URL-safe base64 alphabet without padding: 22 characters.
+  std::array<unsigned char, 16> bits{};
+  std::size_t got = 0;
+  while (got < bits.size()) {
+    const ssize_t n = ::getrandom(bits.data() + got, bits.size() - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw os_error(errno, "getrandom (a job id)");
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  static constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string id;
+  id.reserve(22);
+  std::uint32_t pending = 0;
+  int pending_bits = 0;
+  for (const unsigned char byte : bits) {
+    pending = (pending << 8U) | byte;
+    pending_bits += 8;
+    while (pending_bits >= 6) {
+      pending_bits -= 6;
+      id += kAlphabet[(pending >> static_cast<unsigned>(pending_bits)) & 63U];
+    }
+  }
+  if (pending_bits > 0) id += kAlphabet[(pending << static_cast<unsigned>(6 - pending_bits)) & 63U];
+  return id;
+}
+
 JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
   if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
   if (options_.jobs == 0) throw std::invalid_argument("JobQueue: jobs must be at least 1");
   path_ = find_program(options_.argv[0]);
-  const auto started = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::now().time_since_epoch());
-  id_stem_ = std::to_string(started.count()) + "." + std::to_string(::getpid()) + ".";
   threads_.reserve(options_.jobs);
   // The job threads block every signal from their first instruction (they inherit this mask),
   // so a signal meant for the process's own waiter is never taken by one of them. The programs
@@ -91,7 +123,7 @@ std::optional<std::string> JobQueue::submit(std::string input, std::vector<std::
       ++stats_.busy;
       return std::nullopt;
     }
-    id = id_stem_ + std::to_string(++next_);
+    id = new_job_id();
     Job job{id, JobState::queued, std::nullopt, 0, input.size(), Clock::now()};
     waiting_.push_back(Work{std::move(job), std::move(input), std::move(env)});
     ++stats_.accepted;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -53,6 +54,27 @@ TEST(JobQueue, JobsRunLaterWithTheirInputAndUniqueIds) {
   EXPECT_EQ(inputs.size(), 10U);
   EXPECT_EQ(inputs.count("job 7"), 1U);
   EXPECT_EQ(queue.stats().count(JobEnd::ok), 10U);
+}
+
+TEST(JobIds, AreUnguessable128BitIdsInTheUrlSafeAlphabet) {
+  std::set<std::string> seen;
+  std::array<int, 64> counts{};  // how often each character of the alphabet appears
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  for (int i = 0; i < 2000; ++i) {
+    const std::string id = new_job_id();
+    ASSERT_EQ(id.size(), 22U) << id;
+    for (std::size_t i = 0; i < id.size(); ++i) {
+      const std::size_t at = alphabet.find(id[i]);
+      ASSERT_NE(at, std::string::npos) << id;
+      if (i < 21) ++counts.at(at);  // the last character holds the last 2 bits only
+    }
+    EXPECT_TRUE(seen.insert(id).second) << "repeated: " << id;
+  }
+  // 2000 x 21 full characters: about 656 of each; a counter or a clock would skew this badly.
+  for (std::size_t c = 0; c < counts.size(); ++c) {
+    EXPECT_GT(counts.at(c), 450) << alphabet[c];
+    EXPECT_LT(counts.at(c), 900) << alphabet[c];
+  }
 }
 
 TEST(JobQueue, AFullQueueRefusesAndDrainingRefusesToo) {

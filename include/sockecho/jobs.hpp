@@ -86,8 +86,12 @@ struct JobStats {
 // "accepted=3 ok=2 failed=1 timeout=0 too_large=0 busy=0": the counters for a log line.
 [[nodiscard]] std::string format_stats(const JobStats& stats);
 
-// Runs jobs on `jobs` threads of its own, started with it. Job ids are unique across restarts:
-// the queue's start time (seconds since the epoch), its process id and a counter.
+// A new job id: 128 bits from the kernel's random source (getrandom), unguessable, so knowing an
+// id is what lets a client ask about its job; 22 characters of [A-Za-z0-9_-]. Throws
+// std::system_error when the random source fails.
+[[nodiscard]] std::string new_job_id();
+
+// Runs jobs on `jobs` threads of its own, started with it, each job with a new_job_id().
 class JobQueue final : public Collector {
  public:
   // Throws std::invalid_argument without a program or with zero jobs, and std::system_error
@@ -143,12 +147,10 @@ class JobQueue final : public Collector {
 
   JobOptions options_;
   std::string path_;  // the program, found once
-  std::string id_stem_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Work> waiting_;
   std::unordered_map<std::string, Running> running_;
-  std::uint64_t next_ = 0;
   bool closed_ = false;     // no new jobs
   bool abandoned_ = false;  // no more jobs started
   JobStats stats_;
