@@ -118,6 +118,12 @@ TEST(SystemdUnits, StopTimeoutOutlastsTheLongestDrain) {
             std::stol(request_timeout) + std::stol(timeout) + 1);
 }
 
+TEST(SystemdUnits, TheStopSignalGoesToTheServerAlone) {
+  // The server ends its programs and jobs itself; systemd's default (control-group) would send
+  // SIGTERM to each running job program at `systemctl stop`.
+  EXPECT_EQ(value("sockecho.service.in", "KillMode"), "mixed");
+}
+
 TEST(SystemdUnits, ServiceIsHardened) {
   for (const auto& [key, expected] : std::vector<std::pair<std::string, std::string>>{
            {"DynamicUser", "yes"},
