@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
 need_packages python3 ucspi-tcp socat gnuplot-nox  # tcpserver, socat: exec.py; socat: compare.py (UDP); gnuplot: the charts
+without_starting_services need_packages beanstalkd  # jobs.py's comparison; its own service stays off
 
 # A build of its own, of only what this step runs (the README's test command builds in build/).
 build=build-bench
@@ -51,6 +52,11 @@ python3 bench/hostile.py --build "$build" --smoke
 # job accepted, and every server it starts stopped.
 step "bench: bench/exec.py --smoke"
 python3 bench/exec.py --build "$build" --smoke
+
+# Acknowledged jobs, the smoke version (seconds): sockecho in memory (and with --spool where it
+# exists) and beanstalkd, every submission acknowledged, every server stopped.
+step "bench: bench/jobs.py --smoke"
+python3 bench/jobs.py --build "$build" --smoke
 
 # The curves, the smoke version (seconds, a few points each): every request right, 100 held
 # connections taken, every server it starts stopped, and the plots drawn.
