@@ -87,8 +87,7 @@ bool SourceRateLimit::admit(const Address& source, Clock::time_point now) {
   return take(bucket, now);
 }
 
-OwnAddresses::OwnAddresses(Address bound)
-    : bound_(std::move(bound)), bound_key_(bound_.source_key()) {
+OwnAddresses::OwnAddresses(const Address& bound) : bound_(bound), bound_key_(bound_.source_key()) {
   // 0.0.0.0 or ::, whose keys are their bytes: all zero.
   wildcard_ = bound_key_ == std::string(4, '\0') || bound_key_ == std::string(16, '\0');
 }

@@ -197,6 +197,7 @@ TEST(MetricsListener, HealthIsAnsweredWhileTwentySilentConnectionsAreHeld) {
   const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, [] { return true; });
   const std::uint16_t port = http_server.address().port();
   std::vector<Connection> silent;  // connected, and nothing sent
+  silent.reserve(20);
   for (int i = 0; i < 20; ++i) silent.push_back(connect("127.0.0.1", port));
   const auto start = Clock::now();
   EXPECT_EQ(test::body_of(http(port, "GET /health HTTP/1.1\r\n\r\n")), "ok\n");
@@ -213,6 +214,7 @@ TEST(MetricsListener, PastItsWorkersAConnectionWaitsInTheBacklog) {
   const MetricsListener http_server(Listener::bind("127.0.0.1", 0), metrics, [] { return true; });
   const std::uint16_t port = http_server.address().port();
   std::vector<Connection> silent;
+  silent.reserve(kMetricsWorkers);
   for (unsigned i = 0; i < kMetricsWorkers; ++i) silent.push_back(connect("127.0.0.1", port));
   // Every worker holds a silent connection (each waits for its request line): the next
   // connection, a whole request, is not answered until one of them is cut.

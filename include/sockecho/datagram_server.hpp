@@ -72,7 +72,7 @@ class SourceRateLimit {
 // second, and only for datagrams from the server's own port). Not thread-safe.
 class OwnAddresses {
  public:
-  explicit OwnAddresses(Address bound);
+  explicit OwnAddresses(const Address& bound);
   [[nodiscard]] bool is_own(const Address& source, Clock::time_point now = Clock::now());
 
  private:

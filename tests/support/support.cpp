@@ -380,7 +380,7 @@ std::string enter_own_network_namespace() {
   const gid_t gid = ::getgid();
   if (::unshare(CLONE_NEWNET) != 0) {
     if (::unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
-      return std::string("unshare: ") + std::strerror(errno);
+      return std::string("unshare: ") + std::system_category().message(errno);
     }
     try {
       write_file("/proc/self/setgroups", "deny");
@@ -391,15 +391,15 @@ std::string enter_own_network_namespace() {
     }
   }
   const Fd socket(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!socket) return std::string("socket: ") + std::strerror(errno);
+  if (!socket) return std::string("socket: ") + std::system_category().message(errno);
   ifreq request{};
   std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
   if (::ioctl(socket.get(), SIOCGIFFLAGS, &request) != 0) {
-    return std::string("SIOCGIFFLAGS lo: ") + std::strerror(errno);
+    return std::string("SIOCGIFFLAGS lo: ") + std::system_category().message(errno);
   }
   request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
   if (::ioctl(socket.get(), SIOCSIFFLAGS, &request) != 0) {
-    return std::string("SIOCSIFFLAGS lo up: ") + std::strerror(errno);
+    return std::string("SIOCSIFFLAGS lo up: ") + std::system_category().message(errno);
   }
   return {};
 }
