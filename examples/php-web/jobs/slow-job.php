@@ -15,7 +15,7 @@ if (PHP_SAPI !== 'cli') {  // a program for the daemon, not a page
 
 $id = getenv('SOCKECHO_JOB_ID');
 $dir = getenv('SOCKECHO_RESULTS');
-if ($id === false || !preg_match('/^[0-9.]+$/', $id) || $dir === false || !is_dir($dir)) {
+if ($id === false || !preg_match('/^[A-Za-z0-9_-]{1,64}$/', $id) || $dir === false || !is_dir($dir)) {
     fwrite(STDERR, "slow-job: needs SOCKECHO_JOB_ID and an existing SOCKECHO_RESULTS directory\n");
     exit(2);
 }

@@ -213,7 +213,7 @@ async function main() {
       const jobStatus = await submit(page, name, '#submit');
       const took = Date.now() - started;
       const id = (await page.locator('#accepted-id').textContent()) ?? '';
-      check(jobStatus === 200 && /^[0-9.]+$/.test(id), `"${name}" acknowledged with an id (status ${jobStatus}, id ${JSON.stringify(id)})`);
+      check(jobStatus === 200 && /^[A-Za-z0-9_-]{22}$/.test(id), `"${name}" acknowledged with an id (status ${jobStatus}, id ${JSON.stringify(id)})`);
       check(took < 1000, `"${name}" acknowledged in under a second, while it takes 2 s to run (${took} ms)`);
       ids.push(id);
     }
