@@ -308,7 +308,7 @@ std::optional<std::uint64_t> file_number(std::string_view name) {
     if (c >= '0' && c <= '9') {
       digit = static_cast<std::uint64_t>(c - '0');
     } else if (c >= 'a' && c <= 'f') {
-      digit = static_cast<std::uint64_t>(c - 'a' + 10);
+      digit = static_cast<std::uint64_t>(c - 'a') + 10;
     } else {
       return std::nullopt;
     }
@@ -318,7 +318,7 @@ std::optional<std::uint64_t> file_number(std::string_view name) {
 }
 
 SpoolError spool_error(int err, const std::string& what) {
-  return SpoolError(os_error(err, what).what());
+  return SpoolError{os_error(err, what).what()};
 }
 
 std::string read_file(const std::string& path) {
@@ -422,7 +422,7 @@ bool SpooledJob::operator==(const SpooledJob& o) const {
          running == o.running && started == o.started && next_run == o.next_run && end == o.end;
 }
 
-const std::string& record_id(const SpoolRecord& record) noexcept {
+const std::string& record_id(const SpoolRecord& record) {
   return std::visit([](const auto& r) -> const std::string& { return r.id; }, record);
 }
 

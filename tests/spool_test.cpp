@@ -251,7 +251,8 @@ TEST(SpoolTest, DirectoryAndFilesArePrivate) {
     spool.commit(accepted("a"));
   }
   EXPECT_EQ(mode_of(dir), 0700U);
-  for (const auto& name : spool_files(dir)) EXPECT_EQ(mode_of(dir + "/" + name), 0600U) << name;
+  for (const auto& name : spool_files(dir))
+    EXPECT_EQ(mode_of(scratch.file("spool/" + name)), 0600U);
 
   ASSERT_EQ(::chmod(dir.c_str(), 0750), 0);
   try {
@@ -274,6 +275,7 @@ TEST(SpoolTest, ManyThreadsShareSyncs) {
     Spool spool = Spool::open(scratch.path() + "/spool");
     const std::uint64_t before = spool.syncs();
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     std::atomic<int> failures{0};
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
@@ -296,6 +298,67 @@ TEST(SpoolTest, ManyThreadsShareSyncs) {
   EXPECT_LT(syncs, static_cast<std::uint64_t>(appends));
   const Spool spool = Spool::open(scratch.path() + "/spool");
   EXPECT_EQ(spool.replayed().size(), static_cast<std::size_t>(appends));
+}
+
+// In a child process whose file size limit makes write() fail (EFBIG) part-way through a
+// record: 0 when the spool behaved, else the number of the check that failed.
+int run_out_of_room(const std::string& dir) {
+  if (std::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return 1;
+  rlimit unlimited{};
+  if (::getrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 2;
+  Spool spool = Spool::open(dir);
+  const SpoolTicket kept = spool.append(accepted("kept"));
+  spool.wait(kept);
+  const std::uint64_t record = encode_record(accepted("lost")).size();
+  rlimit tight = unlimited;
+  tight.rlim_cur = spool.bytes() + record + 10;
+  if (::setrlimit(RLIMIT_FSIZE, &tight) != 0) return 3;
+  const SpoolTicket lost = spool.append(accepted("lost"));  // written, not yet synced
+  SpoolAccepted big = accepted("big");
+  big.request.assign(1000, 'b');
+  try {
+    (void)spool.append(big);
+    return 4;
+  } catch (const SpoolError& e) {
+    if (std::string(e.what()).find("File too large") == std::string::npos) return 5;
+  }
+  try {
+    spool.wait(lost);
+    return 6;  // acknowledged although its file failed
+  } catch (const SpoolError&) {
+  }
+  spool.wait(kept);  // durable before the failure: still so
+  if (::setrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 7;
+  spool.commit(accepted("after"));
+  const auto jobs = spool.jobs();
+  if (jobs.size() != 2 || jobs[0].id != "kept" || jobs[1].id != "after") return 8;
+  return 0;
+}
+
+TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.file("spool");
+  const pid_t pid = ::fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = run_out_of_room(dir);
+    } catch (...) {
+      code = 98;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "check that failed in the child";
+  // The failed file's jobs were re-written forward, the failed acceptance forgotten.
+  const Spool spool = Spool::open(dir);
+  ASSERT_EQ(spool.replayed().size(), 2U);
+  EXPECT_EQ(spool.replayed()[0].id, "kept");
+  EXPECT_EQ(spool.replayed()[1].id, "after");
+  EXPECT_EQ(spool_files(dir).size(), 1U) << "the abandoned file is deleted";
 }
 
 // The test's own fold of a job's life, to compare the spool with.

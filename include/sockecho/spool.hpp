@@ -110,7 +110,7 @@ using SpoolRecord = std::variant<SpoolAccepted, SpoolStarted, SpoolNextRun, Spoo
                                  SpoolRequeued, SpoolForgotten>;
 
 // The job ID a record is about.
-[[nodiscard]] const std::string& record_id(const SpoolRecord& record) noexcept;
+[[nodiscard]] const std::string& record_id(const SpoolRecord& record);
 
 // One job's state, folded from its records.
 struct SpooledJob {
