@@ -9,15 +9,19 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "sockecho/error.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/session.hpp"
+#include "support.hpp"
 
 namespace sockecho::test {
 
@@ -112,6 +116,12 @@ class EndsFirst final : public Protocol {
     }
     if (how_ == How::close) return;
     connection.close_write();
+    // Nothing more is read until the test says its client is done: were the rest drained now, a
+    // client could send it all before it noticed the end and rightly take the request for whole.
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      (void)released_cv_.wait_for(lock, kPatience, [this] { return released_; });
+    }
     for (;;) {
       const std::size_t n = connection.read_some(chunk.data(), chunk.size());
       if (n == 0) break;
@@ -122,11 +132,22 @@ class EndsFirst final : public Protocol {
   [[nodiscard]] std::string describe() const override { return "mode=ends-first"; }
   // Bytes of the request that arrived in all (half_close), once the connection has finished.
   [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
+  // The client has seen the end (half_close): the server reads the rest and finishes.
+  void release() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      released_ = true;
+    }
+    released_cv_.notify_all();
+  }
 
  private:
   std::size_t bytes_;
   How how_;
   std::atomic<std::uint64_t> received_{0};
+  std::mutex mutex_;
+  std::condition_variable released_cv_;
+  bool released_ = false;
 };
 
 // A loopback listener with a small receive buffer (inherited by what it accepts), so little of

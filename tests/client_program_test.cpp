@@ -95,6 +95,7 @@ TEST(ClientAgainstAServerEndingFirst, AHalfCloseCutsTheRequestAndNamesBothSizes)
   test::ServerThread server(test::small_window_listener(), ServerOptions{}, ends);
   const TempFile big(test::pattern(kCutRequest));
   const RunResult r = client(server.port(), {"--file", big.path(), "--quiet"});
+  ends->release();
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_EQ(r.out, "");
@@ -110,6 +111,7 @@ TEST(ClientAgainstAServerEndingFirst, FromStdinTheSizeIsUnknown) {
   auto ends = std::make_shared<test::EndsFirst>(1000, test::EndsFirst::How::half_close);
   test::ServerThread server(test::small_window_listener(), ServerOptions{}, ends);
   const RunResult r = client(server.port(), {"--file", "-", "--quiet"}, test::pattern(kCutRequest));
+  ends->release();
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_EQ(r.out, "");

@@ -287,6 +287,7 @@ TEST(Exchange, AServerEndingFirstCutsTheRequest) {
     FAIL() << "a cut request was taken for a whole one";
   } catch (const RequestCut& e) {
     c.close();
+    ends->release();
     ASSERT_TRUE(server.wait_finished(1));
     EXPECT_EQ(e.sent(), ends->received());
     EXPECT_EQ(e.size(), message.size());
