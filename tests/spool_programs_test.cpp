@@ -3,6 +3,8 @@
 // records cost no other, an unknown format stops the start untouched, one server per spool, and
 // no acknowledgement before the sync that covers it (read from strace).
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -337,6 +339,72 @@ TEST(SpoolPrograms, NoJobIsAcknowledgedBeforeTheSyncThatCoversItHasReturned) {
   }
   EXPECT_EQ(checked, 40U);
   std::cout << "ack after sync: " << checked << " jobs, " << syncs.size() << " syncs\n";
+}
+
+TEST(SpoolPrograms, AFullDiskIsBusyNeverAcceptedAndJobsAreAcceptedAgainOnceThereIsRoom) {
+  // A small tmpfs, in a mount namespace of this test's own (root only; skipped otherwise).
+  const test::ScratchDir dir;
+  if (::unshare(CLONE_NEWNS) != 0) GTEST_SKIP() << "no mount namespace of the test's own (root)";
+  if (::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      ::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=256k,mode=0700") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { (void)::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{dir.path()};
+  const std::string spool = dir.file("spool");
+  ServerProcess server(spooled(spool, {"--exec", "true"}));
+  EXPECT_FALSE(accepted_id(request("127.0.0.1", server.port(), "before")).empty());
+  // Fill what is left of the file system.
+  {
+    std::ofstream filler(dir.file("filler"), std::ios::binary);
+    const std::string block(4096, 'f');
+    for (int i = 0; i < 1024 && filler; ++i) filler.write(block.data(), block.size());
+  }
+  // A record may still fit in the room left in the last page of the spool's file (then it is
+  // on disk, rightly accepted); once one does not, every one after it is busy until there is room.
+  int busy = 0;
+  for (int i = 0; i < 20; ++i) {
+    const std::string answer = request("127.0.0.1", server.port(), std::string(2048, 'j'));
+    if (busy > 0) EXPECT_EQ(answer, "busy\n") << "accepted on a full disk, after a busy";
+    if (answer == "busy\n") ++busy;
+  }
+  EXPECT_GE(busy, 15);
+  EXPECT_TRUE(server.wait_stderr("reason=spool")) << server.err();
+  // Room again: accepted again, with no restart.
+  ASSERT_EQ(::unlink(dir.file("filler").c_str()), 0);
+  EXPECT_TRUE(test::eventually(
+      [&] { return !accepted_id(request("127.0.0.1", server.port(), "after")).empty(); }));
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
+TEST(SpoolPrograms, ARunASecondStopSignalKilledRunsAgainAtTheNextStart) {
+  const test::ScratchDir dir;
+  const std::string spool = dir.file("spool");
+  const std::string ran = dir.file("ran");
+  // The first run says its attempt and would run a minute; the second says it and ends.
+  const std::vector<std::string> job = {
+      "--exec", "sh", "-c",
+      R"(echo "$SOCKECHO_JOB_ID $SOCKECHO_JOB_ATTEMPT" >> ")" + ran +
+          R"("; if [ "$SOCKECHO_JOB_ATTEMPT" = 1 ]; then exec sleep 60; fi)"};
+  std::string id;
+  {
+    ServerProcess server(spooled(spool, job));
+    id = accepted_id(request("127.0.0.1", server.port(), "job"));
+    ASSERT_FALSE(id.empty());
+    ASSERT_TRUE(test::eventually([&] { return lines_in(ran).count(id + " 1") > 0; }));
+    server.signal(SIGTERM);
+    ASSERT_TRUE(server.wait_stderr("jobs: stopping running=1")) << server.err();
+    server.signal(SIGTERM);
+    EXPECT_EQ(server.wait(), 128 + SIGTERM) << server.err();
+  }
+  ServerProcess again(spooled(spool, job));
+  EXPECT_TRUE(test::eventually([&] { return lines_in(ran).count(id + " 2") > 0; }));
+  again.signal(SIGTERM);
+  EXPECT_EQ(again.wait(), 0) << again.err();
+  EXPECT_NE(again.err().find("interrupted=1"), std::string::npos) << again.err();
 }
 
 }  // namespace
