@@ -18,9 +18,13 @@
 //
 // Bound: a file whose records all belong to forgotten jobs (or to jobs re-written since into a
 // later file) is deleted; a file of which less than half the bytes are records of live jobs has
-// those jobs' current state re-written into the current file, and is then deleted. So on disk:
+// those jobs' current state re-written into the current file (synced), and is then deleted.
+// Compaction runs at every new file, at open(), at compact(), and after a `forgotten` record that
+// leaves the files over the bound; so once an append has returned, on disk:
 //   bytes() <= 2 x (bytes of the live jobs' records) + max_file_bytes + one record
-// where a live job is one not yet forgotten (queued, running, retrying or ended and kept).
+// where a live job is one not yet forgotten (queued, running, retrying or ended and kept). The
+// spool keeps every live job's state in memory too (request and output included): compaction
+// writes it from there.
 #pragma once
 
 #include <chrono>
