@@ -259,6 +259,40 @@ TEST(SpoolTest, ADirectoryHeldByAnotherSpoolIsInUse) {
   EXPECT_NO_THROW((void)Spool::open(dir));
 }
 
+TEST(SpoolTest, ADirectoryHeldByAnotherProcessIsInUse) {
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.file("spool");
+  const Spool held = Spool::open(dir);
+  const pid_t pid = ::fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    int code = 1;
+    try {
+      const Spool second = Spool::open(dir);
+    } catch (const SpoolError& e) {
+      code = std::string(e.what()).find("in use") == std::string::npos ? 2 : 0;
+    } catch (...) {
+      code = 3;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SpoolTest, RecordsMustFitAJobsLife) {
+  const test::ScratchDir scratch;
+  Spool spool = Spool::open(scratch.file("spool"));
+  spool.commit(accepted("a"));
+  EXPECT_THROW((void)spool.append(accepted("a")), std::invalid_argument);
+  EXPECT_THROW((void)spool.append(SpoolStarted{"b", 1, at(1)}), std::invalid_argument);
+  spool.commit(SpoolForgotten{"a"});
+  EXPECT_THROW((void)spool.append(SpoolForgotten{"a"}), std::invalid_argument);
+  EXPECT_TRUE(spool.jobs().empty());
+}
+
 TEST(SpoolTest, DirectoryAndFilesArePrivate) {
   const test::ScratchDir scratch;
   const std::string dir = scratch.file("spool");
@@ -327,9 +361,11 @@ int run_out_of_room(const std::string& dir) {
   spool.wait(kept);
   const std::uint64_t record = encode_record(accepted("lost")).size();
   rlimit tight = unlimited;
-  tight.rlim_cur = spool.bytes() + record + 10;
+  tight.rlim_cur = spool.bytes() + 2 * record + 10;
   if (::setrlimit(RLIMIT_FSIZE, &tight) != 0) return 3;
-  const SpoolTicket lost = spool.append(accepted("lost"));  // written, not yet synced
+  // Written, not yet synced: the failure that follows takes both.
+  const SpoolTicket lost = spool.append(accepted("lost"));
+  const SpoolTicket also = spool.append(accepted("also"));
   SpoolAccepted big = accepted("big");
   big.request.assign(1000, 'b');
   try {
@@ -338,10 +374,13 @@ int run_out_of_room(const std::string& dir) {
   } catch (const SpoolError& e) {
     if (std::string(e.what()).find("File too large") == std::string::npos) return 5;
   }
-  try {
-    spool.wait(lost);
-    return 6;  // acknowledged although its file failed
-  } catch (const SpoolError&) {
+  for (const SpoolTicket ticket : {lost, also}) {
+    try {
+      spool.wait(ticket);
+      return 6;  // acknowledged although its file failed
+    } catch (const SpoolError& e) {
+      if (std::string(e.what()).find("File too large") == std::string::npos) return 9;
+    }
   }
   spool.wait(kept);  // durable before the failure: still so
   if (::setrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 7;

@@ -158,8 +158,10 @@ struct SpoolTicket {
   std::uint64_t sequence = 0;
 };
 
-// One spool directory, held by one Spool at a time. Every member function may be called from
-// many threads at once.
+// One spool directory, held by one Spool at a time (a flock on DIR, let go when it is
+// destroyed). Every member function may be called from many threads at once; a moved-from Spool
+// may only be destroyed or assigned to. The destructor syncs nothing: a record appended and
+// never waited for may be lost with the process.
 class Spool {
  public:
   // Opens DIR (created 0700 if missing) and reads every file in it. Throws SpoolError when DIR is
