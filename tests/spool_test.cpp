@@ -222,6 +222,19 @@ TEST(SpoolTest, ATornTailCostsOnlyItselfAndAppendsGoToANewFile) {
   EXPECT_EQ(spool.report().torn, 1U);
 }
 
+TEST(SpoolTest, AFileCutInItsHeaderIsTornAndDeleted) {
+  const test::ScratchDir scratch;
+  ASSERT_EQ(::chmod(scratch.path().c_str(), 0700), 0);
+  scratch.write("0000000000000001.spool", "sockecho-sp");  // a crash while it was created
+  const Spool spool = Spool::open(scratch.path());
+  EXPECT_TRUE(spool.replayed().empty());
+  EXPECT_EQ(spool.report().torn, 1U);
+  ASSERT_EQ(spool.report().places.size(), 1U);
+  EXPECT_EQ(spool.report().places[0].offset, 0U);
+  EXPECT_TRUE(spool_files(scratch.path()).empty()) << "it held no record";
+  EXPECT_EQ(spool.bytes(), 0U);
+}
+
 TEST(SpoolTest, AnUnknownVersionStopsOpenNamingTheFileAndLeavesItAlone) {
   const test::ScratchDir scratch;
   ASSERT_EQ(::chmod(scratch.path().c_str(), 0700), 0);

@@ -22,9 +22,10 @@
 // Compaction runs at every new file, at open(), at compact(), and after a `forgotten` record that
 // leaves the files over the bound; so once an append has returned, on disk:
 //   bytes() <= 2 x (bytes of the live jobs' records) + max_file_bytes + one record
-// where a live job is one not yet forgotten (queued, running, retrying or ended and kept). The
-// spool keeps every live job's state in memory too (request and output included): compaction
-// writes it from there.
+// where a live job is one not yet forgotten (queued, running, retrying or ended and kept).
+// Compaction runs in the thread whose append (or open, or compact) called for it, under the
+// spool's lock, its sync included: other appends wait for it meanwhile. The spool keeps every
+// live job's state in memory too (request and output included): compaction writes it from there.
 #pragma once
 
 #include <chrono>
