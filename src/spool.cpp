@@ -714,31 +714,33 @@ struct Spool::State {
   // A file to append to: the current one, or a new one when there is none or it is full (the
   // old one synced first, so that every record before the new file is durable or failed).
   void ensure_file(std::unique_lock<std::mutex>& lock) {
-    if (current && files[current_number].size < options.max_file_bytes) return;
-    if (current) {
-      const std::uint64_t full = current_number;
+    // A sync lets the lock go, and another thread's failure may take the file meanwhile: so a
+    // few rounds, each ending with a file or an error.
+    for (int round = 0; round < 3; ++round) {
+      if (current && files[current_number].size < options.max_file_bytes) return;
+      if (current) {
+        const std::uint64_t full = current_number;
+        try {
+          sync_locked(lock);
+        } catch (const SpoolError&) {
+          // Its records are failed and it is abandoned; this record goes to a new file.
+        }
+        // Another append started a new file while this one waited for the sync.
+        if (current && current_number != full) continue;
+        // Every record written is durable or failed by now: nothing is left behind.
+        current.reset();
+        current_number = 0;
+      }
+      start_file();
       try {
-        sync_locked(lock);
+        maintain(lock);
       } catch (const SpoolError&) {
-        // Its records are failed and it is abandoned; this record goes to a new file.
+        // A file that failed leaves no file to append to: this record fails too. A deletion
+        // that failed costs only space, and is tried again.
+        if (!current) throw;
       }
-      // Another append started a new file while this one waited for the sync.
-      if (current && current_number != full &&
-          files[current_number].size < options.max_file_bytes) {
-        return;
-      }
-      // Every record written is durable or failed by now: nothing is left behind.
-      current.reset();
-      current_number = 0;
     }
-    start_file();
-    try {
-      maintain(lock);
-    } catch (const SpoolError&) {
-      // A file that failed leaves no file to append to: this record fails too. A deletion that
-      // failed costs only space, and is tried again.
-      if (!current) throw;
-    }
+    if (!current) throw SpoolError(failure.empty() ? "spool: no file to append to" : failure);
   }
 
   // Whether the files hold more than the documented bound allows, so compaction is due.

@@ -13,7 +13,10 @@
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -427,6 +430,93 @@ TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
   EXPECT_EQ(spool.replayed()[0].id, "kept");
   EXPECT_EQ(spool.replayed()[1].id, "after");
   EXPECT_EQ(spool_files(dir).size(), 1U) << "the abandoned file is deleted";
+}
+
+// In a child process whose files may not pass `limit` bytes: `threads` threads accept jobs at
+// once, each waiting for its own; the IDs acknowledged go to `acked` (one a line), then a line
+// "failed N" for the appends or waits that failed. Exit 0 unless something else went wrong.
+int accept_while_files_fail(const std::string& dir, const std::string& acked, int threads) {
+  if (std::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return 1;
+  rlimit unlimited{};
+  if (::getrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 2;
+  Spool spool = Spool::open(dir);
+  rlimit tight = unlimited;
+  tight.rlim_cur = 3000;
+  if (::setrlimit(RLIMIT_FSIZE, &tight) != 0) return 3;
+  std::mutex mutex;
+  std::vector<std::string> ok;
+  int failed = 0;
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<std::size_t>(threads));
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < 12; ++i) {
+        const std::string id = "t" + std::to_string(t) + "-" + std::to_string(i);
+        bool done = false;
+        try {
+          spool.commit(accepted(id));
+          done = true;
+        } catch (const SpoolError&) {
+        } catch (const std::exception& e) {
+          std::cerr << "unexpected: " << e.what() << "\n";
+        }
+        const std::lock_guard lock(mutex);
+        if (done) {
+          ok.push_back(id);
+        } else {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  if (::setrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 4;
+  std::string list;
+  for (const auto& id : ok) list += id + "\n";
+  list += "failed " + std::to_string(failed) + "\n";
+  std::ofstream out(acked, std::ios::binary);
+  out << list;
+  return out.flush() ? 0 : 5;
+}
+
+TEST(SpoolTest, NoJobIsAcknowledgedThatIsNotOnDisk) {
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.file("spool");
+  const std::string acked = scratch.file("acked");
+  const pid_t pid = ::fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = accept_while_files_fail(dir, acked, 8);
+    } catch (...) {
+      code = 98;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  std::vector<std::string> ids;
+  std::string failed;
+  std::istringstream lines(scratch.read("acked"));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("failed ", 0) == 0) {
+      failed = line;
+    } else {
+      ids.push_back(line);
+    }
+  }
+  std::cout << "files of 3000 bytes at most: " << ids.size() << " acknowledged, " << failed << "\n";
+  EXPECT_FALSE(ids.empty());
+  EXPECT_NE(failed, "failed 0") << "no write failed: the test tested nothing";
+  const Spool spool = Spool::open(dir);
+  std::vector<std::string> replayed;
+  for (const auto& job : spool.replayed()) replayed.push_back(job.id);
+  std::sort(ids.begin(), ids.end());
+  std::sort(replayed.begin(), replayed.end());
+  EXPECT_EQ(replayed, ids) << "exactly the acknowledged jobs, and each once";
 }
 
 // The test's own fold of a job's life, to compare the spool with.
