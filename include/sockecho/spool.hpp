@@ -188,8 +188,12 @@ class Spool {
   // (the record is then not in the spool), std::invalid_argument for a record that does not fit
   // the job's life (an ID accepted twice, a change to a job not in the spool).
   SpoolTicket append(const SpoolRecord& record);
-  // Returns once a sync that covers the ticket's record (and every one before it) has returned;
-  // throws SpoolError if that record could not be made durable.
+  // Returns once a sync that covers the ticket's record has returned; throws SpoolError if that
+  // record could not be made durable. One sync covers every record written before it began;
+  // a failed write or sync fails every record of its file not yet covered, abandons the file
+  // (never written or synced again) and the next append starts a new one, into which the
+  // abandoned file's live jobs are re-written. A job whose `accepted` failed is out of the
+  // spool (a `forgotten` for it goes into the next file, in case its bytes reached the disk).
   void wait(SpoolTicket ticket);
   // append() and wait().
   void commit(const SpoolRecord& record) { wait(append(record)); }
