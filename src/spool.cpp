@@ -340,6 +340,10 @@ struct LiveJob {
   SpooledJob job;
   std::uint64_t order = 0;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> in_files;
+  // Files that may still hold its records from before its latest `accepted` (it was re-written
+  // forward): they count for nothing, but its `forgotten` must outlive them, or a replay would
+  // find those records and bring it back.
+  std::vector<std::uint64_t> stale;
 };
 
 struct FileInfo {
@@ -491,12 +495,19 @@ struct Spool::State {
     }
   }
 
+  // Takes a job's records out of the files' live counts; the files become stale for it.
   void release(LiveJob& live) {
+    live.stale.erase(std::remove_if(live.stale.begin(), live.stale.end(),
+                                    [&](std::uint64_t file) { return files.count(file) == 0; }),
+                     live.stale.end());
     for (const auto& [file, bytes] : live.in_files) {
       auto it = files.find(file);
       if (it == files.end()) continue;
       it->second.live_bytes -= bytes;
       --it->second.jobs;
+      if (std::find(live.stale.begin(), live.stale.end(), file) == live.stale.end()) {
+        live.stale.push_back(file);
+      }
     }
     live.in_files.clear();
   }
@@ -537,10 +548,10 @@ struct Spool::State {
   }
 
   void forget(std::map<std::string, LiveJob>::iterator it, std::uint64_t file) {
-    for (const auto& entry : it->second.in_files) {
-      if (entry.first != file) files[file].holds.emplace_back(entry.first, it->first);
-    }
     release(it->second);
+    for (const std::uint64_t old : it->second.stale) {
+      if (old != file && files.count(old) != 0) files[file].holds.emplace_back(old, it->first);
+    }
     by_order.erase(it->second.order);
     jobs.erase(it);
   }
@@ -703,24 +714,44 @@ struct Spool::State {
   // A file to append to: the current one, or a new one when there is none or it is full (the
   // old one synced first, so that every record before the new file is durable or failed).
   void ensure_file(std::unique_lock<std::mutex>& lock) {
-    if (current && files[current_number].size < options.max_file_bytes) return;
-    if (current) {
-      try {
-        sync_locked(lock);
-      } catch (const SpoolError&) {
-        // Its records are failed and it is abandoned; this record goes to a new file.
+    // A sync lets the lock go, and another thread's failure may take the file meanwhile: so a
+    // few rounds, each ending with a file or an error.
+    for (int round = 0; round < 3; ++round) {
+      if (current && files[current_number].size < options.max_file_bytes) return;
+      if (current) {
+        const std::uint64_t full = current_number;
+        try {
+          sync_locked(lock);
+        } catch (const SpoolError&) {
+          // Its records are failed and it is abandoned; this record goes to a new file.
+        }
+        // Another append started a new file while this one waited for the sync.
+        if (current && current_number != full) continue;
+        // Every record written is durable or failed by now: nothing is left behind.
+        current.reset();
+        current_number = 0;
       }
-      current.reset();
-      current_number = 0;
+      start_file();
+      try {
+        maintain(lock);
+      } catch (const SpoolError&) {
+        // A file that failed leaves no file to append to: this record fails too. A deletion
+        // that failed costs only space, and is tried again.
+        if (!current) throw;
+      }
     }
-    start_file();
-    try {
-      maintain(lock);
-    } catch (const SpoolError&) {
-      // A file that failed leaves no file to append to: this record fails too. A deletion that
-      // failed costs only space, and is tried again.
-      if (!current) throw;
+    if (!current) throw SpoolError(failure.empty() ? "spool: no file to append to" : failure);
+  }
+
+  // Whether the files hold more than the documented bound allows, so compaction is due.
+  [[nodiscard]] bool over_bound() const {
+    std::uint64_t total = 0;
+    std::uint64_t live = 0;
+    for (const auto& [number, info] : files) {
+      total += info.size;
+      live += info.live_bytes;
     }
+    return total > 2 * live + options.max_file_bytes;
   }
 
   // Writes a `forgotten` record of the spool's own into the current file, holding `file`.
@@ -738,46 +769,59 @@ struct Spool::State {
   // Re-writes sparse (and abandoned) files' live jobs and holds into the current file, syncs,
   // then deletes every file no live job needs.
   void maintain(std::unique_lock<std::mutex>& lock) {
-    std::vector<std::uint64_t> moving;
-    for (const auto& [number, info] : files) {
-      if (sparse(number, info)) moving.push_back(number);
-    }
-    if (!moving.empty() || !to_forget.empty()) {
+    bool wrote = false;
+    if (!to_forget.empty()) {
       if (!current) start_file();
       while (!to_forget.empty()) {
         write_forgotten(to_forget.back().first, to_forget.back().second);
         to_forget.pop_back();
       }
-      for (const std::uint64_t number : moving) {
-        std::vector<std::string> ids;
-        for (const auto& [id, live] : jobs) {
-          if (std::any_of(live.in_files.begin(), live.in_files.end(),
-                          [&](const auto& entry) { return entry.first == number; })) {
-            ids.push_back(id);
-          }
-        }
-        for (const auto& id : ids) {
-          // Charged to the current file only once all of it is written: a failure half-way
-          // leaves the job where its records still are whole.
-          LiveJob& live = jobs.at(id);
-          std::uint64_t bytes = 0;
-          for (const auto& record : state_records(live.job)) {
-            const std::string frame = encode_frame(record, live.order);
-            write_frame(frame);
-            bytes += frame.size();
-          }
-          release(live);
-          charge(live, current_number, bytes);
-        }
-        auto& holds = files[number].holds;
-        while (!holds.empty()) {
-          write_forgotten(holds.back().first, holds.back().second);
-          holds.pop_back();
-        }
-      }
-      sync_locked(lock);
+      wrote = true;
     }
+    // Moving a file's jobs takes them out of other files too, which may leave those sparse in
+    // turn: again, until none is. Each file moves once at most (it is left with no job).
+    for (std::size_t round = 0, limit = files.size() + 1; round < limit; ++round) {
+      std::vector<std::uint64_t> moving;
+      for (const auto& [number, info] : files) {
+        if (sparse(number, info)) moving.push_back(number);
+      }
+      if (moving.empty()) break;
+      if (!current) start_file();
+      for (const std::uint64_t number : moving) move_forward(number);
+      wrote = true;
+    }
+    if (wrote) sync_locked(lock);
     delete_unneeded();
+  }
+
+  // Re-writes the current state of every live job with records in file `number`, and the
+  // `forgotten` records it holds, into the current file.
+  void move_forward(std::uint64_t number) {
+    std::vector<std::string> ids;
+    for (const auto& [id, live] : jobs) {
+      if (std::any_of(live.in_files.begin(), live.in_files.end(),
+                      [&](const auto& entry) { return entry.first == number; })) {
+        ids.push_back(id);
+      }
+    }
+    for (const auto& id : ids) {
+      // Charged to the current file only once all of it is written: a failure half-way leaves
+      // the job where its records still are whole.
+      LiveJob& live = jobs.at(id);
+      std::uint64_t bytes = 0;
+      for (const auto& record : state_records(live.job)) {
+        const std::string frame = encode_frame(record, live.order);
+        write_frame(frame);
+        bytes += frame.size();
+      }
+      release(live);
+      charge(live, current_number, bytes);
+    }
+    auto& holds = files[number].holds;
+    while (!holds.empty()) {
+      write_forgotten(holds.back().first, holds.back().second);
+      holds.pop_back();
+    }
   }
 
   void delete_unneeded() {
@@ -885,6 +929,9 @@ std::vector<SpooledJob> Spool::jobs() const {
 SpoolTicket Spool::append(const SpoolRecord& record) {
   State& s = *state_;
   std::unique_lock lock(s.mutex);
+  // A file first, since that may wait for a sync (the lock let go); then the checks and the
+  // write, all under the lock at once.
+  s.ensure_file(lock);
   const std::string& id = record_id(record);
   const bool accepting = std::holds_alternative<SpoolAccepted>(record);
   if (accepting && s.jobs.count(id) != 0) {
@@ -895,11 +942,19 @@ SpoolTicket Spool::append(const SpoolRecord& record) {
   }
   const std::uint64_t order = accepting ? s.next_order : 0;
   const std::string frame = encode_frame(record, order);
-  s.ensure_file(lock);
   s.write_frame(frame);
   if (accepting) s.pending_accepts.emplace_back(s.written, id);
   s.fold(record, order, s.current_number, frame.size());
-  return {s.written};
+  const SpoolTicket ticket{s.written};
+  if (std::holds_alternative<SpoolForgotten>(record) && s.over_bound()) {
+    try {
+      s.maintain(lock);
+    } catch (const SpoolError&) {
+      // A failed sync failed this record too: its wait() says so. A failed deletion is tried
+      // again at the next compaction.
+    }
+  }
+  return ticket;
 }
 
 void Spool::wait(SpoolTicket ticket) {

@@ -18,12 +18,18 @@
 //
 // Bound: a file whose records all belong to forgotten jobs (or to jobs re-written since into a
 // later file) is deleted; a file of which less than half the bytes are records of live jobs has
-// those jobs' current state re-written into the current file, and is then deleted. So on disk:
+// those jobs' current state re-written into the current file (synced), and is then deleted.
+// Compaction runs at every new file, at open(), at compact(), and after a `forgotten` record that
+// leaves the files over the bound; so once an append has returned, on disk:
 //   bytes() <= 2 x (bytes of the live jobs' records) + max_file_bytes + one record
 // where a live job is one not yet forgotten (queued, running, retrying or ended and kept).
+// Compaction runs in the thread whose append (or open, or compact) called for it, under the
+// spool's lock, its sync included: other appends wait for it meanwhile. The spool keeps every
+// live job's state in memory too (request and output included): compaction writes it from there.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -154,8 +160,10 @@ struct SpoolTicket {
   std::uint64_t sequence = 0;
 };
 
-// One spool directory, held by one Spool at a time. Every member function may be called from
-// many threads at once.
+// One spool directory, held by one Spool at a time (a flock on DIR, let go when it is
+// destroyed). Every member function may be called from many threads at once; a moved-from Spool
+// may only be destroyed or assigned to. The destructor syncs nothing: a record appended and
+// never waited for may be lost with the process.
 class Spool {
  public:
   // Opens DIR (created 0700 if missing) and reads every file in it. Throws SpoolError when DIR is
@@ -180,8 +188,12 @@ class Spool {
   // (the record is then not in the spool), std::invalid_argument for a record that does not fit
   // the job's life (an ID accepted twice, a change to a job not in the spool).
   SpoolTicket append(const SpoolRecord& record);
-  // Returns once a sync that covers the ticket's record (and every one before it) has returned;
-  // throws SpoolError if that record could not be made durable.
+  // Returns once a sync that covers the ticket's record has returned; throws SpoolError if that
+  // record could not be made durable. One sync covers every record written before it began;
+  // a failed write or sync fails every record of its file not yet covered, abandons the file
+  // (never written or synced again) and the next append starts a new one, into which the
+  // abandoned file's live jobs are re-written. A job whose `accepted` failed is out of the
+  // spool (a `forgotten` for it goes into the next file, in case its bytes reached the disk).
   void wait(SpoolTicket ticket);
   // append() and wait().
   void commit(const SpoolRecord& record) { wait(append(record)); }
