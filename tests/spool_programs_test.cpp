@@ -367,7 +367,9 @@ TEST(SpoolPrograms, AFullDiskIsBusyNeverAcceptedAndJobsAreAcceptedAgainOnceThere
   int busy = 0;
   for (int i = 0; i < 20; ++i) {
     const std::string answer = request("127.0.0.1", server.port(), std::string(2048, 'j'));
-    if (busy > 0) EXPECT_EQ(answer, "busy\n") << "accepted on a full disk, after a busy";
+    if (busy > 0) {
+      EXPECT_EQ(answer, "busy\n") << "accepted on a full disk, after a busy";
+    }
     if (answer == "busy\n") ++busy;
   }
   EXPECT_GE(busy, 15);
