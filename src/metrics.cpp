@@ -131,7 +131,9 @@ std::string_view reason_of(int status) noexcept {
 
 Metrics::Metrics() noexcept = default;
 
-void Metrics::observe(const ConnectionRecord& record) noexcept { durations_.observe(record.duration); }
+void Metrics::observe(const ConnectionRecord& record) noexcept {
+  durations_.observe(record.duration);
+}
 
 void Metrics::count_http(int status) noexcept {
   if (status == 431) status = 400;

@@ -360,7 +360,9 @@ TEST(SpoolPrograms, AFullDiskIsBusyNeverAcceptedAndJobsAreAcceptedAgainOnceThere
   {
     std::ofstream filler(dir.file("filler"), std::ios::binary);
     const std::string block(4096, 'f');
-    for (int i = 0; i < 1024 && filler; ++i) filler.write(block.data(), block.size());
+    for (int i = 0; i < 1024 && filler; ++i) {
+      filler.write(block.data(), static_cast<std::streamsize>(block.size()));
+    }
   }
   // A record may still fit in the room left in the last page of the spool's file (then it is
   // on disk, rightly accepted); once one does not, every one after it is busy until there is room.
