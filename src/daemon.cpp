@@ -109,6 +109,22 @@ ProgramLimits program_limits(const DaemonOptions& o) {
 
 // The handler a request gets: the library user's own, the job queue's, --exec's program, or
 // the document's prefix.
+// What the spool held at the start: one line with the counts, and one for each record skipped.
+void log_spool(const Spool& spool, const SpoolFound& found, const Logger& log) {
+  const SpoolReport& report = spool.report();
+  for (const SpoolDamage& place : report.places) {
+    log.event(LogLevel::quiet, std::string("spool: ") + (place.torn ? "torn" : "damaged") +
+                                   " record skipped file=" + place.file +
+                                   " offset=" + std::to_string(place.offset));
+  }
+  log.event(LogLevel::normal,
+            "spool: dir=" + spool.dir() + " files=" + std::to_string(report.files) + " records=" +
+                std::to_string(report.records) + " queued=" + std::to_string(found.queued) +
+                " retrying=" + std::to_string(found.retrying) + " interrupted=" +
+                std::to_string(found.interrupted) + " ended=" + std::to_string(found.ended) +
+                " damaged=" + std::to_string(report.damaged + report.torn));
+}
+
 Handler handler_of(const DaemonOptions& o, const Logger& log, JobQueue* jobs) {
   if (o.handler) return o.handler;
   if (jobs != nullptr) return background_handler(*jobs, o.prefix);
@@ -161,7 +177,16 @@ void Daemon::Parts::build_stream(const UnixOptions& unix_file, std::optional<Lis
     job_options.queue = options.queue;
     job_options.budget = limits.budget;
     job_options.log = log;
+    if (!options.spool.empty()) {
+      try {
+        job_options.spool = std::make_shared<Spool>(Spool::open(options.spool));
+      } catch (const SpoolError& e) {
+        throw std::runtime_error("--spool " + options.spool + ": " + e.what());
+      }
+    }
+    std::shared_ptr<Spool> spool = job_options.spool;
     jobs = std::make_unique<JobQueue>(std::move(job_options));
+    if (spool) log_spool(*spool, jobs->found(), log);
   }
   Handler handler = handler_of(options, log, jobs.get());
   std::shared_ptr<Protocol> protocol;

@@ -38,6 +38,24 @@ static_assert(kOutcomes[1] == Outcome::timeout && kOutcomes[2] == Outcome::too_l
 
 JobEnd job_end(Outcome outcome) noexcept { return kJobEndOf[static_cast<std::size_t>(outcome)]; }
 
+SpoolTime wall_now() {
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+}
+
+SpoolEnd spool_end(JobEnd end) noexcept {
+  switch (end) {
+    case JobEnd::ok:
+      return SpoolEnd::ok;
+    case JobEnd::failed:
+      return SpoolEnd::failed;
+    case JobEnd::timeout:
+      return SpoolEnd::timeout;
+    case JobEnd::too_large:
+      return SpoolEnd::too_large;
+  }
+  return SpoolEnd::failed;
+}
+
 constexpr std::array<std::string_view, 3> kJobStateNames = {"queued", "running", "ended"};
 constexpr std::array<std::string_view, kJobEnds.size()> kJobEndNames = {"ok", "failed", "timeout",
                                                                         "too_large"};
@@ -95,6 +113,7 @@ JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
   if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
   if (options_.jobs == 0) throw std::invalid_argument("JobQueue: jobs must be at least 1");
   path_ = find_program(options_.argv[0]);
+  if (options_.spool) replay();
   threads_.reserve(options_.jobs);
   // The job threads block every signal from their first instruction (they inherit this mask),
   // so a signal meant for the process's own waiter is never taken by one of them. The programs
@@ -114,23 +133,103 @@ JobQueue::~JobQueue() {
   for (std::thread& t : threads_) t.join();
 }
 
-std::optional<std::string> JobQueue::submit(std::string input, std::vector<std::string> env) {
-  std::string id;
+Submission JobQueue::submit(std::string input, std::vector<std::string> env, std::string source) {
+  const Clock::time_point arrived = Clock::now();
+  Submission answer;
+  const std::size_t bytes = input.size();
   {
     const std::lock_guard<std::mutex> lock(mutex_);
-    const bool full = waiting_.size() >= options_.queue + (options_.jobs - stats_.running);
-    if (closed_ || full || (options_.budget && !options_.budget->try_charge(input.size()))) {
+    const bool full =
+        waiting_.size() + pending_ >= options_.queue + (options_.jobs - stats_.running);
+    if (closed_ || full || (options_.budget && !options_.budget->try_charge(bytes))) {
       ++stats_.busy;
-      return std::nullopt;
+      answer.refused = "busy";
+      return answer;
     }
-    id = new_job_id();
-    Job job{id, JobState::queued, std::nullopt, 0, input.size(), Clock::now()};
+    answer.id = new_job_id();
+    ++pending_;
+  }
+  if (options_.spool) {
+    // Durable before it is queued: a job is never acknowledged, nor run, unless on disk.
+    try {
+      options_.spool->commit(SpoolAccepted{answer.id, input, env, std::move(source), wall_now()});
+    } catch (const std::exception& e) {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      --pending_;
+      if (options_.budget) options_.budget->refund(bytes);
+      ++stats_.spool;
+      answer.refused = "spool";
+      answer.why = e.what();
+      answer.id.clear();
+      changed_.notify_all();
+      return answer;
+    }
+  }
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    --pending_;
+    Job job{answer.id, JobState::queued, std::nullopt, 0, bytes, Clock::now()};
     waiting_.push_back(Work{std::move(job), std::move(input), std::move(env)});
     ++stats_.accepted;
     stats_.queued = waiting_.size();
   }
-  changed_.notify_one();
-  return id;
+  changed_.notify_all();
+  acks_.observe(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - arrived));
+  return answer;
+}
+
+std::optional<std::string> JobQueue::submit(std::string input, std::vector<std::string> env) {
+  Submission answer = submit(std::move(input), std::move(env), {});
+  if (!answer.accepted()) return std::nullopt;
+  return std::move(answer.id);
+}
+
+void JobQueue::record(const SpoolRecord& record) const noexcept {
+  try {
+    (void)options_.spool->append(record);
+  } catch (const std::exception& e) {
+    try {
+      options_.log.event(LogLevel::quiet,
+                         "spool: job id=" + record_id(record) + " error=" + log_quoted(e.what()));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the job goes on
+    }
+  }
+}
+
+void JobQueue::replay() {
+  const SpoolTime now = wall_now();
+  for (const SpooledJob& spooled : options_.spool->replayed()) {
+    if (spooled.end) {  // ended, and not forgotten before the server stopped: no --keep yet
+      ++found_.ended;
+      record(SpoolForgotten{spooled.id});
+      continue;
+    }
+    if (spooled.running) {
+      ++found_.interrupted;
+      if (spooled.attempts >= options_.max_attempts) {
+        // Out of attempts: a job that kills the server every time is not run again.
+        ++found_.ended;
+        SpoolEnded end{spooled.id, SpoolEnd::failed, -1, 0, "interrupted", 0, 0, {}, now};
+        record(end);
+        record(SpoolForgotten{spooled.id});
+        ++stats_.ends[static_cast<std::size_t>(JobEnd::failed)];
+        options_.log.event(LogLevel::quiet, "job id=" + spooled.id +
+                                                " attempt=" + std::to_string(spooled.attempts) +
+                                                " ms=0.000 failed reason=interrupted");
+        continue;
+      }
+    } else if (spooled.next_run) {
+      ++found_.retrying;
+    } else {
+      ++found_.queued;
+    }
+    const bool charged = !options_.budget || options_.budget->try_charge(spooled.request.size());
+    Job job{spooled.id,       JobState::queued,       std::nullopt,
+            spooled.attempts, spooled.request.size(), Clock::now()};
+    // Queued even past --queue: every acknowledged job runs; new ones are busy until it is below.
+    waiting_.push_back(Work{std::move(job), spooled.request, spooled.env, charged});
+  }
+  stats_.queued = waiting_.size();
 }
 
 std::optional<Job> JobQueue::find(std::string_view id) const {
@@ -149,11 +248,17 @@ void JobQueue::drain() {
   const std::size_t left = waiting_.size() + stats_.running;
   if (left > 0 && options_.log.enabled(LogLevel::normal)) {
     options_.log.event(LogLevel::normal,
-                       "jobs: draining running=" + std::to_string(stats_.running) +
-                           " queued=" + std::to_string(waiting_.size()));
+                       std::string(options_.spool ? "jobs: stopping" : "jobs: draining") +
+                           " running=" + std::to_string(stats_.running) +
+                           " queued=" + std::to_string(waiting_.size()) +
+                           (options_.spool ? " (queued jobs stay in the spool)" : ""));
   }
   changed_.notify_all();
-  changed_.wait(lock, [this] { return abandoned_ || (waiting_.empty() && stats_.running == 0); });
+  // With a spool the queued jobs stay there for the next start: only the running ones end.
+  changed_.wait(lock, [this] {
+    return abandoned_ || (pending_ == 0 && stats_.running == 0 &&
+                          (options_.spool != nullptr || waiting_.empty()));
+  });
 }
 
 std::pair<std::size_t, std::size_t> JobQueue::abandon() noexcept {
@@ -182,7 +287,7 @@ void JobQueue::work() noexcept {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     changed_.wait(lock, [this] { return abandoned_ || closed_ || !waiting_.empty(); });
-    if (abandoned_ || waiting_.empty()) {
+    if (abandoned_ || waiting_.empty() || (closed_ && options_.spool)) {
       if (abandoned_ || closed_) return;
       continue;
     }
@@ -201,13 +306,13 @@ void JobQueue::work() noexcept {
 void JobQueue::run(Work& work) {
   try {
     const ProgramResult result = start_and_wait(work);
-    ended(work, job_end(result.outcome()));
+    ended(work, job_end(result.outcome()), &result);
   } catch (const std::exception& e) {  // the program could not start
     options_.log.event(LogLevel::quiet,
                        "job id=" + work.job.id + " ms=0.000 error=" + log_quoted(e.what()));
-    ended(work, JobEnd::failed);
+    ended(work, JobEnd::failed, nullptr);
   } catch (...) {
-    ended(work, JobEnd::failed);
+    ended(work, JobEnd::failed, nullptr);
   }
 }
 
@@ -221,6 +326,16 @@ ProgramResult JobQueue::start_and_wait(Work& work) {
   }();
   std::vector<std::string> env = std::move(work.env);
   env.push_back("SOCKECHO_JOB_ID=" + work.job.id);
+  env.push_back("SOCKECHO_JOB_ATTEMPT=" + std::to_string(work.job.attempts));
+  if (options_.spool) {
+    // Durable before the program starts: a run the server's death cuts short is counted.
+    try {
+      options_.spool->commit(SpoolStarted{work.job.id, work.job.attempts, wall_now()});
+    } catch (const std::exception& e) {
+      options_.log.event(LogLevel::quiet,
+                         "spool: job id=" + work.job.id + " error=" + log_quoted(e.what()));
+    }
+  }
   Program program(options_.argv, env, path_);
   {
     const std::lock_guard<std::mutex> lock(mutex_);
@@ -257,15 +372,31 @@ void JobQueue::log_output(const std::string& who, const ProgramResult& result) c
                      who + " ms=" + milliseconds(result.duration) + " " + result.describe());
 }
 
-void JobQueue::ended(const Work& work, JobEnd end) {
+void JobQueue::ended(const Work& work, JobEnd end, const ProgramResult* result) {
   refund(work);
+  // A run a second stop signal killed is interrupted, not ended: it runs again at the next start.
+  bool abandoned = false;
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    abandoned = abandoned_;
+  }
+  if (options_.spool && !abandoned) {
+    SpoolEnded record_end{work.job.id, spool_end(end), -1, 0, {}, 0, 0, {}, wall_now()};
+    if (result != nullptr) {
+      if (result->end == ProgramResult::End::exited) record_end.exit_code = result->code;
+      if (result->end == ProgramResult::End::signaled) record_end.signal = result->code;
+      record_end.stdout_bytes = result->output.size();
+    }
+    record(record_end);
+    record(SpoolForgotten{work.job.id});  // until --keep: an ended job leaves the spool
+  }
   const std::lock_guard<std::mutex> lock(mutex_);
   running_.erase(work.job.id);  // forgotten once it ends
   ++stats_.ends[static_cast<std::size_t>(end)];
 }
 
 void JobQueue::refund(const Work& work) noexcept {
-  if (options_.budget) options_.budget->refund(work.job.input_bytes);
+  if (options_.budget && work.charged) options_.budget->refund(work.job.input_bytes);
 }
 
 void JobQueue::collect(Exposition& out) const {
@@ -274,8 +405,21 @@ void JobQueue::collect(Exposition& out) const {
   out.single("sockecho_jobs_queued", "gauge", "Background jobs waiting to run.", j.queued);
   out.single("sockecho_jobs_accepted_total", "counter", "Background jobs acknowledged.",
              j.accepted);
-  out.single("sockecho_jobs_refused_total", "counter",
-             "Background jobs refused because the queue was full (busy).", j.busy);
+  out.family("sockecho_jobs_refused_total", "counter",
+             "Background jobs refused: the queue or memory was full, or it was stopping (busy); "
+             "the job could not be made durable (spool).");
+  out.sample("sockecho_jobs_refused_total", label("reason", "busy"), j.busy);
+  out.sample("sockecho_jobs_refused_total", label("reason", "spool"), j.spool);
+  acks_.collect(
+      out, "sockecho_jobs_ack_seconds",
+      "From a job's request to its acknowledgement (the spool's sync included), seconds.");
+  if (options_.spool) {
+    out.single("sockecho_spool_bytes", "gauge", "Bytes of the spool's files.",
+               options_.spool->bytes());
+    out.single("sockecho_spool_syncs_total", "counter",
+               "Syncs of the spool's files (one covers every job waiting for it).",
+               options_.spool->syncs());
+  }
   out.family("sockecho_jobs_total", "counter", "Background jobs finished, by outcome.");
   for (const JobEnd end : kJobEnds) {
     out.sample("sockecho_jobs_total", label("outcome", to_string(end)), j.count(end));
@@ -284,15 +428,18 @@ void JobQueue::collect(Exposition& out) const {
 
 Handler background_handler(JobQueue& queue, std::string prefix) {
   return [&queue, prefix = std::move(prefix)](const Request& request, Reply& reply) {
-    const std::optional<std::string> id =
-        queue.submit(std::string(request.bytes()), exec_environment(request));
+    const Submission answer = queue.submit(std::string(request.bytes()), exec_environment(request),
+                                           request.peer().to_string());
     reply.append_ref(prefix);
-    if (id) {
-      reply.append("accepted " + *id + "\n");
-      reply.set_outcome(Outcome::ok, "job=" + *id);  // the conn line names the job it acknowledged
+    if (answer.accepted()) {
+      reply.append("accepted " + answer.id + "\n");
+      // The conn line names the job it acknowledged.
+      reply.set_outcome(Outcome::ok, "job=" + answer.id);
     } else {
       reply.append_ref("busy\n");
-      reply.set_outcome(Outcome::refused, "reason=busy");
+      std::string fields = "reason=" + std::string(answer.refused);
+      if (!answer.why.empty()) fields += " error=" + log_quoted(answer.why);
+      reply.set_outcome(Outcome::refused, fields);
     }
   };
 }

@@ -27,12 +27,6 @@ namespace {
 constexpr std::size_t kMostUnreadAfterAnswer = std::size_t{64} << 10;
 
 // "0.005", "+Inf": the le label of a bucket.
-std::string bucket_bound(double seconds) {
-  std::array<char, 32> text{};
-  (void)std::snprintf(text.data(), text.size(), "%g", seconds);
-  return text.data();
-}
-
 // The process_* set, from /proc and getrusage; a value that cannot be read is left out.
 void process_metrics(Exposition& out) {
   rusage usage{};
@@ -138,14 +132,7 @@ std::string_view reason_of(int status) noexcept {
 Metrics::Metrics() noexcept = default;
 
 void Metrics::observe(const ConnectionRecord& record) noexcept {
-  const double seconds = static_cast<double>(record.duration.count()) / 1e6;
-  const auto* bucket = std::lower_bound(kDurationBuckets.begin(), kDurationBuckets.end(), seconds);
-  const auto index = static_cast<std::size_t>(bucket - kDurationBuckets.begin());
-  buckets_[index].fetch_add(1, std::memory_order_relaxed);
-  duration_sum_us_.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(
-                                 0, static_cast<std::int64_t>(record.duration.count()))),
-                             std::memory_order_relaxed);
-  duration_count_.fetch_add(1, std::memory_order_relaxed);
+  durations_.observe(record.duration);
 }
 
 void Metrics::count_http(int status) noexcept {
@@ -163,19 +150,8 @@ std::string Metrics::exposition() const {
   out.sample("sockecho_build_info", label("version", kVersion), std::uint64_t{1});
   for (const Collector* collector : collectors_) collector->collect(out);
 
-  const std::string name = "sockecho_request_duration_seconds";
-  out.family(name, "histogram", "Time from accept to close of each connection, seconds.");
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i <= kDurationBuckets.size(); ++i) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
-    const std::string bound =
-        i < kDurationBuckets.size() ? bucket_bound(kDurationBuckets[i]) : std::string("+Inf");
-    out.sample(name + "_bucket", label("le", bound), cumulative);
-  }
-  out.sample(name + "_sum", "",
-             static_cast<double>(duration_sum_us_.load(std::memory_order_relaxed)) / 1e6);
-  // The count is the +Inf bucket's, read once, so the two always agree.
-  out.sample(name + "_count", "", cumulative);
+  durations_.collect(out, "sockecho_request_duration_seconds",
+                     "Time from accept to close of each connection, seconds.");
 
   out.family("sockecho_metrics_requests_total", "counter",
              "Requests to this metrics listener, by HTTP status.");

@@ -63,10 +63,10 @@ TEST(JobIds, AreUnguessable128BitIdsInTheUrlSafeAlphabet) {
   for (int i = 0; i < 2000; ++i) {
     const std::string id = new_job_id();
     ASSERT_EQ(id.size(), 22U) << id;
-    for (std::size_t i = 0; i < id.size(); ++i) {
-      const std::size_t at = alphabet.find(id[i]);
+    for (std::size_t place = 0; place < id.size(); ++place) {
+      const std::size_t at = alphabet.find(id[place]);
       ASSERT_NE(at, std::string::npos) << id;
-      if (i < 21) ++counts.at(at);  // the last character holds the last 2 bits only
+      if (place < 21) ++counts.at(at);  // the last character holds the last 2 bits only
     }
     EXPECT_TRUE(seen.insert(id).second) << "repeated: " << id;
   }

@@ -242,7 +242,9 @@ TEST(MetricsListener, JobMetricsComeWithAJobQueue) {
   EXPECT_EQ(sample(text, "sockecho_jobs_total{outcome=\"ok\"}"), 1) << text;
   EXPECT_EQ(sample(text, "sockecho_jobs_running"), 0) << text;
   EXPECT_EQ(sample(text, "sockecho_jobs_queued"), 0) << text;
-  EXPECT_EQ(sample(text, "sockecho_jobs_refused_total"), 0) << text;
+  EXPECT_EQ(sample(text, "sockecho_jobs_refused_total{reason=\"busy\"}"), 0) << text;
+  EXPECT_EQ(sample(text, "sockecho_jobs_refused_total{reason=\"spool\"}"), 0) << text;
+  EXPECT_EQ(sample(text, "sockecho_jobs_ack_seconds_count"), 1) << text;
 }
 
 }  // namespace

@@ -287,6 +287,9 @@ bool read_program_flag(ArgReader& reader, ServerSettings& s) {
     s.queue = parse_number(flag, reader.value(), 0, kMaxQueue);
   } else if (flag == "--max-output") {
     s.max_output = parse_size(flag, reader.value());
+  } else if (flag == "--spool") {
+    s.spool = std::string(reader.value());
+    if (s.spool.empty()) throw UsageError("--spool needs a directory");
   } else {
     return reader.toggle("--background", s.background);
   }
@@ -347,6 +350,7 @@ void check_server(const ArgReader& reader, ServerSettings& s) {
   } else if (s.background) {
     throw UsageError("--background needs --exec");
   }
+  if (!s.spool.empty() && !s.background) throw UsageError("--spool needs --background");
   if (s.unix_path.empty()) {
     if (s.unix_mode || s.unix_group) throw UsageError("--unix-mode and --unix-group need --unix");
   } else {
@@ -492,6 +496,8 @@ std::string server_usage() {
          "                     queue is full; a stop runs every accepted job first\n"
          "  --jobs N           background programs run at once (default 4)\n"
          "  --queue N          background jobs waiting beyond those (default 64)\n"
+         "  --spool DIR        with --background: keep jobs in DIR, acknowledged only once\n"
+         "                     on disk (synced); a start runs what a crash or a stop left\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens (not with --quiet)\n"
          "  --udp              serve UDP datagrams instead of TCP (echo mode): each datagram\n"

@@ -10,7 +10,7 @@ source .ci/lib.sh
 need_packages clang libclang-rt-14-dev
 
 seconds=${FUZZ_SECONDS:-60}
-targets=(fuzz_cli fuzz_address fuzz_line fuzz_http)
+targets=(fuzz_cli fuzz_address fuzz_line fuzz_http fuzz_spool)
 
 step "fuzz: build with clang -fsanitize=fuzzer,address,undefined; replay the seed corpora"
 cmake --workflow --preset fuzz

@@ -66,6 +66,7 @@ struct DaemonOptions {
   bool background = false;                // --background: acknowledge, run the program later
   unsigned jobs = kDefaultJobs;           // --jobs
   std::size_t queue = kDefaultQueue;      // --queue
+  std::string spool;                      // --spool DIR: jobs kept on disk; empty: in memory
   // --max-bytes, --max-total-bytes (one budget for request buffers and job inputs together),
   // --request-timeout.
   Limits limits;

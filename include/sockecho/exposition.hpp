@@ -3,6 +3,9 @@
 // The metrics unit gathers collectors without knowing what they are.
 #pragma once
 
+#include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -27,6 +30,24 @@ class Exposition {
  private:
   void start(std::string_view name, std::string_view labels);
   std::string out_;
+};
+
+// Upper bounds, in seconds, of a duration histogram's buckets (+Inf follows).
+inline constexpr std::array<double, 16> kDurationBuckets = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,   0.1,     0.25,   0.5,   1,      2.5,   10,   30};
+
+// Durations counted in kDurationBuckets, for a family of type histogram. Atomics only: observing
+// never waits for a scrape, nor a scrape for an observation.
+class DurationHistogram {
+ public:
+  void observe(std::chrono::microseconds duration) noexcept;
+  // The family `name` (HELP `help`): its _bucket samples, _sum (seconds) and _count.
+  void collect(Exposition& out, const std::string& name, std::string_view help) const;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> buckets_{};  // +Inf last
+  std::atomic<std::uint64_t> sum_us_{0};
 };
 
 // `key="value"`, for a sample's labels (values are sockecho's own words: nothing to escape).

@@ -24,11 +24,14 @@
 #include "sockecho/log.hpp"
 #include "sockecho/memory_budget.hpp"
 #include "sockecho/program.hpp"
+#include "sockecho/spool.hpp"
 
 namespace sockecho {
 
 inline constexpr unsigned kDefaultJobs = 4;
 inline constexpr std::size_t kDefaultQueue = 64;
+// Runs a job may start in all: one the server's death interrupted is queued again until then.
+inline constexpr unsigned kDefaultMaxAttempts = 5;
 
 struct JobOptions {
   std::vector<std::string> argv;      // the program and its arguments, looked up once
@@ -40,6 +43,30 @@ struct JobOptions {
   // buffers of the protocol that feeds the queue, it makes one bound for both. Unset: none.
   std::shared_ptr<MemoryBudget> budget;
   Logger log;  // each job's output lines and its end line
+  // Where jobs are kept on disk (--spool). With one, a job is acknowledged only once its record
+  // is durable, its starts and end are recorded, the jobs the spool held at the start are queued
+  // again (an interrupted run counts as an attempt), and a stop leaves the queued jobs in it.
+  // Unset: in memory only.
+  std::shared_ptr<Spool> spool;
+  // With a spool: runs a job may start in all, interrupted ones included; then it ends failed,
+  // reason=interrupted (a job that kills the server is not run again for ever).
+  unsigned max_attempts = kDefaultMaxAttempts;
+};
+
+// What submit() answered: the job's id, or why it was refused.
+struct Submission {
+  std::string id;            // once accepted
+  std::string_view refused;  // "busy" (full, no memory, stopping) or "spool" (not made durable)
+  std::string why;           // for "spool": the error, for the log
+  [[nodiscard]] bool accepted() const noexcept { return refused.empty(); }
+};
+
+// What a job queue found in its spool at the start.
+struct SpoolFound {
+  std::size_t queued = 0;       // accepted and never started: queued again
+  std::size_t retrying = 0;     // waiting to be run again (a retry): queued again
+  std::size_t interrupted = 0;  // running when the server died: queued again, or ended
+  std::size_t ended = 0;        // ended (and now forgotten), or out of attempts
 };
 
 // Where a job is in its life.
@@ -73,7 +100,8 @@ struct Job {
 
 struct JobStats {
   std::uint64_t accepted = 0;
-  std::uint64_t busy = 0;  // refused: the queue was full, or the budget had no room
+  std::uint64_t busy = 0;   // refused: the queue was full, or the budget had no room
+  std::uint64_t spool = 0;  // refused: the job could not be made durable
   std::uint64_t running = 0;
   std::uint64_t queued = 0;
   std::array<std::uint64_t, kJobEnds.size()> ends{};  // indexed by JobEnd
@@ -106,15 +134,24 @@ class JobQueue final : public Collector {
   ~JobQueue();
 
   // Queues a job: the program runs later with `input` on its stdin and `env` plus
-  // SOCKECHO_JOB_ID in its environment. Its id, or std::nullopt when the queue is full, its
-  // input does not fit the budget, or the queue is draining (busy).
+  // SOCKECHO_JOB_ID and SOCKECHO_JOB_ATTEMPT in its environment. Refused "busy" when the queue is
+  // full, its input does not fit the budget, or the queue is stopping; with a spool, accepted only
+  // once its record (with `source`, the client's address) is durable, and refused "spool" when
+  // it cannot be made so (disk full, an I/O error, a failed sync). Safe from many threads: one
+  // sync covers every job waiting for it.
+  Submission submit(std::string input, std::vector<std::string> env, std::string source);
+  // submit() without a source: its id, or std::nullopt when refused.
   std::optional<std::string> submit(std::string input, std::vector<std::string> env);
+
+  // What the spool held at the start (all zero without one).
+  [[nodiscard]] const SpoolFound& found() const noexcept { return found_; }
 
   // The job of this id while it is queued or running; std::nullopt for one that ended (it is
   // forgotten then) or never was.
   [[nodiscard]] std::optional<Job> find(std::string_view id) const;
 
-  // Refuses new jobs, runs every one accepted so far to its end, then returns.
+  // Refuses new jobs, runs every one accepted so far to its end, then returns. With a spool,
+  // only the running ones end: the queued ones stay in the spool for the next start.
   void drain();
 
   // Kills every running job and all it started, and drops the waiting ones: how many of each.
@@ -131,6 +168,7 @@ class JobQueue final : public Collector {
     Job job;
     std::string input;
     std::vector<std::string> env;
+    bool charged = true;  // its input is charged to the budget (a replayed one may not fit)
   };
   // A running job, and the program that runs it once it has started.
   struct Running {
@@ -142,8 +180,13 @@ class JobQueue final : public Collector {
   void run(Work& work);
   [[nodiscard]] ProgramResult start_and_wait(Work& work);
   void log_output(const std::string& who, const ProgramResult& result) const;
-  void ended(const Work& work, JobEnd end);
+  // `result`: how its program ended, when it started.
+  void ended(const Work& work, JobEnd end, const ProgramResult* result);
   void refund(const Work& work) noexcept;
+  void replay();
+  // Records `record` in the spool without waiting (its durability rides on the next sync); a
+  // failure is logged, the job goes on.
+  void record(const SpoolRecord& record) const noexcept;
 
   JobOptions options_;
   std::string path_;  // the program, found once
@@ -151,6 +194,9 @@ class JobQueue final : public Collector {
   std::condition_variable changed_;
   std::deque<Work> waiting_;
   std::unordered_map<std::string, Running> running_;
+  std::size_t pending_ = 0;  // accepted into a slot, waiting for their spool record's sync
+  SpoolFound found_;
+  DurationHistogram acks_;  // from a submission to its answer, the sync included
   bool closed_ = false;     // no new jobs
   bool abandoned_ = false;  // no more jobs started
   JobStats stats_;

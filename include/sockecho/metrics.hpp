@@ -22,11 +22,6 @@
 
 namespace sockecho {
 
-// Upper bounds, in seconds, of the request-duration histogram's buckets (+Inf follows).
-inline constexpr std::array<double, 16> kDurationBuckets = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.05,   0.1,     0.25,   0.5,   1,      2.5,   10,   30};
-
 // The registry behind /metrics: the families of the units added to it (a server, a job queue:
 // each a Collector, unknown to metrics), the request-duration histogram (fed from
 // ServerOptions::on_connection) and the answers of the metrics listener, by status. Every
@@ -52,9 +47,7 @@ class Metrics {
 
  private:
   std::vector<const Collector*> collectors_;
-  std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> buckets_{};  // +Inf last
-  std::atomic<std::uint64_t> duration_sum_us_{0};
-  std::atomic<std::uint64_t> duration_count_{0};
+  DurationHistogram durations_;
   // Answers by status: 200, 400, 404, 405, 408, 503, in that order.
   static constexpr std::array<int, 6> kStatuses = {200, 400, 404, 405, 408, 503};
   std::array<std::atomic<std::uint64_t>, kStatuses.size()> http_{};

@@ -27,5 +27,6 @@
 #include "sockecho/server_core.hpp"
 #include "sockecho/session.hpp"
 #include "sockecho/signals.hpp"
+#include "sockecho/spool.hpp"
 #include "sockecho/systemd.hpp"
 #include "sockecho/version.hpp"
