@@ -154,7 +154,12 @@ TEST(BackgroundProgram, SigtermRunsEveryAcknowledgedJobThenExitsZero) {
     ids.push_back(reply.substr(9, reply.size() - 10));
   }
   server.signal(SIGTERM);
-  ASSERT_TRUE(server.wait_stderr("jobs: draining running=1 queued=3")) << server.err();
+  // The first job is running, or (on a loaded machine) about to be: four either way.
+  const std::optional<std::string> draining = server.wait_stderr("jobs: draining running=");
+  ASSERT_TRUE(draining) << server.err();
+  EXPECT_TRUE(draining->find("running=1 queued=3") != std::string::npos ||
+              draining->find("running=0 queued=4") != std::string::npos)
+      << *draining;
   gate.open();
   EXPECT_EQ(server.wait(), 0);
   for (std::size_t i = 0; i < ids.size(); ++i) {
