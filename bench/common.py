@@ -1,16 +1,39 @@
 """What the benchmark scripts share: a server started on a free loopback port (or a Unix socket)
-and read from /proc, and this process's descriptor limit."""
+and read from /proc, a free port and the wait for a server without a ready line, and this
+process's descriptor limit."""
 
 import os
 import resource
 import select
 import signal
+import socket
 import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "bench", "out")
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, process, seconds=10.0):
+    """For servers without a ready line: connect until one is accepted (bounded)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{process.args[0]} is not listening on {port}")
 
 
 def raise_nofile():

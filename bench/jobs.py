@@ -39,6 +39,7 @@ import time
 import urllib.request
 
 import sections
+from common import free_port, wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -136,10 +137,16 @@ class Beanstalkd:
             port = free_port()
             self.proc = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(port), *flags],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if wait_listening(port, self.proc):
-                self.port = port
-                return self
-            self.proc.wait()
+            try:
+                wait_listening(port, self.proc)
+            except RuntimeError:
+                if self.proc.poll() is None:  # running, yet not listening: no retry helps
+                    self.proc.kill()
+                    self.proc.wait()
+                    raise
+                continue  # it exited: the port was taken meanwhile
+            self.port = port
+            return self
         raise RuntimeError("beanstalkd: no free port it could bind")
 
     def counters(self):
@@ -153,27 +160,6 @@ class Beanstalkd:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc, seconds=10.0):
-    import socket
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 def sockecho_load(build):
