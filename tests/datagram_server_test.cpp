@@ -301,10 +301,11 @@ TEST(DatagramServer, NoReplyToAWellKnownSourcePortOrItsOwnAddressAndPort) {
   EXPECT_FALSE(own.is_own(resolve("127.0.0.1", server.port() + 1)[0]));
   EXPECT_FALSE(own.is_own(resolve("127.0.0.2", server.port())[0]));
   // Bound to every address: any of this host's addresses with the port is its own.
-  OwnAddresses every(resolve("0.0.0.0", 12387)[0]);
-  EXPECT_TRUE(every.is_own(resolve("127.0.0.1", 12387)[0]));
-  EXPECT_FALSE(every.is_own(resolve("127.0.0.1", 12388)[0]));
-  EXPECT_FALSE(every.is_own(resolve("192.0.2.1", 12387)[0]));  // TEST-NET-1, no host's
+  const std::uint16_t port = server.port();
+  OwnAddresses every(resolve("0.0.0.0", port)[0]);
+  EXPECT_TRUE(every.is_own(resolve("127.0.0.1", port)[0]));
+  EXPECT_FALSE(every.is_own(resolve("127.0.0.1", port + 1)[0]));
+  EXPECT_FALSE(every.is_own(resolve("192.0.2.1", port)[0]));  // TEST-NET-1, no host's
 }
 
 TEST(DatagramServer, StopBeforeRunReturnsAtOnce) {

@@ -189,13 +189,14 @@ TEST(HostileInput, ExecUnderALowSoftDescriptorLimitServesEveryConcurrentRequest)
   EXPECT_EQ(server.err().find("Too many open files"), std::string::npos) << server.err();
 }
 
-// A program that leaves a grandchild behind in a session of its own (setsid), which says its pid
-// in `dir` and would sleep a minute; then the program does `then`.
+// A program that leaves a grandchild behind in a session of its own (setsid), which would sleep a
+// minute, and writes its pid in `dir` once the grandchild has said it from its own session
+// (through a fifo: no polling); then the program does `then`.
 std::vector<std::string> leaving_a_grandchild(const test::ScratchDir& dir,
                                               const std::string& then) {
   return {
       "--exec", "sh", "-c",
-      R"(setsid sh -c 'echo $$ > "$0/pid.new" && mv "$0/pid.new" "$0/pid"; exec sleep 60' "$0" </dev/null >/dev/null 2>&1 & while [ ! -s "$0/pid" ]; do sleep 0.01; done; )" +
+      R"(mkfifo "$0/fifo"; setsid sh -c 'echo $$ > "$0/fifo"; exec sleep 60' "$0" </dev/null >/dev/null 2>&1 & read pid < "$0/fifo"; echo $pid > "$0/pid.new" && mv "$0/pid.new" "$0/pid"; )" +
           then,
       dir.path()};
 }

@@ -43,12 +43,13 @@ pid_t spawner() {
 }
 
 // A shell command that starts a grandchild in a session and process group of its own (setsid),
-// which would sleep a minute, writes its pid to `file` (whole, by a rename) and waits until it is
-// there. The grandchild holds none of the program's pipes, so only its killing is tested.
+// which would sleep a minute, and writes its pid to `file` (whole, by a rename) once the
+// grandchild has said it from its own session, through a fifo: no polling. The grandchild holds
+// none of the program's pipes, so only its killing is tested.
 std::string escaping_grandchild(const std::string& file) {
-  return "setsid sh -c 'echo $$ > " + file + ".new && mv " + file + ".new " + file +
-         "; exec sleep 60' </dev/null >/dev/null 2>&1 & while [ ! -s " + file +
-         " ]; do sleep 0.01; done; ";
+  return "mkfifo " + file + ".fifo; setsid sh -c 'echo $$ > " + file +
+         ".fifo; exec sleep 60' </dev/null >/dev/null 2>&1 & read pid < " + file +
+         ".fifo; echo $pid > " + file + ".new && mv " + file + ".new " + file + "; ";
 }
 
 // The pid `file` names once it is there, or 0.
