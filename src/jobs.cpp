@@ -136,7 +136,15 @@ JobQueue::~JobQueue() {
 Submission JobQueue::submit(std::string input, std::vector<std::string> env, std::string source) {
   const Clock::time_point arrived = Clock::now();
   Submission answer;
+  answer.id = new_job_id();  // its system call outside the lock
   const std::size_t bytes = input.size();
+  // Queues the job; under the lock.
+  const auto queue = [&] {
+    Job job{answer.id, JobState::queued, std::nullopt, 0, bytes, Clock::now()};
+    waiting_.push_back(Work{std::move(job), std::move(input), std::move(env)});
+    ++stats_.accepted;
+    stats_.queued = waiting_.size();
+  };
   {
     const std::lock_guard<std::mutex> lock(mutex_);
     const bool full =
@@ -144,36 +152,41 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
     if (closed_ || full || (options_.budget && !options_.budget->try_charge(bytes))) {
       ++stats_.busy;
       answer.refused = "busy";
+      answer.id.clear();
       return answer;
     }
-    answer.id = new_job_id();
-    ++pending_;
+    if (options_.spool) {
+      ++pending_;  // its slot is held while its record is synced, outside the lock
+    } else {
+      queue();
+    }
   }
   if (options_.spool) {
     // Durable before it is queued: a job is never acknowledged, nor run, unless on disk.
+    bool durable = false;
     try {
       options_.spool->commit(SpoolAccepted{answer.id, input, env, std::move(source), wall_now()});
+      durable = true;
     } catch (const std::exception& e) {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      --pending_;
-      if (options_.budget) options_.budget->refund(bytes);
-      ++stats_.spool;
       answer.refused = "spool";
       answer.why = e.what();
       answer.id.clear();
-      changed_.notify_all();
-      return answer;
     }
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      --pending_;
+      if (durable) {
+        queue();
+      } else {
+        if (options_.budget) options_.budget->refund(bytes);
+        ++stats_.spool;
+      }
+    }
+    changed_.notify_all();  // a job to run, or a drain waiting for pending_ to reach 0
+    if (!durable) return answer;
+  } else {
+    changed_.notify_one();
   }
-  {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    --pending_;
-    Job job{answer.id, JobState::queued, std::nullopt, 0, bytes, Clock::now()};
-    waiting_.push_back(Work{std::move(job), std::move(input), std::move(env)});
-    ++stats_.accepted;
-    stats_.queued = waiting_.size();
-  }
-  changed_.notify_all();
   acks_.observe(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - arrived));
   return answer;
 }
