@@ -36,6 +36,16 @@ def wait_listening(port, process, seconds=10.0):
     raise RuntimeError(f"{process.args[0]} is not listening on {port}")
 
 
+def read_to_end(sock):
+    """Every byte a socket's peer sends until it closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def raise_nofile():
     """Raise this process's RLIMIT_NOFILE soft limit to its hard limit (never the system's);
     the servers it starts inherit it. Returns the soft limit now in force."""

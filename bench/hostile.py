@@ -229,12 +229,7 @@ def http_health(port, timeout=30.0):
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(b"GET /health HTTP/1.1\r\n\r\n")
-        answer = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = common.read_to_end(s)
     return (time.monotonic() - start) * 1000, answer.split(b"\r\n", 1)[0].decode(errors="replace")
 
 

@@ -30,12 +30,7 @@ def accepted(port, payload):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
-        reply = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = common.read_to_end(s)
     return b"accepted " in reply
 
 
