@@ -44,6 +44,14 @@ struct Endpoint {
   std::uint16_t port = 0;
 };
 
+// HOST:PORT or unix:PATH, as --status takes it: a TCP endpoint, or a Unix socket's path (set
+// instead of host and port; "@NAME" for an abstract one).
+struct ListenAddress {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string unix_path;
+};
+
 // What a Daemon does. Each member is a flag of sockecho-server (named in its comment; its man
 // page has the whole story), with the same default, and the daemon's messages name the flags.
 struct DaemonOptions {
@@ -67,6 +75,11 @@ struct DaemonOptions {
   unsigned jobs = kDefaultJobs;           // --jobs
   std::size_t queue = kDefaultQueue;      // --queue
   std::string spool;                      // --spool DIR: jobs kept on disk; empty: in memory
+  std::optional<ListenAddress> status;    // --status ADDR: where jobs are asked about; unset: none
+  std::chrono::milliseconds retry_delay = kDefaultRetryDelay;  // --retry-delay
+  unsigned max_attempts = kDefaultMaxAttempts;                 // --max-attempts
+  std::chrono::milliseconds keep = kDefaultKeep;               // --keep
+  std::size_t keep_max = kDefaultKeepMax;                      // --keep-max
   // --max-bytes, --max-total-bytes (one budget for request buffers and job inputs together),
   // --request-timeout.
   Limits limits;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,14 @@ inline constexpr unsigned kDefaultJobs = 4;
 inline constexpr std::size_t kDefaultQueue = 64;
 // Runs a job may start in all: one the server's death interrupted is queued again until then.
 inline constexpr unsigned kDefaultMaxAttempts = 5;
+// The wait before a job that asked to be retried (exit 75) runs again, doubled at each further
+// attempt up to kMaxRetryDelay.
+inline constexpr std::chrono::milliseconds kDefaultRetryDelay{10000};
+inline constexpr std::chrono::milliseconds kMaxRetryDelay{3600000};
+// How long an ended job is kept (its state and its stdout) for a client to ask about it, and how
+// many ended jobs are kept at most; past either, the oldest is forgotten.
+inline constexpr std::chrono::milliseconds kDefaultKeep{3600000};
+inline constexpr std::size_t kDefaultKeepMax = 10000;
 
 struct JobOptions {
   std::vector<std::string> argv;      // the program and its arguments, looked up once
