@@ -17,6 +17,7 @@
 #include "sockecho/metrics_listener.hpp"
 #include "sockecho/program.hpp"
 #include "sockecho/signals.hpp"
+#include "sockecho/status.hpp"
 #include "sockecho/systemd.hpp"
 
 namespace sockecho {
@@ -42,7 +43,8 @@ constexpr rlim_t kPerProgram = 8;
 // request with its error line, never the daemon's end).
 void ensure_descriptors(const DaemonOptions& o) {
   const unsigned workers = o.options.workers;
-  const unsigned metrics = o.metrics ? kMetricsWorkers : 0;
+  // The listeners of metrics and status have workers of their own, each holding one too.
+  const unsigned metrics = (o.metrics ? kMetricsWorkers : 0) + (o.status ? kStatusWorkers : 0);
   const rlim_t needed = rlim_t{workers} + metrics + kOwnDescriptors;
   rlim_t programs = 0;
   if (o.background) {
@@ -53,8 +55,8 @@ void ensure_descriptors(const DaemonOptions& o) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) throw os_error(errno, "getrlimit RLIMIT_NOFILE");
   if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
-    const std::string who =
-        "--workers " + std::to_string(workers) + (metrics > 0 ? " and --metrics need " : " needs ");
+    const std::string who = "--workers " + std::to_string(workers) +
+                            (metrics > 0 ? " with --metrics or --status need " : " needs ");
     throw std::runtime_error(who + std::to_string(needed) + " open files, but the hard limit is " +
                              std::to_string(limit.rlim_max) +
                              " (ulimit -Hn); lower --workers or raise the limit");
@@ -81,6 +83,17 @@ UnixOptions unix_options(const DaemonOptions& o) {
     }
   }
   return file;
+}
+
+// A listener of the daemon's own besides the served one (--metrics, --status), bound now so a
+// failure stops the start; its error names the flag.
+Listener bind_flag(std::string_view flag, const ListenAddress& at, const UnixOptions& unix_file) {
+  try {
+    if (!at.unix_path.empty()) return Listener::bind_unix(at.unix_path, unix_file);
+    return Listener::bind(at.host, at.port);
+  } catch (const std::system_error& e) {
+    throw std::system_error(e.code(), std::string(flag) + ": " + e.what());
+  }
 }
 
 // The socket a service manager passed on, if there is one, else one bound here.
@@ -160,6 +173,7 @@ struct Daemon::Parts {
   std::unique_ptr<JobQueue> jobs;
   Metrics metrics;
   std::optional<Listener> metrics_at;  // bound at once, served once the ready line is out
+  std::optional<Listener> status_at;   // bound at once, served from run() to its end
   std::unique_ptr<ServerCore> server;
   std::string name;
 };
@@ -177,6 +191,12 @@ void Daemon::Parts::build_stream(const UnixOptions& unix_file, std::optional<Lis
     job_options.queue = options.queue;
     job_options.budget = limits.budget;
     job_options.log = log;
+    job_options.max_attempts = options.max_attempts;
+    job_options.retry_delay = options.retry_delay;
+    job_options.keep = options.keep;
+    job_options.keep_max = options.keep_max;
+    // With somewhere to ask for it, a job's stdout is its result, not log lines.
+    job_options.output_is_result = options.status.has_value();
     if (!options.spool.empty()) {
       try {
         job_options.spool = std::make_shared<Spool>(Spool::open(options.spool));
@@ -275,7 +295,10 @@ Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move
     p.log = Logger::batched(o.log_fd, o.log_level, kLogDelay);
     p.build_stream(unix_file, std::move(inherited));
   }
-  if (o.metrics) p.metrics_at = Listener::bind(o.metrics->host, o.metrics->port);
+  if (o.metrics) {
+    p.metrics_at = bind_flag("--metrics", ListenAddress{o.metrics->host, o.metrics->port, {}}, {});
+  }
+  if (o.status && p.jobs) p.status_at = bind_flag("--status", *o.status, unix_options(o));
   p.metrics.add(*p.server);
   if (p.jobs) p.metrics.add(*p.jobs);
 }
@@ -285,6 +308,17 @@ Daemon::~Daemon() = default;
 void Daemon::run(const std::function<void(const std::string& line)>& say) {
   Parts& p = *parts_;
   const SignalWaiter signals = p.answer_signals();
+  // Answers from now until the very end, through the whole drain of the jobs.
+  std::unique_ptr<StatusListener> status;
+  if (p.status_at) {
+    StatusOptions status_options;
+    status_options.timeout = p.options.options.timeout;
+    status_options.request_timeout = p.options.limits.request_timeout;
+    status_options.log = p.log;
+    status = std::make_unique<StatusListener>(std::move(*p.status_at), *p.jobs, status_options);
+    p.status_at.reset();
+    p.metrics.add(*status);
+  }
   say("listening on " + p.name);
   // Serves until the very end: during the drain below, /health answers 503.
   std::optional<MetricsListener> metrics;
@@ -293,6 +327,7 @@ void Daemon::run(const std::function<void(const std::string& line)>& say) {
     p.metrics_at.reset();
     say("metrics on " + metrics->address().to_string());
   }
+  if (status) say("status on " + status->address().to_string());
   p.server->run();
   if (p.jobs) {
     // An acknowledged job is never dropped by a clean stop: every one runs first.

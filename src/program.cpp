@@ -283,6 +283,11 @@ void Program::cancel() noexcept {
   tell(SIGKILL);
 }
 
+void Program::terminate() noexcept {
+  const std::lock_guard<std::mutex> lock(*reaping_);
+  tell(SIGTERM);
+}
+
 void Program::tell(int signal) const noexcept {
   if (!control_) return;
   const char command = signal == SIGTERM ? detail::kTerm : detail::kKill;
@@ -395,16 +400,25 @@ Clock::time_point Program::Run::wake_at() const { return std::min({end_, kill_at
 void Program::Run::drain_output() {
   (void)drain(program_.stdout_, [&](std::string_view bytes) {
     if (killed_ && result_.end == ProgramResult::End::too_large) return;
-    result_.output.append(bytes);
-    if (limits_.max_output != 0 && result_.output.size() > limits_.max_output) {
-      result_.output.resize(limits_.max_output);
-      stop(ProgramResult::End::too_large, SIGKILL);
+    std::string_view kept = bytes;
+    const bool over =
+        limits_.max_output != 0 && result_.output.size() + bytes.size() > limits_.max_output;
+    if (over) kept = bytes.substr(0, limits_.max_output - result_.output.size());
+    if (!kept.empty() && limits_.charge_output && !limits_.charge_output(kept.size())) {
+      stop(ProgramResult::End::too_large, SIGKILL);  // no memory left to keep it in
+      return;
     }
+    result_.output.append(kept);
+    if (over) stop(ProgramResult::End::too_large, SIGKILL);
   });
 }
 
 void Program::Run::drain_errors() {
-  if (!drain(program_.stderr_, [&](std::string_view bytes) { log_.add(bytes); })) log_.finish();
+  const auto take = [&](std::string_view bytes) {
+    result_.error_bytes += bytes.size();
+    log_.add(bytes);
+  };
+  if (!drain(program_.stderr_, take)) log_.finish();
 }
 
 // The supervisor's report that the program ended, sent once the program's whole subtree is

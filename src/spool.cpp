@@ -361,6 +361,7 @@ void change(SpooledJob& job, const SpoolRecord& record) {
   std::visit(Overloaded{
                  [](const SpoolAccepted&) {},
                  [&](const SpoolStarted& r) {
+                   if (job.attempts == 0) job.first_started = r.time;
                    ++job.attempts;
                    job.running = true;
                    job.started = r.time;
@@ -380,6 +381,7 @@ void change(SpooledJob& job, const SpoolRecord& record) {
                    job.attempts = 0;
                    job.running = false;
                    job.started.reset();
+                   job.first_started.reset();
                    job.next_run.reset();
                    job.end.reset();
                    job.requeued = r.time;
@@ -395,7 +397,10 @@ std::vector<SpoolRecord> state_records(const SpooledJob& job) {
   out.emplace_back(SpoolAccepted{job.id, job.request, job.env, job.source, job.accepted});
   if (job.requeued) out.emplace_back(SpoolRequeued{job.id, *job.requeued});
   for (unsigned attempt = 1; attempt <= job.attempts; ++attempt) {
-    out.emplace_back(SpoolStarted{job.id, attempt, job.started.value_or(job.accepted)});
+    // The first start and the latest are what a job's status tells; the ones between are
+    // counted only.
+    const std::optional<SpoolTime>& time = attempt == 1 ? job.first_started : job.started;
+    out.emplace_back(SpoolStarted{job.id, attempt, time.value_or(job.accepted)});
   }
   if (job.end) out.emplace_back(*job.end);
   if (job.next_run) out.emplace_back(SpoolNextRun{job.id, *job.next_run});
@@ -423,7 +428,8 @@ bool SpoolForgotten::operator==(const SpoolForgotten& o) const { return id == o.
 bool SpooledJob::operator==(const SpooledJob& o) const {
   return id == o.id && request == o.request && env == o.env && source == o.source &&
          accepted == o.accepted && requeued == o.requeued && attempts == o.attempts &&
-         running == o.running && started == o.started && next_run == o.next_run && end == o.end;
+         running == o.running && started == o.started && next_run == o.next_run && end == o.end &&
+         first_started == o.first_started;
 }
 
 const std::string& record_id(const SpoolRecord& record) {
@@ -924,6 +930,13 @@ std::vector<SpooledJob> Spool::jobs() const {
   out.reserve(state_->by_order.size());
   for (const auto& [order, id] : state_->by_order) out.push_back(state_->jobs.at(id).job);
   return out;
+}
+
+std::optional<std::string> Spool::output(std::string_view id) const {
+  const std::lock_guard lock(state_->mutex);
+  const auto it = state_->jobs.find(std::string(id));
+  if (it == state_->jobs.end() || !it->second.job.end) return std::nullopt;
+  return it->second.job.end->output;
 }
 
 SpoolTicket Spool::append(const SpoolRecord& record) {

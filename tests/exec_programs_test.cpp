@@ -164,7 +164,8 @@ TEST(BackgroundProgram, SigtermRunsEveryAcknowledgedJobThenExitsZero) {
   EXPECT_EQ(server.wait(), 0);
   for (std::size_t i = 0; i < ids.size(); ++i) {
     EXPECT_EQ(dir.read(ids[i]), "job" + std::to_string(i)) << ids[i];
-    EXPECT_NE(server.err().find("job id=" + ids[i] + " ms="), std::string::npos) << server.err();
+    EXPECT_NE(server.err().find("job id=" + ids[i] + " attempt=1 ms="), std::string::npos)
+        << server.err();
   }
   EXPECT_NE(server.err().find("jobs: done accepted=4 ok=4 "), std::string::npos) << server.err();
 }

@@ -124,7 +124,7 @@ TEST(HostileInput, ThreeHundredThousandBlankLinesCostWhatTheyCostAndTheEndLineIs
   server.signal(SIGTERM);
   ASSERT_EQ(server.wait(), 0);
   const std::string& log = server.err();
-  const std::string job = "job id=" + flood + " ";
+  const std::string job = "job id=" + flood + " attempt=1 ";
   EXPECT_EQ(count_lines(log, job + "ms="), 1U) << "the flood's own end line";
   const std::size_t kept = count_lines(log, job + "stdout=\"\"");
   EXPECT_GT(kept, 100U);
@@ -134,7 +134,7 @@ TEST(HostileInput, ThreeHundredThousandBlankLinesCostWhatTheyCostAndTheEndLineIs
   EXPECT_EQ(std::stoul(log.substr(at + job.size() + 21)) + kept, 300000U);
   for (const std::string& id : others) {
     EXPECT_EQ(count_lines(log, " outcome=ok job=" + id), 1U) << "its conn line names the job";
-    EXPECT_EQ(count_lines(log, "job id=" + id + " ms="), 1U) << id;
+    EXPECT_EQ(count_lines(log, "job id=" + id + " attempt=1 ms="), 1U) << id;
   }
 }
 
@@ -220,8 +220,8 @@ TEST(HostileInput, AJobsGrandchildInASessionOfItsOwnDiesWithTheJob) {
   const std::string accepted = request("127.0.0.1", server.port(), "x");
   ASSERT_EQ(accepted.rfind("accepted ", 0), 0U) << accepted;
   const std::string id = accepted.substr(9, accepted.size() - 10);
-  ASSERT_TRUE(server.wait_stderr("job id=" + id + " ms=")) << server.err();
-  EXPECT_NE(server.err().find("job id=" + id + " ms="), std::string::npos);
+  ASSERT_TRUE(server.wait_stderr("job id=" + id + " attempt=1 ms=")) << server.err();
+  EXPECT_NE(server.err().find("job id=" + id + " attempt=1 ms="), std::string::npos);
   EXPECT_TRUE(grandchild_gone(dir)) << "outlived its job's exit 0";
 }
 

@@ -126,7 +126,7 @@ TEST(JobQueue, AbandonedJobsGiveTheirInputsBack) {
   EXPECT_EQ(budget->charged(), 0U);
 }
 
-TEST(JobQueue, AJobCanBeFoundByItsIdUntilItEnds) {
+TEST(JobQueue, AJobCanBeFoundByItsIdFromItsAcknowledgementToItsEnd) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
   JobQueue queue(gated_jobs(dir, 1, 4));
@@ -148,7 +148,11 @@ TEST(JobQueue, AJobCanBeFoundByItsIdUntilItEnds) {
   EXPECT_FALSE(queue.find("no such id"));
   gate.open();
   queue.drain();
-  EXPECT_FALSE(queue.find(*first)) << "an ended job is forgotten (until --keep)";
+  const std::optional<Job> ended = queue.find(*first);
+  ASSERT_TRUE(ended) << "an ended job is kept";
+  EXPECT_EQ(ended->state, JobState::ended);
+  EXPECT_EQ(ended->end, JobEnd::ok);
+  EXPECT_EQ(ended->exit_code, 0);
   EXPECT_EQ(to_string(JobState::running), "running");
 }
 

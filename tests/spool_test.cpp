@@ -537,6 +537,7 @@ void model_apply(std::vector<SpooledJob>& model, const SpoolRecord& record) {
   if (std::holds_alternative<SpoolForgotten>(record)) {
     model.erase(it);
   } else if (const auto* s = std::get_if<SpoolStarted>(&record)) {
+    if (it->attempts == 0) it->first_started = s->time;
     it->attempts += 1;
     it->running = true;
     it->started = s->time;
@@ -551,7 +552,7 @@ void model_apply(std::vector<SpooledJob>& model, const SpoolRecord& record) {
     it->end = *e;
   } else if (const auto* q = std::get_if<SpoolRequeued>(&record)) {
     *it = SpooledJob{it->id, it->request, it->env,      it->source,   it->accepted, q->time,
-                     0,      false,       std::nullopt, std::nullopt, std::nullopt};
+                     0,      false,       std::nullopt, std::nullopt, std::nullopt, std::nullopt};
   }
 }
 

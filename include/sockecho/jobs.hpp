@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,25 +43,45 @@ inline constexpr std::chrono::milliseconds kMaxRetryDelay{3600000};
 inline constexpr std::chrono::milliseconds kDefaultKeep{3600000};
 inline constexpr std::size_t kDefaultKeepMax = 10000;
 
+// A wall-clock time as jobs keep it (as the spool does): whole milliseconds since the epoch. A
+// job's times survive a restart, so they are not the steady clock's.
+using WallTime = SpoolTime;
+
 struct JobOptions {
   std::vector<std::string> argv;      // the program and its arguments, looked up once
   ProgramLimits limits;               // each job's runtime and output limits
   unsigned jobs = kDefaultJobs;       // programs run at once
-  std::size_t queue = kDefaultQueue;  // jobs waiting beyond those
-  // What each job's input is charged to from its acknowledgement until it ends (waiting and
-  // running alike): a job whose input does not fit is refused as busy. Shared with the request
-  // buffers of the protocol that feeds the queue, it makes one bound for both. Unset: none.
+  std::size_t queue = kDefaultQueue;  // jobs waiting (queued or retrying) beyond those
+  // What each job's input is charged to from its acknowledgement until it is forgotten, and the
+  // stdout of each run as it is taken, kept with the ended job: a job whose input does not fit
+  // is refused as busy; for output, the oldest ended jobs are forgotten to make room. Shared
+  // with the request buffers of the protocol that feeds the queue, it makes one bound for all.
+  // Unset: none.
   std::shared_ptr<MemoryBudget> budget;
-  Logger log;  // each job's output lines and its end line
+  Logger log;  // each run's end line, its stderr lines, and its stdout lines unless kept_output
   // Where jobs are kept on disk (--spool). With one, a job is acknowledged only once its record
-  // is durable, its starts and end are recorded, the jobs the spool held at the start are queued
-  // again (an interrupted run counts as an attempt), and a stop leaves the queued jobs in it.
-  // Unset: in memory only.
+  // is durable, its starts and ends are recorded, the jobs the spool held at the start are queued
+  // again (an interrupted run counts as an attempt), and a stop leaves the queued and retrying
+  // jobs in it. Unset: in memory only.
   std::shared_ptr<Spool> spool;
-  // With a spool: runs a job may start in all, interrupted ones included; then it ends failed,
-  // reason=interrupted (a job that kills the server is not run again for ever).
+  // Runs a job may start in all, interrupted ones and retries included; then a run that asks to
+  // be retried ends failed with exit=75, and an interrupted one failed, reason=interrupted (a job
+  // that kills the server is not run again for ever). At least 1.
   unsigned max_attempts = kDefaultMaxAttempts;
+  // The wait before the second run of a job that exited 75 (kRetryExit), doubled at each further
+  // run up to kMaxRetryDelay. Without a spool, a stop runs retrying jobs at once.
+  std::chrono::milliseconds retry_delay = kDefaultRetryDelay;
+  // How long an ended job is kept after its end (the wall clock), and how many are kept at most;
+  // past either, the oldest is forgotten (logged) and no longer found. Zero keep: forgotten at
+  // once.
+  std::chrono::milliseconds keep = kDefaultKeep;
+  std::size_t keep_max = kDefaultKeepMax;
+  // Whether stdout is a job's result, read through result() (--status), instead of log lines.
+  bool output_is_result = false;
 };
+
+// The exit status by which a program asks to be run again later (EX_TEMPFAIL, sysexits.h).
+inline constexpr int kRetryExit = 75;
 
 // What submit() answered: the job's id, or why it was refused.
 struct Submission {
@@ -73,27 +94,29 @@ struct Submission {
 // What a job queue found in its spool at the start.
 struct SpoolFound {
   std::size_t queued = 0;       // accepted and never started: queued again
-  std::size_t retrying = 0;     // waiting to be run again (a retry): queued again
+  std::size_t retrying = 0;     // waiting to be run again (a retry): waiting again
   std::size_t interrupted = 0;  // running when the server died: queued again, or ended
-  std::size_t ended = 0;        // ended (and now forgotten), or out of attempts
+  std::size_t ended = 0;        // ended and kept, or out of attempts
 };
 
 // Where a job is in its life.
 enum class JobState {
-  queued,   // acknowledged, waiting for a job thread
-  running,  // its program runs
-  ended,    // its program ended (see JobEnd)
+  queued,    // acknowledged, waiting for a job thread
+  running,   // its program runs
+  retrying,  // its program asked to be run again (exit 75): waiting for its next run's time
+  ended,     // its program ended, or it was cancelled (see JobEnd): kept until forgotten
 };
 
 // How a job ended: its own ends, not a connection's outcomes (a job is never reset, say).
 enum class JobEnd {
   ok,         // its program exited 0
-  failed,     // a non-zero exit, a signal, a program that did not start
+  failed,     // another exit, a signal, a program that did not start, or attempts used up
   timeout,    // it ran over its runtime limit
   too_large,  // it wrote over its output limit
+  cancelled,  // cancelled: never ran again, or its run was killed
 };
 inline constexpr std::array kJobEnds = {JobEnd::ok, JobEnd::failed, JobEnd::timeout,
-                                        JobEnd::too_large};
+                                        JobEnd::too_large, JobEnd::cancelled};
 [[nodiscard]] std::string_view to_string(JobState state) noexcept;
 [[nodiscard]] std::string_view to_string(JobEnd end) noexcept;
 
@@ -102,9 +125,21 @@ struct Job {
   std::string id;
   JobState state = JobState::queued;
   std::optional<JobEnd> end;  // once ended
-  unsigned attempts = 0;      // times its program started
+  unsigned attempts = 0;      // runs started (since a retry command, if any)
   std::size_t input_bytes = 0;
-  Clock::time_point accepted{};  // when it was acknowledged
+  WallTime accepted{};                  // acknowledged (or queued again by a retry command)
+  std::optional<WallTime> first_start;  // its first run's start
+  std::optional<WallTime> run_start;    // its latest run's start
+  std::optional<WallTime> run_end;      // its latest run's end
+  std::optional<WallTime> next_run;     // retrying: when it runs again
+  // How its latest run ended, once one has: an exit status or a signal (neither for a program
+  // that did not start, or one killed by a limit or a cancel), and a reason where one applies
+  // ("interrupted").
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::string reason;
+  std::uint64_t output_bytes = 0;  // its latest run's stdout, as taken
+  std::uint64_t stderr_bytes = 0;  // its latest run's stderr
 };
 
 struct JobStats {
@@ -113,6 +148,8 @@ struct JobStats {
   std::uint64_t spool = 0;  // refused: the job could not be made durable
   std::uint64_t running = 0;
   std::uint64_t queued = 0;
+  std::uint64_t retrying = 0;
+  std::uint64_t kept = 0;                             // ended and not yet forgotten
   std::array<std::uint64_t, kJobEnds.size()> ends{};  // indexed by JobEnd
 
   [[nodiscard]] std::uint64_t count(JobEnd end) const noexcept {
@@ -120,7 +157,8 @@ struct JobStats {
   }
 };
 
-// "accepted=3 ok=2 failed=1 timeout=0 too_large=0 busy=0": the counters for a log line.
+// "accepted=3 ok=2 failed=1 timeout=0 too_large=0 cancelled=0 busy=0": the counters for a log
+// line.
 [[nodiscard]] std::string format_stats(const JobStats& stats);
 
 // A new job id: 128 bits from the kernel's random source (getrandom), unguessable, so knowing an
@@ -128,11 +166,12 @@ struct JobStats {
 // std::system_error when the random source fails.
 [[nodiscard]] std::string new_job_id();
 
-// Runs jobs on `jobs` threads of its own, started with it, each job with a new_job_id().
+// Runs jobs on `jobs` threads of its own, started with it, each job with a new_job_id(); a
+// thread more waits for retrying jobs' times and forgets ended jobs past their keep.
 class JobQueue final : public Collector {
  public:
-  // Throws std::invalid_argument without a program or with zero jobs, and std::system_error
-  // when the program cannot be found (find_program()).
+  // Throws std::invalid_argument without a program, with zero jobs or zero max_attempts, and
+  // std::system_error when the program cannot be found (find_program()).
   explicit JobQueue(JobOptions options);
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -155,12 +194,24 @@ class JobQueue final : public Collector {
   // What the spool held at the start (all zero without one).
   [[nodiscard]] const SpoolFound& found() const noexcept { return found_; }
 
-  // The job of this id while it is queued or running; std::nullopt for one that ended (it is
-  // forgotten then) or never was.
+  // The job of this id, from its acknowledgement until it is forgotten (past keep or
+  // keep_max); std::nullopt for one forgotten or never issued.
   [[nodiscard]] std::optional<Job> find(std::string_view id) const;
+  // The job and its result: the stdout of its run as taken, for an ended job (a cancelled one:
+  // as taken until the cancel); empty otherwise.
+  [[nodiscard]] std::optional<std::pair<Job, std::string>> result(std::string_view id) const;
+  // Cancels a queued or retrying job (it never runs again) or a running one (its program and
+  // all it started get SIGTERM, then SIGKILL after the grace) and returns once it has ended,
+  // cancelled. Works during a stop. An ended job is left as it is. Returns the job as it then is.
+  std::optional<Job> cancel(std::string_view id);
+  // Queues an ended job that did not end ok again, attempts from 0, as a new job would be (the
+  // queue's bound, the budget, the spool's sync); refused, it is left as it was and the log says
+  // why. Any other job is left as it is. Returns the job as it then is.
+  std::optional<Job> retry(std::string_view id);
 
-  // Refuses new jobs, runs every one accepted so far to its end, then returns. With a spool,
-  // only the running ones end: the queued ones stay in the spool for the next start.
+  // Refuses new jobs, runs every one accepted so far to its end (retrying ones at once, their
+  // delay dropped), then returns. With a spool, only the running ones end: the queued and
+  // retrying ones stay in the spool for the next start.
   void drain();
 
   // Kills every running job and all it started, and drops the waiting ones: how many of each.
@@ -168,44 +219,71 @@ class JobQueue final : public Collector {
   std::pair<std::size_t, std::size_t> abandon() noexcept;
 
   [[nodiscard]] JobStats stats() const;
-  // sockecho_jobs_*: running, queued, accepted, refused, and finished by end.
+  // sockecho_jobs_*: running, queued, retrying, accepted, refused, run times, and ends by outcome.
   void collect(Exposition& out) const override;
 
  private:
-  // A job with what it needs to run: its input and environment.
-  struct Work {
-    Job job;
-    std::string input;
-    std::vector<std::string> env;
-    bool charged = true;  // its input is charged to the budget (a replayed one may not fit)
-  };
-  // A running job, and the program that runs it once it has started.
-  struct Running {
-    Job job;
-    Program* program = nullptr;
-  };
+  struct Entry;
 
   void work() noexcept;
-  void run(Work& work);
-  [[nodiscard]] ProgramResult start_and_wait(Work& work);
+  // Queues retrying jobs whose time came and forgets ended ones past keep: a thread of its own.
+  void keep_time() noexcept;
+  void run(Entry& entry, const std::optional<SpoolTicket>& started);
+  [[nodiscard]] ProgramResult start_and_wait(Entry& entry,
+                                             const std::optional<SpoolTicket>& started);
   void log_output(const std::string& who, const ProgramResult& result) const;
-  // `result`: how its program ended, when it started.
-  void ended(const Work& work, JobEnd end, const ProgramResult* result);
-  void refund(const Work& work) noexcept;
+  // A run's end line: `job id=ID attempt=N ms=... WORDS`.
+  void log_run_end(const Entry& entry, std::chrono::microseconds took,
+                   std::string_view words) const;
+  // After a run: the job ended, waiting to be retried, or (a second stop signal) interrupted.
+  // Under the lock; the spool's records for it are added to `records`.
+  void after_run(Entry& entry, ProgramResult* result, const std::string& error,
+                 std::vector<SpoolRecord>& records);
+  // The job ends and is kept until forgotten. Under the lock.
+  void end_job(Entry& entry, JobEnd end, WallTime now, std::vector<SpoolRecord>& records);
+  // Forgets ended jobs past keep or keep_max, and as many more of the oldest as it takes for
+  // the budget to have `room` bytes: whether it has. Under the lock.
+  bool forget_kept(WallTime now, std::size_t room, std::vector<SpoolRecord>& records);
+  // Whether the budget takes `bytes` more of a run's output, the oldest ended jobs forgotten to
+  // make room. Takes the lock.
+  bool charge_output(std::size_t bytes);
+  void refund_input(Entry& entry) noexcept;
+  void refund_output(Entry& entry) noexcept;
+  [[nodiscard]] bool full() const noexcept;
+  [[nodiscard]] Entry* lookup(std::string_view id) const;
   void replay();
   // Records `record` in the spool without waiting (its durability rides on the next sync); a
   // failure is logged, the job goes on.
   void record(const SpoolRecord& record) const noexcept;
+  // Lets `lock` go and appends `records` in the order their changes were made under it.
+  void write_spool(std::unique_lock<std::mutex>& lock, const std::vector<SpoolRecord>& records);
+  // Lets `lock` go and appends one record, in order: its ticket, or none when it failed (logged).
+  std::optional<SpoolTicket> append_ordered(std::unique_lock<std::mutex>& lock,
+                                            const SpoolRecord& record);
+  // Waits for an appended record to be durable: false when it is not (logged).
+  bool wait_durable(const std::optional<SpoolTicket>& ticket,
+                    const SpoolRecord& record) const noexcept;
+  void log_spool_error(const SpoolRecord& record, const char* what) const noexcept;
 
   JobOptions options_;
   std::string path_;  // the program, found once
   mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<Work> waiting_;
-  std::unordered_map<std::string, Running> running_;
+  // Held from a change of a job under mutex_ until its record is appended to the spool, so the
+  // spool gets every job's records in the order of its changes. Taken after mutex_, never before.
+  mutable std::mutex spool_writing_;
+  std::condition_variable changed_;  // a job to run, a run ended, a stop
+  std::condition_variable timer_;    // the earliest retry or keep changed, or a stop
+  // Every job known, from its acknowledgement until it is forgotten (nodes: an entry stays where
+  // it is while other jobs come and go, so a running job's thread holds it by reference).
+  std::unordered_map<std::string, std::unique_ptr<Entry>> jobs_;
+  std::deque<Entry*> waiting_;                // queued, in the order they start
+  std::multimap<WallTime, Entry*> retrying_;  // by the time of their next run
+  // Ended jobs by the time of their end; a place is stale once its job was retried or forgotten.
+  std::deque<std::pair<WallTime, std::string>> kept_;
   std::size_t pending_ = 0;  // accepted into a slot, waiting for their spool record's sync
   SpoolFound found_;
   DurationHistogram acks_;  // from a submission to its answer, the sync included
+  DurationHistogram runs_;  // each run, from its start to its end
   bool closed_ = false;     // no new jobs
   bool abandoned_ = false;  // no more jobs started
   JobStats stats_;

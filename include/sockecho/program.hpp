@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,6 +34,9 @@ struct ProgramLimits {
   std::size_t max_output = 0;
   // Most stderr bytes passed on to the caller's line callback; the rest is counted and dropped.
   std::size_t max_log = kDefaultMaxLog;
+  // Asked before each piece of stdout is kept, with its size: false when there is no room for it
+  // (a memory budget), and the run ends as over max_output. Unset: no question asked.
+  std::function<bool(std::size_t bytes)> charge_output;
 };
 
 // How a program's run ended.
@@ -46,8 +50,9 @@ struct ProgramResult {
   };
   End end = End::exited;
   int code = 0;
-  std::string output;           // its stdout, at most max_output bytes
-  std::size_t log_dropped = 0;  // stderr bytes over max_log, not passed on
+  std::string output;             // its stdout, at most max_output bytes
+  std::size_t log_dropped = 0;    // stderr bytes over max_log, not passed on
+  std::uint64_t error_bytes = 0;  // stderr bytes written in all
   std::chrono::microseconds duration{0};
 
   [[nodiscard]] bool ok() const noexcept { return end == End::exited && code == 0; }
@@ -98,6 +103,9 @@ class Program {
   // the program is already reaped; run() then returns as soon as it sees the exit (ended by
   // signal SIGKILL), or at once if it starts later.
   void cancel() noexcept;
+  // From any thread, while the object lives: asks the whole subtree to end (SIGTERM) unless the
+  // program is already reaped; run() goes on until it has exited (cancel() then kills it).
+  void terminate() noexcept;
 
  private:
   class Run;  // one run(): its state and its steps (program.cpp)

@@ -28,5 +28,6 @@
 #include "sockecho/session.hpp"
 #include "sockecho/signals.hpp"
 #include "sockecho/spool.hpp"
+#include "sockecho/status.hpp"
 #include "sockecho/systemd.hpp"
 #include "sockecho/version.hpp"

@@ -125,12 +125,13 @@ struct SpooledJob {
   std::vector<std::string> env;
   std::string source;
   SpoolTime accepted{};
-  std::optional<SpoolTime> requeued;  // the latest requeue, if any
-  unsigned attempts = 0;              // `started` records since the latest requeue
-  bool running = false;               // started and neither ended nor set to run again
-  std::optional<SpoolTime> started;   // the latest start
-  std::optional<SpoolTime> next_run;  // retrying: when it may run again
-  std::optional<SpoolEnded> end;      // once ended
+  std::optional<SpoolTime> requeued;       // the latest requeue, if any
+  unsigned attempts = 0;                   // `started` records since the latest requeue
+  bool running = false;                    // started and neither ended nor set to run again
+  std::optional<SpoolTime> started;        // the latest start
+  std::optional<SpoolTime> next_run;       // retrying: when it may run again
+  std::optional<SpoolEnded> end;           // once ended
+  std::optional<SpoolTime> first_started;  // the first start since the latest requeue
   bool operator==(const SpooledJob& other) const;
 };
 
@@ -182,6 +183,9 @@ class Spool {
   [[nodiscard]] const std::vector<SpooledJob>& replayed() const noexcept;
   // The jobs now (as replayed, with every record appended since), in acceptance order.
   [[nodiscard]] std::vector<SpooledJob> jobs() const;
+  // The output an ended job's `ended` record holds; std::nullopt for a job not in the spool or
+  // not ended.
+  [[nodiscard]] std::optional<std::string> output(std::string_view id) const;
 
   // Writes one record (one write(), in the order of the calls) without waiting for it to be
   // durable: a later wait() or commit() covers it. Throws SpoolError when it cannot be written

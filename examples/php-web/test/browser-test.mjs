@@ -235,7 +235,7 @@ async function main() {
     console.log(`saved ${path.join(opts.screenshots, 'php-web-jobs.png')}`);
     const jobsCode = await stopProgram(jobs.child, 'sockecho-server --background');
     check(jobsCode === 0, `the background daemon exits 0 on SIGTERM (got ${jobsCode})`);
-    check(/job id=\S+ ms=\S+ exit=0/.test(jobs.child.output), 'its log has a job end line');
+    check(/job id=\S+ attempt=1 ms=\S+ exit=0/.test(jobs.child.output), 'its log has a job end line');
     rmSync(results, { recursive: true, force: true });
     await page.goto(php.url);
 
