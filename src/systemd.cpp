@@ -69,15 +69,25 @@ std::vector<Listener> inherited_listeners() {
   }
   forget_variables();
 
-  // Own every passed descriptor first, so that whatever fails below, all of them are closed; but
-  // never a number that is not open, which this process could hand out again meanwhile.
+  // Own every passed descriptor that is open before anything can fail, so that whatever fails
+  // below, all of them are closed (the ones after a missing number too); but never a number
+  // that is not open, which this process could hand out again meanwhile.
   std::vector<Fd> passed;
   passed.reserve(static_cast<std::size_t>(count));
+  int missing = -1;
+  int missing_errno = 0;
   for (int fd = kFirstInheritedFd; fd < kFirstInheritedFd + count; ++fd) {
     if (::fcntl(fd, F_GETFD) < 0) {
-      throw os_error(errno, std::string(kFdsVariable) + " fd " + std::to_string(fd));
+      if (missing < 0) {
+        missing = fd;
+        missing_errno = errno;
+      }
+      continue;
     }
     passed.emplace_back(fd);
+  }
+  if (missing >= 0) {
+    throw os_error(missing_errno, std::string(kFdsVariable) + " fd " + std::to_string(missing));
   }
   std::vector<Listener> listeners;
   listeners.reserve(passed.size());

@@ -193,6 +193,19 @@ TEST(SocketActivation, APassedDescriptorThatIsNotOpenIsRefused) {
   EXPECT_FALSE(is_open(3)) << "every passed descriptor is closed when they cannot be used";
 }
 
+TEST(SocketActivation, ADescriptorMissingBetweenOthersLeavesNoneOpen) {
+  const InheritedSlots slots;
+  const Listener first = Listener::bind("127.0.0.1", 0);
+  const Listener last = Listener::bind("127.0.0.1", 0);
+  InheritedSlots::place(0, first.fd());
+  InheritedSlots::vacate(1);
+  InheritedSlots::place(2, last.fd());
+  const ListenEnvironment env(my_pid(), "3");  // 3 and 5 are open, 4 is not
+  expect_refused(std::errc::bad_file_descriptor, "LISTEN_FDS fd 4: Bad file descriptor");
+  EXPECT_FALSE(is_open(3));
+  EXPECT_FALSE(is_open(5)) << "a descriptor after the missing one is passed too, and closed";
+}
+
 TEST(SocketActivation, APassedDescriptorThatDoesNotListenIsRefused) {
   const InheritedSlots slots;
   const Listener listener = Listener::bind("127.0.0.1", 0);

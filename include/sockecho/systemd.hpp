@@ -24,8 +24,8 @@ inline constexpr int kFirstInheritedFd = 3;
 // environment, call it before starting threads.
 //
 // Throws std::system_error: EINVAL for a malformed variable or a passed descriptor that is not a
-// listening IPv4 or IPv6 TCP socket, EBADF for one that is not open. The passed descriptors are
-// closed then.
+// listening IPv4 or IPv6 TCP socket, EBADF for one that is not open. Every passed descriptor
+// that is open is closed then.
 [[nodiscard]] std::vector<Listener> inherited_listeners();
 
 // For a daemon that serves one address: the single listening socket inherited_listeners()
