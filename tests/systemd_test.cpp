@@ -34,16 +34,23 @@ class InheritedSlots {
   static constexpr int kSlots = 3;
 
   InheritedSlots() {
-    const Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!null) throw std::system_error(errno, std::generic_category(), "open /dev/null");
     for (int i = 0; i < kSlots; ++i) {
       const int number = kFirstInheritedFd + i;
       if (is_open(number)) {
         saved_[i].reset(::fcntl(number, F_DUPFD_CLOEXEC, 100));
         if (!saved_[i]) throw std::system_error(errno, std::generic_category(), "save fd");
       }
-      place(i, null.get());
     }
+    // /dev/null is opened at the lowest free number, which may be a slot: moved past them, so
+    // that closing it leaves no slot empty for a test's socket to land on.
+    Fd null;
+    {
+      const Fd opened(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      if (!opened) throw std::system_error(errno, std::generic_category(), "open /dev/null");
+      null.reset(::fcntl(opened.get(), F_DUPFD_CLOEXEC, kFirstInheritedFd + kSlots));
+      if (!null) throw std::system_error(errno, std::generic_category(), "move /dev/null");
+    }
+    for (int i = 0; i < kSlots; ++i) place(i, null.get());
   }
   InheritedSlots(const InheritedSlots&) = delete;
   InheritedSlots& operator=(const InheritedSlots&) = delete;
