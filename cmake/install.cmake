@@ -85,9 +85,10 @@ if(SOCKECHO_BUILD_TOOLS)
 
   install(FILES ${_generated}/sockecho.service packaging/systemd/sockecho.socket
           DESTINATION ${SOCKECHO_SYSTEMD_UNIT_DIR} COMPONENT tools)
-  # A drop-in for background jobs, to copy into /etc/systemd/system/sockecho.service.d/, and a
-  # socket unit for a Unix socket, to copy into /etc/systemd/system/.
+  # A drop-in for background jobs, to copy into /etc/systemd/system/sockecho.service.d/, and
+  # socket units for a Unix socket and for the status listener, to copy into /etc/systemd/system/.
   install(FILES packaging/systemd/background.conf packaging/systemd/sockecho-unix.socket
+                packaging/systemd/sockecho-status.socket
           DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples COMPONENT tools)
 endif()
 

@@ -15,6 +15,7 @@
 #include "sockecho/address.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/server.hpp"
+#include "sockecho/systemd.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -105,6 +106,72 @@ TEST(SystemdUnits, UnixSocketUnitPassesOneGuardedUnixSocketToTheService) {
   EXPECT_EQ(value(unit, "Service"), "sockecho.service");
   EXPECT_EQ(value(unit, "SocketMode"), "0660") << "the owner and SocketGroup= only";
   EXPECT_FALSE(value(unit, "SocketGroup").empty());
+}
+
+// The whole text of a unit file, comments too.
+std::string text_of(const std::string& unit) {
+  std::ifstream file(kUnitDir + unit);
+  if (!file) throw std::runtime_error("cannot read " + kUnitDir + unit);
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+TEST(SystemdUnits, StatusSocketUnitPassesALoopbackSocketNamedStatusToTheService) {
+  const std::string unit = "sockecho-status.socket";
+  ASSERT_EQ(values(unit, "ListenStream").size(), 1U) << "one status listener";
+  const std::string listen = value(unit, "ListenStream");
+  const std::string loopback = "127.0.0.1:";
+  ASSERT_EQ(listen.rfind(loopback, 0), 0U) << listen << ": anyone who connects may ask about "
+                                           << "and cancel jobs, so only this host's users";
+  EXPECT_GT(parse_port(listen.substr(loopback.size())), 0) << listen;
+  EXPECT_NE(listen, value("sockecho.socket", "ListenStream")) << "not the main socket's address";
+  EXPECT_TRUE(values(unit, "ListenDatagram").empty());
+  EXPECT_EQ(value(unit, "FileDescriptorName"), std::string(kStatusSocketName))
+      << "the name inherited_sockets() takes the status socket by";
+  EXPECT_EQ(value(unit, "Service"), "sockecho.service");
+  EXPECT_EQ(value(unit, "Accept"), "no");
+  // What the comments tell the administrator to add to ExecStart= is this unit's address.
+  const std::string text = text_of(unit);
+  EXPECT_NE(text.find("--status " + listen), std::string::npos);
+  EXPECT_NE(text.find("--background"), std::string::npos);
+}
+
+TEST(SystemdUnits, NoMainSocketUnitIsNamedStatus) {
+  // Beside sockecho-status.socket, a main socket named "status" would be taken for a second
+  // status socket.
+  for (const std::string unit : {"sockecho.socket", "sockecho-unix.socket"}) {
+    for (const std::string& name : values(unit, "FileDescriptorName")) {
+      EXPECT_NE(name, kStatusSocketName) << unit;
+    }
+  }
+}
+
+// systemd's own check (`systemd-analyze verify`, as CI runs it on the installed package) of each
+// socket unit beside the service: known keys and valid values (a FileDescriptorName= with a
+// colon, say), and a Service= that exists.
+TEST(SystemdUnits, SystemdAcceptsEachSocketUnitWithTheService) {
+  const std::optional<std::string> analyze = test::installed("systemd-analyze");
+  if (!analyze) GTEST_SKIP() << "systemd-analyze is not installed";
+  const test::ScratchDir dir;
+  // The service as installed, naming the built server (verify checks that ExecStart's program
+  // exists).
+  std::string service = text_of("sockecho.service.in");
+  const std::string server = test::server_program();
+  const std::string bindir = server.substr(0, server.rfind('/'));
+  for (std::size_t at; (at = service.find("@SOCKECHO_BINDIR@")) != std::string::npos;) {
+    service.replace(at, std::string("@SOCKECHO_BINDIR@").size(), bindir);
+  }
+  const std::string service_path = dir.write("sockecho.service", service);
+  for (const std::string unit :
+       {"sockecho.socket", "sockecho-unix.socket", "sockecho-status.socket"}) {
+    const std::string socket_path = dir.write(unit, text_of(unit));
+    // --man=no: the man page of Documentation= is checked by manpage_test, not installed here.
+    const test::RunResult verify =
+        test::run({*analyze, "verify", "--man=no", socket_path, service_path});
+    EXPECT_EQ(verify.status, 0) << unit << ": " << verify.err;
+    EXPECT_EQ(verify.out + verify.err, "") << unit;
+  }
 }
 
 TEST(SystemdUnits, StopTimeoutOutlastsTheLongestDrain) {

@@ -238,6 +238,14 @@ verify=$(systemd-analyze verify /etc/systemd/system/sockecho-unix.socket /usr/li
   verify_status=$?
 rm -f /etc/systemd/system/sockecho-unix.socket
 [ "${verify_status:-0}" -eq 0 ] && [ -z "$verify" ] || fail "systemd-analyze verify sockecho-unix.socket: $verify"
+# The status socket unit, beside the main one as an administrator would install it.
+status_unit=/usr/share/doc/sockecho/examples/sockecho-status.socket
+[ -f "$status_unit" ] || fail "$status_unit is not installed"
+cp "$status_unit" /etc/systemd/system/sockecho-status.socket
+verify=$(systemd-analyze verify /etc/systemd/system/sockecho-status.socket /usr/lib/systemd/system/sockecho.socket /usr/lib/systemd/system/sockecho.service 2>&1) ||
+  verify_status=$?
+rm -f /etc/systemd/system/sockecho-status.socket
+[ "${verify_status:-0}" -eq 0 ] && [ -z "$verify" ] || fail "systemd-analyze verify sockecho-status.socket: $verify"
 [ "$(pkg-config --modversion sockecho)" = "$(sed -n 's/^project(sockecho VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)" ] ||
   fail "pkg-config does not find the installed sockecho"
 
