@@ -44,7 +44,9 @@ constexpr rlim_t kPerProgram = 8;
 void ensure_descriptors(const DaemonOptions& o) {
   const unsigned workers = o.options.workers;
   // The listeners of metrics and status have workers of their own, each holding one too.
-  const unsigned metrics = (o.metrics ? kMetricsWorkers : 0) + (o.status ? kStatusWorkers : 0);
+  // (A background server may be passed a status socket by its service manager.)
+  const unsigned metrics =
+      (o.metrics ? kMetricsWorkers : 0) + (o.status || o.background ? kStatusWorkers : 0);
   const rlim_t needed = rlim_t{workers} + metrics + kOwnDescriptors;
   rlim_t programs = 0;
   if (o.background) {
@@ -157,7 +159,7 @@ Handler handler_of(const DaemonOptions& o, const Logger& log, JobQueue* jobs) {
 struct Daemon::Parts {
   explicit Parts(DaemonOptions o) : options(std::move(o)) {}
 
-  void build_stream(const UnixOptions& unix_file, std::optional<Listener> inherited);
+  void build_stream(const UnixOptions& unix_file, InheritedSockets inherited);
   void build_datagram();
   // The signals either server answers. The waiter blocks them in this thread, so it must come
   // before the server starts its threads: they inherit the mask, and a signal delivered to one
@@ -178,8 +180,18 @@ struct Daemon::Parts {
   std::string name;
 };
 
-void Daemon::Parts::build_stream(const UnixOptions& unix_file, std::optional<Listener> inherited) {
-  Listener listener = listen_socket(options, unix_file, std::move(inherited), log);
+void Daemon::Parts::build_stream(const UnixOptions& unix_file, InheritedSockets inherited) {
+  Listener listener = listen_socket(options, unix_file, std::move(inherited.main), log);
+  if (inherited.status) {
+    if (!options.background) {
+      throw std::runtime_error(
+          "a socket named 'status' was passed (LISTEN_FDNAMES), but only --background has jobs "
+          "to ask about");
+    }
+    log.event(LogLevel::normal, "socket-activation fd=" + std::to_string(inherited.status->fd()) +
+                                    " status=" + inherited.status->address().to_string());
+    status_at = std::move(inherited.status);
+  }
   // One budget for request buffers and job inputs, so max_total_bytes bounds both together.
   Limits limits = options.limits;
   limits.budget = std::make_shared<MemoryBudget>(limits.max_total_bytes);
@@ -196,7 +208,7 @@ void Daemon::Parts::build_stream(const UnixOptions& unix_file, std::optional<Lis
     job_options.keep = options.keep;
     job_options.keep_max = options.keep_max;
     // With somewhere to ask for it, a job's stdout is its result, not log lines.
-    job_options.output_is_result = options.status.has_value();
+    job_options.output_is_result = options.status.has_value() || status_at.has_value();
     if (!options.spool.empty()) {
       try {
         job_options.spool = std::make_shared<Spool>(Spool::open(options.spool));
@@ -288,17 +300,20 @@ Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move
     // The process that starts programs is forked now, while this one is small and has no
     // other thread: every program's start forks from it (see supervisor.hpp).
     if (!o.exec.empty() && !o.handler) prepare_programs();
-    // inherited_listener() reads LISTEN_FDS and removes it from the environment, which is only
+    // inherited_sockets() reads LISTEN_FDS and removes it from the environment, which is only
     // safe while no other thread runs: so before the logger's thread starts.
-    std::optional<Listener> inherited;
-    if (o.socket_activation) inherited = inherited_listener();
+    InheritedSockets inherited;
+    if (o.socket_activation) inherited = inherited_sockets();
     p.log = Logger::batched(o.log_fd, o.log_level, kLogDelay);
     p.build_stream(unix_file, std::move(inherited));
   }
   if (o.metrics) {
     p.metrics_at = bind_flag("--metrics", ListenAddress{o.metrics->host, o.metrics->port, {}}, {});
   }
-  if (o.status && p.jobs) p.status_at = bind_flag("--status", *o.status, unix_options(o));
+  // A status socket passed by a service manager is served instead of binding --status.
+  if (o.status && p.jobs && !p.status_at) {
+    p.status_at = bind_flag("--status", *o.status, unix_options(o));
+  }
   p.metrics.add(*p.server);
   if (p.jobs) p.metrics.add(*p.jobs);
 }

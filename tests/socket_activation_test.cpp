@@ -173,8 +173,8 @@ TEST(SocketActivatedServer, MoreThanOneSocketIsRefusedClearly) {
   EXPECT_EQ(server.wait(), 1);
   EXPECT_EQ(server.out(), "");
   EXPECT_EQ(server.err(),
-            "sockecho-server: LISTEN_FDS=2 (a single listening socket was expected): Invalid "
-            "argument\n");
+            "sockecho-server: LISTEN_FDS=2 (one socket not named 'status' was expected: fd 3 "
+            "'unknown', fd 4 'unknown'): Invalid argument\n");
 }
 
 TEST(SocketActivatedServer, ASocketThatDoesNotListenIsRefusedClearly) {

@@ -88,7 +88,8 @@ class StatusListenerTest : public ::testing::Test {
  protected:
   StatusListenerTest() : gate_(dir_.file("gate")) {
     JobOptions options;
-    options.argv = {"sh", "-c", R"(cat; flock -s "$0/gate" true; [ -e "$0/ok" ])", dir_.path()};
+    options.argv = {"sh", "-c", R"(cat; : > "$0/began"; flock -s "$0/gate" true; [ -e "$0/ok" ])",
+                    dir_.path()};
     options.jobs = 1;
     options.queue = 8;
     options.output_is_result = true;
@@ -182,7 +183,8 @@ TEST_F(StatusListenerTest, ARequestOverOneHundredBytesIsReset) {
 TEST_F(StatusListenerTest, CancelAnswersOnceTheJobHasEndedCancelled) {
   const std::string running = jobs_->submit("one", {}).value_or("");
   const std::string queued = jobs_->submit("two", {}).value_or("");
-  ASSERT_TRUE(test::eventually([&] { return jobs_->stats().running == 1; }));
+  // Its output is taken before it waits at the gate.
+  ASSERT_TRUE(test::eventually([&] { return test::exists(dir_.file("began")); }));
   const std::string second = ask("cancel " + queued);
   EXPECT_EQ(second, "cancelled id=" + queued +
                         " attempts=0 queued_ms=" + second.substr(second.find("queued_ms=") + 10));
