@@ -103,6 +103,119 @@ TEST(ServerArgs, MetricsTakesHostAndPort) {
   }
 }
 
+// A background server's command line, `more` before --exec (every word after it is the
+// program's).
+ServerSettings background_args(Args more) {
+  Args args = {"--background"};
+  args.insert(args.end(), more.begin(), more.end());
+  args.insert(args.end(), {"--exec", "true"});
+  return parse_server_args(args);
+}
+
+std::string background_error(Args more) {
+  Args args = {"--background"};
+  args.insert(args.end(), more.begin(), more.end());
+  args.insert(args.end(), {"--exec", "true"});
+  return server_error(args);
+}
+
+TEST(ServerArgs, JobFlagsDefaultToTheLibrarysValues) {
+  const ServerSettings s = background_args({});
+  EXPECT_FALSE(s.status.has_value());
+  EXPECT_EQ(s.retry_delay, 10s);
+  EXPECT_EQ(s.max_attempts, 5U);
+  EXPECT_EQ(s.keep, 1h);
+  EXPECT_EQ(s.keep_max, 10000U);
+}
+
+TEST(ServerArgs, StatusTakesHostAndPortOrAUnixPath) {
+  const ServerSettings v4 = background_args({"--status", "127.0.0.1:12388"});
+  ASSERT_TRUE(v4.status.has_value());
+  EXPECT_EQ(v4.status->host, "127.0.0.1");
+  EXPECT_EQ(v4.status->port, 12388);
+  EXPECT_EQ(v4.status->unix_path, "");
+  const ServerSettings v6 = background_args({"--status=[::1]:0"});
+  ASSERT_TRUE(v6.status.has_value());
+  EXPECT_EQ(v6.status->host, "::1");
+  EXPECT_EQ(v6.status->port, 0);
+  const ServerSettings file = background_args({"--status", "unix:/run/sockecho/status.sock"});
+  ASSERT_TRUE(file.status.has_value());
+  EXPECT_EQ(file.status->unix_path, "/run/sockecho/status.sock");
+  EXPECT_EQ(file.status->host, "");
+  EXPECT_EQ(background_args({"--status", "unix:@status"}).status->unix_path, "@status");
+  for (const std::string_view bad :
+       {"", "12388", ":1", "[::1]", "::1:1", "a:", "a:65536", "unix:", "unix:@", "unix"}) {
+    EXPECT_TRUE(contains(background_error({"--status", bad}), "--status")) << bad;
+  }
+  EXPECT_TRUE(contains(background_error({"--status", "x"}), "HOST:PORT or unix:PATH"));
+  EXPECT_TRUE(contains(background_error({"--status", "unix:" + std::string(108, 'a')}),
+                       "--status: Unix socket path"));
+}
+
+TEST(ServerArgs, RetryDelayIsSecondsFromZeroToAnHour) {
+  EXPECT_EQ(background_args({"--retry-delay", "2.5"}).retry_delay, 2500ms);
+  EXPECT_EQ(background_args({"--retry-delay", "0"}).retry_delay, 0ms);  // at once
+  EXPECT_EQ(background_args({"--retry-delay", "3600"}).retry_delay, 1h);
+  EXPECT_EQ(background_error({"--retry-delay", "3600.001"}),
+            "--retry-delay: '3600.001' is not a number of seconds from 0 to 3600");
+  for (const std::string_view bad : {"", "-1", "1.2345", "ten"}) {
+    EXPECT_TRUE(contains(background_error({"--retry-delay", bad}), "--retry-delay")) << bad;
+  }
+}
+
+TEST(ServerArgs, MaxAttemptsIsAtLeastOne) {
+  EXPECT_EQ(background_args({"--max-attempts", "1"}).max_attempts, 1U);
+  EXPECT_EQ(background_args({"--max-attempts", "1000"}).max_attempts, 1000U);
+  EXPECT_EQ(background_error({"--max-attempts", "0"}),
+            "--max-attempts: '0' is not a whole number from 1 to 1000");
+  EXPECT_TRUE(contains(background_error({"--max-attempts", "1001"}), "--max-attempts"));
+}
+
+TEST(ServerArgs, KeepIsMoreThanNothing) {
+  EXPECT_EQ(background_args({"--keep", "0.001"}).keep, 1ms);
+  EXPECT_EQ(background_args({"--keep", "86400"}).keep, 24h);
+  EXPECT_EQ(background_error({"--keep", "0"}),
+            "--keep: '0' is not a number of seconds above 0 (e.g. 3600)");
+  EXPECT_TRUE(contains(background_error({"--keep", "0.000"}), "above 0"));
+  EXPECT_TRUE(contains(background_error({"--keep", "-1"}), "--keep"));
+  EXPECT_EQ(background_args({"--keep-max", "1"}).keep_max, 1U);
+  EXPECT_EQ(background_error({"--keep-max", "0"}),
+            "--keep-max: '0' is not a whole number from 1 to 10000000");
+}
+
+TEST(ServerArgs, JobFlagsNeedBackground) {
+  for (const std::string_view flag :
+       {"--status", "--retry-delay", "--max-attempts", "--keep", "--keep-max"}) {
+    const std::string value = flag == "--status" ? "127.0.0.1:0" : "1";
+    EXPECT_EQ(server_error({flag, value, "--exec", "true"}),
+              std::string(flag) + " needs --background");
+    EXPECT_EQ(server_error({flag, value}), std::string(flag) + " needs --background");
+  }
+  EXPECT_EQ(server_error({"--spool", "/tmp/x", "--exec", "true"}), "--spool needs --background");
+}
+
+TEST(ServerArgs, UnixModeAndGroupApplyToTheStatusSocketToo) {
+  const ServerSettings s = background_args(
+      {"--status", "unix:/run/x.sock", "--unix-mode", "0600", "--unix-group", "www-data"});
+  EXPECT_EQ(s.unix_mode, mode_t{0600});
+  EXPECT_EQ(s.unix_group, "www-data");
+  EXPECT_EQ(s.unix_path, "");
+  // One file among the sockets is enough: the modes apply to it, the abstract one has none.
+  EXPECT_EQ(
+      background_args({"--unix", "@jobs", "--status", "unix:/run/x.sock", "--unix-mode", "0600"})
+          .unix_mode,
+      mode_t{0600});
+  EXPECT_EQ(background_args({"--unix", "/run/j.sock", "--status", "unix:@x", "--unix-mode", "0600"})
+                .unix_mode,
+            mode_t{0600});
+  EXPECT_EQ(background_error({"--status", "127.0.0.1:0", "--unix-mode", "0600"}),
+            "--unix-mode and --unix-group need --unix or --status unix:PATH");
+  EXPECT_EQ(background_error({"--status", "unix:@x", "--unix-group", "www-data"}),
+            "an abstract socket (--status unix:@NAME) has no file: no --unix-mode or --unix-group");
+  EXPECT_EQ(background_error({"--unix", "@a", "--status", "unix:@b", "--unix-mode", "0600"}),
+            "an abstract socket (--unix @NAME) has no file: no --unix-mode or --unix-group");
+}
+
 TEST(ServerArgs, AcceptsTheEqualsForm) {
   const ServerSettings s = parse_server_args(
       {"--host=0.0.0.0", "--port=65535", "--prefix=a=b", "--workers=4096", "--max-bytes=2M"});

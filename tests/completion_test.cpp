@@ -93,9 +93,10 @@ TEST_F(Completion, ClientOffersExactlyTheOptionsOfItsHelp) {
 }
 
 TEST_F(Completion, CompletesAPrefix) {
-  EXPECT_EQ(complete("sockecho-server", {"--port", "0", "--m"}),
-            (std::vector<std::string>{"--max-bytes", "--max-output", "--max-per-source",
-                                      "--max-total-bytes", "--metrics", "--mode"}));
+  EXPECT_EQ(
+      complete("sockecho-server", {"--port", "0", "--m"}),
+      (std::vector<std::string>{"--max-attempts", "--max-bytes", "--max-output", "--max-per-source",
+                                "--max-total-bytes", "--metrics", "--mode"}));
   EXPECT_EQ(complete("sockecho-client", {"--q"}), (std::vector<std::string>{"--quiet"}));
 }
 
@@ -116,6 +117,20 @@ TEST_F(Completion, OffersNothingWhereAValueOfTheUsersOwnIsDue) {
   EXPECT_TRUE(complete("sockecho-server", {"--exec", "cat", "--"}).empty());
   EXPECT_FALSE(complete("sockecho-server", {"--exec", "ca"}).empty()) << "commands on PATH";
   EXPECT_TRUE(complete("sockecho-client", {"--send", ""}).empty());
+  for (const std::string flag :
+       {"--status", "--retry-delay", "--max-attempts", "--keep", "--keep-max"}) {
+    EXPECT_TRUE(complete("sockecho-server", {"--background", flag, ""}).empty()) << flag;
+  }
+}
+
+TEST_F(Completion, SpoolCompletesDirectoriesOnly) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("sockecho-completion-spool-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "spool");
+  std::ofstream(dir / "spool.txt") << "x";
+  EXPECT_EQ(complete("sockecho-server", {"--background", "--spool", "sp"}, dir.string()),
+            (std::vector<std::string>{"spool"}));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(Completion, OffersLoopbackAddressesForHost) {

@@ -1,7 +1,9 @@
 // sockecho-server --background --spool DIR, the real program: an acknowledged job survives
 // kill -9 (counted over many rounds), a stop leaves the queued jobs for the next start, damaged
 // records cost no other, an unknown format stops the start untouched, one server per spool, and
-// no acknowledgement before the sync that covers it (read from strace).
+// no acknowledgement before the sync that covers it (read from strace). And the start-up rules
+// of the flags that shape background jobs (--spool, --status, --retry-delay, --max-attempts,
+// --keep, --keep-max) and of --unix-mode/--unix-group, which --status unix:PATH shares.
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -232,6 +234,86 @@ TEST(SpoolPrograms, SpoolNeedsBackground) {
       test::run({test::server_program(), "--spool", "/tmp/x", "--exec", "true"});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("--spool needs --background"), std::string::npos) << r.err;
+}
+
+// sockecho-server with `args`, run to its exit: for command lines it must refuse at start.
+test::RunResult server_run(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{test::server_program()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return test::run(argv);
+}
+
+// Refused at start: exit 2, the message on stderr after the program's name, nothing on stdout
+// (no listener was ever bound, so no ready line).
+void expect_usage_error(const std::vector<std::string>& args, const std::string& message) {
+  std::string line;
+  for (const std::string& arg : args) line += " " + arg;
+  SCOPED_TRACE(line);
+  const test::RunResult r = server_run(args);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(r.err.rfind("sockecho-server: " + message + "\n", 0), 0U) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(JobFlagsPrograms, EachJobFlagNeedsBackground) {
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--status", "127.0.0.1:0"},
+           {"--status", "unix:/tmp/sockecho-never.sock"},
+           {"--retry-delay", "1"},
+           {"--max-attempts", "2"},
+           {"--keep", "60"},
+           {"--keep-max", "100"}}) {
+    expect_usage_error({"--port", "0", flag, value, "--exec", "true"},
+                       flag + " needs --background");
+    // The equals form, and without --exec at all: still the flag that needs --background.
+    expect_usage_error({"--port", "0", flag + "=" + value}, flag + " needs --background");
+  }
+}
+
+TEST(JobFlagsPrograms, KeepZeroAndOutOfRangeValuesAreUsageErrors) {
+  const std::vector<std::string> background = {"--port", "0", "--background"};
+  const auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = background;
+    args.insert(args.end(), more.begin(), more.end());
+    args.insert(args.end(), {"--exec", "true"});
+    return args;
+  };
+  expect_usage_error(with({"--keep", "0"}),
+                     "--keep: '0' is not a number of seconds above 0 (e.g. 3600)");
+  expect_usage_error(with({"--keep", "0.000"}),
+                     "--keep: '0.000' is not a number of seconds above 0 (e.g. 3600)");
+  expect_usage_error(with({"--max-attempts", "0"}),
+                     "--max-attempts: '0' is not a whole number from 1 to 1000");
+  expect_usage_error(with({"--keep-max", "0"}),
+                     "--keep-max: '0' is not a whole number from 1 to 10000000");
+  expect_usage_error(with({"--retry-delay", "3601"}),
+                     "--retry-delay: '3601' is not a number of seconds from 0 to 3600");
+  expect_usage_error(with({"--status", "localhost"}),
+                     "--status: 'localhost' is not HOST:PORT or unix:PATH, such as "
+                     "127.0.0.1:12388, [::1]:12388 or unix:/run/x.sock");
+}
+
+TEST(JobFlagsPrograms, UnixModeAndGroupNeedASocketFile) {
+  const test::ScratchDir dir;
+  const std::string status = "unix:" + dir.file("status.sock");
+  expect_usage_error({"--port", "0", "--unix-mode", "0600"},
+                     "--unix-mode and --unix-group need --unix or --status unix:PATH");
+  expect_usage_error({"--port", "0", "--background", "--status", "127.0.0.1:0", "--unix-group",
+                      "root", "--exec", "true"},
+                     "--unix-mode and --unix-group need --unix or --status unix:PATH");
+  expect_usage_error({"--port", "0", "--background", "--status", "unix:@sockecho-status",
+                      "--unix-mode", "0600", "--exec", "true"},
+                     "an abstract socket (--status unix:@NAME) has no file: no --unix-mode or "
+                     "--unix-group");
+  expect_usage_error({"--unix", "@sockecho-jobs", "--unix-mode", "0600"},
+                     "an abstract socket (--unix @NAME) has no file: no --unix-mode or "
+                     "--unix-group");
+  // A socket file for the status listener alone is enough: the server starts.
+  ServerProcess server(
+      {"--background", "--status", status, "--unix-mode", "0600", "--exec", "true"});
+  EXPECT_NE(server.port(), 0);
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
 }
 
 // One system call as strace -f wrote it: its line number, its pid, and its text.

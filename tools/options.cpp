@@ -10,6 +10,7 @@
 
 #include "sockecho/address.hpp"
 #include "sockecho/fd.hpp"
+#include "sockecho/jobs.hpp"
 
 namespace sockecho::cli {
 
@@ -79,8 +80,10 @@ std::uint16_t parse_port_flag(std::string_view text) {
   }
 }
 
-Endpoint parse_endpoint(std::string_view flag, std::string_view text) {
-  const std::string expected = "HOST:PORT, such as 127.0.0.1:9100 or [::1]:9100";
+namespace {
+
+// HOST:PORT, IPv6 addresses in brackets; `expected` is what a bad one is told it is not.
+Endpoint endpoint_of(std::string_view flag, std::string_view text, std::string_view expected) {
   std::string_view host;
   std::string_view port;
   if (!text.empty() && text.front() == '[') {
@@ -104,14 +107,40 @@ Endpoint parse_endpoint(std::string_view flag, std::string_view text) {
   }
 }
 
-std::string parse_unix_path(std::string_view text) {
+// A Unix socket's path for `flag`, checked now so a path that cannot be bound is a usage error
+// rather than a failure after the other listeners are up.
+std::string unix_path_of(std::string_view flag, std::string_view text) {
   try {
     (void)Address::unix_path(text);
   } catch (const std::invalid_argument& e) {
-    throw UsageError(std::string("--unix: ") + e.what());
+    throw UsageError(std::string(flag) + ": " + e.what());
   }
   return std::string(text);
 }
+
+}  // namespace
+
+Endpoint parse_endpoint(std::string_view flag, std::string_view text) {
+  return endpoint_of(flag, text, "HOST:PORT, such as 127.0.0.1:9100 or [::1]:9100");
+}
+
+ListenAddress parse_listen_address(std::string_view flag, std::string_view text) {
+  constexpr std::string_view kUnix = "unix:";
+  if (text.substr(0, kUnix.size()) == kUnix) {
+    ListenAddress address;
+    address.unix_path = unix_path_of(flag, text.substr(kUnix.size()));
+    return address;
+  }
+  Endpoint endpoint = endpoint_of(
+      flag, text,
+      "HOST:PORT or unix:PATH, such as 127.0.0.1:12388, [::1]:12388 or unix:/run/x.sock");
+  ListenAddress address;
+  address.host = std::move(endpoint.host);
+  address.port = endpoint.port;
+  return address;
+}
+
+std::string parse_unix_path(std::string_view text) { return unix_path_of("--unix", text); }
 
 mode_t parse_unix_mode(std::string_view text) {
   constexpr mode_t kMaxMode = 0777;
@@ -252,6 +281,11 @@ namespace {
 
 constexpr unsigned long kMaxWorkers = 4096;
 constexpr unsigned long kMaxQueue = 1000000;
+// Runs one job may start in all. A thousand is far past any sensible retry policy, yet bounded,
+// so a typing slip cannot make a failing job run for ever.
+constexpr unsigned long kMaxAttempts = 1000;
+// Ended jobs kept at most: a thousand times the default, within what a server can hold.
+constexpr unsigned long kMaxKeepMax = 10000000;
 
 // Where the server listens, besides --host and --port: --unix and its file, --backlog,
 // --reuseport. True when the current flag was one of them.
@@ -292,6 +326,39 @@ bool read_program_flag(ArgReader& reader, ServerSettings& s) {
     if (s.spool.empty()) throw UsageError("--spool needs a directory");
   } else {
     return reader.toggle("--background", s.background);
+  }
+  return true;
+}
+
+// A background job after its first run: whether it runs again, how long its end is kept, and
+// where it can be asked about.
+bool read_job_flag(ArgReader& reader, ServerSettings& s) {
+  const std::string_view flag = reader.flag();
+  if (flag == "--status") {
+    s.status = parse_listen_address(flag, reader.value());
+  } else if (flag == "--retry-delay") {
+    const std::string_view text = reader.value();
+    s.retry_delay = parse_seconds(flag, text);
+    // The delay doubles up to kMaxRetryDelay, so a first one beyond it could never be kept.
+    if (s.retry_delay > kMaxRetryDelay) {
+      const auto most = std::chrono::duration_cast<std::chrono::seconds>(kMaxRetryDelay);
+      throw UsageError(
+          bad_value(flag, text, "a number of seconds from 0 to " + std::to_string(most.count())));
+    }
+  } else if (flag == "--max-attempts") {
+    s.max_attempts = static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxAttempts));
+  } else if (flag == "--keep") {
+    const std::string_view text = reader.value();
+    s.keep = parse_seconds(flag, text);
+    // Elsewhere 0 means "no limit"; here it would mean forgetting every job as it ends, so a
+    // client could never learn how its job went. Neither reading is safe to guess.
+    if (s.keep.count() == 0) {
+      throw UsageError(bad_value(flag, text, "a number of seconds above 0 (e.g. 3600)"));
+    }
+  } else if (flag == "--keep-max") {
+    s.keep_max = parse_number(flag, reader.value(), 1, kMaxKeepMax);
+  } else {
+    return false;
   }
   return true;
 }
@@ -340,6 +407,22 @@ bool read_answer_flag(ArgReader& reader, ServerSettings& s) {
   return true;
 }
 
+// --unix-mode and --unix-group set every Unix socket file the server makes (--unix, --status
+// unix:PATH), so at least one of those must be a file: an abstract socket has none.
+void check_unix_file(const ServerSettings& s) {
+  if (!s.unix_mode && !s.unix_group) return;
+  const std::string_view status_path =
+      s.status ? std::string_view(s.status->unix_path) : std::string_view();
+  if (s.unix_path.empty() && status_path.empty()) {
+    throw UsageError("--unix-mode and --unix-group need --unix or --status unix:PATH");
+  }
+  const auto is_file = [](std::string_view path) { return !path.empty() && path.front() != '@'; };
+  if (is_file(s.unix_path) || is_file(status_path)) return;
+  throw UsageError(std::string("an abstract socket (") +
+                   (s.unix_path.empty() ? "--status unix:@NAME" : "--unix @NAME") +
+                   ") has no file: no --unix-mode or --unix-group");
+}
+
 // The combinations that make no sense, once every flag is read; --exec's empty default prefix.
 void check_server(const ArgReader& reader, ServerSettings& s) {
   if (!s.exec.empty()) {
@@ -350,20 +433,22 @@ void check_server(const ArgReader& reader, ServerSettings& s) {
   } else if (s.background) {
     throw UsageError("--background needs --exec");
   }
-  if (!s.spool.empty() && !s.background) throw UsageError("--spool needs --background");
-  if (s.unix_path.empty()) {
-    if (s.unix_mode || s.unix_group) throw UsageError("--unix-mode and --unix-group need --unix");
-  } else {
+  if (!s.background) {
+    // They shape background jobs alone: taken without --background they would do nothing, and
+    // the user would believe jobs were kept, retried or answerable when they are not.
+    for (const std::string_view flag :
+         {"--spool", "--status", "--retry-delay", "--max-attempts", "--keep", "--keep-max"}) {
+      if (reader.seen(flag)) throw UsageError(std::string(flag) + " needs --background");
+    }
+  }
+  if (!s.unix_path.empty()) {
     if (reader.seen("--host") || reader.seen("--port")) {
       throw UsageError("--unix cannot be combined with --host or --port");
     }
     if (s.reuse_port) throw UsageError("--reuseport is for TCP, not --unix");
     if (s.udp) throw UsageError("--udp cannot be combined with --unix");
-    if (s.unix_path.front() == '@' && (s.unix_mode || s.unix_group)) {
-      throw UsageError(
-          "an abstract socket (--unix @NAME) has no file: no --unix-mode or --unix-group");
-    }
   }
+  check_unix_file(s);
   check_udp(s);
   if (reader.seen("--quiet") && reader.seen("--verbose"))
     throw UsageError("--quiet and --verbose cannot be combined");
@@ -379,7 +464,8 @@ ServerSettings parse_server_args(const std::vector<std::string_view>& args) {
   ArgReader reader(args);
   while (reader.next()) {
     if (read_common_flag(reader, s) || read_udp_flag(reader, s) || read_listen_flag(reader, s) ||
-        read_program_flag(reader, s) || read_limit_flag(reader, s) || read_answer_flag(reader, s)) {
+        read_program_flag(reader, s) || read_job_flag(reader, s) || read_limit_flag(reader, s) ||
+        read_answer_flag(reader, s)) {
       continue;
     }
     reader.unknown();
@@ -452,8 +538,9 @@ std::string server_usage() {
          "  --unix PATH        listen on a Unix-domain socket at PATH instead of TCP (not with\n"
          "                     --host/--port); a stale socket file there is replaced, the file\n"
          "                     is removed on exit; @NAME: Linux's abstract namespace, no file\n"
-         "  --unix-mode OCTAL  the socket file's permissions: who may connect (default 0660)\n"
-         "  --unix-group NAME  the socket file's group, a name or gid (default: the server's)\n"
+         "  --unix-mode OCTAL  the permissions of every socket file (--unix, --status\n"
+         "                     unix:PATH): who may connect (default 0660)\n"
+         "  --unix-group NAME  their group, a name or gid (default: the server's)\n"
          "  --prefix TEXT      reply prefix (default '数据是 '; '' for a pure echo)\n"
          "  --mode MODE        echo or line (default echo)\n"
          "  --workers N        most connections served at once, threads started as needed\n"
@@ -498,6 +585,19 @@ std::string server_usage() {
          "  --queue N          background jobs waiting beyond those (default 64)\n"
          "  --spool DIR        with --background: keep jobs in DIR, acknowledged only once\n"
          "                     on disk (synced); a start runs what a crash or a stop left\n"
+         "  --status ADDR      with --background: answer 'status|result|cancel|retry ID'\n"
+         "                     on HOST:PORT or unix:PATH (no prefix); prints 'status on\n"
+         "                     ADDR' once it listens (default off)\n"
+         "  --retry-delay SEC  with --background: wait before running again a job whose\n"
+         "                     program exited 75, doubled each time up to 1 h; 0 to 3600,\n"
+         "                     0 = at once (default 10)\n"
+         "  --max-attempts N   with --background: runs one job may start in all (retries,\n"
+         "                     and runs the server's death cut short); 1 = never again\n"
+         "                     (default 5)\n"
+         "  --keep SEC         with --background: how long an ended job's state and output\n"
+         "                     are kept for --status, from its end; not 0 (default 3600)\n"
+         "  --keep-max N       with --background: most ended jobs kept; past it the oldest\n"
+         "                     is forgotten (default 10000)\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens (not with --quiet)\n"
          "  --udp              serve UDP datagrams instead of TCP (echo mode): each datagram\n"
@@ -511,8 +611,8 @@ std::string server_usage() {
          "  --version          show the version and exit\n"
          "\n"
          "Prints 'listening on HOST:PORT' (or 'listening on unix:PATH', 'listening on\n"
-         "udp:HOST:PORT') on stdout once ready, then 'metrics on HOST:PORT' with --metrics;\n"
-         "logs go to stderr.\n"
+         "udp:HOST:PORT') on stdout once ready, then 'metrics on HOST:PORT' with --metrics,\n"
+         "then 'status on ADDR' with --status; logs go to stderr.\n"
          "SIGINT, SIGTERM or SIGHUP: stop accepting, finish connections in flight, exit 0;\n"
          "a second one ends the server at once, killed by that signal.\n"
          "Socket activation: given a listening socket by systemd (LISTEN_FDS, LISTEN_PID),\n"

@@ -191,6 +191,9 @@ int run_program(std::string_view name, int argc, char** argv, Parse parse, std::
 // The message for a value a flag cannot take: "FLAG: 'TEXT' is not EXPECTED".
 // --metrics's HOST:PORT; IPv6 addresses in brackets. Throws UsageError naming the flag.
 [[nodiscard]] Endpoint parse_endpoint(std::string_view flag, std::string_view text);
+// --status's HOST:PORT (as parse_endpoint) or unix:PATH (PATH as --unix takes it, "@NAME" for an
+// abstract socket). Throws UsageError naming the flag.
+[[nodiscard]] ListenAddress parse_listen_address(std::string_view flag, std::string_view text);
 [[nodiscard]] std::string bad_value(std::string_view flag, std::string_view text,
                                     std::string_view expected);
 
