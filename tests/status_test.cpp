@@ -141,8 +141,8 @@ TEST_F(StatusListenerTest, StatusThenResultOfAJob) {
   EXPECT_TRUE(running.rfind("running id=" + id + " attempts=1 queued_ms=", 0) == 0 ||
               running.rfind("queued id=" + id + " attempts=0 queued_ms=", 0) == 0)
       << running;
-  EXPECT_EQ(ask("result " + id + "\n").find('\n'), ask("result " + id).size() - 1)
-      << "before its end, the line alone";
+  const std::string early = ask("result " + id + "\n");
+  EXPECT_EQ(early.find('\n'), early.size() - 1) << "before its end, the line alone: " << early;
   std::ofstream(dir_.file("ok")) << "";
   gate_.open();
   const std::string done = ended(id);

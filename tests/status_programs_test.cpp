@@ -1,0 +1,201 @@
+// sockecho-server --background --status, the real program: the ready lines in order, a job
+// submitted, asked about and read from a shell's tools (sockecho-client), retries by exit 75
+// logged one line per run, --keep, the status listener answering while every job-listener worker
+// is held, bind failures naming the flag, and a Unix status socket with --unix-mode.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <csignal>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "programs.hpp"
+#include "sockecho/client.hpp"
+#include "sockecho/connection.hpp"
+#include "support.hpp"
+
+namespace sockecho {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Child;
+using test::ServerProcess;
+
+// A background server with a status listener on a free port, and `args`.
+class StatusServer : public ServerProcess {
+ public:
+  explicit StatusServer(std::vector<std::string> args) : ServerProcess(with_status(args)) {
+    const std::optional<std::string> line = stdout_line();
+    if (line && line->rfind("status on 127.0.0.1:", 0) == 0) {
+      status_port_ = test::port_of(*line);
+    }
+  }
+  [[nodiscard]] std::uint16_t status_port() const { return status_port_; }
+  std::string ask(const std::string& request) const {
+    return sockecho::request("127.0.0.1", status_port_, request);
+  }
+  std::string submit(const std::string& request) const {
+    const std::string answer = sockecho::request("127.0.0.1", port(), request);
+    if (answer.rfind("accepted ", 0) != 0 || answer.back() != '\n') return {};
+    return answer.substr(9, answer.size() - 10);
+  }
+  // The status line once the job has ended (any state but queued, running, retrying).
+  std::string ended(const std::string& id) const {
+    std::string reply;
+    (void)test::eventually([&] {
+      reply = ask("status " + id);
+      return reply.rfind("queued ", 0) != 0 && reply.rfind("running ", 0) != 0 &&
+             reply.rfind("retrying ", 0) != 0;
+    });
+    return reply;
+  }
+
+ private:
+  static std::vector<std::string> with_status(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--background", "--status", "127.0.0.1:0"});
+    return args;
+  }
+  std::uint16_t status_port_ = 0;
+};
+
+TEST(StatusServer, TheReadyLinesComeInOrderEachWithItsRealPort) {
+  ServerProcess server(
+      {"--background", "--metrics", "127.0.0.1:0", "--status", "127.0.0.1:0", "--exec", "true"});
+  EXPECT_EQ(server.ready_line().rfind("listening on 127.0.0.1:", 0), 0U);
+  const std::optional<std::string> metrics = server.stdout_line();
+  const std::optional<std::string> status = server.stdout_line();
+  ASSERT_TRUE(metrics && status);
+  EXPECT_EQ(metrics->rfind("metrics on 127.0.0.1:", 0), 0U) << *metrics;
+  ASSERT_EQ(status->rfind("status on 127.0.0.1:", 0), 0U) << *status;
+  EXPECT_NE(test::port_of(*status), 0);
+  EXPECT_EQ(request("127.0.0.1", test::port_of(*status), "status abc"),
+            "unknown id=abc attempts=0 queued_ms=0\n");
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
+}
+
+TEST(StatusServer, SubmitAskAndReadTheResultFromAShell) {
+  StatusServer server({"--exec", "sh", "-c", "echo \"got $(cat)\"; echo note >&2"});
+  ASSERT_NE(server.status_port(), 0);
+  const std::string id = server.submit("work");
+  ASSERT_FALSE(id.empty());
+  const std::string line = server.ended(id);
+  EXPECT_EQ(line.rfind("ok id=" + id + " attempts=1 exit=0 queued_ms=", 0), 0U) << line;
+  EXPECT_NE(line.find(" output_bytes=9 stderr_bytes=5\n"), std::string::npos) << line;
+  // sockecho-client reaches the status listener with the options it has.
+  const test::RunResult asked =
+      test::run({test::client_program(), "--port", std::to_string(server.status_port()), "--send",
+                 "result " + id});
+  EXPECT_EQ(asked.status, 0) << asked.err;
+  EXPECT_EQ(asked.out, line + "got work\n");
+  const test::RunResult unknown =
+      test::run({test::client_program(), "--port", std::to_string(server.status_port()), "--send",
+                 "status nosuchjob"});
+  EXPECT_EQ(unknown.status, 0) << "any reply is exit 0";
+  EXPECT_EQ(unknown.out, "unknown id=nosuchjob attempts=0 queued_ms=0\n");
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0);
+  // With --status, stdout is the result and not logged; stderr still is.
+  EXPECT_EQ(server.err().find("stdout="), std::string::npos) << server.err();
+  EXPECT_NE(server.err().find("job id=" + id + " attempt=1 stderr=\"note\""), std::string::npos)
+      << server.err();
+  EXPECT_NE(server.err().find(" status peer=127.0.0.1:"), std::string::npos);
+  EXPECT_NE(server.err().find(" verb=result outcome=ok"), std::string::npos);
+}
+
+TEST(StatusServer, EachRunIsOneLogLineAndARetryNamesItsDelay) {
+  StatusServer server(
+      {"--retry-delay", "0.05", "--max-attempts", "3", "--exec", "sh", "-c", "exit 75"});
+  const std::string id = server.submit("x");
+  ASSERT_FALSE(id.empty());
+  const std::string line = server.ended(id);
+  EXPECT_EQ(line.rfind("failed id=" + id + " attempts=3 exit=75 ", 0), 0U) << line;
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0);
+  const std::string& log = server.err();
+  EXPECT_NE(log.find("job id=" + id + " attempt=1 ms="), std::string::npos) << log;
+  EXPECT_NE(log.find(" exit=75 retry_in_ms=50\n"), std::string::npos) << log;
+  EXPECT_NE(log.find(" exit=75 retry_in_ms=100\n"), std::string::npos) << "doubled";
+  const std::size_t last = log.find("job id=" + id + " attempt=3 ms=");
+  ASSERT_NE(last, std::string::npos) << log;
+  EXPECT_EQ(log.substr(last, log.find('\n', last) - last).find("retry_in_ms"), std::string::npos)
+      << "the last run is not retried";
+}
+
+TEST(StatusServer, AnEndedJobIsUnknownPastKeep) {
+  StatusServer server({"--keep", "0.5", "--exec", "true"});
+  const std::string id = server.submit("x");
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(server.ended(id).rfind("ok id=", 0), 0U);
+  EXPECT_TRUE(test::eventually([&] {
+    return server.ask("status " + id) == "unknown id=" + id + " attempts=0 queued_ms=0\n";
+  }));
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0);
+  EXPECT_NE(server.err().find("job id=" + id + " forgotten reason=keep"), std::string::npos);
+}
+
+TEST(StatusServer, TheStatusListenerAnswersWhileEveryJobListenerWorkerIsHeld) {
+  StatusServer server({"--workers", "2", "--exec", "true"});
+  {
+    // Two clients that connect and say nothing hold both workers of the job listener; a third
+    // waits in its backlog.
+    const Connection first = connect("127.0.0.1", server.port());
+    const Connection second = connect("127.0.0.1", server.port());
+    const Connection third = connect("127.0.0.1", server.port());
+    EXPECT_EQ(server.ask("status held"), "unknown id=held attempts=0 queued_ms=0\n");
+  }
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0);
+}
+
+TEST(StatusServer, ABindFailureNamesTheFlag) {
+  const Listener taken = Listener::bind("127.0.0.1", 0);
+  const std::string at = "127.0.0.1:" + std::to_string(taken.address().port());
+  Child server(
+      {test::server_program(), "--port", "0", "--background", "--status", at, "--exec", "true"});
+  EXPECT_EQ(server.wait(), 1);
+  EXPECT_EQ(server.out(), "");
+  EXPECT_NE(server.err().find("--status: bind " + at + ": Address already in use"),
+            std::string::npos)
+      << server.err();
+}
+
+TEST(StatusServer, AUnixStatusSocketTakesUnixMode) {
+  const test::ScratchDir dir;
+  const std::string path = dir.file("status.sock");
+  ServerProcess server(
+      {"--background", "--status", "unix:" + path, "--unix-mode", "0600", "--exec", "true"});
+  const std::optional<std::string> line = server.stdout_line();
+  ASSERT_TRUE(line);
+  EXPECT_EQ(*line, "status on unix:" + path);
+  struct stat info {};
+  ASSERT_EQ(::stat(path.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600U);
+  const test::RunResult asked =
+      test::run({test::client_program(), "--unix", path, "--send", "status abc"});
+  EXPECT_EQ(asked.out, "unknown id=abc attempts=0 queued_ms=0\n") << asked.err;
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0);
+  EXPECT_FALSE(test::exists(path)) << "its socket file is removed at the end";
+}
+
+TEST(StatusServer, ItAnswersThroughTheWholeDrain) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  StatusServer server({"--exec", "sh", "-c", "flock -s \"$0\" true", gate.path()});
+  const std::string id = server.submit("x");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(
+      test::eventually([&] { return server.ask("status " + id).rfind("running", 0) == 0; }));
+  server.signal(SIGTERM);
+  ASSERT_TRUE(server.wait_stderr("jobs: draining"));
+  EXPECT_EQ(server.ask("status " + id).rfind("running id=" + id, 0), 0U);
+  gate.open();
+  ASSERT_EQ(server.wait(), 0);
+}
+
+}  // namespace
+}  // namespace sockecho
