@@ -23,6 +23,14 @@ using namespace std::chrono_literals;
 using test::Child;
 using test::ServerProcess;
 
+// GET path from 127.0.0.1:port with HTTP/1.0; the whole answer.
+std::string http_get(std::uint16_t port, const std::string& path) {
+  Connection c = connect("127.0.0.1", port);
+  c.set_timeout(test::kPatience);
+  c.write_all("GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  return c.read_to_end_string();
+}
+
 // A background server with a status listener on a free port, and `args`.
 class StatusServer : public ServerProcess {
  public:
@@ -195,6 +203,98 @@ TEST(StatusServer, ItAnswersThroughTheWholeDrain) {
   EXPECT_EQ(server.ask("status " + id).rfind("running id=" + id, 0), 0U);
   gate.open();
   ASSERT_EQ(server.wait(), 0);
+}
+
+TEST(StatusServer, RetriesRunsAndStatusRequestsAreInTheExposition) {
+  test::MeteredServer m({"--quiet", "--background", "--status", "127.0.0.1:0", "--retry-delay",
+                         "3600", "--exec", "sh", "-c", "exit 75"});
+  ASSERT_NE(m.metrics_port(), 0) << m.err();
+  const std::optional<std::string> line = m.stdout_line();
+  ASSERT_TRUE(line && line->rfind("status on ", 0) == 0);
+  const std::uint16_t status = test::port_of(*line);
+  const std::string answer = request("127.0.0.1", m.port(), "job");
+  ASSERT_EQ(answer.rfind("accepted ", 0), 0U) << answer;
+  const std::string id = answer.substr(9, answer.size() - 10);
+  ASSERT_TRUE(test::eventually(
+      [&] { return request("127.0.0.1", status, "status " + id).rfind("retrying ", 0) == 0; }));
+  EXPECT_EQ(request("127.0.0.1", status, "cancel " + id).rfind("cancelled id=" + id, 0), 0U);
+  (void)request("127.0.0.1", status, "status nosuchjob");
+  (void)request("127.0.0.1", status, "bogus");
+  std::string body;
+  ASSERT_TRUE(test::eventually([&] {
+    body = test::body_of(http_get(m.metrics_port(), "/metrics"));
+    return body.find(R"(sockecho_status_requests_total{verb="invalid",outcome="error"} 1)") !=
+           std::string::npos;
+  })) << body;
+  EXPECT_NE(body.find("sockecho_jobs_retrying 0\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("sockecho_jobs_run_seconds_count 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find(R"(sockecho_jobs_total{outcome="cancelled"} 1)"), std::string::npos) << body;
+  EXPECT_NE(body.find(R"(sockecho_status_requests_total{verb="status",outcome="unknown"} 1)"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(body.find(R"(sockecho_status_requests_total{verb="cancel",outcome="ok"} 1)"),
+            std::string::npos)
+      << body;
+  const std::optional<std::string> promtool = test::installed("promtool");
+  if (!promtool) GTEST_SKIP() << "promtool not found (apt-get install prometheus)";
+  const test::RunResult check = test::run({*promtool, "check", "metrics"}, body);
+  EXPECT_EQ(check.status, 0) << check.out << check.err;
+  EXPECT_EQ(check.out + check.err, "") << "promtool warns of nothing";
+}
+
+TEST(StatusServer, LargeResultsStayWithinTheMemoryBudgetTheOldestForgotten) {
+  // 24 jobs of 4 MiB each, kept with a budget of 32 MiB: at most about 7 fit at once.
+  StatusServer server(
+      {"--max-total-bytes", "32M", "--jobs", "1", "--exec", "head", "-c", "4194304", "/dev/zero"});
+  const long before = test::rss_kib(server.pid());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 24; ++i) {
+    const std::string id = server.submit("x");
+    ASSERT_FALSE(id.empty());
+    EXPECT_EQ(server.ended(id).rfind("ok id=" + id, 0), 0U);
+    ids.push_back(id);
+  }
+  const long after = test::rss_kib(server.pid());
+  EXPECT_EQ(server.ask("status " + ids.front()).rfind("unknown id=", 0), 0U)
+      << "the oldest is forgotten";
+  const std::string last = server.ask("result " + ids.back());
+  EXPECT_EQ(last.size() - last.find('\n') - 1, 4194304U) << "the newest is kept whole";
+  // 24 results are 96 MiB; the budget keeps 32 of them, and RSS grows by no more than that and
+  // the buffers in flight.
+  EXPECT_LT(after - before, 64 * 1024) << "RSS grew from " << before << " to " << after << " KiB";
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait(), 0);
+  EXPECT_NE(server.err().find(" forgotten reason=memory"), std::string::npos);
+}
+
+TEST(StatusServer, AnInterruptedRunIsCountedAcrossARestartWithASpool) {
+  const test::ScratchDir dir;
+  const std::string spool = dir.file("spool");
+  const std::string gate_path = dir.file("gate");
+  std::string id;
+  {
+    const test::Gate gate(gate_path);
+    StatusServer server({"--spool", spool, "--exec", "sh", "-c",
+                         "flock -s \"$0\" true; echo \"attempt $SOCKECHO_JOB_ATTEMPT\"",
+                         gate_path});
+    id = server.submit("x");
+    ASSERT_FALSE(id.empty());
+    ASSERT_TRUE(
+        test::eventually([&] { return server.ask("status " + id).rfind("running ", 0) == 0; }));
+    server.signal(SIGTERM);
+    ASSERT_TRUE(server.wait_stderr("jobs: stopping"));
+    server.signal(SIGTERM);  // the second signal kills the running program: interrupted
+    EXPECT_NE(server.wait(), 0);
+  }
+  StatusServer again({"--spool", spool, "--exec", "sh", "-c",
+                      "flock -s \"$0\" true; echo \"attempt $SOCKECHO_JOB_ATTEMPT\"", gate_path});
+  const std::string line = again.ended(id);
+  EXPECT_EQ(line.rfind("ok id=" + id + " attempts=2 exit=0 ", 0), 0U) << line;
+  const std::string result = again.ask("result " + id);
+  EXPECT_EQ(result.substr(result.find('\n') + 1), "attempt 2\n");
+  again.signal(SIGTERM);
+  ASSERT_EQ(again.wait(), 0);
+  EXPECT_NE(again.err().find(" interrupted=1 "), std::string::npos) << again.err();
 }
 
 }  // namespace
