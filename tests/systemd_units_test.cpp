@@ -241,6 +241,12 @@ TEST(SystemdUnits, BackgroundDropInSpoolsItsJobsAndWaitsForTheLongestRun) {
   for (std::string& a : args) {
     if (a.rfind("%S/", 0) == 0) a = state.file(a.substr(3));  // systemd's %S: /var/lib
   }
+  // Its jobs can be asked about, on loopback; here on a free port.
+  const auto status = std::find(args.begin(), args.end(), "--status");
+  ASSERT_NE(status, args.end()) << "the drop-in serves a status listener";
+  ASSERT_NE(status + 1, args.end());
+  EXPECT_EQ(status[1].rfind("127.0.0.1:", 0), 0U) << "on loopback";
+  status[1] = "127.0.0.1:0";
   ASSERT_EQ(::mkdir(state.file("sockecho").c_str(), 0700), 0);
   args.insert(args.end(), {"--port", "0", "--exec", "cat"});
   test::ServerProcess server(args);
