@@ -334,6 +334,11 @@ void JobQueue::replay() {
       e.job.output_bytes = end.stdout_bytes;
       e.job.stderr_bytes = end.stderr_bytes;
       e.job.run_end = end.time;
+      if (e.job.end == JobEnd::ok) {  // only a job that did not end ok can be retried
+        refund_input(e);
+        e.input = std::string();
+        e.env = std::vector<std::string>();
+      }
       if (options_.budget && !end.output.empty()) {
         // Best effort: a restart with a smaller budget forgets what does not fit.
         if (options_.budget->try_charge(end.output.size())) {
@@ -358,11 +363,13 @@ void JobQueue::replay() {
         continue;
       }
       e.job.reason = "interrupted";
+      e.job.run_end = now;  // cut short by the server's end, at the latest now
     } else if (spooled.next_run) {
       ++found_.retrying;
       e.job.state = JobState::retrying;
       e.job.next_run = spooled.next_run;
       e.job.exit_code = kRetryExit;
+      e.job.run_end = e.job.run_start;  // when its run ended is not kept: its run_ms reads 0
       retrying_.emplace(*spooled.next_run, at);
       continue;
     } else {
@@ -437,9 +444,10 @@ std::optional<Job> JobQueue::cancel(std::string_view id) {
       // Its subtree is asked to end, then killed after the grace; its thread ends it cancelled.
       e->cancelling = true;
       if (e->program != nullptr) e->program->terminate();
+      // (A second stop signal interrupts it instead: no end comes then.)
       const auto done = [&] {
         const Entry* now = lookup(key);
-        return now == nullptr || now->job.state != JobState::running;
+        return abandoned_ || now == nullptr || now->job.state != JobState::running;
       };
       if (!changed_.wait_for(lock, options_.limits.grace, done)) {
         Entry* still = lookup(key);
