@@ -676,7 +676,13 @@ ProgramResult JobQueue::start_and_wait(Entry& entry, const std::optional<SpoolTi
   {
     const std::lock_guard<std::mutex> lock(mutex_);
     entry.program = &program;
-    if (abandoned_ || entry.cancelling) program.cancel();
+    // A cancel that came before the program was in reach: it is asked to end as it would have
+    // been (the cancel's wait kills it after the grace); a second stop signal kills it at once.
+    if (abandoned_) {
+      program.cancel();
+    } else if (entry.cancelling) {
+      program.terminate();
+    }
   }
   struct Forget {  // the program goes out of reach before it is destroyed, however run() ends
     JobQueue& queue;

@@ -251,7 +251,8 @@ TEST(JobLife, AProgramThatIgnoresSigtermIsKilledAfterTheGrace) {
   const auto took = std::chrono::steady_clock::now() - started;
   ASSERT_TRUE(job);
   EXPECT_EQ(job->end, JobEnd::cancelled);
-  EXPECT_GE(took, 300ms) << "SIGTERM first, SIGKILL only after the grace";
+  EXPECT_GE(took, 300ms) << "SIGTERM first, SIGKILL only after the grace; signal "
+                         << job->signal.value_or(0) << " exit " << job->exit_code.value_or(-1);
   EXPECT_LT(took, 300ms + 5s);
 }
 
