@@ -37,9 +37,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LATE_S 0.001      /* a paced request started later than this after its due time is late */
-#define GRACE_S 1.0       /* paced requests not started this long after the schedule's end: missed */
-#define TIMEOUT_MS 10000  /* no reply within this: an error */
+#define LATE_S 0.001     /* a paced request started later than this after its due time is late */
+#define GRACE_S 1.0      /* paced requests not started this long after the schedule's end: missed */
+#define TIMEOUT_MS 10000 /* no reply within this: an error */
 
 static int port;
 static const char* id;
@@ -49,8 +49,8 @@ static double seconds;
 static double start;
 static int paced;
 static double rate;
-static long scheduled;     /* paced: how many requests the schedule holds */
-static atomic_long next;   /* paced: the index of the next request to take */
+static long scheduled;   /* paced: how many requests the schedule holds */
+static atomic_long next; /* paced: the index of the next request to take */
 static pthread_mutex_t first_error_lock = PTHREAD_MUTEX_INITIALIZER;
 static char first_error[160];
 
@@ -62,8 +62,8 @@ struct worker {
   size_t errors;
   size_t late;
   size_t missed;
-  double max_late;    /* seconds */
-  double last_start;  /* paced: when this worker started its last request */
+  double max_late;   /* seconds */
+  double last_start; /* paced: when this worker started its last request */
 };
 
 static double now(void) {
@@ -246,7 +246,7 @@ static void* run_paced(void* arg) {
     const double due = start + (double)i / rate;
     sleep_until(due);
     const double t0 = now();
-    if (t0 > start + seconds + GRACE_S) {  /* too far behind: this one, and the rest, are given up */
+    if (t0 > start + seconds + GRACE_S) { /* too far behind: this one, and the rest, are given up */
       ++w->missed;
       continue;
     }
@@ -302,7 +302,7 @@ int main(int argc, char** argv) {
 
   struct worker* workers = calloc((size_t)threads, sizeof *workers);
   if (workers == NULL) return 1;
-  start = now() + (paced ? 0.01 : 0);  /* paced: every thread is waiting when the first is due */
+  start = now() + (paced ? 0.01 : 0); /* paced: every thread is waiting when the first is due */
   for (int i = 0; i < threads; ++i) {
     if (pthread_create(&workers[i].thread, NULL, paced ? run_paced : run_closed, &workers[i]) !=
         0) {
@@ -335,14 +335,16 @@ int main(int argc, char** argv) {
   const double p50 = total ? all[total / 2] : 0;
   const double p99 = total ? all[(size_t)((double)total * 0.99)] : 0;
   const double max = total ? all[total - 1] : 0;
-  printf("{\"mode\":\"%s\",\"threads\":%d,\"ok\":%zu,\"errors\":%zu,\"seconds\":%.3f,"
-         "\"requests_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f",
-         paced ? "paced" : "closed", threads, total, errors, elapsed, (double)total / elapsed, p50,
-         p99, max);
+  printf(
+      "{\"mode\":\"%s\",\"threads\":%d,\"ok\":%zu,\"errors\":%zu,\"seconds\":%.3f,"
+      "\"requests_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f",
+      paced ? "paced" : "closed", threads, total, errors, elapsed, (double)total / elapsed, p50,
+      p99, max);
   if (paced) {
-    printf(",\"target_per_s\":%.1f,\"scheduled\":%ld,\"late\":%zu,\"missed\":%zu,"
-           "\"max_late_ms\":%.3f",
-           rate, scheduled, late, missed, max_late * 1000);
+    printf(
+        ",\"target_per_s\":%.1f,\"scheduled\":%ld,\"late\":%zu,\"missed\":%zu,"
+        "\"max_late_ms\":%.3f",
+        rate, scheduled, late, missed, max_late * 1000);
   }
   /* The first error's text: from strerror or this file's own words, no quotes or backslashes. */
   printf(",\"first_error\":\"%s\"}\n", first_error);
