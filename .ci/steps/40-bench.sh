@@ -58,6 +58,12 @@ python3 bench/exec.py --build "$build" --smoke
 step "bench: bench/jobs.py --smoke"
 python3 bench/jobs.py --build "$build" --smoke
 
+# Status requests beside job submissions, the smoke version (seconds): jobs alone, jobs with
+# status requests paced at 1,000/s, status alone; every job acknowledged, every status request
+# answered about the queued job, every server stopped.
+step "bench: bench/status.py --smoke"
+python3 bench/status.py --build "$build" --smoke
+
 # The curves, the smoke version (seconds, a few points each): every request right, 100 held
 # connections taken, every server it starts stopped, and the plots drawn.
 step "bench: bench/curves.py --smoke"
