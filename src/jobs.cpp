@@ -140,7 +140,94 @@ struct JobQueue::Entry {
   bool cancelling = false;         // a cancel asked for it: its run ends cancelled
 };
 
-JobQueue::JobQueue(JobOptions options) : options_(std::move(options)) {
+std::string job_source(const Address& peer) {
+  const Address unmapped = peer.unmapped();
+  if (unmapped.family() != AF_UNIX) return unmapped.host();
+  if (unmapped.credentials()) return "uid=" + std::to_string(unmapped.credentials()->uid);
+  return "unix:" + unmapped.path();
+}
+
+void JobQueue::Waiting::push(Entry* entry) {
+  std::string line = key(entry);
+  std::deque<Entry*>& jobs = lines_[line];
+  if (jobs.empty()) order_.push_back(std::move(line));  // its turn comes after the others'
+  jobs.push_back(entry);
+  ++size_;
+}
+
+JobQueue::Entry* JobQueue::Waiting::pop() {
+  std::string line = std::move(order_.front());
+  order_.pop_front();
+  const auto it = lines_.find(line);
+  Entry* entry = it->second.front();
+  it->second.pop_front();
+  if (it->second.empty()) {
+    lines_.erase(it);
+  } else {
+    order_.push_back(std::move(line));  // its next job waits for the other sources' turns
+  }
+  --size_;
+  return entry;
+}
+
+void JobQueue::Waiting::remove(Entry* entry) {
+  const std::string line = key(entry);
+  const auto it = lines_.find(line);
+  if (it == lines_.end()) return;
+  const auto at = std::find(it->second.begin(), it->second.end(), entry);
+  if (at == it->second.end()) return;
+  it->second.erase(at);
+  --size_;
+  if (it->second.empty()) {
+    lines_.erase(it);
+    order_.erase(std::find(order_.begin(), order_.end(), line));
+  }
+}
+
+void JobQueue::Waiting::clear() noexcept {
+  lines_.clear();
+  order_.clear();
+  size_ = 0;
+}
+
+std::vector<JobQueue::Entry*> JobQueue::Waiting::all() const {
+  std::vector<Entry*> out;
+  out.reserve(size_);
+  for (const auto& [line, jobs] : lines_) out.insert(out.end(), jobs.begin(), jobs.end());
+  return out;
+}
+
+std::optional<WallTime> JobQueue::Waiting::oldest() const {
+  // Each line is in the order its jobs came, so its first is its oldest (a retried one may
+  // have come later than it was accepted: close enough for a gauge).
+  std::optional<WallTime> out;
+  for (const auto& [line, jobs] : lines_) {
+    const WallTime accepted = jobs.front()->job.accepted;
+    if (!out || accepted < *out) out = accepted;
+  }
+  return out;
+}
+
+std::string JobQueue::Waiting::key(const Entry* entry) const {
+  return turns_ ? entry->source : std::string();
+}
+
+bool JobQueue::source_full(const std::string& source) const {
+  if (options_.max_queued_per_source == 0) return false;
+  const auto it = held_.find(source);
+  return it != held_.end() && it->second >= options_.max_queued_per_source;
+}
+
+void JobQueue::hold(const std::string& source) { ++held_[source]; }
+
+void JobQueue::release(const std::string& source) noexcept {
+  const auto it = held_.find(source);
+  if (it == held_.end()) return;
+  if (--it->second == 0) held_.erase(it);
+}
+
+JobQueue::JobQueue(JobOptions options)
+    : options_(std::move(options)), waiting_(options_.turns) {
   if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
   if (options_.jobs == 0) throw std::invalid_argument("JobQueue: jobs must be at least 1");
   if (options_.max_attempts == 0) {
@@ -196,17 +283,24 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
   const auto queue = [&] {
     queued = entry.get();
     jobs_.emplace(queued->job.id, std::move(entry));
-    waiting_.push_back(queued);
+    waiting_.push(queued);
     ++stats_.accepted;
   };
   {
     const std::lock_guard<std::mutex> lock(mutex_);
+    if (!closed_ && source_full(entry->source)) {
+      ++stats_.queued_per_source;
+      answer.refused = "queued_per_source";
+      answer.id.clear();
+      return answer;
+    }
     if (closed_ || full() || (options_.budget && !options_.budget->try_charge(bytes))) {
       ++stats_.busy;
       answer.refused = "busy";
       answer.id.clear();
       return answer;
     }
+    hold(entry->source);  // its share of its source's queue, from now (its sync included)
     if (options_.spool) {
       ++pending_;  // its slot is held while its record is synced, outside the lock
     } else {
@@ -232,6 +326,7 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
         queue();
       } else {
         if (options_.budget) options_.budget->refund(bytes);
+        release(entry->source);
         ++stats_.spool;
       }
     }
@@ -371,13 +466,15 @@ void JobQueue::replay() {
       e.job.exit_code = kRetryExit;
       e.job.run_end = e.job.run_start;  // when its run ended is not kept: its run_ms reads 0
       retrying_.emplace(*spooled.next_run, at);
+      hold(e.source);  // a replayed job keeps its source, and its share
       continue;
     } else {
       ++found_.queued;
     }
     // Queued even past --queue: every acknowledged job runs; new ones are busy until it is below.
     e.job.state = JobState::queued;
-    waiting_.push_back(at);
+    waiting_.push(at);
+    hold(e.source);
   }
   // The ended ones by the time of their end, so the oldest is forgotten first.
   std::stable_sort(kept_.begin(), kept_.end(),
@@ -425,11 +522,10 @@ std::optional<Job> JobQueue::cancel(std::string_view id) {
   switch (e->job.state) {
     case JobState::ended:
       return e->job;
-    case JobState::queued: {
-      const auto at = std::find(waiting_.begin(), waiting_.end(), e);
-      if (at != waiting_.end()) waiting_.erase(at);
+    case JobState::queued:
+      waiting_.remove(e);
+      release(e->source);
       break;
-    }
     case JobState::retrying: {
       const auto [first, last] = retrying_.equal_range(e->job.next_run.value_or(WallTime{}));
       for (auto it = first; it != last; ++it) {
@@ -438,6 +534,7 @@ std::optional<Job> JobQueue::cancel(std::string_view id) {
           break;
         }
       }
+      release(e->source);
       break;
     }
     case JobState::running: {
@@ -479,6 +576,7 @@ std::optional<Job> JobQueue::retry(std::string_view id) {
   };
   if (closed_) return refuse("stopping");
   if (full()) return refuse("busy");
+  if (source_full(e->source)) return refuse("queued_per_source");
   if (!e->charged) {
     if (options_.budget && !options_.budget->try_charge(e->job.input_bytes)) {
       return refuse("memory");
@@ -498,6 +596,7 @@ std::optional<Job> JobQueue::retry(std::string_view id) {
   e->output_charged = 0;
   e->output.clear();
   e->cancelling = false;
+  hold(e->source);
   if (options_.spool) {
     // Durable before it is answered, as a new job's acceptance is; its slot held meanwhile.
     ++pending_;
@@ -510,6 +609,7 @@ std::optional<Job> JobQueue::retry(std::string_view id) {
     e = lookup(key);
     if (e == nullptr) return std::nullopt;
     if (!durable && e->job.state == JobState::queued) {
+      release(e->source);
       e->job = before;
       ++stats_.kept;
       kept_.emplace_back(before.run_end.value_or(now), key);
@@ -518,7 +618,7 @@ std::optional<Job> JobQueue::retry(std::string_view id) {
     }
     if (e->job.state != JobState::queued) return e->job;  // cancelled meanwhile
   }
-  waiting_.push_back(e);
+  waiting_.push(e);
   options_.log.event(LogLevel::normal, "job id=" + e->job.id + " retried");
   changed_.notify_all();
   return e->job;
@@ -541,7 +641,7 @@ void JobQueue::drain() {
     for (auto& [time, e] : retrying_) {
       e->job.state = JobState::queued;
       e->job.next_run.reset();
-      waiting_.push_back(e);
+      waiting_.push(e);
     }
     retrying_.clear();
   }
@@ -559,10 +659,11 @@ std::pair<std::size_t, std::size_t> JobQueue::abandon() noexcept {
   closed_ = true;
   abandoned_ = true;
   const std::size_t dropped = waiting_.size() + retrying_.size();
-  for (Entry* e : waiting_) refund_input(*e);
+  for (Entry* e : waiting_.all()) refund_input(*e);
   for (auto& [time, e] : retrying_) refund_input(*e);
   waiting_.clear();
   retrying_.clear();
+  held_.clear();
   std::size_t running = 0;
   for (auto& [id, e] : jobs_) {
     if (e->job.state != JobState::running) continue;
@@ -578,6 +679,7 @@ JobStats JobQueue::stats() const {
   const std::lock_guard<std::mutex> lock(mutex_);
   JobStats out = stats_;
   out.queued = waiting_.size();
+  out.oldest_queued = waiting_.oldest();
   out.retrying = retrying_.size();
   return out;
 }
@@ -589,8 +691,8 @@ void JobQueue::work() noexcept {
     // With a spool, a stop leaves the queued jobs there; without one, every one runs first.
     if (abandoned_ || (closed_ && (options_.spool || waiting_.empty()))) return;
     if (waiting_.empty()) continue;
-    Entry& e = *waiting_.front();
-    waiting_.pop_front();
+    Entry& e = *waiting_.pop();
+    release(e.source);
     const WallTime now = wall_now();
     e.job.state = JobState::running;
     ++e.job.attempts;  // counted as it becomes running, so it is never seen running with none
@@ -621,7 +723,7 @@ void JobQueue::keep_time() noexcept {
       retrying_.erase(retrying_.begin());
       e->job.state = JobState::queued;
       e->job.next_run.reset();
-      waiting_.push_back(e);
+      waiting_.push(e);
       woke = true;
     }
     if (woke) changed_.notify_all();
@@ -799,12 +901,14 @@ void JobQueue::after_run(Entry& e, ProgramResult* result, const std::string& err
   log_run_end(e, took, words + " retry_in_ms=" + std::to_string(delay.count()));
   if (closed_ && !options_.spool) {
     e.job.state = JobState::queued;
-    waiting_.push_back(&e);
+    waiting_.push(&e);
+    hold(e.source);
     return;
   }
   e.job.state = JobState::retrying;
   e.job.next_run = now + delay;
   retrying_.emplace(*e.job.next_run, &e);
+  hold(e.source);
   if (options_.spool) records.emplace_back(SpoolNextRun{e.job.id, *e.job.next_run});
   timer_.notify_all();
 }
@@ -890,9 +994,18 @@ void JobQueue::collect(Exposition& out) const {
              j.accepted);
   out.family("sockecho_jobs_refused_total", "counter",
              "Background jobs refused: the queue or memory was full, or it was stopping (busy); "
-             "the job could not be made durable (spool).");
+             "its source had its most jobs waiting (queued_per_source); the job could not be "
+             "made durable (spool).");
   out.sample("sockecho_jobs_refused_total", label("reason", "busy"), j.busy);
+  out.sample("sockecho_jobs_refused_total", label("reason", "queued_per_source"),
+             j.queued_per_source);
   out.sample("sockecho_jobs_refused_total", label("reason", "spool"), j.spool);
+  double oldest = 0;
+  if (j.oldest_queued) {
+    oldest = std::max(0.0, std::chrono::duration<double>(wall_now() - *j.oldest_queued).count());
+  }
+  out.single("sockecho_jobs_oldest_queued_seconds", "gauge",
+             "How long the job queued longest has waited since its acceptance (0: none).", oldest);
   acks_.collect(
       out, "sockecho_jobs_ack_seconds",
       "From a job's request to its acknowledgement (the spool's sync included), seconds.");
@@ -914,7 +1027,7 @@ void JobQueue::collect(Exposition& out) const {
 Handler background_handler(JobQueue& queue, std::string prefix) {
   return [&queue, prefix = std::move(prefix)](const Request& request, Reply& reply) {
     const Submission answer = queue.submit(std::string(request.bytes()), exec_environment(request),
-                                           request.peer().to_string());
+                                           job_source(request.peer()));
     reply.append_ref(prefix);
     if (answer.accepted()) {
       reply.append("accepted " + answer.id + "\n");

@@ -401,6 +401,69 @@ TEST(JobLife, RetryingJobsAndResultsSurviveARestartWithASpool) {
   EXPECT_TRUE(result->first.first_start);
 }
 
+// Jobs of two sources, held at a gate, then let run one at a time: the order they started in.
+std::vector<std::string> start_order(bool turns) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  JobOptions options =
+      script_jobs(dir, R"sh(read what; echo "$what" >> "$0/order"; flock -s "$0/gate" true)sh");
+  options.jobs = 1;
+  options.queue = 100;
+  options.turns = turns;
+  JobQueue queue(std::move(options));
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(queue.submit("a\n", {}, "127.0.0.2").accepted());
+  EXPECT_TRUE(test::eventually([&] { return queue.stats().running == 1; }));
+  EXPECT_TRUE(queue.submit("b\n", {}, "127.0.0.3").accepted());
+  EXPECT_TRUE(queue.submit("b\n", {}, "127.0.0.3").accepted());
+  gate.open();
+  queue.drain();
+  return lines_of(dir.file("order"));
+}
+
+TEST(JobLife, QueuedJobsStartInTurnsBetweenSources) {
+  const std::vector<std::string> order = start_order(true);
+  ASSERT_EQ(order.size(), 22U);
+  // The first a was running when the b's came; then one a, then b, in turn, while both wait.
+  EXPECT_EQ(order[0], "a");
+  EXPECT_EQ(order[1], "a");
+  EXPECT_EQ(order[2], "b") << "at most --jobs (1) of the other source's jobs start before it";
+  EXPECT_EQ(order[3], "a");
+  EXPECT_EQ(order[4], "b");
+}
+
+TEST(JobLife, WithoutTurnsJobsStartInTheOrderTheyCame) {
+  const std::vector<std::string> order = start_order(false);
+  ASSERT_EQ(order.size(), 22U);
+  EXPECT_EQ(order[20], "b");
+  EXPECT_EQ(order[21], "b");
+}
+
+TEST(JobLife, MaxQueuedPerSourceRefusesOneSourcePastItsShareAndNoOther) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  JobOptions options = script_jobs(dir, R"sh(flock -s "$0/gate" true)sh");
+  options.jobs = 1;
+  options.max_queued_per_source = 3;
+  JobQueue queue(std::move(options));
+  ASSERT_TRUE(queue.submit("", {}, "127.0.0.2").accepted());  // runs: no longer queued
+  ASSERT_TRUE(test::eventually([&] { return queue.stats().running == 1; }));
+  std::vector<std::string> queued;
+  for (int i = 0; i < 3; ++i) {
+    const Submission s = queue.submit("", {}, "127.0.0.2");
+    ASSERT_TRUE(s.accepted()) << i;
+    queued.push_back(s.id);
+  }
+  const Submission over = queue.submit("", {}, "127.0.0.2");
+  EXPECT_EQ(over.refused, "queued_per_source");
+  EXPECT_TRUE(over.id.empty());
+  EXPECT_TRUE(queue.submit("", {}, "127.0.0.3").accepted()) << "another source is not held back";
+  EXPECT_EQ(queue.stats().queued_per_source, 1U);
+  // A cancelled job gives its source's place back.
+  ASSERT_TRUE(queue.cancel(queued[0]));
+  EXPECT_TRUE(queue.submit("", {}, "127.0.0.2").accepted());
+  gate.open();
+}
+
 TEST(JobLife, JobStatesAndEndsHaveTheirNames) {
   EXPECT_EQ(to_string(JobState::retrying), "retrying");
   EXPECT_EQ(to_string(JobEnd::cancelled), "cancelled");

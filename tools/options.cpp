@@ -357,6 +357,8 @@ bool read_job_flag(ArgReader& reader, ServerSettings& s) {
     }
   } else if (flag == "--keep-max") {
     s.keep_max = parse_number(flag, reader.value(), 1, kMaxKeepMax);
+  } else if (flag == "--max-queued-per-source") {
+    s.max_queued_per_source = parse_number(flag, reader.value(), 0, kMaxKeepMax);
   } else {
     return false;
   }
@@ -437,7 +439,8 @@ void check_server(const ArgReader& reader, ServerSettings& s) {
     // They shape background jobs alone: taken without --background they would do nothing, and
     // the user would believe jobs were kept, retried or answerable when they are not.
     for (const std::string_view flag :
-         {"--spool", "--status", "--retry-delay", "--max-attempts", "--keep", "--keep-max"}) {
+         {"--spool", "--status", "--retry-delay", "--max-attempts", "--keep", "--keep-max",
+          "--max-queued-per-source"}) {
       if (reader.seen(flag)) throw UsageError(std::string(flag) + " needs --background");
     }
   }
@@ -598,6 +601,10 @@ std::string server_usage() {
          "                     are kept for --status, from its end; not 0 (default 3600)\n"
          "  --keep-max N       with --background: most ended jobs kept; past it the oldest\n"
          "                     is forgotten (default 10000)\n"
+         "  --max-queued-per-source N  with --background: jobs queued or retrying from one\n"
+         "                     client address (or Unix user) at once; one more is 'busy'\n"
+         "                     (reason=queued_per_source); queued jobs start in turns\n"
+         "                     between sources whatever it is (default 0: no limit)\n"
          "  --quiet            log problems only\n"
          "  --verbose          also log each connection as it opens (not with --quiet)\n"
          "  --udp              serve UDP datagrams instead of TCP (echo mode): each datagram\n"

@@ -78,7 +78,18 @@ struct JobOptions {
   std::size_t keep_max = kDefaultKeepMax;
   // Whether stdout is a job's result, read through result() (--status), instead of log lines.
   bool output_is_result = false;
+  // Jobs queued or retrying from one source (job_source()) at once; one more is refused
+  // "queued_per_source". Zero: no limit.
+  std::size_t max_queued_per_source = 0;
+  // Whether queued jobs start in turns between sources (round robin: one job of each source
+  // with jobs waiting, in turn), or strictly in the order they were queued.
+  bool turns = true;
 };
+
+// The source a job is counted and queued under, as the spool keeps it: an IP address without its
+// port (an IPv4-mapped one as IPv4: "127.0.0.1", "::1"), or over a Unix socket the peer's user
+// id ("uid=33"; a peer without credentials by its path).
+[[nodiscard]] std::string job_source(const Address& peer);
 
 // The exit status by which a program asks to be run again later (EX_TEMPFAIL, sysexits.h).
 inline constexpr int kRetryExit = 75;
@@ -86,7 +97,9 @@ inline constexpr int kRetryExit = 75;
 // What submit() answered: the job's id, or why it was refused.
 struct Submission {
   std::string id;            // once accepted
-  std::string_view refused;  // "busy" (full, no memory, stopping) or "spool" (not made durable)
+  // "busy" (full, no memory, stopping), "queued_per_source" (its source has its most jobs
+  // waiting) or "spool" (not made durable).
+  std::string_view refused;
   std::string why;           // for "spool": the error, for the log
   [[nodiscard]] bool accepted() const noexcept { return refused.empty(); }
 };
@@ -146,10 +159,12 @@ struct JobStats {
   std::uint64_t accepted = 0;
   std::uint64_t busy = 0;   // refused: the queue was full, or the budget had no room
   std::uint64_t spool = 0;  // refused: the job could not be made durable
+  std::uint64_t queued_per_source = 0;  // refused: its source had max_queued_per_source waiting
   std::uint64_t running = 0;
   std::uint64_t queued = 0;
   std::uint64_t retrying = 0;
-  std::uint64_t kept = 0;                             // ended and not yet forgotten
+  std::uint64_t kept = 0;  // ended and not yet forgotten
+  std::optional<WallTime> oldest_queued;  // when the longest-waiting queued job was accepted
   std::array<std::uint64_t, kJobEnds.size()> ends{};  // indexed by JobEnd
 
   [[nodiscard]] std::uint64_t count(JobEnd end) const noexcept {
@@ -224,6 +239,27 @@ class JobQueue final : public Collector {
 
  private:
   struct Entry;
+  // The queued jobs: one line per source, and the sources with jobs waiting in the order of
+  // their next turn (one line for all without turns).
+  class Waiting {
+   public:
+    explicit Waiting(bool turns) : turns_(turns) {}
+    void push(Entry* entry);  // at the end of its source's line
+    Entry* pop();             // the first of the source whose turn it is; not empty
+    void remove(Entry* entry);
+    void clear() noexcept;
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    [[nodiscard]] std::vector<Entry*> all() const;
+    [[nodiscard]] std::optional<WallTime> oldest() const;
+
+   private:
+    [[nodiscard]] std::string key(const Entry* entry) const;
+    bool turns_;
+    std::unordered_map<std::string, std::deque<Entry*>> lines_;
+    std::deque<std::string> order_;
+    std::size_t size_ = 0;
+  };
 
   void work() noexcept;
   // Queues retrying jobs whose time came and forgets ended ones past keep: a thread of its own.
@@ -250,6 +286,10 @@ class JobQueue final : public Collector {
   void refund_input(Entry& entry) noexcept;
   void refund_output(Entry& entry) noexcept;
   [[nodiscard]] bool full() const noexcept;
+  // Jobs queued, retrying or being synced per source: counted up and down as they come and go.
+  [[nodiscard]] bool source_full(const std::string& source) const;
+  void hold(const std::string& source);
+  void release(const std::string& source) noexcept;
   [[nodiscard]] Entry* lookup(std::string_view id) const;
   void replay();
   // Records `record` in the spool without waiting (its durability rides on the next sync); a
@@ -276,7 +316,8 @@ class JobQueue final : public Collector {
   // Every job known, from its acknowledgement until it is forgotten (nodes: an entry stays where
   // it is while other jobs come and go, so a running job's thread holds it by reference).
   std::unordered_map<std::string, std::unique_ptr<Entry>> jobs_;
-  std::deque<Entry*> waiting_;                // queued, in the order they start
+  Waiting waiting_;                                    // queued, in the order they start
+  std::unordered_map<std::string, std::size_t> held_;  // queued, retrying or syncing, by source
   std::multimap<WallTime, Entry*> retrying_;  // by the time of their next run
   // Ended jobs by the time of their end; a place is stale once its job was retried or forgotten.
   std::deque<std::pair<WallTime, std::string>> kept_;
