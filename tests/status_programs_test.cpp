@@ -9,6 +9,7 @@
 #include <csignal>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "programs.hpp"
@@ -34,7 +35,8 @@ std::string http_get(std::uint16_t port, const std::string& path) {
 // A background server with a status listener on a free port, and `args`.
 class StatusServer : public ServerProcess {
  public:
-  explicit StatusServer(std::vector<std::string> args) : ServerProcess(with_status(args)) {
+  explicit StatusServer(std::vector<std::string> args)
+      : ServerProcess(with_status(std::move(args))) {
     const std::optional<std::string> line = stdout_line();
     if (line && line->rfind("status on 127.0.0.1:", 0) == 0) {
       status_port_ = test::port_of(*line);
@@ -278,7 +280,7 @@ TEST(StatusServer, AnInterruptedRunIsCountedAcrossARestartWithASpool) {
   {
     const test::Gate gate(gate_path);
     StatusServer server({"--spool", spool, "--exec", "sh", "-c",
-                         "flock -s \"$0\" true; echo \"attempt $SOCKECHO_JOB_ATTEMPT\"",
+                         R"sh(flock -s "$0" true; echo "attempt $SOCKECHO_JOB_ATTEMPT")sh",
                          gate_path});
     id = server.submit("x");
     ASSERT_FALSE(id.empty());
@@ -290,7 +292,8 @@ TEST(StatusServer, AnInterruptedRunIsCountedAcrossARestartWithASpool) {
     EXPECT_NE(server.wait(), 0);
   }
   StatusServer again({"--spool", spool, "--exec", "sh", "-c",
-                      "flock -s \"$0\" true; echo \"attempt $SOCKECHO_JOB_ATTEMPT\"", gate_path});
+                      R"sh(flock -s "$0" true; echo "attempt $SOCKECHO_JOB_ATTEMPT")sh",
+                      gate_path});
   const std::string line = again.ended(id);
   EXPECT_EQ(line.rfind("ok id=" + id + " attempts=2 exit=0 ", 0), 0U) << line;
   const std::string result = again.ask("result " + id);
