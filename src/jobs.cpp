@@ -130,7 +130,7 @@ std::string new_job_id() {
 
 struct JobQueue::Entry {
   Job job;
-  std::string input;
+  std::string input;  // its request (without a spool: with one, it is there)
   std::vector<std::string> env;
   std::string source;
   bool charged = true;  // its input is charged to the budget (a replayed one may not be)
@@ -226,8 +226,7 @@ void JobQueue::release(const std::string& source) noexcept {
   if (--it->second == 0) held_.erase(it);
 }
 
-JobQueue::JobQueue(JobOptions options)
-    : options_(std::move(options)), waiting_(options_.turns) {
+JobQueue::JobQueue(JobOptions options) : options_(std::move(options)), waiting_(options_.turns) {
   if (options_.argv.empty()) throw std::invalid_argument("JobQueue: no program");
   if (options_.jobs == 0) throw std::invalid_argument("JobQueue: jobs must be at least 1");
   if (options_.max_attempts == 0) {
@@ -314,6 +313,8 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
       options_.spool->commit(SpoolAccepted{entry->job.id, entry->input, entry->env, entry->source,
                                            entry->job.accepted});
       durable = true;
+      // The spool keeps the request for the job's runs: one copy in memory, not two.
+      entry->input = std::string();
     } catch (const std::exception& e) {
       answer.refused = "spool";
       answer.why = e.what();
@@ -412,7 +413,6 @@ void JobQueue::replay() {
     e.job.attempts = spooled.attempts;
     e.job.first_start = spooled.first_started;
     e.job.run_start = spooled.started;
-    e.input = spooled.request;
     e.env = spooled.env;
     e.source = spooled.source;
     e.charged = !options_.budget || options_.budget->try_charge(spooled.request.size());
@@ -809,7 +809,11 @@ ProgramResult JobQueue::start_and_wait(Entry& entry, const std::optional<SpoolTi
   }
   const std::string who =
       "job id=" + entry.job.id + " attempt=" + std::to_string(entry.job.attempts);
-  ProgramResult result = detail::run_logged(program, entry.input, limits, options_.log, who);
+  // With a spool, the request is kept there (once) and read for each run.
+  std::string spooled;
+  if (options_.spool) spooled = options_.spool->request(entry.job.id).value_or(std::string());
+  const std::string& input = options_.spool ? spooled : entry.input;
+  ProgramResult result = detail::run_logged(program, input, limits, options_.log, who);
   if (!options_.output_is_result) log_output(who, result);
   return result;
 }

@@ -939,6 +939,13 @@ std::optional<std::string> Spool::output(std::string_view id) const {
   return it->second.job.end->output;
 }
 
+std::optional<std::string> Spool::request(std::string_view id) const {
+  const std::lock_guard lock(state_->mutex);
+  const auto it = state_->jobs.find(std::string(id));
+  if (it == state_->jobs.end()) return std::nullopt;
+  return it->second.job.request;
+}
+
 SpoolTicket Spool::append(const SpoolRecord& record) {
   State& s = *state_;
   std::unique_lock lock(s.mutex);

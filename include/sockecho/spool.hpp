@@ -186,6 +186,8 @@ class Spool {
   // The output an ended job's `ended` record holds; std::nullopt for a job not in the spool or
   // not ended.
   [[nodiscard]] std::optional<std::string> output(std::string_view id) const;
+  // The request bytes of a job in the spool; std::nullopt for a job not in it.
+  [[nodiscard]] std::optional<std::string> request(std::string_view id) const;
 
   // Writes one record (one write(), in the order of the calls) without waiting for it to be
   // durable: a later wait() or commit() covers it. Throws SpoolError when it cannot be written
