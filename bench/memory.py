@@ -9,12 +9,16 @@ The stated bound is: each worker's own buffer of up to 1 MiB, plus --max-total-b
 larger request buffer and every job input, queued or running, together (one budget). A second
 run with --max-total-bytes below what the jobs want shows the budget refusing (busy) the job
 that would go over it, and a large request reset as too_large while the jobs hold the budget.
+A third run keeps results (--status): jobs that each print 4 MiB, twice as many as the budget
+holds, asked about until each has ended; the outputs of running and ended jobs count against
+the same budget, so the oldest results are forgotten and the memory stays within it.
 Loopback only; every wait is bounded.
 """
 
 import argparse
 import fcntl
 import os
+import select
 import socket
 import sys
 import tempfile
@@ -84,6 +88,58 @@ def run(build, workers, jobs, queue, total, gate):
             "accepted": sum(acks), "busy": len(acks) - sum(acks), "big_refused": big_refused}
 
 
+def ask(port, request):
+    """One request to the status listener: its reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request.encode())
+        s.shutdown(socket.SHUT_WR)
+        return common.read_to_end(s).decode(errors="replace")
+
+
+def next_line(stream, seconds=10.0):
+    """The next line a server writes on its stdout (after its ready line), within `seconds`."""
+    line = b""
+    deadline = time.monotonic() + seconds
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stream], [], [], left)[0]:
+            raise RuntimeError("no status line")
+        chunk = os.read(stream.fileno(), 1)
+        if not chunk:
+            raise RuntimeError("the server ended")
+        line += chunk
+    return line.decode().strip()
+
+
+def run_results(build, total, output, count):
+    """Jobs printing `output` bytes each, one after another, every result kept until the
+    budget forgets the oldest: the resident memory before and after, and what was forgotten."""
+    server_bin = os.path.join(build, "tools", "sockecho-server")
+    argv = [server_bin, "--port", "0", "--jobs", "1", "--max-total-bytes", str(total),
+            "--max-output", str(output), "--quiet", "--background", "--status", "127.0.0.1:0",
+            "--exec", "head", "-c", str(output), "/dev/zero"]
+    log = os.path.join(common.OUT_DIR, "memory-results.log")
+    os.makedirs(common.OUT_DIR, exist_ok=True)
+    with common.Server(argv, log) as server:
+        status_port = int(next_line(server.proc.stdout).rsplit(":", 1)[1])
+        base = settled_rss(server)
+        ids = []
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.shutdown(socket.SHUT_WR)
+                reply = common.read_to_end(s).decode()
+            ids.append(reply.split()[-1])
+            deadline = time.monotonic() + 30
+            while ask(status_port, "status " + ids[-1]).split()[0] in ("queued", "running"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a job did not end within 30 s")
+                time.sleep(0.005)
+        after = settled_rss(server)
+        kept = sum(1 for i in ids if not ask(status_port, "status " + i).startswith("unknown"))
+        server.stop(kill=True)
+    return {"base": base, "after": after, "kept": kept}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default=os.path.join(common.ROOT, "build"))
@@ -116,6 +172,15 @@ def main():
               f"of budget in use = {bound // MIB} MiB")
         print(f"  a 4 MiB request while the jobs hold the budget: "
               f"{'reset (too_large)' if r['big_refused'] else 'answered'}")
+    total, output = 64 * MIB, 4 * MIB
+    count = 2 * total // output
+    r = run_results(args.build, total, output, count)
+    print(f"--max-total-bytes {total // MIB} MiB, --status, {count} jobs printing "
+          f"{output // MIB} MiB each, one after another:")
+    print(f"  results kept at the end {r['kept']} of {count} (the oldest forgotten)")
+    print(f"  RSS at start {r['base'] / 1024:.1f} MiB; after {r['after'] / 1024:.1f} MiB: "
+          f"{(r['after'] - r['base']) / 1024:.1f} MiB held, against the budget of "
+          f"{total // MIB} MiB")
     return 0
 
 
