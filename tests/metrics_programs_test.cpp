@@ -107,9 +107,9 @@ std::string url_encoded(std::string_view text) {
 TEST(MetricsProgram, TheGrafanaDashboardAsksOnlyForSeriesTheServerExposes) {
   const std::optional<std::vector<std::string>> queries = dashboard_queries();
   if (!queries) GTEST_SKIP() << "python3 not found";
-  ASSERT_GE(queries->size(), 8U);
-  // --background, so that the job series are there too.
-  MeteredServer m({"--quiet", "--background", "--exec", "true"});
+  ASSERT_GE(queries->size(), 12U);
+  // --background and --status, so that the job and status series are there too.
+  MeteredServer m({"--quiet", "--background", "--status", "127.0.0.1:0", "--exec", "true"});
   ASSERT_NE(m.metrics_port(), 0) << m.err();
   const std::set<std::string> exposed =
       series_names(test::body_of(http_get(m.metrics_port(), "/metrics")));
@@ -126,7 +126,9 @@ TEST(MetricsProgram, TheGrafanaDashboardAsksOnlyForSeriesTheServerExposes) {
   for (const char* family :
        {"sockecho_connections_total", "sockecho_request_duration_seconds_bucket",
         "sockecho_workers", "sockecho_jobs_queued", "sockecho_jobs_refused_total",
-        "process_resident_memory_bytes"}) {
+        "sockecho_jobs_retrying", "sockecho_jobs_total", "sockecho_jobs_ack_seconds_bucket",
+        "sockecho_jobs_oldest_queued_seconds", "sockecho_jobs_run_seconds_bucket",
+        "sockecho_status_requests_total", "process_resident_memory_bytes"}) {
     EXPECT_TRUE(asked.count(family)) << family << " has no panel";
   }
 }
