@@ -24,6 +24,16 @@ from the server's own counters (--metrics). The targets of the spool's issue are
 --spool exists. --smoke: one short round at 16 clients, exit 1 on any failed request; CI's check
 that the benchmark still works. --results PATH rewrites this script's section of PATH
 (bench/RESULTS.md). Loopback only; everything started is stopped on the way out.
+
+--fairness measures the turns between sources instead: source A (127.0.0.2, sockecho-bench -c 8
+--sources 1) floods a server with 50 ms jobs at full rate, while source B (127.0.0.3) submits
+one job every 50 ms; each of B's jobs writes the time it started, and its wait is from just
+before its submission to that start (p50, p99). The server runs --jobs 4 --queue 1000
+--max-queued-per-source 200, once as sockecho-server (turns on) and once as bench/turns_daemon.cpp
+(the same flags, parser and Daemon with turns off: strictly first come, first served), rounds
+interleaved. The target: B's p99 within one round of --jobs plus the flood's own run time (two
+50 ms runs), with turns; without them, B waits behind A's queue. Its section of RESULTS.md is
+"jobs.py --fairness".
 """
 
 import argparse
@@ -31,6 +41,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -220,6 +231,135 @@ def rows_for(args, scratch):
     return rows
 
 
+FAIR_RUN = 0.05  # seconds each flood job runs
+FAIR_JOBS = 4
+
+
+def build_turns_daemon(build):
+    """bench/turns_daemon.cpp against the build's static libraries, into bench/out."""
+    os.makedirs(OUT, exist_ok=True)
+    binary = os.path.join(OUT, "turns_daemon")
+    source = os.path.join(BENCH, "turns_daemon.cpp")
+    libs = [os.path.join(build, "tools", "libsockecho_cli.a"), os.path.join(build, "libsockecho.a")]
+    if (not os.path.exists(binary) or
+            any(os.path.getmtime(binary) < os.path.getmtime(f) for f in [source] + libs)):
+        cxx = os.environ.get("CXX", "g++")
+        subprocess.run([cxx, "-std=c++17", "-O2", "-I", os.path.join(ROOT, "include"), "-I",
+                        os.path.join(build, "include"), "-I", os.path.join(ROOT, "tools"), source,
+                        *libs, "-pthread", "-o", binary], check=True)
+    return binary
+
+
+def submit_from(source, port, payload):
+    """One job from the address `source`: the reply's words."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    return reply.decode(errors="replace").split()
+
+
+def fair_round(binary, build, seconds, scratch):
+    """One flood from A with B's jobs among it: B's waits in milliseconds, A's accepted count."""
+    marks = tempfile.mkdtemp(prefix="fair-", dir=scratch)
+    script = ('read what; [ "$what" = b ] && date +%s%N > "$0/$SOCKECHO_JOB_ID"; '
+              f"sleep {FAIR_RUN}")
+    argv = [binary, "--port", "0", "--quiet", "--background", "--jobs", str(FAIR_JOBS),
+            "--queue", "1000", "--max-queued-per-source", "200", "--exec-timeout", "0",
+            "--exec", "sh", "-c", script, marks]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        flood = subprocess.Popen(
+            [os.path.join(build, "tools", "sockecho-bench"), "--port", str(port), "-c", "8",
+             "--sources", "1", "--size", "8", "--any-reply", "--duration", str(seconds),
+             "--json", "--quiet"], stdout=subprocess.PIPE, text=True)
+        time.sleep(min(0.5, seconds / 4))  # ok-sleep: the flood fills its share of the queue
+        submitted = {}
+        end = time.monotonic() + seconds / 2
+        while time.monotonic() < end:
+            at = time.time_ns()
+            words = submit_from("127.0.0.3", port, b"b\n")
+            if words[:1] == ["accepted"]:
+                submitted[words[1]] = at
+            time.sleep(FAIR_RUN)  # ok-sleep: B's pace, one job per flood run
+        out, _ = flood.communicate(timeout=seconds + 60)
+        flooded = json.loads(out)["replies"].get("accepted", 0)
+        # B's jobs start within the queue's drain at worst: 200 queued / 4 jobs x 50 ms.
+        deadline = time.monotonic() + 30
+        waits = []
+        for job, at in submitted.items():
+            path = os.path.join(marks, job)
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)  # ok-sleep: a job's mark, written by another process
+            try:
+                with open(path) as f:
+                    waits.append((int(f.read().strip()) - at) / 1e6)
+            except (OSError, ValueError):
+                pass
+        return waits, flooded, len(submitted)
+    finally:
+        for _ in range(80):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def fairness(args):
+    """The turns between sources, on and off: lines for the report, and whether B waited too
+    long with turns on (the target)."""
+    server = os.path.join(args.build, "tools", "sockecho-server")
+    modes = [("on", "turns on (sockecho-server)", server),
+             ("off", "turns off (bench/turns_daemon.cpp)", build_turns_daemon(args.build))]
+    results = {key: {"waits": [], "flooded": 0, "submitted": 0, "started": 0} for key, _, _ in modes}
+    scratch = tempfile.mkdtemp(prefix="sockecho-fair-")
+    started = time.monotonic()
+    try:
+        for round_ in range(args.repeat):
+            order = modes if round_ % 2 == 0 else list(reversed(modes))
+            for key, _, binary in order:
+                waits, flooded, submitted = fair_round(binary, args.build, args.seconds, scratch)
+                r = results[key]
+                r["waits"] += waits
+                r["flooded"] += flooded
+                r["submitted"] += submitted
+                r["started"] += len(waits)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    bound = 2 * FAIR_RUN * 1000
+    lines = [f"{args.repeat} round(s) of {args.seconds:g} s, modes interleaved; "
+             f"{time.monotonic() - started:.0f} s in all. --jobs {FAIR_JOBS}, flood jobs of "
+             f"{FAIR_RUN * 1000:.0f} ms; B's wait from submission to start.", "",
+             "| server | A's jobs accepted | B's jobs | B's wait p50 ms | B's wait p99 ms | max ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for key, title, _ in modes:
+        r = results[key]
+        w = sorted(r["waits"])
+        if not w:
+            lines.append(f"| {title} | {r['flooded']:,} | 0 | | | |")
+            continue
+        p99 = w[min(len(w) - 1, int(len(w) * 0.99))]
+        lines.append(f"| {title} | {r['flooded']:,} | {r['started']} of {r['submitted']} | "
+                     f"{statistics.median(w):.1f} | {p99:.1f} | {w[-1]:.1f} |")
+    on = sorted(results["on"]["waits"])
+    met = bool(on) and on[min(len(on) - 1, int(len(on) * 0.99))] <= bound
+    lines += ["", f"Target: B's p99 with turns <= one round of --jobs plus the flood's own run "
+              f"({bound:.0f} ms): {'MET' if met else 'NOT MET'}."]
+    return lines, met, results
+
+
 def median_of(results, key):
     return statistics.median(r[key] for r in results)
 
@@ -279,7 +419,24 @@ def main():
     parser.add_argument("--json", help="write the numbers to this file")
     parser.add_argument("--smoke", action="store_true",
                         help="one short round at 16 clients; exit 1 on a failed request")
+    parser.add_argument("--fairness", action="store_true",
+                        help="measure the turns between sources instead (see above)")
     args = parser.parse_args()
+    if args.fairness:
+        if args.smoke:
+            args.repeat, args.seconds = 1, 1.0
+        lines, met, results = fairness(args)
+        print("\n".join(lines))
+        if args.results:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            sections.write(args.results, "jobs.py-fairness",
+                           "## Turns between sources: one source floods, another's jobs wait\n\n"
+                           f"Generated by `python3 bench/jobs.py --fairness` on {when}. " +
+                           "\n".join(lines))
+        if args.smoke and not results["on"]["waits"]:
+            print("jobs.py --fairness: none of B's jobs started", file=sys.stderr)
+            sys.exit(1)
+        return
     if args.smoke:
         args.repeat, args.seconds, args.concurrency = 1, 0.5, "16"
     levels = [int(c) for c in args.concurrency.split(",")]

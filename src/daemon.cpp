@@ -208,6 +208,7 @@ void Daemon::Parts::build_stream(const UnixOptions& unix_file, InheritedSockets 
     job_options.keep = options.keep;
     job_options.keep_max = options.keep_max;
     job_options.max_queued_per_source = options.max_queued_per_source;
+    job_options.turns = options.job_turns;
     // With somewhere to ask for it, a job's stdout is its result, not log lines.
     job_options.output_is_result = options.status.has_value() || status_at.has_value();
     if (!options.spool.empty()) {

@@ -57,6 +57,8 @@ python3 bench/exec.py --build "$build" --smoke
 # exists) and beanstalkd, every submission acknowledged, every server stopped.
 step "bench: bench/jobs.py --smoke"
 python3 bench/jobs.py --build "$build" --smoke
+step "bench: bench/jobs.py --fairness --smoke"
+python3 bench/jobs.py --build "$build" --fairness --smoke
 
 # Status requests beside job submissions, the smoke version (seconds): jobs alone, jobs with
 # status requests paced at 1,000/s, status alone; every job acknowledged, every status request

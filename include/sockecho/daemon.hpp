@@ -96,6 +96,9 @@ struct DaemonOptions {
   int log_fd = STDERR_FILENO;
   Handler handler;
   bool socket_activation = true;
+  // Whether queued jobs start in turns between sources (JobOptions::turns); off, strictly in the
+  // order they came (what bench/jobs.py --fairness compares turns with).
+  bool job_turns = true;
 };
 
 // An option the daemon cannot use, found only when it starts (a program not on PATH, an unknown
