@@ -1,13 +1,17 @@
 #include "sockecho/spool.hpp"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -321,6 +325,35 @@ SpoolError spool_error(int err, const std::string& what) {
   return SpoolError{os_error(err, what).what()};
 }
 
+// A count that threads sleep on until it moves: a futex. C++17 has no atomic wait, and a
+// condition variable would have every thread it wakes take its mutex in turn before going on.
+class Bell {
+ public:
+  // The count now; read under the lock that orders rings, so that wait() misses none.
+  [[nodiscard]] std::uint32_t count() const noexcept {
+    return count_.load(std::memory_order_relaxed);
+  }
+  // Moves the count; under that lock. Wakes no one yet: wake() does, after the lock is let go.
+  void ring() noexcept { count_.fetch_add(1, std::memory_order_release); }
+  // Returns once the count is no longer `seen` (or at once, or spuriously: callers check).
+  void wait(std::uint32_t seen, const std::string& what) {
+    if (::syscall(SYS_futex, &count_, FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0) != 0 &&
+        errno != EAGAIN && errno != EINTR) {
+      throw spool_error(errno, "spool: futex wait (" + what + ")");
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  void wake(const std::string& what) {
+    if (::syscall(SYS_futex, &count_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0) < 0) {
+      throw spool_error(errno, "spool: futex wake (" + what + ")");
+    }
+  }
+
+ private:
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  std::atomic<std::uint32_t> count_{0};
+};
+
 std::string read_file(const std::string& path) {
   const Fd fd(retry_eintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
   if (!fd) throw spool_error(errno, "spool: open " + path);
@@ -457,7 +490,8 @@ struct Spool::State {
   std::vector<SpooledJob> replayed;
 
   mutable std::mutex mutex;
-  std::condition_variable resolved;  // a sync returned: `durable` moved
+  // A sync in wait() returned: for a sync under the lock (rotation, compaction) waiting its turn.
+  std::condition_variable resolved;
   std::map<std::uint64_t, FileInfo> files;
   std::map<std::string, LiveJob> jobs;
   std::map<std::uint64_t, std::string> by_order;
@@ -475,7 +509,24 @@ struct Spool::State {
   std::vector<std::pair<std::uint64_t, std::string>> pending_accepts;
   // Jobs whose acceptance failed, by the file it may still be in: forgotten in the next file.
   std::vector<std::pair<std::uint64_t, std::string>> to_forget;
-  bool syncing = false;
+  bool syncing = false;          // a wait() is syncing, outside the lock
+  std::uint64_t covering = 0;    // the latest record that sync covers
+  std::uint64_t sync_round = 0;  // syncs begun by wait(): the one under way, while `syncing`
+  // The sync (its round) after which a waiter whose record it does not cover begins the next
+  // one, woken by `handoff` before the others are: so the disk is left idle for no round trip
+  // of every waiter through the lock. 0: none yet; the others not covered wait for that next.
+  std::uint64_t claimed_round = 0;
+  std::size_t lockers = 0;  // syncs under the lock waiting for the one under way to return
+
+  // What waiters read without the lock. A waiter sleeps on the bell of the sync that will cover
+  // its record (bells[sync_round % 2]; the next sync's is the other one), so a returning sync wakes
+  // only the waiters it covers, and they return without taking the lock: every waiter taking
+  // it in turn after each sync was most of an acknowledgement's delay under load. Bells are rung
+  // (incremented) under the lock, so a waiter that read one under the lock misses no ring.
+  std::atomic<std::uint64_t> settled{0};         // `durable`, published
+  std::atomic<std::uint64_t> failed_through{0};  // the latest record of any failed range
+  std::array<Bell, 2> bells;
+  Bell handoff;
   std::uint64_t syncs = 0;
 
   [[nodiscard]] std::string path(std::uint64_t number) const {
@@ -614,7 +665,10 @@ struct Spool::State {
 
   // Every record up to `written` durable, with the lock held all along (rotation, compaction).
   void sync_locked(std::unique_lock<std::mutex>& lock) {
+    // While it waits, no waiter begins another sync: this one covers them all.
+    ++lockers;
     resolved.wait(lock, [&] { return !syncing; });
+    --lockers;
     if (!current || durable >= written) return;
     const std::uint64_t target = written;
     const int rc = retry_eintr([&] { return ::fdatasync(current->get()); });
@@ -625,22 +679,76 @@ struct Spool::State {
       throw SpoolError(failure);
     }
     settle(target);
+    ring_all();
   }
 
+  // The waiters' view of `durable` (and of the failed ranges, which change before it).
   void settle(std::uint64_t target) {
     durable = std::max(durable, target);
     pending_accepts.erase(std::remove_if(pending_accepts.begin(), pending_accepts.end(),
                                          [&](const auto& entry) { return entry.first <= durable; }),
                           pending_accepts.end());
+    settled.store(durable, std::memory_order_release);
+  }
+
+  // Wakes every waiter, whichever sync it waits for: for the rare moves of `durable` other than
+  // a sync of wait()'s returning (a failure, a sync under the lock). Under the lock.
+  void ring_all() {
+    for (auto& bell : bells) {
+      bell.ring();
+      bell.wake(dir);
+    }
+    handoff.ring();
+    handoff.wake(dir);
+  }
+
+  // The sync of wait(): every record written so far, outside the lock (the lock is let go on
+  // return). Other appends go on meanwhile; a waiter whose record it does not cover begins the
+  // next as soon as it returns.
+  void lead(std::unique_lock<std::mutex>& lock) {
+    const std::uint64_t target = written;
+    const std::shared_ptr<Fd> file = current;
+    const std::uint64_t number = current_number;
+    if (!file) {  // never: a record is durable or failed before its file is let go
+      settle(target);
+      ring_all();
+      lock.unlock();
+      return;
+    }
+    syncing = true;
+    covering = target;
+    const std::uint64_t mine = ++sync_round;
+    lock.unlock();
+    const int rc = retry_eintr([&] { return ::fdatasync(file->get()); });
+    const int err = errno;
+    lock.lock();
+    syncing = false;
+    ++syncs;
+    if (rc == 0) {
+      settle(target);
+    } else if (number == current_number) {
+      fail(err, "fdatasync " + path(number));
+    }
+    // (A file abandoned meanwhile had its records failed then: nothing to settle.)
+    Bell& bell = bells.at(mine % 2);
+    bell.ring();
+    const bool next = claimed_round == mine;
+    if (next) handoff.ring();
     resolved.notify_all();
+    lock.unlock();
+    // The next leader first, then the waiters this sync covered.
+    if (next) handoff.wake(dir);
+    bell.wake(dir);
   }
 
   // A write or sync of the current file failed: every record in it not yet durable is failed,
   // the file abandoned, and the next record starts a new one.
   void fail(int err, const std::string& what) {
     failure = std::string("spool: ") + os_error(err, what).what();
-    if (written > durable) failed.emplace_back(durable + 1, written);
-    durable = written;
+    if (written > durable) {
+      failed.emplace_back(durable + 1, written);
+      failed_through.store(written, std::memory_order_release);
+    }
     for (const auto& [sequence, id] : pending_accepts) {
       auto it = jobs.find(id);
       if (it == jobs.end()) continue;
@@ -650,10 +758,11 @@ struct Spool::State {
       jobs.erase(it);
     }
     pending_accepts.clear();
+    settle(written);
     files[current_number].abandoned = true;
     current.reset();
     current_number = 0;
-    resolved.notify_all();
+    ring_all();
   }
 
   [[nodiscard]] bool is_failed(std::uint64_t sequence) const {
@@ -959,39 +1068,39 @@ SpoolTicket Spool::append(const SpoolRecord& record) {
 
 void Spool::wait(SpoolTicket ticket) {
   State& s = *state_;
-  std::unique_lock lock(s.mutex);
-  // Each round either syncs or waits for the sync under way, which moves `durable`.
+  const std::uint64_t sequence = ticket.sequence;
+  std::uint64_t claim = 0;  // the round after which this thread begins the next sync
   for (;;) {
-    if (ticket.sequence <= s.durable) {
-      if (s.is_failed(ticket.sequence)) throw SpoolError(s.failure);
+    // Most waits end here, woken by the sync that covered the record, without the lock.
+    if (claim == 0 && s.settled.load(std::memory_order_acquire) >= sequence &&
+        s.failed_through.load(std::memory_order_acquire) < sequence) {
       return;
     }
-    if (s.syncing) {
-      s.resolved.wait(lock);
-      continue;
+    std::unique_lock lock(s.mutex);
+    if (claim != 0) {
+      if (s.claimed_round == claim) s.claimed_round = 0;
+      claim = 0;
     }
-    // The leader: one sync for every record written so far.
-    const std::uint64_t target = s.written;
-    const std::shared_ptr<Fd> file = s.current;
-    const std::uint64_t number = s.current_number;
-    if (!file) {  // never: a record is durable or failed before its file is let go
-      s.settle(target);
-      continue;
+    if (sequence <= s.durable) {
+      if (s.is_failed(sequence)) throw SpoolError(s.failure);
+      return;
     }
-    s.syncing = true;
-    lock.unlock();
-    const int rc = retry_eintr([&] { return ::fdatasync(file->get()); });
-    const int err = errno;
-    lock.lock();
-    s.syncing = false;
-    ++s.syncs;
-    if (rc == 0) {
-      s.settle(target);
-    } else if (number == s.current_number) {
-      s.fail(err, "fdatasync " + s.path(number));
+    Bell* bell = nullptr;
+    if (s.syncing && s.covering >= sequence) {
+      bell = &s.bells.at(s.sync_round % 2);  // the sync under way covers it
+    } else if (s.syncing && s.claimed_round != s.sync_round) {
+      s.claimed_round = s.sync_round;
+      claim = s.sync_round;
+      bell = &s.handoff;
+    } else if (s.syncing || s.lockers > 0) {
+      bell = &s.bells.at((s.sync_round + 1) % 2);  // the next sync will
     } else {
-      s.resolved.notify_all();
+      s.lead(lock);  // one sync for every record written so far
+      continue;
     }
+    const std::uint32_t seen = bell->count();
+    lock.unlock();
+    bell->wait(seen, s.dir);
   }
 }
 
