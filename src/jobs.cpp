@@ -172,9 +172,11 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
       answer.why = e.what();
       answer.id.clear();
     }
+    bool draining = false;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       --pending_;
+      draining = closed_;
       if (durable) {
         queue();
       } else {
@@ -182,7 +184,13 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
         ++stats_.spool;
       }
     }
-    changed_.notify_all();  // a job to run, or a drain waiting for pending_ to reach 0
+    // A drain (closed_ set) waits for pending_ to reach 0 among the job threads; otherwise a
+    // job to run wants one job thread, not every one of them.
+    if (draining) {
+      changed_.notify_all();
+    } else if (durable) {
+      changed_.notify_one();
+    }
     if (!durable) return answer;
   } else {
     changed_.notify_one();
