@@ -320,9 +320,11 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
       answer.why = e.what();
       answer.id.clear();
     }
+    bool draining = false;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       --pending_;
+      draining = closed_;
       if (durable) {
         queue();
       } else {
@@ -331,10 +333,8 @@ Submission JobQueue::submit(std::string input, std::vector<std::string> env, std
         ++stats_.spool;
       }
     }
-    if (!durable) {
-      changed_.notify_all();  // a drain waiting for pending_ to reach 0
-      return answer;
-    }
+    if (draining) changed_.notify_all();  // a drain waits for pending_ to reach 0
+    if (!durable) return answer;
   }
   changed_.notify_one();
   acks_.observe(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - arrived));
@@ -546,10 +546,10 @@ std::optional<Job> JobQueue::cancel(std::string_view id) {
         const Entry* now = lookup(key);
         return abandoned_ || now == nullptr || now->job.state != JobState::running;
       };
-      if (!changed_.wait_for(lock, options_.limits.grace, done)) {
+      if (!ended_.wait_for(lock, options_.limits.grace, done)) {
         Entry* still = lookup(key);
         if (still != nullptr && still->program != nullptr) still->program->cancel();
-        changed_.wait(lock, done);
+        ended_.wait(lock, done);
       }
       const Entry* ended = lookup(key);
       if (ended == nullptr) return std::nullopt;
@@ -671,6 +671,7 @@ std::pair<std::size_t, std::size_t> JobQueue::abandon() noexcept {
     ++running;
   }
   changed_.notify_all();
+  ended_.notify_all();
   timer_.notify_all();
   return {running, dropped};
 }
@@ -853,7 +854,8 @@ void JobQueue::after_run(Entry& e, ProgramResult* result, const std::string& err
                          std::vector<SpoolRecord>& records) {
   const WallTime now = wall_now();
   --stats_.running;
-  changed_.notify_all();  // a drain or a cancel waiting for this run
+  changed_.notify_all();  // a drain waiting for this run
+  ended_.notify_all();    // a cancel waiting for it (a second stop signal's interruption too)
   e.job.run_end = now;
   e.job.exit_code.reset();
   e.job.signal.reset();
@@ -940,7 +942,7 @@ void JobQueue::end_job(Entry& e, JobEnd end, WallTime now, std::vector<SpoolReco
   kept_.emplace_back(now, e.job.id);
   ++stats_.kept;
   (void)forget_kept(now, 0, records);
-  changed_.notify_all();  // a cancel waiting for it
+  ended_.notify_all();  // a cancel waiting for it
   if (first) timer_.notify_all();
 }
 

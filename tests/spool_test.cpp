@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -61,6 +62,25 @@ std::vector<std::string> spool_files(const std::string& dir) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// Where a spool file's records end: the file is zero-filled ahead of them.
+std::size_t records_end(const std::string& data) {
+  std::size_t pos = 19;  // "sockecho-spool\n" and the version
+  while (data.size() - pos >= 12 && data.compare(pos, 4, "\xD3\x5C\x0E\xC5", 4) == 0) {
+    std::uint32_t length = 0;
+    for (int i = 3; i >= 0; --i) {
+      length =
+          (length << 8) | static_cast<unsigned char>(data[pos + 4 + static_cast<std::size_t>(i)]);
+    }
+    pos += 12 + length;
+  }
+  return pos;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 unsigned mode_of(const std::string& path) {
@@ -174,7 +194,7 @@ TEST(SpoolTest, AFlippedByteCostsOneRecordAndIsReportedWhere) {
   ASSERT_EQ(files.size(), 1U);
   std::string data = scratch.read(files[0]);
   const std::size_t record = encode_record(accepted("one")).size();
-  const std::size_t second = data.size() - 2 * record;  // records of equal size
+  const std::size_t second = records_end(data) - 2 * record;  // records of equal size
   data[second + 20] = static_cast<char>(data[second + 20] ^ 1);
   scratch.write(files[0], data);
 
@@ -201,7 +221,7 @@ TEST(SpoolTest, ATornTailCostsOnlyItselfAndAppendsGoToANewFile) {
   const std::string torn_name = files[0];
   std::string data = scratch.read(torn_name);
   const std::size_t record = encode_record(accepted("one")).size();
-  data.resize(data.size() - record / 2);
+  data.resize(records_end(data) - record / 2);  // no zero fill after it (a fill that failed)
   scratch.write(torn_name, data);
   {
     Spool spool = Spool::open(scratch.path());
@@ -223,6 +243,46 @@ TEST(SpoolTest, ATornTailCostsOnlyItselfAndAppendsGoToANewFile) {
   EXPECT_EQ(spool.replayed()[1].attempts, 1U);
   EXPECT_EQ(spool.replayed()[2].id, "four");
   EXPECT_EQ(spool.report().torn, 1U);
+}
+
+TEST(SpoolTest, TheZeroFillAheadOfTheRecordsIsNoDamageAndARecordCutInItIsTorn) {
+  const test::ScratchDir scratch;
+  {
+    Spool spool = Spool::open(scratch.path());
+    for (const char* id : {"one", "two", "six"}) spool.commit(accepted(id));
+  }
+  const auto files = spool_files(scratch.path());
+  ASSERT_EQ(files.size(), 1U);
+  std::string data = scratch.read(files[0]);
+  const std::size_t end = records_end(data);
+  ASSERT_GT(data.size(), end) << "zero-filled ahead";
+  EXPECT_EQ(data.find_first_not_of('\0', end), std::string::npos);
+  {
+    const Spool spool = Spool::open(scratch.path());
+    EXPECT_EQ(spool.replayed().size(), 3U);
+    EXPECT_EQ(spool.report().damaged, 0U);
+    EXPECT_EQ(spool.report().torn, 0U);
+    EXPECT_GE(spool.bytes(), data.size()) << "the fill counts: it is on disk";
+  }
+  // A crash while the last record was written: the rest of it is still the fill's zeros. Its
+  // length, or part of its marker, are all there is of it at the worst.
+  const std::size_t record = encode_record(accepted("one")).size();
+  for (const std::size_t kept : {record / 2, std::size_t{6}, std::size_t{2}}) {
+    std::string cut = data;
+    std::fill(cut.begin() + static_cast<std::ptrdiff_t>(end - record + kept),
+              cut.begin() + static_cast<std::ptrdiff_t>(end), '\0');
+    const test::ScratchDir again;
+    ASSERT_EQ(::chmod(again.path().c_str(), 0700), 0);
+    again.write(files[0], cut);
+    const Spool spool = Spool::open(again.path());
+    ASSERT_EQ(spool.replayed().size(), 2U) << kept;
+    EXPECT_EQ(spool.replayed()[1].id, "two");
+    EXPECT_EQ(spool.report().damaged, 0U) << kept;
+    EXPECT_EQ(spool.report().torn, 1U) << kept;
+    ASSERT_EQ(spool.report().places.size(), 1U);
+    EXPECT_EQ(spool.report().places[0].offset, end - record);
+    EXPECT_TRUE(spool.report().places[0].torn);
+  }
 }
 
 TEST(SpoolTest, AFileCutInItsHeaderIsTornAndDeleted) {
@@ -376,8 +436,12 @@ int run_out_of_room(const std::string& dir) {
   const SpoolTicket kept = spool.append(accepted("kept"));
   spool.wait(kept);
   const std::uint64_t record = encode_record(accepted("lost")).size();
+  const auto files = spool_files(dir);
+  if (files.size() != 1) return 10;
+  // A size limit stops a write by where it goes: so the limit is set from the end of the
+  // records, not from bytes(), which counts the zero fill past them.
   rlimit tight = unlimited;
-  tight.rlim_cur = spool.bytes() + 2 * record + 10;
+  tight.rlim_cur = records_end(read_all(dir + "/" + files[0])) + 2 * record + 10;
   if (::setrlimit(RLIMIT_FSIZE, &tight) != 0) return 3;
   // Written, not yet synced: the failure that follows takes both.
   const SpoolTicket lost = spool.append(accepted("lost"));

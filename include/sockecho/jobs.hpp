@@ -96,11 +96,11 @@ inline constexpr int kRetryExit = 75;
 
 // What submit() answered: the job's id, or why it was refused.
 struct Submission {
-  std::string id;            // once accepted
+  std::string id;  // once accepted
   // "busy" (full, no memory, stopping), "queued_per_source" (its source has its most jobs
   // waiting) or "spool" (not made durable).
   std::string_view refused;
-  std::string why;           // for "spool": the error, for the log
+  std::string why;  // for "spool": the error, for the log
   [[nodiscard]] bool accepted() const noexcept { return refused.empty(); }
 };
 
@@ -157,13 +157,13 @@ struct Job {
 
 struct JobStats {
   std::uint64_t accepted = 0;
-  std::uint64_t busy = 0;   // refused: the queue was full, or the budget had no room
-  std::uint64_t spool = 0;  // refused: the job could not be made durable
+  std::uint64_t busy = 0;               // refused: the queue was full, or the budget had no room
+  std::uint64_t spool = 0;              // refused: the job could not be made durable
   std::uint64_t queued_per_source = 0;  // refused: its source had max_queued_per_source waiting
   std::uint64_t running = 0;
   std::uint64_t queued = 0;
   std::uint64_t retrying = 0;
-  std::uint64_t kept = 0;  // ended and not yet forgotten
+  std::uint64_t kept = 0;                 // ended and not yet forgotten
   std::optional<WallTime> oldest_queued;  // when the longest-waiting queued job was accepted
   std::array<std::uint64_t, kJobEnds.size()> ends{};  // indexed by JobEnd
 
@@ -311,14 +311,17 @@ class JobQueue final : public Collector {
   // Held from a change of a job under mutex_ until its record is appended to the spool, so the
   // spool gets every job's records in the order of its changes. Taken after mutex_, never before.
   mutable std::mutex spool_writing_;
-  std::condition_variable changed_;  // a job to run, a run ended, a stop
-  std::condition_variable timer_;    // the earliest retry or keep changed, or a stop
+  // A job to run, a run ended, a stop: what the job threads and a drain wait for (a new job
+  // wakes one job thread).
+  std::condition_variable changed_;
+  std::condition_variable ended_;  // a job ended: what a cancel waits for
+  std::condition_variable timer_;  // the earliest retry or keep changed, or a stop
   // Every job known, from its acknowledgement until it is forgotten (nodes: an entry stays where
   // it is while other jobs come and go, so a running job's thread holds it by reference).
   std::unordered_map<std::string, std::unique_ptr<Entry>> jobs_;
   Waiting waiting_;                                    // queued, in the order they start
   std::unordered_map<std::string, std::size_t> held_;  // queued, retrying or syncing, by source
-  std::multimap<WallTime, Entry*> retrying_;  // by the time of their next run
+  std::multimap<WallTime, Entry*> retrying_;           // by the time of their next run
   // Ended jobs by the time of their end; a place is stale once its job was retried or forgotten.
   std::deque<std::pair<WallTime, std::string>> kept_;
   std::size_t pending_ = 0;  // accepted into a slot, waiting for their spool record's sync

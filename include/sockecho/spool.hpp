@@ -1,11 +1,16 @@
 // sockecho: the spool, where background jobs are kept on disk so that an acknowledged job outlives
 // a crash. A directory of record files; each record is one change in one job's life, made durable
-// by fdatasync (one sync for every record written before it began: group commit).
+// by fdatasync (one sync for every record written before it began: group commit). The first
+// waiter syncs for all; a returning sync wakes only the waiters it covers, and first the one
+// whose record it does not cover, which begins the next sync at once. Records go into blocks the
+// file already has (it is zero-filled ahead of them, a MiB at a time, never past
+// max_file_bytes), so a sync carries no change of the file's size or blocks.
 //
 // On disk: DIR/NNNNNNNNNNNNNNNN.spool (16 lowercase hex digits, increasing). A file begins with
 // the 15 bytes "sockecho-spool\n" and a little-endian u32 format version (kSpoolVersion); a
 // version this code does not know stops open() with SpoolVersionError and the file is never
-// rewritten or deleted. Records follow, each:
+// rewritten or deleted. Records follow, then zeros to the file's end (the fill; none where a fill
+// failed), each record:
 //
 //   u32 sync marker (kSpoolSyncMarker) | u32 length of what follows the checksum (type +
 //   payload) | u32 CRC-32C of type + payload | u8 type | payload
@@ -14,7 +19,8 @@
 // milliseconds since the epoch (the wall clock: it is kept across restarts). A reader checks every
 // length against what is left, so no input reads out of bounds; a record that does not check is
 // skipped and the reader looks for the next sync marker whose record checks, so a damaged record
-// costs no other, and a tail cut by a crash costs only itself.
+// costs no other, and a tail cut by a crash costs only itself. The zeros past the last record
+// are no damage; a record cut short where they begin is torn.
 //
 // Bound: a file whose records all belong to forgotten jobs (or to jobs re-written since into a
 // later file) is deleted; a file of which less than half the bytes are records of live jobs has
@@ -208,7 +214,8 @@ class Spool {
   void compact();
 
   [[nodiscard]] std::uint64_t syncs() const;  // fdatasync/fsync calls: sockecho_spool_syncs_total
-  [[nodiscard]] std::uint64_t bytes() const;  // bytes in the files: sockecho_spool_bytes
+  // Bytes in the files (the zero fill included): sockecho_spool_bytes.
+  [[nodiscard]] std::uint64_t bytes() const;
   [[nodiscard]] const std::string& dir() const noexcept;
 
  private:
