@@ -141,9 +141,11 @@ TEST(Readme, FromPhpShowsTheJobApiTheHalfCloseBusyAndTheClientsPageInThatOrder) 
   std::size_t at = 0;
   for (const std::string step :
        {"->submit(", "->status(", "->output", "stream_socket_shutdown($fp, STREAM_SHUT_WR)",
-        "socket_shutdown($socket, 1)", "**On busy.**", "[clients/php/README.md](clients/php/README.md)"}) {
+        "socket_shutdown($socket, 1)", "**On busy.**",
+        "[clients/php/README.md](clients/php/README.md)"}) {
     const std::size_t found = text.find(step, at);
-    ASSERT_NE(found, std::string::npos) << "\"" << step << "\" missing, or before the step it follows";
+    ASSERT_NE(found, std::string::npos)
+        << "\"" << step << "\" missing, or before the step it follows";
     at = found + step.size();
   }
   std::ifstream client_readme(std::string(SOCKECHO_SOURCE_DIR) + "/clients/php/README.md");
