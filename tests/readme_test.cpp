@@ -107,7 +107,9 @@ std::string without_comments(const std::string& text) {
   return out;
 }
 
-// The scripts a newcomer copies whole: the half-close fix and the client library's example.
+// The scripts a newcomer copies whole: the half-close fix and every PHP example. Each is a whole
+// script (clients/php/tests/ReadmeTest.php runs those of "From PHP" against real daemons); the
+// first of each section shows how a failure ends the script.
 TEST(Readme, PhpScriptsStartWithTheTagAndExitNonZeroOnFailure) {
   for (const std::string heading : {"## The protocol", "## From PHP"}) {
     SCOPED_TRACE(heading);
@@ -116,15 +118,41 @@ TEST(Readme, PhpScriptsStartWithTheTagAndExitNonZeroOnFailure) {
       if (block.language == "php") php.push_back(std::move(block));
     }
     ASSERT_FALSE(php.empty());
-    const std::string& text = php.front().text;
-    EXPECT_EQ(text.rfind("<?php\n", 0), 0U) << "starts without <?php:\n" << text;
-    const std::string code = without_comments(text);
-    // die('text') and exit('text') print the text and exit with status 0.
-    for (const std::string zero : {"die(", "exit('", "exit(\""}) {
-      EXPECT_EQ(code.find(zero), std::string::npos) << zero << " exits 0 on failure:\n" << text;
+    for (const Block& block : php) {
+      const std::string& text = block.text;
+      EXPECT_EQ(text.rfind("<?php\n", 0), 0U) << "starts without <?php:\n" << text;
+      const std::string code = without_comments(text);
+      // die('text') and exit('text') print the text and exit with status 0.
+      for (const std::string zero : {"die(", "exit('", "exit(\""}) {
+        EXPECT_EQ(code.find(zero), std::string::npos) << zero << " exits 0 on failure:\n" << text;
+      }
     }
-    EXPECT_NE(code.find("exit(1);"), std::string::npos) << text;
+    EXPECT_NE(without_comments(php.front().text).find("exit(1);"), std::string::npos)
+        << php.front().text;
   }
+}
+
+// "From PHP" in the order a PHP developer needs it: submit a job, ask for it, read its result;
+// the half-close with PHP streams and with the sockets extension; what to do on busy; the
+// client's own page, which links back.
+TEST(Readme, FromPhpShowsTheJobApiTheHalfCloseBusyAndTheClientsPageInThatOrder) {
+  std::string text;
+  for (const std::string& line : section(read_readme(), "## From PHP")) text += line + "\n";
+  std::size_t at = 0;
+  for (const std::string step :
+       {"->submit(", "->status(", "->output", "stream_socket_shutdown($fp, STREAM_SHUT_WR)",
+        "socket_shutdown($socket, 1)", "**On busy.**",
+        "[clients/php/README.md](clients/php/README.md)"}) {
+    const std::size_t found = text.find(step, at);
+    ASSERT_NE(found, std::string::npos)
+        << "\"" << step << "\" missing, or before the step it follows";
+    at = found + step.size();
+  }
+  std::ifstream client_readme(std::string(SOCKECHO_SOURCE_DIR) + "/clients/php/README.md");
+  std::ostringstream client_text;
+  client_text << client_readme.rdbuf();
+  EXPECT_NE(client_text.str().find("../../README.md#from-php"), std::string::npos)
+      << "clients/php/README.md should link back to the README's From PHP section";
 }
 
 TEST(Readme, CppExampleShowsAWholeCMakeProject) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The post's architecture end to end: examples/php-web served by `php -S`, handing jobs to the
 # sockecho-server built here in build-php-web/ (this step's own build), driven by Debian's headless
-# Chromium through playwright-core (examples/php-web/test/browser-test.mjs). The PHP client's own
-# tests (clients/php/tests) already ran under ctest.
+# Chromium through playwright-core (examples/php-web/test/browser-test.mjs): a reply, the daemon
+# down, and the jobs page following jobs through the status listener (one retried after exit 75,
+# one cancelled while queued). The PHP client's own tests (clients/php/tests) already ran under
+# ctest.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh

@@ -2,7 +2,7 @@
 # The PHP client as a PHP developer installs it: clients/php/composer.json passes `composer
 # validate --strict`, and a scratch project requires it through a Composer path repository (no
 # network: packagist is switched off) and uses it through Composer's autoloader against a real
-# sockecho-server. (PHPUnit runs the client's own tests under ctest: the test php_client.)
+# sockecho-server: a request, then a background job read back through the status listener. (PHPUnit runs the client's own tests under ctest: the test php_client.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
@@ -55,12 +55,43 @@ if ($reply !== "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf hello") {
 }
 echo $reply, "\n";
 PHP
+cat >"$work/app/job.php" <<'PHP'
+<?php
+// Hands one background job to the daemon and reads its result through its status listener, with
+// the Composer-installed client; exits 1 on any failure.
+declare(strict_types=1);
+require __DIR__ . '/vendor/autoload.php';
+
+try {
+    $client = new Sockecho\Client('127.0.0.1', (int) $argv[1], status: $argv[2], readTimeout: 10.0);
+    $job = $client->submit('photo-42.jpg');
+    $done = $client->wait(Sockecho\Job::fromString((string) $job), 20.0);
+} catch (Sockecho\Exception $e) {
+    fwrite(STDERR, 'job.php: ' . $e->getMessage() . "\n");
+    exit(1);
+}
+if (!$done->ok() || $done->output !== "PHOTO-42.JPG\n") {
+    fwrite(STDERR, "job.php: unexpected end: {$done->line} " . json_encode($done->output) . "\n");
+    exit(1);
+}
+echo "$job: {$done->line}\n";
+PHP
 (cd "$work/app" && composer install --no-progress)
 [ -f "$work/app/vendor/sockecho/client/src/Client.php" ] || { echo "composer did not install the client" >&2; exit 1; }
 
 step "composer: the installed client against sockecho-server"
 wait_for_ready_line "$server_log" "./$build/tools/sockecho-server" --port 0 --quiet
 php "$work/app/hand-off.php" "$ready_port"
+kill -TERM "$ready_pid"
+wait "$ready_pid"
+exec {ready_fd}<&-
+
+step "composer: a background job and its result through the installed client"
+wait_for_ready_line "$server_log" "./$build/tools/sockecho-server" --port 0 --quiet \
+  --background --status 127.0.0.1:0 --exec sh -c 'tr a-z A-Z; echo'
+read -r -t 20 status_line <&"$ready_fd" || { cat "$server_log" >&2; echo "no status line" >&2; exit 1; }
+[[ $status_line =~ ^status\ on\ (127\.0\.0\.1:[0-9]+)$ ]] || { echo "not a status line: $status_line" >&2; exit 1; }
+php "$work/app/job.php" "$ready_port" "${BASH_REMATCH[1]}"
 kill -TERM "$ready_pid"
 wait "$ready_pid"
 exec {ready_fd}<&-

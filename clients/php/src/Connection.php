@@ -177,6 +177,19 @@ final class Connection
         });
     }
 
+    /**
+     * Closes the socket with a reset (SO_LINGER 0) instead of a FIN: for a request cut short
+     * (a write that failed or timed out), so the daemon never takes the bytes that reached it
+     * for a whole request ending there. Later calls do nothing.
+     */
+    public function abort(): void
+    {
+        if ($this->socket !== null) {
+            self::quietly(fn (): bool => socket_set_option($this->socket, SOL_SOCKET, SO_LINGER, ['l_onoff' => 1, 'l_linger' => 0]));
+            $this->close();
+        }
+    }
+
     /** Closes the socket; later calls do nothing. */
     public function close(): void
     {

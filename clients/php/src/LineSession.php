@@ -54,7 +54,14 @@ final class LineSession
         if (str_contains($line, "\n")) {
             throw new \InvalidArgumentException('a line must not contain "\n"');
         }
-        $this->connection->writeAll($line . "\n");
+        try {
+            $this->connection->writeAll($line . "\n");
+        } catch (\Throwable $e) {
+            // A line cut mid-write must not reach the daemon as a last line without "\n", which
+            // it would answer: reset the connection rather than close it.
+            $this->connection->abort();
+            throw $e;
+        }
         return $this->readLine('reply');
     }
 

@@ -305,7 +305,7 @@ final class ClientTest extends TestCase
             $client = new Client($jobs->host, $jobs->port, connectTimeout: 5.0, readTimeout: 10.0);
             $ids = [];
             foreach (['one', 'two', 'three'] as $job) {
-                $ids[$client->submit($job)] = $job;
+                $ids[$client->submit($job)->id] = $job;
             }
             same(3, count($ids), 'three different ids');
             same(0, $jobs->stop(), 'exit status after SIGTERM (every job run first)');

@@ -99,6 +99,10 @@ final class ServerProcess
 {
     public readonly string $host;
     public readonly int $port;
+    /** The status listener's address from the "status on ADDR" line (with --status), else null. */
+    public readonly ?string $status;
+    /** Bytes read from stdout after the last line taken. */
+    private string $buffered = '';
     /** @var resource */
     private $process;
     /** @var resource */
@@ -128,6 +132,7 @@ final class ServerProcess
             }
             $this->host = $host;
             $this->port = 0;
+            $this->status = $this->statusLine($args, $program, $timeout);
             return;
         }
         if (preg_match('/listening on (\[[^\]]+\]|[^\s]+):(\d+)\s*$/', $line, $m) !== 1) {
@@ -136,6 +141,29 @@ final class ServerProcess
         }
         $this->host = $m[1];
         $this->port = (int) $m[2];
+        $this->status = $this->statusLine($args, $program, $timeout);
+    }
+
+    /** With --status among $args, the address of the "status on ADDR" line (a "metrics on" line may come first). */
+    private function statusLine(array $args, string $program, float $timeout): ?string
+    {
+        if (!in_array('--status', $args, true)) {
+            return null;
+        }
+        for ($i = 0; $i < 2; $i++) {
+            $line = $this->readLine($timeout);
+            if (preg_match('/\Astatus on (\S+)\n\z/', $line, $m) === 1) {
+                return $m[1];
+            }
+        }
+        $this->kill();
+        throw new \RuntimeException("no status line from $program (got " . show($line) . '); its log: ' . $this->log());
+    }
+
+    /** SIGKILL, as a crash: waits for the exit and returns nothing; the server's socket files stay. */
+    public function crash(): void
+    {
+        $this->kill();
     }
 
     public function __destruct()
@@ -187,11 +215,11 @@ final class ServerProcess
         }
     }
 
+    /** The next line of the server's stdout, with its "\n" (without, if it ended or $timeout passed first). */
     private function readLine(float $timeout): string
     {
-        $line = '';
         $deadline = hrtime(true) + (int) ($timeout * 1e9);
-        while (!str_contains($line, "\n")) {
+        while (!str_contains($this->buffered, "\n")) {
             $left = $deadline - hrtime(true);
             if ($left <= 0 || feof($this->stdout)) {
                 break;
@@ -199,9 +227,12 @@ final class ServerProcess
             $read = [$this->stdout];
             $none = null;
             if (@stream_select($read, $none, $none, intdiv($left, 1000000000), intdiv($left % 1000000000, 1000)) > 0) {
-                $line .= (string) fread($this->stdout, 4096);
+                $this->buffered .= (string) fread($this->stdout, 4096);
             }
         }
+        $end = strpos($this->buffered, "\n");
+        $line = $end === false ? $this->buffered : substr($this->buffered, 0, $end + 1);
+        $this->buffered = (string) substr($this->buffered, strlen($line));
         return $line;
     }
 }

@@ -1,10 +1,13 @@
 <?php
 
 // The background job of examples/php-web/jobs.php: the work a web request must not wait for.
-// sockecho-server --background runs it after it has acknowledged the request: the job
-// description arrives on stdin, SOCKECHO_JOB_ID names the job, and the result goes to a file in
-// SOCKECHO_RESULTS (the page lists that directory). It takes SOCKECHO_JOB_SECONDS (default 2)
-// to stand for real work: resizing images, sending mail, building a report.
+// sockecho-server --background --status runs it after it has acknowledged the request: the job
+// arrives on stdin as JSON ({"text": "...", "flaky": false}), and what it prints on stdout is its
+// result, kept by the daemon and read by the page through the status listener (`result ID`).
+// It takes SOCKECHO_JOB_SECONDS (default 2) to stand for real work: resizing images, sending
+// mail, building a report. A "flaky" job stands for a service that is down for a moment: its
+// first attempt gives up after a quarter of that time with exit 75 (EX_TEMPFAIL), which asks the
+// daemon to run it again after --retry-delay.
 
 declare(strict_types=1);
 
@@ -13,22 +16,21 @@ if (PHP_SAPI !== 'cli') {  // a program for the daemon, not a page
     exit;
 }
 
-$id = getenv('SOCKECHO_JOB_ID');
-$dir = getenv('SOCKECHO_RESULTS');
-if ($id === false || !preg_match('/^[A-Za-z0-9_-]{1,64}$/', $id) || $dir === false || !is_dir($dir)) {
-    fwrite(STDERR, "slow-job: needs SOCKECHO_JOB_ID and an existing SOCKECHO_RESULTS directory\n");
+$job = json_decode((string) stream_get_contents(STDIN), true);
+if (!is_array($job) || !is_string($job['text'] ?? null)) {
+    fwrite(STDERR, "slow-job: expected {\"text\": \"...\"} on stdin\n");
     exit(2);
 }
-$job = stream_get_contents(STDIN);
+$seconds = (float) (getenv('SOCKECHO_JOB_SECONDS') ?: '2');
+$attempt = (int) (getenv('SOCKECHO_JOB_ATTEMPT') ?: '1');
 $started = microtime(true);
-usleep((int) ((float) (getenv('SOCKECHO_JOB_SECONDS') ?: '2') * 1e6));
-$result = json_encode([
-    'id' => $id,
-    'job' => $job,
-    'result' => strtoupper($job),
+if (($job['flaky'] ?? false) === true && $attempt === 1) {
+    usleep((int) ($seconds / 4 * 1e6));
+    fwrite(STDERR, "slow-job: the mail server did not answer; try again later\n");
+    exit(75);
+}
+usleep((int) ($seconds * 1e6));
+echo json_encode([
+    'result' => strtoupper($job['text']),
     'seconds' => round(microtime(true) - $started, 2),
-], JSON_THROW_ON_ERROR | JSON_INVALID_UTF8_SUBSTITUTE);
-// Written under a temporary name and renamed, so the page never reads half a result.
-file_put_contents("$dir/.$id.tmp", $result);
-rename("$dir/.$id.tmp", "$dir/$id.json");
-fwrite(STDERR, "slow-job: $id done\n");
+], JSON_THROW_ON_ERROR | JSON_INVALID_UTF8_SUBSTITUTE | JSON_UNESCAPED_UNICODE), "\n";

@@ -1,18 +1,20 @@
 // Browser test of examples/php-web, the post's architecture end to end: Debian's headless
 // Chromium, driven by playwright-core, submits a job through the PHP page, which hands it to a
-// real sockecho-server through the PHP client; the reply must appear on the page. Then the daemon
-// is stopped and the page must tell the visitor the job service is not available.
+// real sockecho-server through the PHP client; the reply must appear on the page. The jobs page
+// hands three jobs to a --background daemon and follows them through its status listener: one
+// that exits 75 once is seen retrying then ok, a queued one is cancelled from the page. Then the
+// daemon is stopped and the page must tell the visitor the job service is not available.
 //
 // Usage (from anywhere):
 //   node browser-test.mjs [--server PATH] [--php PATH] [--chromium PATH] [--screenshots DIR]
 // Defaults: <repo>/build/tools/sockecho-server (or $SOCKECHO_SERVER), php on PATH,
-// /usr/bin/chromium, <repo>/docs. It saves php-web.png (the reply) and php-web-down.png (the
-// error) there. Exits 0 when every check passed, 1 otherwise. Every wait is bounded; ports are
+// /usr/bin/chromium, <repo>/docs. It saves php-web.png (the reply), php-web-jobs-live.png (jobs
+// queued, running and retrying), php-web-jobs.png (the same jobs ended) and php-web-down.png
+// (the error) there. Exits 0 when every check passed, 1 otherwise. Every wait is bounded; ports are
 // ephemeral (the daemon's from its ready line, PHP's picked free and retried on a collision).
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -151,17 +153,19 @@ async function main() {
   });
   const daemonPort = Number(daemon.match[1]);
   console.log(`sockecho-server listening on 127.0.0.1:${daemonPort}`);
-  // The background daemon of jobs.php: each job takes 2 s, two run at once.
-  const results = mkdtempSync(path.join(os.tmpdir(), 'sockecho-php-web-'));
-  const jobs = await startProgram(opts.server, ['--host', '127.0.0.1', '--port', '0', '--background', '--jobs', '2',
+  // The background daemon of jobs.php, with its status listener: each job takes 2 s, one runs
+  // at a time (so the third waits, and can be cancelled), a job that exits 75 runs again 1 s later.
+  const jobs = await startProgram(opts.server, ['--host', '127.0.0.1', '--port', '0', '--background', '--jobs', '1',
+    '--status', '127.0.0.1:0', '--retry-delay', '1',
     '--exec', opts.php, path.join(root, 'examples/php-web/jobs/slow-job.php')], {
-    ready: /listening on 127\.0\.0\.1:(\d+)/,
-    env: { SOCKECHO_RESULTS: results, SOCKECHO_JOB_SECONDS: '2' },
+    ready: /listening on 127\.0\.0\.1:(\d+)\n(?:.*\n)*?status on (127\.0\.0\.1:\d+)\n/,
+    env: { SOCKECHO_JOB_SECONDS: '2' },
     label: 'sockecho-server --background',
   });
   const jobsPort = Number(jobs.match[1]);
-  console.log(`sockecho-server --background listening on 127.0.0.1:${jobsPort}`);
-  const php = await startPhp(daemonPort, { SOCKECHO_JOBS_PORT: String(jobsPort), SOCKECHO_RESULTS: results });
+  const statusAddress = jobs.match[2];
+  console.log(`sockecho-server --background listening on 127.0.0.1:${jobsPort}, status on ${statusAddress}`);
+  const php = await startPhp(daemonPort, { SOCKECHO_JOBS_PORT: String(jobsPort), SOCKECHO_STATUS: statusAddress });
   console.log(`php -S serving examples/php-web at ${php.url}`);
 
   const browser = await chromium.launch({
@@ -203,12 +207,13 @@ async function main() {
     await page.screenshot({ path: path.join(opts.screenshots, 'php-web.png') });
     console.log(`saved ${path.join(opts.screenshots, 'php-web.png')}`);
 
-    // Background jobs: three submitted, each acknowledged at once, all finished later.
+    // Background jobs: three submitted, each acknowledged at once; the list follows them.
     const jobsPage = await page.goto(php.url + 'jobs.php');
     check(jobsPage?.status() === 200, `GET /jobs.php answers 200 (got ${jobsPage?.status()})`);
-    check(await page.locator('#none').isVisible(), 'no finished jobs at first');
+    check(await page.locator('#none').isVisible(), 'no jobs at first');
     const ids = [];
-    for (const name of ['monthly report', 'resize photos', 'send newsletter']) {
+    for (const [name, flaky] of [['monthly report', true], ['resize photos', false], ['send newsletter', false]]) {
+      if (flaky) await page.check('#flaky');
       const started = Date.now();
       const jobStatus = await submit(page, name, '#submit');
       const took = Date.now() - started;
@@ -218,25 +223,60 @@ async function main() {
       ids.push(id);
     }
     check(new Set(ids).size === 3, `three different job ids (${ids.join(', ')})`);
-    check(await page.locator('#finished tbody tr').count() < 3, 'not all finished when the last was acknowledged');
-    // Bounded wait for the jobs to finish: reload the list until all three are there.
-    const until = Date.now() + STEP_TIMEOUT_MS;
-    let rows = 0;
-    while (Date.now() < until) {
-      await page.goto(php.url + 'jobs.php');
-      rows = await page.locator('#finished tbody tr').count();
-      if (rows >= 3) break;
-      await page.waitForTimeout(250); // a poll interval, within the bound above
+    check(await page.locator('#jobs tbody tr').count() === 3, 'the list shows the three jobs');
+    const [flakyId, secondId, thirdId] = ids;
+    const row = (id) => page.locator(`#job-${id}`);
+    const stateOf = async (id) => ((await row(id).locator('.state').textContent()) ?? '').trim();
+    const attemptsOf = async (id) => ((await row(id).locator('.attempts').textContent()) ?? '').trim();
+    const outputOf = async (id) => ((await row(id).locator('.output').textContent()) ?? '').trim();
+
+    // Reloads the list (bounded) until `done` holds; returns whether it did. Each state seen is noted.
+    const seen = new Map(ids.map((id) => [id, new Set()]));
+    async function reloadUntil(done, what) {
+      const until = Date.now() + STEP_TIMEOUT_MS;
+      while (Date.now() < until) {
+        await page.goto(php.url + 'jobs.php');
+        for (const id of ids) seen.get(id).add(await stateOf(id));
+        if (await done()) return true;
+        await page.waitForTimeout(100); // a poll interval, within the bound above
+      }
+      return check(false, `within ${STEP_TIMEOUT_MS} ms: ${what}`);
     }
-    check(rows === 3, `all three jobs listed as finished (${rows})`);
-    const listed = (await page.locator('#finished').textContent()) ?? '';
-    check(ids.every((id) => listed.includes(id)) && listed.includes('MONTHLY REPORT'), 'each finished job shows its id and result');
+
+    // The flaky job's first attempt exits 75 after 0.5 s: it is retrying, while the second runs
+    // and the third waits.
+    await reloadUntil(async () => (await stateOf(flakyId)) === 'retrying', 'the flaky job is retrying');
+    check(await stateOf(flakyId) === 'retrying' && await attemptsOf(flakyId) === '1', `the flaky job is retrying after attempt 1 (${await stateOf(flakyId)}, attempts ${await attemptsOf(flakyId)})`);
+    check(await stateOf(thirdId) === 'queued', `the third job is queued (${await stateOf(thirdId)})`);
+    check(await row(thirdId).locator('button.cancel').count() === 1, 'a queued job has a Cancel button');
+    check(await stateOf(secondId) === 'running' && await row(secondId).locator('button.cancel').count() === 0, `the second job is running, with no Cancel button (${await stateOf(secondId)})`);
+    await page.screenshot({ path: path.join(opts.screenshots, 'php-web-jobs-live.png') });
+    console.log(`saved ${path.join(opts.screenshots, 'php-web-jobs-live.png')}`);
+
+    // Cancel the queued one from the page.
+    const [cancelResponse] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST'),
+      row(thirdId).locator('button.cancel').click(),
+    ]);
+    await page.waitForLoadState('load');
+    check(cancelResponse.status() === 200, `the cancel answers 200 (got ${cancelResponse.status()})`);
+    check(((await page.locator('#notice').textContent()) ?? '').includes(`${thirdId} is cancelled`), 'the page says the job is cancelled');
+    check(await stateOf(thirdId) === 'cancelled' && await attemptsOf(thirdId) === '0', `the third job is cancelled, never run (${await stateOf(thirdId)}, attempts ${await attemptsOf(thirdId)})`);
+
+    // Both others end ok; the flaky one on its second attempt.
+    await reloadUntil(async () => (await stateOf(flakyId)) === 'ok' && (await stateOf(secondId)) === 'ok', 'the first two jobs end ok');
+    check(await attemptsOf(flakyId) === '2' && await outputOf(flakyId) === 'MONTHLY REPORT', `the flaky job ends ok on attempt 2 with its output (attempts ${await attemptsOf(flakyId)}, ${JSON.stringify(await outputOf(flakyId))})`);
+    check(await attemptsOf(secondId) === '1' && await outputOf(secondId) === 'RESIZE PHOTOS', 'the second job ends ok on attempt 1 with its output');
+    check(await stateOf(thirdId) === 'cancelled', 'the cancelled job stays cancelled');
+    const flakySeen = [...seen.get(flakyId)];
+    check(flakySeen.includes('retrying') && flakySeen.includes('ok'), `the flaky job was seen ${flakySeen.join(', ')}`);
+    check(await page.locator('button.cancel').count() === 0, 'no Cancel button on ended jobs');
     await page.screenshot({ path: path.join(opts.screenshots, 'php-web-jobs.png') });
     console.log(`saved ${path.join(opts.screenshots, 'php-web-jobs.png')}`);
     const jobsCode = await stopProgram(jobs.child, 'sockecho-server --background');
     check(jobsCode === 0, `the background daemon exits 0 on SIGTERM (got ${jobsCode})`);
-    check(/job id=\S+ attempt=1 ms=\S+ exit=0/.test(jobs.child.output), 'its log has a job end line');
-    rmSync(results, { recursive: true, force: true });
+    check(new RegExp(`job id=${flakyId} attempt=1 ms=\\S+ exit=75 retry_in_ms=`).test(jobs.child.output), 'its log has the exit 75 and the retry');
+    check(new RegExp(`job id=${flakyId} attempt=2 ms=\\S+ exit=0`).test(jobs.child.output), 'and the second attempt ok');
     await page.goto(php.url);
 
     daemonDown = true;
