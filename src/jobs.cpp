@@ -527,13 +527,17 @@ std::optional<Job> JobQueue::cancel(std::string_view id) {
       release(e->source);
       break;
     case JobState::retrying: {
+      // Waiting for its time, or (its time come) for a job thread.
+      bool found = false;
       const auto [first, last] = retrying_.equal_range(e->job.next_run.value_or(WallTime{}));
       for (auto it = first; it != last; ++it) {
         if (it->second == e) {
           retrying_.erase(it);
+          found = true;
           break;
         }
       }
+      if (!found) waiting_.remove(e);
       release(e->source);
       break;
     }
@@ -638,11 +642,7 @@ void JobQueue::drain() {
   }
   if (!options_.spool) {
     // Nothing keeps them past this process: they run now, their delay dropped.
-    for (auto& [time, e] : retrying_) {
-      e->job.state = JobState::queued;
-      e->job.next_run.reset();
-      waiting_.push(e);
-    }
+    for (auto& [time, e] : retrying_) waiting_.push(e);  // retrying until they start
     retrying_.clear();
   }
   changed_.notify_all();
@@ -717,14 +717,12 @@ void JobQueue::keep_time() noexcept {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!abandoned_) {
     const WallTime now = wall_now();
-    // Retrying jobs whose time came are queued (a stop with a spool leaves them there).
+    // Retrying jobs whose time came wait for a job thread with the queued ones, in their
+    // source's turn, still retrying until their run starts (a stop with a spool leaves them).
     bool woke = false;
     while (!retrying_.empty() && retrying_.begin()->first <= now && !closed_) {
-      Entry* e = retrying_.begin()->second;
+      waiting_.push(retrying_.begin()->second);
       retrying_.erase(retrying_.begin());
-      e->job.state = JobState::queued;
-      e->job.next_run.reset();
-      waiting_.push(e);
       woke = true;
     }
     if (woke) changed_.notify_all();
@@ -905,13 +903,13 @@ void JobQueue::after_run(Entry& e, ProgramResult* result, const std::string& err
   if (closed_ && !options_.spool) delay = std::chrono::milliseconds(0);  // a stop runs it now
   refund_output(e);
   log_run_end(e, took, words + " retry_in_ms=" + std::to_string(delay.count()));
+  e.job.state = JobState::retrying;
   if (closed_ && !options_.spool) {
-    e.job.state = JobState::queued;
+    e.job.next_run = now;
     waiting_.push(&e);
     hold(e.source);
     return;
   }
-  e.job.state = JobState::retrying;
   e.job.next_run = now + delay;
   retrying_.emplace(*e.job.next_run, &e);
   hold(e.source);
@@ -994,7 +992,8 @@ void JobQueue::collect(Exposition& out) const {
   out.single("sockecho_jobs_running", "gauge", "Background jobs running now.", j.running);
   out.single("sockecho_jobs_queued", "gauge", "Background jobs waiting to run.", j.queued);
   out.single("sockecho_jobs_retrying", "gauge",
-             "Background jobs waiting to run again: their program asked to be retried (exit 75).",
+             "Background jobs waiting for their retry delay to pass: their program asked to be "
+             "retried (exit 75).",
              j.retrying);
   out.single("sockecho_jobs_accepted_total", "counter", "Background jobs acknowledged.",
              j.accepted);

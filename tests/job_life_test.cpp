@@ -147,6 +147,35 @@ TEST(JobLife, WithoutASpoolAStopRunsRetryingJobsAtOnce) {
   EXPECT_EQ(job->end, JobEnd::failed);
 }
 
+TEST(JobLife, ARetryingJobStaysRetryingUntilItsNextRunStarts) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  // "x" asks to be retried once; "y" holds the one job thread at the gate.
+  JobOptions options = script_jobs(
+      dir, R"sh(read what; [ "$what" = x ] && [ "$SOCKECHO_JOB_ATTEMPT" = 1 ] && exit 75; )sh"
+           R"sh(flock -s "$0/gate" true)sh");
+  options.jobs = 1;
+  JobQueue queue(std::move(options));
+  const std::string x = queue.submit("x\n", {}).value_or("");
+  ASSERT_TRUE(test::eventually([&] { return queue.stats().retrying == 1; }));
+  const std::string y = queue.submit("y\n", {}).value_or("");
+  ASSERT_TRUE(test::eventually([&] {
+    const std::optional<Job> job = queue.find(y);
+    return job && job->state == JobState::running;
+  }));
+  // Its delay (50 ms) passes while the thread is held: it waits for it, still retrying.
+  ASSERT_TRUE(test::eventually([&] { return queue.stats().retrying == 0; }));
+  const std::optional<Job> due = queue.find(x);
+  ASSERT_TRUE(due);
+  EXPECT_EQ(due->state, JobState::retrying);
+  EXPECT_EQ(due->attempts, 1U);
+  gate.open();
+  const std::optional<Job> done = ended(queue, x);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->end, JobEnd::ok);
+  EXPECT_EQ(done->attempts, 2U);
+}
+
 TEST(JobLife, AResultIsTheStdoutOfAnEndedJobAndNothingBefore) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
