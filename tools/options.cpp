@@ -438,9 +438,8 @@ void check_server(const ArgReader& reader, ServerSettings& s) {
   if (!s.background) {
     // They shape background jobs alone: taken without --background they would do nothing, and
     // the user would believe jobs were kept, retried or answerable when they are not.
-    for (const std::string_view flag :
-         {"--spool", "--status", "--retry-delay", "--max-attempts", "--keep", "--keep-max",
-          "--max-queued-per-source"}) {
+    for (const std::string_view flag : {"--spool", "--status", "--retry-delay", "--max-attempts",
+                                        "--keep", "--keep-max", "--max-queued-per-source"}) {
       if (reader.seen(flag)) throw UsageError(std::string(flag) + " needs --background");
     }
   }

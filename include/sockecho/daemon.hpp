@@ -80,7 +80,7 @@ struct DaemonOptions {
   unsigned max_attempts = kDefaultMaxAttempts;                 // --max-attempts
   std::chrono::milliseconds keep = kDefaultKeep;               // --keep
   std::size_t keep_max = kDefaultKeepMax;                      // --keep-max
-  std::size_t max_queued_per_source = 0;  // --max-queued-per-source (0: none)
+  std::size_t max_queued_per_source = 0;                       // --max-queued-per-source (0: none)
   // --max-bytes, --max-total-bytes (one budget for request buffers and job inputs together),
   // --request-timeout.
   Limits limits;
