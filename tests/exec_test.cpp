@@ -37,7 +37,7 @@ std::shared_ptr<Protocol> exec_of(std::vector<std::string> argv, ProgramLimits l
                                   std::string prefix = "") {
   ExecOptions options;
   options.argv = std::move(argv);
-  options.limits = limits;
+  options.limits = std::move(limits);
   options.prefix = std::move(prefix);
   return echo_protocol(exec_handler(std::move(options)));
 }

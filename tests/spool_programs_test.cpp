@@ -271,7 +271,10 @@ TEST(JobFlagsPrograms, EachJobFlagNeedsBackground) {
     expect_usage_error({"--port", "0", flag, value, "--exec", "true"},
                        flag + " needs --background");
     // The equals form, and without --exec at all: still the flag that needs --background.
-    expect_usage_error({"--port", "0", flag + "=" + value}, flag + " needs --background");
+    std::string joined = flag;
+    joined += "=";
+    joined += value;
+    expect_usage_error({"--port", "0", joined}, flag + " needs --background");
   }
 }
 
