@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "programs.hpp"
@@ -32,7 +33,8 @@ const std::vector<std::string> kCpuHog = {"--exec", "sh", "-c",
 // that a limit not enforced fails as a timeout rather than hanging.
 class LimitedServer : public ServerProcess {
  public:
-  explicit LimitedServer(std::vector<std::string> args) : ServerProcess(with_status(args)) {
+  explicit LimitedServer(std::vector<std::string> args)
+      : ServerProcess(with_status(std::move(args))) {
     const std::optional<std::string> line = stdout_line();
     if (line && line->rfind("status on 127.0.0.1:", 0) == 0) status_port_ = test::port_of(*line);
   }
@@ -72,7 +74,7 @@ TEST(JobLimits, AJobOverJobMemoryDiesAloneWhileTheNextJobAndTheServerRunOn) {
   ASSERT_NE(server.status_port(), 0) << server.err();
   const std::string over = std::to_string(2 * kJobMemory);
   const auto killed_for_memory = [&] {
-    const std::string id = server.submit(over + "\n");
+    std::string id = server.submit(over + "\n");
     const std::string line = server.ended(id);
     EXPECT_EQ(line.rfind("failed id=" + id + " attempts=1 signal=SIGKILL reason=memory ", 0), 0U)
         << line;
