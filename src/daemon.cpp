@@ -113,12 +113,14 @@ Listener listen_socket(const DaemonOptions& o, const UnixOptions& unix_file,
   return Listener::bind(o.host, o.port, listen);
 }
 
-// What --exec-timeout and --max-output allow each program, in --exec and --background alike:
-// without --max-output, a program's reply may be as large as a request.
+// What --exec-timeout, --max-output, --job-memory and --job-cpu allow each program, in --exec
+// and --background alike: without --max-output, a program's reply may be as large as a request.
 ProgramLimits program_limits(const DaemonOptions& o) {
   ProgramLimits limits;
   limits.timeout = o.exec_timeout;
   limits.max_output = o.max_output.value_or(o.limits.max_bytes);
+  limits.memory = o.job_memory;
+  limits.cpu = o.job_cpu;
   return limits;
 }
 

@@ -871,6 +871,8 @@ void JobQueue::after_run(Entry& e, ProgramResult* result, const std::string& err
     if (result->end == ProgramResult::End::signaled) e.job.signal = result->code;
     e.job.output_bytes = result->output.size();
     e.job.stderr_bytes = result->error_bytes;
+    // A limit of the host that killed it: its status line says which.
+    if (result->over != ProgramResult::Over::none) e.job.reason = std::string(result->reason());
     e.output = std::move(result->output);
     words = result->describe();
   } else {

@@ -146,7 +146,7 @@ bool drain(Fd& fd, const std::function<void(std::string_view)>& take) {
 Outcome ProgramResult::outcome() const noexcept {
   switch (end) {
     case End::exited:
-      return code == 0 ? Outcome::ok : Outcome::failed;
+      return code == 0 && over == Over::none ? Outcome::ok : Outcome::failed;
     case End::signaled:
       return Outcome::failed;
     case End::timed_out:
@@ -158,20 +158,41 @@ Outcome ProgramResult::outcome() const noexcept {
 }
 
 std::string ProgramResult::describe() const {
+  std::string words;
   switch (end) {
     case End::exited:
-      return "exit=" + std::to_string(code);
+      words = "exit=" + std::to_string(code);
+      break;
     case End::signaled: {
       const char* abbrev = ::sigabbrev_np(code);
-      return abbrev != nullptr ? "signal=SIG" + std::string(abbrev)
-                               : "signal=" + std::to_string(code);
+      words =
+          abbrev != nullptr ? "signal=SIG" + std::string(abbrev) : "signal=" + std::to_string(code);
+      break;
     }
     case End::timed_out:
-      return "timeout";
+      words = "timeout";
+      break;
     case End::too_large:
-      return "too_large";
+      words = "too_large";
+      break;
   }
-  return "exit=" + std::to_string(code);
+  if (over != Over::none) {
+    words += " reason=";
+    words += reason();
+  }
+  return words;
+}
+
+std::string_view ProgramResult::reason() const noexcept {
+  switch (over) {
+    case Over::memory:
+      return "memory";
+    case Over::cpu:
+      return "cpu";
+    case Over::none:
+      break;
+  }
+  return {};
 }
 
 std::string find_program(const std::string& name) {
@@ -294,6 +315,21 @@ void Program::tell(int signal) const noexcept {
   // Not sent when the supervisor is gone or (never in practice) its socket is full.
   (void)retry_eintr(
       [&] { return ::send(control_.get(), &command, 1, MSG_NOSIGNAL | MSG_DONTWAIT); });
+}
+
+void Program::send_limits(const ProgramLimits& limits) const {
+  const detail::RunLimits message{
+      limits.memory,
+      static_cast<std::uint64_t>(std::max<std::chrono::seconds::rep>(0, limits.cpu.count()))};
+  if (message.memory == 0 && message.cpu_seconds == 0) return;
+  const ssize_t sent = retry_eintr([&] {
+    return ::send(control_.get(), &message, sizeof message, MSG_NOSIGNAL | MSG_DONTWAIT);
+  });
+  // A supervisor already gone (the program ended at once, or it was killed) is seen by run()
+  // as the end of its socket; anything else would leave the program unlimited, which is no run.
+  if (sent < 0 && errno != EPIPE && errno != ECONNRESET) {
+    throw os_error(errno, "send limits to the supervisor of " + std::to_string(pid_));
+  }
 }
 
 void Program::reap() noexcept {
@@ -433,6 +469,12 @@ void Program::Run::see_exit() {
     if (got >= 0 || errno != ECONNRESET) break;
   }
   if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (got == static_cast<ssize_t>(sizeof said) && said.kind == detail::Report::over) {
+    // The limit the subtree was killed for; its end comes next.
+    result_.over =
+        said.value == detail::over_memory ? ProgramResult::Over::memory : ProgramResult::Over::cpu;
+    return;
+  }
   if (got == static_cast<ssize_t>(sizeof said) && said.kind == detail::Report::ended) {
     status_ = said.value;
     reported_ = true;
@@ -498,6 +540,7 @@ void prepare_programs() { detail::start_spawner(); }
 ProgramResult Program::run(std::string_view input, const ProgramLimits& limits,
                            const std::function<void(std::string_view line)>& on_log_line) {
   if (reaped_) throw std::logic_error("Program::run called twice");
+  send_limits(limits);
   Run run(*this, input, limits, on_log_line);
   // As much of the input as the pipe takes, written now: a small request is in the pipe, and
   // its end seen, before the program has even finished starting, which saves a wake-up.

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
@@ -135,6 +136,107 @@ void signal_subtree(int signal) {
   }
 }
 
+// What a run's subtree uses of the host: resident bytes and CPU microseconds.
+struct Usage {
+  std::uint64_t memory = 0;
+  std::uint64_t cpu_us = 0;
+};
+
+// Sizes the supervisor measures in, read once before any run (from the auxiliary vector: no
+// allocation, no lock).
+struct Units {
+  std::uint64_t page = 4096;
+  std::uint64_t ticks = 100;  // clock ticks a second, the unit of /proc/PID/stat's times
+};
+
+std::uint64_t microseconds(const timeval& t) {
+  return static_cast<std::uint64_t>(t.tv_sec) * 1000000U + static_cast<std::uint64_t>(t.tv_usec);
+}
+
+std::int64_t now_ms() {
+  timespec now{};
+  (void)::clock_gettime(CLOCK_MONOTONIC, &now);  // cannot fail with this clock
+  return std::int64_t{now.tv_sec} * 1000 + now.tv_nsec / 1000000;
+}
+
+// CPU of the children this supervisor has reaped, and all they reaped in turn: what left the
+// subtree and is no longer in any live process's /proc/PID/stat.
+std::uint64_t reaped_cpu_us() {
+  rusage children{};
+  if (::getrusage(RUSAGE_CHILDREN, &children) != 0) return 0;  // EINVAL only: never
+  return microseconds(children.ru_utime) + microseconds(children.ru_stime);
+}
+
+// Adds what /proc/PID/stat says of one live process: its resident memory (field 24, the count
+// statm's second field shows too: one file read, not two) and its CPU, its own (utime, stime:
+// all its threads, the ended ones too) and that of the children it has waited for (cutime,
+// cstime). A process gone since it was listed adds nothing.
+void add_process(pid_t pid, const Units& units, Usage& usage) {
+  std::array<char, 64> path{};
+  *append_text(append_number(append_text(path.data(), "/proc/"), pid), "/stat") = '\0';
+  const int fd = open_retrying(path.data(), O_RDONLY);
+  if (fd < 0) return;
+  std::array<char, 1024> text{};
+  ssize_t got = -1;
+  do {
+    got = ::read(fd, text.data(), text.size() - 1);
+  } while (got < 0 && errno == EINTR);
+  (void)::close(fd);
+  if (got <= 0) return;
+  // The name, field 2, is in parentheses and may hold spaces and ')': the fields counted here
+  // start after its last ')', with the state (field 3) as number 0.
+  const char* at = nullptr;
+  for (ssize_t i = 0; i < got; ++i) {
+    if (text.at(static_cast<std::size_t>(i)) == ')') at = text.data() + i + 1;
+  }
+  if (at == nullptr) return;
+  const char* const end = text.data() + got;
+  constexpr int kUtime = 11;  // fields 14-17: utime, stime, cutime, cstime
+  constexpr int kCstime = 14;
+  constexpr int kRss = 21;  // field 24, in pages
+  std::uint64_t ticks = 0;
+  for (int field = -1; at < end && field < kRss;) {
+    while (at < end && *at == ' ') ++at;
+    ++field;
+    std::uint64_t value = 0;
+    const bool negative = at < end && *at == '-';  // the children's times are signed: never so
+    for (; at < end && *at != ' ' && *at != '\n'; ++at) {
+      if (*at >= '0' && *at <= '9') value = value * 10 + static_cast<std::uint64_t>(*at - '0');
+    }
+    if (negative) value = 0;
+    if (field >= kUtime && field <= kCstime) ticks += value;
+    if (field == kRss) usage.memory += value * units.page;
+  }
+  usage.cpu_us += ticks * 1000000U / units.ticks;
+}
+
+// What the supervisor's subtree uses now, `reaped_before` (reaped_cpu_us() at the run's start:
+// earlier runs of this supervisor) taken off. Each process is read before its children, so a
+// child reaped between the two reads is missed for this once, never counted twice; the children
+// this supervisor reaped are read here, when it reaps nothing.
+Usage measure_subtree(const Units& units, std::uint64_t reaped_before) {
+  constexpr std::size_t kCapacity = 1024;  // more live processes than this: the rest are missed
+  std::array<pid_t, kCapacity> stack{};
+  std::size_t size = 0;
+  Usage usage;
+  const std::uint64_t reaped = reaped_cpu_us();
+  usage.cpu_us = reaped > reaped_before ? reaped - reaped_before : 0;
+  push_children(::getpid(), stack.data(), size, kCapacity);
+  while (size > 0) {
+    const pid_t pid = stack[--size];
+    add_process(pid, units, usage);
+    push_children(pid, stack.data(), size, kCapacity);
+  }
+  return usage;
+}
+
+// The limit `usage` is over, or 0.
+int over_limit(const RunLimits& limits, const Usage& usage) {
+  if (limits.memory != 0 && usage.memory > limits.memory) return over_memory;
+  if (limits.cpu_seconds != 0 && usage.cpu_us >= limits.cpu_seconds * 1000000U) return over_cpu;
+  return 0;
+}
+
 // Kills every descendant and reaps them until none is left: being a subreaper, whatever they
 // started comes back to us when its parent dies, so no child left means no descendant left.
 // The program's status is kept when it is among them.
@@ -236,7 +338,7 @@ bool arrange_descriptors(const SupervisorSetup& setup) {
 // program exits, when told to, or when the server's end of the socket closes (the server
 // exited or was killed, even by SIGKILL); reports, and closes the run's descriptors. With no
 // child left at its end, the supervisor is as clean as before it.
-void supervise(const SupervisorSetup& setup) {
+void supervise(const SupervisorSetup& setup, const Units& units) {
   if (!arrange_descriptors(setup)) {  // the server sees the socket close
     (void)::close_range(0, kControlFd, 0);
     return;
@@ -266,9 +368,18 @@ void supervise(const SupervisorSetup& setup) {
   // The program's ends of its pipes are the program's alone now.
   (void)::close_range(0, STDERR_FILENO, 0);
 
+  // With a limit, the subtree is measured every kLimitPeriodMs; -1: never.
+  RunLimits limits{};
+  std::int64_t measure_at = -1;
+  int over = 0;  // the limit the subtree went over, once it did
+  const std::uint64_t reaped_before = reaped_cpu_us();
   while (!ended) {
     std::array<pollfd, 2> fds{pollfd{kControlFd, POLLIN, 0}, pollfd{kExitsFd, POLLIN, 0}};
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    const int wait = measure_at < 0
+                         ? -1
+                         : static_cast<int>(std::max<std::int64_t>(
+                               0, std::min<std::int64_t>(measure_at - now_ms(), kLimitPeriodMs)));
+    if (::poll(fds.data(), fds.size(), wait) < 0) {
       if (errno == EINTR) continue;
       break;
     }
@@ -286,12 +397,24 @@ void supervise(const SupervisorSetup& setup) {
         }
       }
     }
-    if (ended || fds[0].revents == 0) continue;
-    char command = 0;
-    const ssize_t n = ::recv(kControlFd, &command, 1, MSG_DONTWAIT);
+    if (ended) continue;
+    if (measure_at >= 0 && now_ms() >= measure_at) {
+      over = over_limit(limits, measure_subtree(units, reaped_before));
+      if (over != 0) signal_subtree(SIGKILL);  // its end comes through the signalfd
+      measure_at = over != 0 ? -1 : now_ms() + kLimitPeriodMs;
+    }
+    if (fds[0].revents == 0) continue;
+    std::array<char, sizeof(RunLimits)> command{};
+    const ssize_t n = ::recv(kControlFd, command.data(), command.size(), MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) break;  // the server is gone, or is done with this run
-    signal_subtree(command == kTerm ? SIGTERM : SIGKILL);
+    if (n == static_cast<ssize_t>(sizeof limits)) {
+      std::memcpy(&limits, command.data(), sizeof limits);
+      const bool any = limits.memory != 0 || limits.cpu_seconds != 0;
+      measure_at = any && over == 0 ? now_ms() + kLimitPeriodMs : -1;
+      continue;
+    }
+    signal_subtree(command[0] == kTerm ? SIGTERM : SIGKILL);
   }
   kill_and_reap_all(program, status, ended);
   // Commands left unread would make the server's next read a reset; one sent after this is
@@ -299,6 +422,7 @@ void supervise(const SupervisorSetup& setup) {
   char unread = 0;
   while (::recv(kControlFd, &unread, 1, MSG_DONTWAIT) > 0) {
   }
+  if (ended && over != 0) report(kControlFd, Report::over, over);
   if (ended) report(kControlFd, Report::ended, status);
   (void)::close(kControlFd);
 }
@@ -358,7 +482,7 @@ char* point_at(char* at, const char* end, std::uint32_t count, char** table) {
 
 // Takes one request from the pool and supervises its run. False when the supervisor should end:
 // the pool ended (the server is gone) or it waited kIdleSeconds for nothing.
-bool take_one(void* memory, pid_t self) {
+bool take_one(void* memory, pid_t self, const Units& units) {
   Header header{};
   char* const strings = static_cast<char*>(memory);
   alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * kPassed)> control{};
@@ -400,8 +524,28 @@ bool take_one(void* memory, pid_t self) {
     for (const int fd : fds) (void)::close(fd);
     return true;
   }
-  supervise(SupervisorSetup{fds[0], fds[1], fds[2], fds[3], files, argv, envp});
+  supervise(SupervisorSetup{fds[0], fds[1], fds[2], fds[3], files, argv, envp}, units);
   return true;
+}
+
+// The kernel's out-of-memory killer takes the processes with the highest score first: at 1000,
+// which every program inherits from its supervisor, a run is taken before the server (any other
+// score) whatever their sizes. Raising one's own score takes no privilege; a program may lower
+// its own again only as far as a privileged ancestor allowed (oom_score_adj_min). The supervisor's
+// own score is 1000 too and that is harmless: among processes of equal score the killer takes
+// the largest, which a supervisor (a few pages) never is; and were one taken, its run's subtree
+// comes back to the spawner, which kills it, and the run ends with no status (exit=-1). Where
+// /proc cannot be written (a sandbox without it) the programs keep the server's score, and the
+// start goes on: nothing else of a run depends on it.
+void raise_oom_score() {
+  const int fd = open_retrying("/proc/self/oom_score_adj", O_WRONLY);
+  if (fd < 0) return;
+  constexpr std::array<char, 4> kHighest{'1', '0', '0', '0'};
+  ssize_t written = -1;
+  do {
+    written = ::write(fd, kHighest.data(), kHighest.size());
+  } while (written < 0 && errno == EINTR);
+  (void)::close(fd);
 }
 
 // A supervisor: made ready once (its own process group, a child subreaper, a signalfd for its
@@ -432,11 +576,18 @@ bool take_one(void* memory, pid_t self) {
   }
   (void)::close_range(0, kPoolFd - 1, 0);
   (void)::close_range(kExitsFd + 1, ~0U, 0);
+  raise_oom_score();
+  // Both from the auxiliary vector glibc keeps: nothing allocated, nothing locked.
+  Units units;
+  if (const long page = ::sysconf(_SC_PAGESIZE); page > 0)
+    units.page = static_cast<std::uint64_t>(page);
+  if (const long ticks = ::sysconf(_SC_CLK_TCK); ticks > 0)
+    units.ticks = static_cast<std::uint64_t>(ticks);
   const pid_t self = ::getpid();
   for (;;) {
     // Idle: dies with the spawner (and ends if it is gone already).
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != spawner) ::_exit(0);
-    if (!take_one(memory, self)) ::_exit(0);
+    if (!take_one(memory, self, units)) ::_exit(0);
     tell_spawner(self, Change::back);
   }
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -373,6 +374,117 @@ TEST(Program, TheSpawnerAndItsSupervisorsHoldNoneOfThisProcesssDescriptors) {
     })) << supervisor
         << " " << test::process_name(supervisor) << " " << test::open_fds(supervisor);
   }
+}
+
+// Per-run limits of the host: the subtree's resident memory and CPU, summed, measured by the
+// supervisor. Each run is bounded by a timeout, so a limit that is not enforced fails the test
+// (timed_out) rather than hanging it.
+constexpr std::uint64_t kMemoryLimit = std::uint64_t{64} << 20;
+const std::string kHog = SOCKECHO_HOG_PROGRAM;
+
+ProgramLimits host_limits(std::uint64_t memory, std::chrono::seconds cpu) {
+  ProgramLimits limits;
+  limits.timeout = test::kPatience;
+  limits.memory = memory;
+  limits.cpu = cpu;
+  return limits;
+}
+
+void expect_killed_for(const ProgramResult& result, ProgramResult::Over over) {
+  EXPECT_EQ(result.over, over) << result.describe();
+  EXPECT_EQ(result.end, ProgramResult::End::signaled) << result.describe();
+  EXPECT_EQ(result.code, SIGKILL);
+  EXPECT_EQ(result.outcome(), Outcome::failed);
+  EXPECT_FALSE(result.ok());
+}
+
+TEST(ProgramLimits, AProgramOverTheMemoryLimitIsKilledWithReasonMemory) {
+  Program program({kHog, "memory", std::to_string(2 * kMemoryLimit)}, {});
+  const ProgramResult result = program.run({}, host_limits(kMemoryLimit, 0s));
+  expect_killed_for(result, ProgramResult::Over::memory);
+  EXPECT_EQ(result.reason(), "memory");
+  EXPECT_EQ(result.describe(), "signal=SIGKILL reason=memory");
+}
+
+TEST(ProgramLimits, TheMemoryOfForkedChildrenCountsTogether) {
+  // Each of the two holds three quarters of the limit: only their sum is over it.
+  const std::string each = std::to_string(kMemoryLimit / 4 * 3);
+  const ProgramResult result =
+      run_sh(kHog + " memory " + each + " & exec " + kHog + " memory " + each, {},
+             host_limits(kMemoryLimit, 0s));
+  expect_killed_for(result, ProgramResult::Over::memory);
+}
+
+TEST(ProgramLimits, AGrandchildInASessionOfItsOwnCountsAndDies) {
+  // The program's child waits for the grandchild, which is in a session of its own.
+  const test::ScratchDir dir;
+  const ProgramResult result =
+      run_sh("sh -c 'setsid " + kHog + " memory " + std::to_string(2 * kMemoryLimit) +
+                 " & echo $! > " + dir.file("pid") + "; wait'; exec sleep 60",
+             {}, host_limits(kMemoryLimit, 0s));
+  expect_killed_for(result, ProgramResult::Over::memory);
+  const pid_t grandchild = pid_in(dir, "pid");
+  ASSERT_GT(grandchild, 1);
+  EXPECT_TRUE(grandchild_gone(grandchild)) << grandchild;
+}
+
+TEST(ProgramLimits, AnOrphanInASessionOfItsOwnCountsAndDies) {
+  // Its parent exits at once: the orphan is the supervisor's (a subreaper) from then on, and
+  // still the run's.
+  const test::ScratchDir dir;
+  const ProgramResult result =
+      run_sh("sh -c 'setsid " + kHog + " memory " + std::to_string(2 * kMemoryLimit) +
+                 " & echo $! > " + dir.file("pid") + "'; exec sleep 60",
+             {}, host_limits(kMemoryLimit, 0s));
+  expect_killed_for(result, ProgramResult::Over::memory);
+  const pid_t orphan = pid_in(dir, "pid");
+  ASSERT_GT(orphan, 1);
+  EXPECT_TRUE(grandchild_gone(orphan)) << orphan;
+}
+
+TEST(ProgramLimits, ABusyLoopOverTheCpuLimitIsKilledWithReasonCpu) {
+  Program program({kHog, "cpu"}, {});
+  const ProgramResult result = program.run({}, host_limits(0, 1s));
+  expect_killed_for(result, ProgramResult::Over::cpu);
+  EXPECT_EQ(result.describe(), "signal=SIGKILL reason=cpu");
+  EXPECT_GE(result.duration, 1s) << "a second of CPU takes a second at least";
+}
+
+TEST(ProgramLimits, CpuOfChildrenThatEndedCounts) {
+  // Two runs of 0.7 s each, one after the other, each waited for by the shell (its cutime),
+  // then a program that uses none: only their sum is over the limit.
+  const ProgramResult result =
+      run_sh(kHog + " cpu 700; " + kHog + " cpu 700; exec sleep 60", {}, host_limits(0, 1s));
+  expect_killed_for(result, ProgramResult::Over::cpu);
+}
+
+TEST(ProgramLimits, CpuOfOrphansTheSupervisorReapedCounts) {
+  // Each run of 0.7 s is an orphan (its parent exits at once), reaped by the supervisor, and
+  // says it is done through a fifo, so the second starts after the first has ended: only the
+  // supervisor's count of what it reaped makes their sum over the limit.
+  const test::ScratchDir dir;
+  const std::string fifo = dir.file("done");
+  const std::string orphan =
+      "sh -c '(" + kHog + " cpu 700; echo > " + fifo + ") &'; read done < " + fifo + "; ";
+  const ProgramResult result =
+      run_sh("mkfifo " + fifo + "; " + orphan + orphan + "exec sleep 60", {}, host_limits(0, 1s));
+  expect_killed_for(result, ProgramResult::Over::cpu);
+}
+
+TEST(ProgramLimits, ARunUnderBothLimitsEndsUntouched) {
+  // A quarter of the memory limit, held over several measurements, and little CPU.
+  Program program({kHog, "memory", std::to_string(kMemoryLimit / 4), "300"}, {});
+  const ProgramResult result = program.run({}, host_limits(kMemoryLimit, 1s));
+  EXPECT_TRUE(result.ok()) << result.describe();
+  EXPECT_EQ(result.over, ProgramResult::Over::none);
+  EXPECT_EQ(result.describe(), "exit=0");
+  EXPECT_EQ(result.reason(), "");
+}
+
+TEST(ProgramLimits, ProgramsStartWithTheHighestOutOfMemoryScore) {
+  // The kernel's out-of-memory killer takes them before the server (this test, score 0 or less).
+  const ProgramResult result = run_sh("cat /proc/self/oom_score_adj");
+  EXPECT_EQ(result.output, "1000\n");
 }
 
 }  // namespace

@@ -286,6 +286,8 @@ constexpr unsigned long kMaxQueue = 1000000;
 constexpr unsigned long kMaxAttempts = 1000;
 // Ended jobs kept at most: a thousand times the default, within what a server can hold.
 constexpr unsigned long kMaxKeepMax = 10000000;
+// --job-cpu at most, in whole seconds: --exec-timeout's own most.
+constexpr unsigned long kMaxJobCpu = 1000000;
 
 // Where the server listens, besides --host and --port: --unix and its file, --backlog,
 // --reuseport. True when the current flag was one of them.
@@ -321,6 +323,10 @@ bool read_program_flag(ArgReader& reader, ServerSettings& s) {
     s.queue = parse_number(flag, reader.value(), 0, kMaxQueue);
   } else if (flag == "--max-output") {
     s.max_output = parse_size(flag, reader.value());
+  } else if (flag == "--job-memory") {
+    s.job_memory = parse_size(flag, reader.value());
+  } else if (flag == "--job-cpu") {
+    s.job_cpu = std::chrono::seconds(parse_number(flag, reader.value(), 0, kMaxJobCpu));
   } else if (flag == "--spool") {
     s.spool = std::string(reader.value());
     if (s.spool.empty()) throw UsageError("--spool needs a directory");
@@ -434,6 +440,12 @@ void check_server(const ArgReader& reader, ServerSettings& s) {
     throw UsageError("--max-output needs --exec");
   } else if (s.background) {
     throw UsageError("--background needs --exec");
+  }
+  if (s.exec.empty()) {
+    // Limits of the programs --exec runs: with no program they would limit nothing.
+    for (const std::string_view flag : {"--job-memory", "--job-cpu"}) {
+      if (reader.seen(flag)) throw UsageError(std::string(flag) + " needs --exec");
+    }
   }
   if (!s.background) {
     // They shape background jobs alone: taken without --background they would do nothing, and
@@ -580,6 +592,13 @@ std::string server_usage() {
          "                     started, SIGKILL 2 s later, no reply; 0 = none (default 30)\n"
          "  --max-output N     most stdout taken from the program, K/M/G suffixes allowed;\n"
          "                     over it the program is killed, no reply (default --max-bytes)\n"
+         "  --job-memory SIZE  with --exec: most resident memory of each run, the program and\n"
+         "                     all it starts together, K/M/G suffixes allowed; over it they\n"
+         "                     are killed, the run failed with reason=memory; 0 = none\n"
+         "                     (default 0)\n"
+         "  --job-cpu SEC      with --exec: most CPU time of each run, whole seconds, the\n"
+         "                     program and all it starts together; over it they are\n"
+         "                     killed, the run failed with reason=cpu; 0 = none (default 0)\n"
          "  --background       with --exec: answer 'accepted ID' as soon as the request is\n"
          "                     in, close, and run the program afterwards; 'busy' when the\n"
          "                     queue is full; a stop runs every accepted job first\n"

@@ -71,6 +71,8 @@ struct DaemonOptions {
   std::vector<std::string> exec;                // --exec PROGRAM [ARG]...; empty: the echo
   std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout
   std::optional<std::size_t> max_output;  // --max-output; unset: limits.max_bytes
+  std::uint64_t job_memory = 0;           // --job-memory: each run's resident bytes; 0: none
+  std::chrono::seconds job_cpu{0};        // --job-cpu: each run's CPU time; 0: none
   bool background = false;                // --background: acknowledge, run the program later
   unsigned jobs = kDefaultJobs;           // --jobs
   std::size_t queue = kDefaultQueue;      // --queue

@@ -37,6 +37,11 @@ struct ProgramLimits {
   // Asked before each piece of stdout is kept, with its size: false when there is no room for it
   // (a memory budget), and the run ends as over max_output. Unset: no question asked.
   std::function<bool(std::size_t bytes)> charge_output;
+  // Limits of the host for the program and all it starts together: resident memory in bytes
+  // (summed over its processes) and CPU time. Measured every 50 ms by its supervisor; over
+  // either, the whole subtree is killed (SIGKILL) and the result says which (`over`). Zero: none.
+  std::uint64_t memory = 0;
+  std::chrono::seconds cpu{0};
 };
 
 // How a program's run ended.
@@ -48,19 +53,28 @@ struct ProgramResult {
     timed_out,  // the timeout ran out and its subtree was killed
     too_large,  // its stdout went over max_output and its subtree was killed
   };
+  // The limit of the host (ProgramLimits::memory, cpu) its subtree went over, and was killed
+  // for: the run failed whatever its end says.
+  enum class Over { none, memory, cpu };
   End end = End::exited;
   int code = 0;
+  Over over = Over::none;
   std::string output;             // its stdout, at most max_output bytes
   std::size_t log_dropped = 0;    // stderr bytes over max_log, not passed on
   std::uint64_t error_bytes = 0;  // stderr bytes written in all
   std::chrono::microseconds duration{0};
 
-  [[nodiscard]] bool ok() const noexcept { return end == End::exited && code == 0; }
-  // The outcome of this end, the one map of it: exit 0 ok; another exit or a signal failed; over
-  // the runtime limit timeout; over the output limit too_large.
+  [[nodiscard]] bool ok() const noexcept {
+    return end == End::exited && code == 0 && over == Over::none;
+  }
+  // The outcome of this end, the one map of it: exit 0 ok; another exit, a signal or a limit of
+  // the host failed; over the runtime limit timeout; over the output limit too_large.
   [[nodiscard]] Outcome outcome() const noexcept;
-  // "exit=3", "signal=SIGKILL", "timeout", "too_large": the words of a log line.
+  // "exit=3", "signal=SIGKILL", "timeout", "too_large", then " reason=memory" or " reason=cpu"
+  // when a limit of the host killed it: the words of a log line.
   [[nodiscard]] std::string describe() const;
+  // "memory" or "cpu" when a limit of the host killed it, else empty: a reason= value.
+  [[nodiscard]] std::string_view reason() const noexcept;
 };
 
 // Looks a program up as the start of a run will (on PATH when the name has no '/'): its path,
@@ -112,6 +126,8 @@ class Program {
 
   // Asks the supervisor to signal the program's subtree: SIGTERM or SIGKILL.
   void tell(int signal) const noexcept;
+  // Gives the supervisor the run's limits of the host, if it has any.
+  void send_limits(const ProgramLimits& limits) const;
   void reap() noexcept;
 
   pid_t pid_ = -1;      // the program
