@@ -295,13 +295,14 @@ def fair_round(binary, build, seconds, scratch):
         waits = []
         for job, at in submitted.items():
             path = os.path.join(marks, job)
-            while not os.path.exists(path) and time.monotonic() < deadline:
-                time.sleep(0.01)  # ok-sleep: a job's mark, written by another process
-            try:
-                with open(path) as f:
-                    waits.append((int(f.read().strip()) - at) / 1e6)
-            except (OSError, ValueError):
-                pass
+            # The shell creates the file before date writes into it: read until it holds a time.
+            while time.monotonic() < deadline:
+                try:
+                    with open(path) as f:
+                        waits.append((int(f.read().strip()) - at) / 1e6)
+                    break
+                except (OSError, ValueError):
+                    time.sleep(0.01)  # ok-sleep: a job's mark, written by another process
         return waits, flooded, len(submitted)
     finally:
         for _ in range(80):
