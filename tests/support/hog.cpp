@@ -27,11 +27,11 @@ int main(int argc, char** argv) {
   if (args.size() >= 2 && args[0] == "memory") {
     // Every byte written, so every page is resident (not merely reserved).
     std::vector<char> held(std::stoull(args[1]), 'x');
-    if (args.size() < 3) {
-      for (;;) ::pause();
+    if (args.size() >= 3) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::stoll(args[2])));
+      return held.back() == 'x' ? 0 : 1;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoll(args[2])));
-    return held.back() == 'x' ? 0 : 1;
+    for (;;) ::pause();
   }
   if (!args.empty() && args[0] == "cpu") {
     const double until = args.size() > 1 ? std::stod(args[1]) : -1;
