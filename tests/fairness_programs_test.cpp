@@ -45,10 +45,13 @@ std::vector<std::string> lines_of(const std::string& path) {
 TEST(Fairness, AThousandJobsFromOneSourceDelayAnothersByOneRoundAtMost) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
-  // Each job writes its request as it starts, then waits at the gate.
-  ServerProcess server({"--background", "--jobs", "2", "--queue", "2000", "--exec", "sh", "-c",
-                        R"sh(read what; echo "$what" >> "$0/order"; flock -s "$0/gate" true)sh",
-                        dir.path()});
+  // Each job writes its request as it starts, then waits at the gate, then works half a second:
+  // the order written is the order started, unless a job's shell takes longer than that to
+  // write (a job started after B's cannot end, and free a slot for the next, before then).
+  ServerProcess server(
+      {"--background", "--jobs", "2", "--queue", "2000", "--exec", "sh", "-c",
+       R"sh(read what; echo "$what" >> "$0/order"; flock -s "$0/gate" true; sleep 0.5)sh",
+       dir.path()});
   for (int i = 0; i < 1000; ++i) {
     ASSERT_EQ(submit_from("127.0.0.2", server.port(), "a\n").rfind("accepted ", 0), 0U) << i;
   }
@@ -64,7 +67,10 @@ TEST(Fairness, AThousandJobsFromOneSourceDelayAnothersByOneRoundAtMost) {
   // Two of A's were running when B came; at most --jobs (2) more start before B's.
   EXPECT_LE(b, 2 + 2) << "B's job started after " << b << " of A's";
   server.signal(SIGTERM);
-  server.signal(SIGTERM);  // the rest of A's thousand need not run
+  // A second signal once the first has been taken (two at once are one), so the rest of A's
+  // thousand need not run.
+  ASSERT_TRUE(server.wait_stderr("jobs: draining")) << server.err();
+  server.signal(SIGTERM);
   (void)server.wait();
 }
 
