@@ -309,16 +309,7 @@ std::optional<Connection> Listener::accept_or_idle() {
     if (interrupted()) return std::nullopt;
     Address peer;
     const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
-    if (fd >= 0) {
-      // A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept
-      // on the peer address, so they outlive the socket (the log line is written after close).
-      if (address_.family() == AF_UNIX) {
-        if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
-          peer.set_credentials(*cred);
-        }
-      }
-      return Connection(Fd(fd), peer, Connection::NonBlocking{});
-    }
+    if (fd >= 0) return accepted(fd, peer);
     const int err = errno;
     if (interrupted()) return std::nullopt;
     if (skippable(err)) continue;
@@ -328,6 +319,39 @@ std::optional<Connection> Listener::accept_or_idle() {
       if (adopted_) continue;
       return Connection();
     }
+    throw os_error(err, "accept " + address_.to_string());
+  }
+}
+
+Connection Listener::accepted(int fd, Address& peer) const {
+  // A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept on the
+  // peer address, so they outlive the socket (the log line is written after close).
+  if (address_.family() == AF_UNIX) {
+    if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
+      peer.set_credentials(*cred);
+    }
+  }
+  return {Fd(fd), peer, Connection::NonBlocking{}};
+}
+
+void Listener::set_nonblocking() {
+  if (adopted_) return;
+  const int flags = ::fcntl(socket_.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(socket_.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    throw os_error(errno, "fcntl O_NONBLOCK " + address_.to_string());
+  }
+}
+
+std::optional<Connection> Listener::try_accept() {
+  for (;;) {
+    if (interrupted()) return std::nullopt;
+    Address peer;
+    const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
+    if (fd >= 0) return accepted(fd, peer);
+    const int err = errno;
+    if (interrupted()) return std::nullopt;
+    if (skippable(err)) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) return Connection();
     throw os_error(err, "accept " + address_.to_string());
   }
 }

@@ -1,51 +1,45 @@
 #include "sockecho/server.hpp"
 
+#include <sys/epoll.h>
+
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
 
+#include "classify.hpp"
+#include "sockecho/error.hpp"
+#include "waiting_room.hpp"
+
 namespace sockecho {
 
 namespace {
 
-Outcome classify(const std::error_code& code) noexcept {
-  if (code.category() != std::generic_category()) return Outcome::error;
-  switch (code.value()) {
-    case ETIMEDOUT:
-      return Outcome::timeout;
-    case ECONNRESET:
-    case EPIPE:
-    case ECONNABORTED:
-      return Outcome::reset;
-    case EMSGSIZE:
-      return Outcome::too_large;
-    default:
-      return Outcome::error;
-  }
+// The record of a reply a protocol left: true when a whole reply went out, whatever the outcome.
+bool replied(const Reply& reply, ConnectionRecord& record) {
+  record.outcome = reply.outcome();
+  if (!reply.fields().empty()) record.fields = reply.fields();  // ok too: "job=ID"
+  if (record.outcome == Outcome::ok) return true;
+  record.detail = reply.detail();
+  return reply.answered();
 }
 
-// How the protocol ended the connection: the outcome of the reply it left in the workspace, or
-// of what it threw. True when a whole reply went out, whatever the outcome.
-bool serve_with(Protocol& protocol, Connection& connection, Workspace& workspace,
-                ConnectionRecord& record) {
-  workspace.reply.clear();
+// Runs `serve` (which returns whether a whole reply went out) and turns whatever it throws into
+// the connection's outcome.
+template <typename Serve>
+bool guarded(ConnectionRecord& record, Serve&& serve) {
   try {
-    protocol.serve(connection, workspace);
-    const Reply& reply = workspace.reply;
-    record.outcome = reply.outcome();
-    if (!reply.fields().empty()) record.fields = reply.fields();  // ok too: "job=ID"
-    if (record.outcome == Outcome::ok) return true;
-    record.detail = reply.detail();
-    return reply.answered();
+    return serve();
   } catch (const ConnectionError& e) {
     record.outcome = e.outcome();
     record.fields = e.fields();
     record.detail = e.what();
   } catch (const std::system_error& e) {
-    record.outcome = classify(e.code());
+    record.outcome = detail::classify(e.code());
     record.detail = e.what();
   } catch (const std::exception& e) {
     record.outcome = Outcome::error;
@@ -57,28 +51,128 @@ bool serve_with(Protocol& protocol, Connection& connection, Workspace& workspace
   return false;
 }
 
+// How the protocol ended the connection: the outcome of the reply it left in the workspace, or
+// of what it threw. True when a whole reply went out, whatever the outcome.
+bool serve_with(Protocol& protocol, Connection& connection, Workspace& workspace,
+                ConnectionRecord& record) {
+  workspace.reply.clear();
+  return guarded(record, [&] {
+    protocol.serve(connection, workspace);
+    return replied(workspace.reply, record);
+  });
+}
+
+enum class Eager { complete, incomplete, too_large };
+
+// Reads a new connection's request until it is complete (the half-close), until `grace_end`, or
+// until the worker's buffer holds kEagerBytes, whichever comes first. Throws std::system_error
+// as the connection's reads do.
+Eager read_eagerly(Connection& connection, Buffer& buffer, std::size_t limit,
+                   Clock::time_point grace_end) {
+  buffer.clear();
+  const std::size_t most = limit == 0 ? kEagerBytes : std::min(limit, kEagerBytes);
+  for (;;) {
+    if (limit != 0 && buffer.size() >= limit) return Eager::too_large;
+    if (buffer.room() == 0) {
+      if (buffer.capacity() >= most) return Eager::incomplete;
+      buffer.reserve(buffer.next_capacity(most));
+    }
+    std::size_t chunk = buffer.room();
+    if (limit != 0) chunk = std::min(chunk, limit - buffer.size());
+    if (const std::optional<std::size_t> n = connection.try_read(buffer.tail(), chunk)) {
+      if (*n == 0) return Eager::complete;
+      buffer.commit(*n);
+      continue;
+    }
+    if (!connection.wait_readable_until(grace_end)) return Eager::incomplete;
+  }
+}
+
 }  // namespace
 
 // A worker of a stream server: a connection taken from the listener, served with the
-// protocol's state kept from one connection to the next.
+// protocol's state kept from one connection to the next. With a waiting room, every worker
+// waits on the server's one epoll set (see Server::watch()) for a connection or a request
+// completed in the room, and for the stop.
 class Server::StreamWorker final : public Worker {
  public:
   explicit StreamWorker(Server& server) : server_(server) { workspace_.stop_fd = server.stop_fd(); }
 
   Wait wait() override {
-    connection_ = server_.listener_.accept_or_idle();
-    if (!connection_) return Wait::stopped;
-    return connection_->is_open() ? Wait::taken : Wait::idle;
+    if (!server_.room_) {
+      connection_ = server_.listener_.accept_or_idle();
+      if (!connection_) return Wait::stopped;
+      return connection_->is_open() ? Wait::taken : Wait::idle;
+    }
+    return wait_with_room();
   }
   void serve() override {
+    if (taken_) {
+      server_.serve_waiting(*taken_, workspace_);
+      taken_.reset();
+      return;
+    }
     server_.serve(*connection_, workspace_);
     connection_.reset();
   }
   void idle() noexcept override { server_.protocol_->idle(server_.options_.log); }
+  [[nodiscard]] bool pending() const noexcept override {
+    return server_.room_ && server_.room_->count() > 0;
+  }
 
  private:
+  Wait wait_with_room() {
+    detail::WaitingRoom& room = *server_.room_;
+    const std::chrono::milliseconds idle = server_.listener_.idle_timeout();
+    for (;;) {
+      // Stopped: serve what completes in the room until it holds nothing.
+      if (server_.listener_.interrupted()) {
+        taken_ = room.take_until_empty();
+        return taken_ ? Wait::taken : Wait::stopped;
+      }
+      // A request that completed while every worker was busy has waited longest.
+      if (room.queued() > 0 && (taken_ = room.take())) return Wait::taken;
+      // One event at a time: the listener and the room's queue are one-shot in the set, so
+      // each wakes one worker, which re-arms it once it has taken one connection or request.
+      epoll_event event{};
+      const int n = ::epoll_wait(server_.waits_.get(), &event, 1,
+                                 idle.count() > 0 ? static_cast<int>(idle.count()) : -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw os_error(errno, "epoll_wait " + server_.address().to_string());
+      }
+      if (n == 0) return Wait::idle;
+      const int fd = event.data.fd;
+      if (fd == server_.listener_.fd()) {
+        const Rearm rearm(server_, fd);  // also when accept fails (out of descriptors)
+        connection_ = server_.listener_.try_accept();
+        if (!connection_) continue;  // interrupted: the stop, at the top
+        if (connection_->is_open()) return Wait::taken;
+      } else if (fd == room.ready_fd()) {
+        const Rearm rearm(server_, fd);
+        if ((taken_ = room.take())) return Wait::taken;
+      }
+    }
+  }
+
+  // Re-arms a one-shot descriptor of the server's wait set when it goes out of scope.
+  class Rearm {
+   public:
+    Rearm(Server& server, int fd) noexcept : server_(server), fd_(fd) {}
+    Rearm(const Rearm&) = delete;
+    Rearm& operator=(const Rearm&) = delete;
+    Rearm(Rearm&&) = delete;
+    Rearm& operator=(Rearm&&) = delete;
+    ~Rearm() { server_.rearm(fd_); }
+
+   private:
+    Server& server_;
+    int fd_;
+  };
+
   Server& server_;
   std::optional<Connection> connection_;
+  std::unique_ptr<detail::Waiting> taken_;  // a request completed in the room
   Workspace workspace_;
 };
 
@@ -93,6 +187,59 @@ Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOpti
   // extra worker retires: the idle limit, or kIdleWithoutTimeout when there is none.
   listener_.set_idle_timeout(options_.timeout.count() > 0 ? options_.timeout : kIdleWithoutTimeout);
   protocol_->idle_every(options_.timeout);
+  // --workers 1 stays the document's serial loop: one connection at a time, from accept to close.
+  framing_ = protocol_->framing();
+  if (framing_ && options_.workers > 1) {
+    listener_.set_nonblocking();
+    room_ = std::make_unique<detail::WaitingRoom>(
+        *framing_, [this](detail::Waiting& waiting, Outcome outcome, const std::string& detail) {
+          end_waiting(waiting, outcome, detail);
+        });
+    watch();
+  }
+}
+
+void Server::watch() {
+  waits_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!waits_) throw os_error(errno, "epoll_create1 (the workers of " + address().to_string() + ")");
+  // The listener and the room's queue are one-shot: an event wakes one waiting worker, which
+  // re-arms the descriptor once it has taken its one connection or request (rearm()). The stop
+  // stays readable for good and wakes every worker.
+  const std::array<std::pair<int, std::uint32_t>, 3> watched = {
+      std::pair<int, std::uint32_t>{listener_.fd(), EPOLLIN | EPOLLONESHOT},
+      {room_->ready_fd(), EPOLLIN | EPOLLONESHOT},
+      {stop_fd(), EPOLLIN}};
+  for (const auto& [fd, events] : watched) {
+    epoll_event event{};
+    event.events = events;
+    event.data.fd = fd;
+    if (::epoll_ctl(waits_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+      throw os_error(errno, "epoll_ctl ADD (the workers of " + address().to_string() + ")");
+    }
+  }
+}
+
+void Server::rearm(int fd) noexcept {
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLONESHOT;
+  event.data.fd = fd;
+  if (::epoll_ctl(waits_.get(), EPOLL_CTL_MOD, fd, &event) != 0) {
+    // Only a bad descriptor fails here, which a server that still runs does not have.
+    options_.log.event(LogLevel::quiet, "epoll_ctl MOD (the workers of " + address().to_string() +
+                                            "): " + std::strerror(errno));
+  }
+}
+
+Server::~Server() {
+  end_delayed_stop();
+  // Its connections are ended while this Server, whose end() they go through, is whole.
+  room_.reset();
+}
+
+std::uint64_t Server::waiting() const noexcept { return room_ ? room_->count() : 0; }
+
+void Server::after_workers() noexcept {
+  if (room_) room_->stop();
 }
 
 std::unique_ptr<ServerCore::Worker> Server::make_worker() {
@@ -122,7 +269,9 @@ void Server::collect(Exposition& out) const {
     out.sample("sockecho_connections_total", label("outcome", to_string(outcome)),
                s.count(outcome));
   }
-  out.single("sockecho_connections_active", "gauge", "Connections being served now.", s.active);
+  out.single("sockecho_connections_active", "gauge", "Connections open now.", s.active);
+  out.single("sockecho_connections_waiting", "gauge",
+             "Connections open and held by no worker now (the waiting room).", waiting());
   out.single("sockecho_bytes_received_total", "counter", "Bytes read from finished connections.",
              s.bytes_in);
   out.single("sockecho_bytes_sent_total", "counter", "Bytes written to finished connections.",
@@ -148,9 +297,66 @@ void Server::serve(Connection& connection, Workspace& workspace) {
   if (!admitted) {
     record.outcome = Outcome::refused;
     record.reason = "per_source";
+  } else if (room_) {
+    bool parked = false;
+    answered = serve_eagerly(connection, workspace, start, record, parked);
+    if (parked) return;  // the room's now, until its request is complete
   } else {
     answered = serve_with(*protocol_, connection, workspace, record);
   }
+  end(connection, record, answered, admitted, start);
+}
+
+bool Server::serve_eagerly(Connection& connection, Workspace& workspace, Clock::time_point start,
+                           ConnectionRecord& record, bool& parked) {
+  workspace.reply.clear();
+  return guarded(record, [&] {
+    connection.deadline().set_end(end_after(framing_->request_timeout, start));
+    const std::size_t limit = framing_->max_bytes == 0 ? 0 : framing_->max_bytes + 1;
+    switch (read_eagerly(connection, workspace.buffer, limit, start + kGrace)) {
+      case Eager::too_large:
+        throw ConnectionError(Outcome::too_large,
+                              "request over " + std::to_string(framing_->max_bytes) + " bytes");
+      case Eager::incomplete:
+        if (!room_->park(connection, workspace.buffer.view(), start, true)) {
+          throw ConnectionError(Outcome::too_large,
+                                "requests held at once over " +
+                                    std::to_string(framing_->budget ? framing_->budget->limit() : 0) +
+                                    " bytes (max_total_bytes)");
+        }
+        parked = true;
+        return false;
+      case Eager::complete:
+        break;
+    }
+    protocol_->answer(connection, workspace, workspace.buffer.view());
+    return replied(workspace.reply, record);
+  });
+}
+
+void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
+  ConnectionRecord record;
+  workspace.reply.clear();
+  const bool answered = guarded(record, [&] {
+    protocol_->answer(waiting.connection, workspace, waiting.request.view());
+    return replied(workspace.reply, record);
+  });
+  end(waiting.connection, record, answered, waiting.admitted, waiting.start);
+}
+
+void Server::end_waiting(detail::Waiting& waiting, Outcome outcome,
+                         const std::string& detail) noexcept {
+  ConnectionRecord record;
+  record.outcome = outcome;
+  try {
+    record.detail = detail;
+  } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the text; the outcome stands
+  }
+  end(waiting.connection, record, false, waiting.admitted, waiting.start);
+}
+
+void Server::end(Connection& connection, ConnectionRecord& record, bool answered, bool admitted,
+                 Clock::time_point start) noexcept {
   // A connection that ends without its whole reply ends with a reset, so no client mistakes it
   // for an empty or a complete answer.
   if (answered) {

@@ -105,6 +105,7 @@ void ServerCore::run() {
     retired_.clear();
   }
   for (std::thread& thread : threads) thread.join();
+  after_workers();
   {
     std::thread delayed;
     {
@@ -217,7 +218,7 @@ bool ServerCore::pause_after_failure(const std::system_error& error) {
 void ServerCore::work(bool permanent) noexcept {
   try {
     const std::unique_ptr<Worker> worker = make_worker();
-    while (!stopping_.load(std::memory_order_relaxed)) {
+    while (!stopping_.load(std::memory_order_relaxed) || worker->pending()) {
       Worker::Wait waited{};
       waiting_.fetch_add(1, std::memory_order_relaxed);
       try {

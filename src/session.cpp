@@ -15,6 +15,11 @@
 
 namespace sockecho {
 
+void Protocol::answer(Connection& /*connection*/, Workspace& /*workspace*/,
+                      std::string_view /*request*/) {
+  throw std::logic_error("answer() called on a protocol that declares no framing");
+}
+
 void Workspace::send(Connection& connection) {
   reply.pieces(pieces);
   connection.write_all(pieces.data(), pieces.size());
@@ -42,6 +47,7 @@ class RequestMemory {
   void set_kept_until_idle(bool kept) noexcept { kept_until_idle_ = kept; }
 
   [[nodiscard]] std::size_t charged() const noexcept { return charged_; }
+  [[nodiscard]] const std::shared_ptr<MemoryBudget>& budget() const noexcept { return budget_; }
   [[nodiscard]] std::size_t limit() const noexcept { return budget_->limit(); }
 
   // Gives a small buffer the room of a spare, if there is one; the spare's charge goes with it.
@@ -232,9 +238,17 @@ class EchoProtocol final : public DocumentProtocol {
       if (limit != 0 && buffer.size() >= limit) too_large();
       grow(buffer, limit);
     } while (connection.read_into(buffer, limit) != 0);
+    answer(connection, workspace, buffer.view());
+  }
+
+  [[nodiscard]] std::optional<Framing> framing() const override {
+    return Framing{limits_.max_bytes, limits_.request_timeout, memory_.budget()};
+  }
+
+  void answer(Connection& connection, Workspace& workspace, std::string_view request) override {
     connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
-    handler_(Request(buffer.view(), connection), workspace.reply);
+    handler_(Request(request, connection), workspace.reply);
     if (workspace.reply.answered()) workspace.send(connection);
   }
 

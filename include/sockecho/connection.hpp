@@ -96,6 +96,9 @@ class Connection {
   // or until `stop_fd` (a descriptor that becomes readable for good, such as
   // ServerCore::stop_fd(); -1: none) is readable first: false, nothing read.
   bool wait_readable_unless(int stop_fd);
+  // Waits, within the limits, until there is something to read: true; or until `until` passes
+  // first: false, nothing read (a limit that runs out before `until` still throws).
+  bool wait_readable_until(Clock::time_point until);
 
   // Half-closes: tells the peer no more data follows (shutdown SHUT_WR) while still reading.
   void close_write();
@@ -112,7 +115,8 @@ class Connection {
 
  private:
   [[noreturn]] void fail(const char* operation, int err) const;
-  bool wait_unless(short events, int stop_fd, const char* operation);
+  bool wait_unless(short events, int stop_fd, const char* operation,
+                   Clock::time_point give_up = Clock::time_point::max());
   std::size_t send_parts(const std::string_view* parts, std::size_t count, std::size_t skip);
   [[nodiscard]] int unsent_bytes() const noexcept;
 

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -21,12 +22,25 @@ inline constexpr unsigned kDefaultWorkers = 128;
 // is no idle limit to use for it.
 inline constexpr std::chrono::seconds kIdleWithoutTimeout{30};
 inline constexpr std::chrono::seconds kDefaultTimeout{30};
+// How long a worker reads a new connection's request before it hands an incomplete one to the
+// waiting room (a protocol that declares its framing, more than one worker): a request complete
+// within it is answered by that worker with no other thread involved.
+inline constexpr std::chrono::milliseconds kGrace{2};
+// The most of a request a worker reads within the grace: a larger one goes to the waiting room.
+inline constexpr std::size_t kEagerBytes = std::size_t{1} << 20;
+
+namespace detail {
+class WaitingRoom;
+struct Waiting;
+}  // namespace detail
 
 struct ServerOptions {
-  // The most connections served at once, one thread each; 1 is the document's strictly serial
-  // loop. Threads start as connections need them (one more whenever the last one waiting takes
-  // a connection) and retire after an idle period (the timeout) without one, so a large number
-  // costs nothing while idle.
+  // The most requests handled at once, one thread each; 1 is the document's strictly serial
+  // loop. With a protocol that declares its framing (echo) and more than one worker, a
+  // connection whose request is not complete within kGrace waits in the waiting room, holding
+  // no worker; otherwise a worker holds a connection from accept to close. Threads start as
+  // work needs them (one more whenever the last one waiting takes some) and retire after an
+  // idle period (the timeout) without any, so a large number costs nothing while idle.
   unsigned workers = kDefaultWorkers;
   // The idle limit of every connection the server accepts, whatever listener it came from
   // (bound, adopted from a service manager, or a library user's): closed when it makes no
@@ -54,7 +68,7 @@ class Server final : public ServerCore {
   // Throws std::invalid_argument when options.workers is 0 or there is no protocol, and
   // std::system_error when the listener cannot take the idle timeout.
   Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOptions options = {});
-  ~Server() override { end_delayed_stop(); }
+  ~Server() override;
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
   Server(Server&&) = delete;
@@ -62,6 +76,8 @@ class Server final : public ServerCore {
 
   [[nodiscard]] const Address& address() const noexcept { return listener_.address(); }
   [[nodiscard]] const ServerOptions& options() const noexcept { return options_; }
+  // Connections open and held by no worker now (in the waiting room, or complete and queued).
+  [[nodiscard]] std::uint64_t waiting() const noexcept;
 
   // sockecho_connections_* (accepted, by outcome, active), bytes, workers and sockecho_up.
   void collect(Exposition& out) const override;
@@ -74,8 +90,22 @@ class Server final : public ServerCore {
   [[nodiscard]] std::string describe() const override;
   [[nodiscard]] std::string stop_words(const ServerStats& stats) const override;
   [[nodiscard]] std::string stopping_line() const override;
+  void after_workers() noexcept override;
+  // The workers' one epoll set, with a waiting room: the listener, the room's queue, the stop.
+  void watch();
+  void rearm(int fd) noexcept;
 
   void serve(Connection& connection, Workspace& workspace);
+  // The waiting room's side: a new connection read eagerly and answered or parked; a request
+  // completed in the room answered; a held connection the room gave up on ended.
+  bool serve_eagerly(Connection& connection, Workspace& workspace, Clock::time_point start,
+                     ConnectionRecord& record, bool& parked);
+  void serve_waiting(detail::Waiting& waiting, Workspace& workspace);
+  void end_waiting(detail::Waiting& waiting, Outcome outcome, const std::string& detail) noexcept;
+  // Closes (answered) or resets the connection, gives back its source's count, and counts and
+  // logs it.
+  void end(Connection& connection, ConnectionRecord& record, bool answered, bool admitted,
+           Clock::time_point start) noexcept;
   void finish(ConnectionRecord& record) noexcept;
   // Counts the connection against its source's limit: false (and not counted) when over it.
   bool admit(const Address& peer);
@@ -84,6 +114,9 @@ class Server final : public ServerCore {
   Listener listener_;
   std::shared_ptr<Protocol> protocol_;
   ServerOptions options_;
+  std::optional<Framing> framing_;             // the protocol's, when the room is used
+  std::unique_ptr<detail::WaitingRoom> room_;  // with framing and more than one worker
+  Fd waits_;                                   // what the workers wait on, with a room
   // Connections open per source address, while max_per_source is set.
   std::mutex sources_mutex_;
   std::unordered_map<std::string, unsigned> sources_;

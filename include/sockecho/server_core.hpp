@@ -127,6 +127,9 @@ class ServerCore : public Collector {
     virtual void serve() = 0;
     // The worker has waited a whole idle period: a chance to free what is kept for reuse.
     virtual void idle() noexcept {}
+    // Work taken before the stop that still needs a worker (a request completing in a waiting
+    // room): while true, a stopping worker goes on waiting and serving.
+    [[nodiscard]] virtual bool pending() const noexcept { return false; }
   };
 
   // A worker for a new thread.
@@ -138,6 +141,8 @@ class ServerCore : public Collector {
   [[nodiscard]] virtual std::string describe() const = 0;
   [[nodiscard]] virtual std::string stop_words(const ServerStats& stats) const = 0;
   [[nodiscard]] virtual std::string stopping_line() const = 0;
+  // Called by run() once every worker has ended, before the stop line.
+  virtual void after_workers() noexcept {}
 
   // The counters: a connection or datagram arrived (it is active until counted()); one ended.
   void arrived() noexcept;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -57,6 +58,18 @@ struct Workspace {
   void send(Connection& connection);
 };
 
+// What a protocol declares so that a server may read its requests itself and hold an incomplete
+// one without a worker (the waiting room; see docs/ARCHITECTURE.md): a request is every byte up
+// to the client's half-close (the echo protocol's framing).
+struct Framing {
+  // Largest request; one byte more ends the connection unanswered, outcome too_large. 0: none.
+  std::size_t max_bytes = 0;
+  // From the accept to the request's end; on expiry, outcome timeout. Zero: none.
+  std::chrono::milliseconds request_timeout{0};
+  // Where the bytes of a request held without a worker are charged, from its first byte.
+  std::shared_ptr<MemoryBudget> budget;
+};
+
 // Serves connections of one protocol. One object serves every worker of a server at once.
 class Protocol {
  public:
@@ -87,6 +100,16 @@ class Protocol {
   // Bytes of request memory the protocol holds now (in use and kept for reuse) that count
   // against its budget; 0 for a protocol without one.
   [[nodiscard]] virtual std::size_t buffered_bytes() const noexcept { return 0; }
+
+  // A protocol that can be framed by the server declares how (see Framing); then the server
+  // reads each request itself and calls answer() instead of serve(). std::nullopt (the default,
+  // and what a protocol of a library user's own gets unless it says otherwise): serve() runs,
+  // and holds a worker, for the whole connection.
+  [[nodiscard]] virtual std::optional<Framing> framing() const { return std::nullopt; }
+  // Answers a request the server has read whole (`request`: its bytes, valid during the call),
+  // leaving the reply's outcome in workspace.reply as serve() does. Called only for a protocol
+  // that declares framing(); the default throws std::logic_error.
+  virtual void answer(Connection& connection, Workspace& workspace, std::string_view request);
 };
 
 // Limits of the document's protocols.
