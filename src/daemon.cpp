@@ -35,15 +35,16 @@ constexpr rlim_t kOwnDescriptors = 16;
 // (both ends of each).
 constexpr rlim_t kPerProgram = 8;
 
-// Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
-// before blocking), so a soft limit below what the workers need would leave the workers beyond
-// it failing with EMFILE for as long as the daemon runs: refuse to start when the hard limit is
-// that low. Programs (--exec, a job each) need more: raise the soft limit to what they all need
-// at once, or to the hard limit when that is less (a run that still finds none is one failed
-// request with its error line, never the daemon's end).
-void ensure_descriptors(const DaemonOptions& o) {
+// A worker needs no descriptor of its own (workers wait for connections on one epoll set), but
+// every open connection holds one, up to --max-connections: the soft limit is raised to what the
+// connections, the listeners' own workers and the programs (--exec, a job each) need at once, or
+// to the hard limit when that is less. The server's workers must fit below the hard limit:
+// otherwise the start fails. --max-connections is lowered to what fits (the start line says
+// what it is); a program run that still finds no descriptor is one failed request with its
+// error line, never the daemon's end.
+void ensure_descriptors(DaemonOptions& o) {
   const unsigned workers = o.options.workers;
-  // The listeners of metrics and status have workers of their own, each holding one too.
+  // The listeners of metrics and status have workers of their own, each holding a connection.
   // (A background server may be passed a status socket by its service manager.)
   const unsigned metrics =
       (o.metrics ? kMetricsWorkers : 0) + (o.status || o.background ? kStatusWorkers : 0);
@@ -63,7 +64,17 @@ void ensure_descriptors(const DaemonOptions& o) {
                              std::to_string(limit.rlim_max) +
                              " (ulimit -Hn); lower --workers or raise the limit");
   }
-  rlim_t wanted = needed + programs;
+  // Connections beyond the workers', held without a worker.
+  rlim_t held = 0;
+  unsigned& most = o.options.max_connections;
+  if (most > workers) {
+    held = most - workers;
+    if (limit.rlim_max != RLIM_INFINITY && needed + held + programs > limit.rlim_max) {
+      held = limit.rlim_max - needed > programs ? limit.rlim_max - needed - programs : 0;
+      most = workers + static_cast<unsigned>(held);
+    }
+  }
+  rlim_t wanted = needed + held + programs;
   if (limit.rlim_max != RLIM_INFINITY) wanted = std::min(wanted, limit.rlim_max);
   if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return;
   limit.rlim_cur = wanted;
@@ -300,7 +311,7 @@ Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move
       }
     }
     const UnixOptions unix_file = unix_options(o);  // an unknown group is a usage error
-    ensure_descriptors(o);
+    ensure_descriptors(p.options);
     // The process that starts programs is forked now, while this one is small and has no
     // other thread: every program's start forks from it (see supervisor.hpp).
     if (!o.exec.empty() && !o.handler) prepare_programs();

@@ -102,7 +102,9 @@ class Server::StreamWorker final : public Worker {
     if (!server_.room_) {
       connection_ = server_.listener_.accept_or_idle();
       if (!connection_) return Wait::stopped;
-      return connection_->is_open() ? Wait::taken : Wait::idle;
+      if (!connection_->is_open()) return Wait::idle;
+      server_.arrived();
+      return Wait::taken;
     }
     return wait_with_room();
   }
@@ -144,10 +146,17 @@ class Server::StreamWorker final : public Worker {
       if (n == 0) return Wait::idle;
       const int fd = event.data.fd;
       if (fd == server_.listener_.fd()) {
+        // At --max-connections, the listener stays disarmed until a connection ends: new ones
+        // wait in the kernel's backlog.
+        if (!server_.may_accept()) continue;
         const Rearm rearm(server_, fd);  // also when accept fails (out of descriptors)
         connection_ = server_.listener_.try_accept();
         if (!connection_) continue;  // interrupted: the stop, at the top
-        if (connection_->is_open()) return Wait::taken;
+        if (connection_->is_open()) {
+          // Counted open before the next worker can accept, so the limit holds exactly.
+          server_.arrived();
+          return Wait::taken;
+        }
       } else if (fd == room.ready_fd()) {
         const Rearm rearm(server_, fd);
         if ((taken_ = room.take())) return Wait::taken;
@@ -177,7 +186,7 @@ class Server::StreamWorker final : public Worker {
 };
 
 Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOptions options)
-    : ServerCore(Transport::stream, options.workers, options.log),
+    : ServerCore(Transport::stream, worker_limit(protocol.get(), options), options.log),
       listener_(std::move(listener)),
       protocol_(std::move(protocol)),
       options_(std::move(options)) {
@@ -201,7 +210,8 @@ Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOpti
 
 void Server::watch() {
   waits_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!waits_) throw os_error(errno, "epoll_create1 (the workers of " + address().to_string() + ")");
+  if (!waits_)
+    throw os_error(errno, "epoll_create1 (the workers of " + address().to_string() + ")");
   // The listener and the room's queue are one-shot: an event wakes one waiting worker, which
   // re-arms the descriptor once it has taken its one connection or request (rearm()). The stop
   // stays readable for good and wakes every worker.
@@ -238,6 +248,10 @@ Server::~Server() {
 
 std::uint64_t Server::waiting() const noexcept { return room_ ? room_->count() : 0; }
 
+unsigned Server::connections_max() const noexcept {
+  return room_ ? options_.max_connections : max_workers();
+}
+
 void Server::after_workers() noexcept {
   if (room_) room_->stop();
 }
@@ -250,7 +264,8 @@ std::string Server::describe() const {
   return "listen=" + address().to_string() + " " + protocol_->describe() +
          " workers=" + std::to_string(options_.workers) +
          " timeout_ms=" + std::to_string(options_.timeout.count()) +
-         " max_per_source=" + std::to_string(options_.max_per_source);
+         " max_per_source=" + std::to_string(options_.max_per_source) +
+         " max_connections=" + std::to_string(connections_max());
 }
 
 std::string Server::stop_words(const ServerStats& stats) const {
@@ -272,6 +287,9 @@ void Server::collect(Exposition& out) const {
   out.single("sockecho_connections_active", "gauge", "Connections open now.", s.active);
   out.single("sockecho_connections_waiting", "gauge",
              "Connections open and held by no worker now (the waiting room).", waiting());
+  out.single("sockecho_connections_max", "gauge",
+             "Most connections open at once (--max-connections; 0: no limit).",
+             std::uint64_t{connections_max()});
   out.single("sockecho_bytes_received_total", "counter", "Bytes read from finished connections.",
              s.bytes_in);
   out.single("sockecho_bytes_sent_total", "counter", "Bytes written to finished connections.",
@@ -285,7 +303,6 @@ void Server::collect(Exposition& out) const {
 
 void Server::serve(Connection& connection, Workspace& workspace) {
   const Clock::time_point start = Clock::now();
-  arrived();
   if (options_.log.enabled(LogLevel::verbose)) {
     options_.log.event(LogLevel::verbose, "open peer=" + connection.peer().to_string());
   }
@@ -319,10 +336,11 @@ bool Server::serve_eagerly(Connection& connection, Workspace& workspace, Clock::
                               "request over " + std::to_string(framing_->max_bytes) + " bytes");
       case Eager::incomplete:
         if (!room_->park(connection, workspace.buffer.view(), start, true)) {
-          throw ConnectionError(Outcome::too_large,
-                                "requests held at once over " +
-                                    std::to_string(framing_->budget ? framing_->budget->limit() : 0) +
-                                    " bytes (max_total_bytes)");
+          throw ConnectionError(
+              Outcome::too_large,
+              "requests held at once over " +
+                  std::to_string(framing_->budget ? framing_->budget->limit() : 0) +
+                  " bytes (max_total_bytes)");
         }
         parked = true;
         return false;
@@ -371,6 +389,31 @@ void Server::end(Connection& connection, ConnectionRecord& record, bool answered
   record.bytes_out = connection.bytes_written();
   record.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   finish(record);
+  if (room_ && options_.max_connections > 0) reopen();
+}
+
+bool Server::may_accept() noexcept {
+  if (options_.max_connections == 0) return true;
+  const std::lock_guard<std::mutex> lock(gate_mutex_);
+  if (stats().active < options_.max_connections) return true;
+  gate_closed_ = true;
+  return false;
+}
+
+void Server::reopen() noexcept {
+  const std::lock_guard<std::mutex> lock(gate_mutex_);
+  if (!gate_closed_ || stats().active >= options_.max_connections) return;
+  gate_closed_ = false;
+  rearm(listener_.fd());
+}
+
+unsigned Server::worker_limit(const Protocol* protocol, const ServerOptions& options) {
+  if (protocol == nullptr || options.workers == 0) return options.workers;
+  // Without the waiting room each open connection holds a worker: no more of them than the
+  // connections allowed.
+  const bool room = options.workers > 1 && protocol->framing().has_value();
+  if (room || options.max_connections == 0) return options.workers;
+  return std::min(options.workers, options.max_connections);
 }
 
 bool Server::admit(const Address& peer) {

@@ -155,7 +155,8 @@ void WaitingRoom::run() noexcept {
         std::chrono::duration_cast<std::chrono::milliseconds>(next_sweep - Clock::now()).count();
     // Rounded up, so the wait never ends a little early and spins on a zero timeout.
     const int timeout = left < 0 ? 0 : static_cast<int>(left + 1);
-    const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+    const int n =
+        ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0 && errno != EINTR) {
       // Nothing the room can do without its wait: end what it holds and take no more.
       const std::error_code code(errno, std::generic_category());
@@ -215,7 +216,8 @@ void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
     for (;;) {
       Buffer& request = waiting.request;
       if (limit_ != 0 && request.size() >= limit_) {
-        give_up(Outcome::too_large, "request over " + std::to_string(framing_.max_bytes) + " bytes");
+        give_up(Outcome::too_large,
+                "request over " + std::to_string(framing_.max_bytes) + " bytes");
         return;
       }
       if (request.room() == 0 && !grow(waiting)) {
@@ -257,7 +259,8 @@ void WaitingRoom::sweep(Clock::time_point now, std::vector<Ended>& ended) {
       continue;
     }
     std::string detail = "read " + it->second->connection.peer().to_string() +
-                         ": Connection timed out" + (deadline.end_first() ? " (request deadline)" : "");
+                         ": Connection timed out" +
+                         (deadline.end_first() ? " (request deadline)" : "");
     ended.push_back({std::move(it->second), Outcome::timeout, std::move(detail)});
     it = held_.erase(it);
   }

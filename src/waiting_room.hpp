@@ -57,8 +57,8 @@ class Charge {
 // by the room, then by the handoff queue, then by the worker that answers it. Its request buffer
 // is charged, by its capacity, until it is destroyed.
 struct Waiting {
-  Waiting(Connection&& connection_, Buffer&& request_, Charge&& charge_,
-          Clock::time_point start_, bool admitted_) noexcept
+  Waiting(Connection&& connection_, Buffer&& request_, Charge&& charge_, Clock::time_point start_,
+          bool admitted_) noexcept
       : connection(std::move(connection_)),
         request(std::move(request_)),
         charge(std::move(charge_)),

@@ -94,8 +94,8 @@ TEST_F(Completion, ClientOffersExactlyTheOptionsOfItsHelp) {
 
 TEST_F(Completion, CompletesAPrefix) {
   EXPECT_EQ(complete("sockecho-server", {"--port", "0", "--m"}),
-            (std::vector<std::string>{"--max-attempts", "--max-bytes", "--max-output",
-                                      "--max-per-source", "--max-queued-per-source",
+            (std::vector<std::string>{"--max-attempts", "--max-bytes", "--max-connections",
+                                      "--max-output", "--max-per-source", "--max-queued-per-source",
                                       "--max-total-bytes", "--metrics", "--mode"}));
   EXPECT_EQ(complete("sockecho-client", {"--q"}), (std::vector<std::string>{"--quiet"}));
 }

@@ -637,10 +637,10 @@ TEST(FaultProgram, OutOfDescriptorsTheLogSaysSoOnceASecondWithACount) {
 }
 
 TEST(FaultProgram, TheDaemonRaisesItsDescriptorLimitForItsWorkers) {
-  // Started with a soft limit of 32 and 80 workers: it raises the soft limit (to 80 + 16) so
-  // every worker can hold a connection at once.
+  // Started with a soft limit of 32, 80 workers and as many connections at once: it raises the
+  // soft limit (to 80 + 16) so every worker can hold a connection at once.
   test::Child child({kPrlimit, "--nofile=32:", test::server_program(), "--port", "0", "--workers",
-                     "80", "--verbose"});
+                     "80", "--max-connections", "80", "--verbose"});
   const std::optional<std::string> ready = child.stdout_line();
   ASSERT_TRUE(ready) << child.err();
   const std::uint16_t port = test::port_of(*ready);

@@ -261,8 +261,7 @@ TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
   Connection a = connect(to, {test::kPatience, {}});
   a.set_timeout(test::kPatience);
   a.write_all(three);
-  ASSERT_TRUE(test::eventually([&] { return budget->charged() == 4 * kMiB; }))
-      << budget->charged();
+  ASSERT_TRUE(test::eventually([&] { return budget->charged() == 4 * kMiB; })) << budget->charged();
 
   // B's 3 MiB would need 4 MiB more: over the budget of 6, reset, whatever its own size.
   Connection b = connect(to, {test::kPatience, {}});

@@ -22,6 +22,7 @@ inline constexpr unsigned kDefaultWorkers = 128;
 // is no idle limit to use for it.
 inline constexpr std::chrono::seconds kIdleWithoutTimeout{30};
 inline constexpr std::chrono::seconds kDefaultTimeout{30};
+inline constexpr unsigned kDefaultMaxConnections = 10000;
 // How long a worker reads a new connection's request before it hands an incomplete one to the
 // waiting room (a protocol that declares its framing, more than one worker): a request complete
 // within it is answered by that worker with no other thread involved.
@@ -52,6 +53,11 @@ struct ServerOptions {
   // Address::source_key()). One over it is reset as soon as it is accepted, outcome refused with
   // reason per_source. Zero: no limit.
   unsigned max_per_source = 0;
+  // Connections open at once, wherever they are: being read, waiting without a worker, being
+  // answered. At the limit the server accepts no more, and new ones wait in the kernel's
+  // backlog until one ends. Zero: no limit. A server that holds a worker per connection (one
+  // worker, or a protocol that declares no framing) has at most `workers` open anyway.
+  unsigned max_connections = kDefaultMaxConnections;
   // Where start, stop and per-connection lines go; quiet by default.
   Logger log;
   // Called on the worker thread after each connection closes. An exception it throws is logged
@@ -78,6 +84,9 @@ class Server final : public ServerCore {
   [[nodiscard]] const ServerOptions& options() const noexcept { return options_; }
   // Connections open and held by no worker now (in the waiting room, or complete and queued).
   [[nodiscard]] std::uint64_t waiting() const noexcept;
+  // The most connections open at once: max_connections with a waiting room (0: no limit), the
+  // workers without one.
+  [[nodiscard]] unsigned connections_max() const noexcept;
 
   // sockecho_connections_* (accepted, by outcome, active), bytes, workers and sockecho_up.
   void collect(Exposition& out) const override;
@@ -94,6 +103,11 @@ class Server final : public ServerCore {
   // The workers' one epoll set, with a waiting room: the listener, the room's queue, the stop.
   void watch();
   void rearm(int fd) noexcept;
+  // The --max-connections gate: whether a worker may accept now (if not, the listener stays
+  // disarmed); reopen() re-arms it once a connection has ended below the limit.
+  bool may_accept() noexcept;
+  void reopen() noexcept;
+  static unsigned worker_limit(const Protocol* protocol, const ServerOptions& options);
 
   void serve(Connection& connection, Workspace& workspace);
   // The waiting room's side: a new connection read eagerly and answered or parked; a request
@@ -117,6 +131,8 @@ class Server final : public ServerCore {
   std::optional<Framing> framing_;             // the protocol's, when the room is used
   std::unique_ptr<detail::WaitingRoom> room_;  // with framing and more than one worker
   Fd waits_;                                   // what the workers wait on, with a room
+  std::mutex gate_mutex_;
+  bool gate_closed_ = false;  // at max_connections: the listener is not re-armed
   // Connections open per source address, while max_per_source is set.
   std::mutex sources_mutex_;
   std::unordered_map<std::string, unsigned> sources_;
