@@ -62,15 +62,17 @@ bool serve_with(Protocol& protocol, Connection& connection, Workspace& workspace
   });
 }
 
-enum class Eager { complete, incomplete, too_large };
+enum class Eager { complete, ended, incomplete, too_large };
 
-// Reads a new connection's request until it is complete (the half-close), until `grace_end`, or
-// until the worker's buffer holds kEagerBytes, whichever comes first. Throws std::system_error
-// as the connection's reads do.
-Eager read_eagerly(Connection& connection, Buffer& buffer, std::size_t limit,
+// Reads more of a connection's request into `buffer` (which may hold the start of it already)
+// until it is complete (Unit::connection: the half-close; Unit::line: a '\n' or the half-close),
+// until `grace_end`, or until the buffer holds kEagerBytes, whichever comes first. A line's
+// request limit starts at its first byte. Throws std::system_error as the connection's reads do.
+Eager read_eagerly(Connection& connection, Buffer& buffer, const Framing& framing,
                    Clock::time_point grace_end) {
-  buffer.clear();
+  const std::size_t limit = framing.max_bytes == 0 ? 0 : framing.max_bytes + 1;
   const std::size_t most = limit == 0 ? kEagerBytes : std::min(limit, kEagerBytes);
+  const bool lines = framing.unit == Framing::Unit::line;
   for (;;) {
     if (limit != 0 && buffer.size() >= limit) return Eager::too_large;
     if (buffer.room() == 0) {
@@ -80,8 +82,17 @@ Eager read_eagerly(Connection& connection, Buffer& buffer, std::size_t limit,
     std::size_t chunk = buffer.room();
     if (limit != 0) chunk = std::min(chunk, limit - buffer.size());
     if (const std::optional<std::size_t> n = connection.try_read(buffer.tail(), chunk)) {
-      if (*n == 0) return Eager::complete;
+      if (*n == 0) return Eager::ended;
+      if (!lines) {
+        buffer.commit(*n);
+        continue;
+      }
+      if (buffer.empty()) {
+        connection.deadline().set_end(end_after(framing.request_timeout, Clock::now()));
+      }
+      const bool line_ends = std::memchr(buffer.tail(), '\n', *n) != nullptr;
       buffer.commit(*n);
+      if (line_ends) return Eager::complete;
       continue;
     }
     if (!connection.wait_readable_until(grace_end)) return Eager::incomplete;
@@ -256,6 +267,11 @@ void Server::after_workers() noexcept {
   if (room_) room_->stop();
 }
 
+void Server::interrupt() noexcept {
+  listener_.interrupt();
+  if (room_) room_->close_idle();
+}
+
 std::unique_ptr<ServerCore::Worker> Server::make_worker() {
   return std::make_unique<StreamWorker>(*this);
 }
@@ -327,39 +343,81 @@ void Server::serve(Connection& connection, Workspace& workspace) {
 bool Server::serve_eagerly(Connection& connection, Workspace& workspace, Clock::time_point start,
                            ConnectionRecord& record, bool& parked) {
   workspace.reply.clear();
+  workspace.buffer.clear();
   return guarded(record, [&] {
-    connection.deadline().set_end(end_after(framing_->request_timeout, start));
-    const std::size_t limit = framing_->max_bytes == 0 ? 0 : framing_->max_bytes + 1;
-    switch (read_eagerly(connection, workspace.buffer, limit, start + kGrace)) {
-      case Eager::too_large:
-        throw ConnectionError(Outcome::too_large,
-                              "request over " + std::to_string(framing_->max_bytes) + " bytes");
-      case Eager::incomplete:
-        if (!room_->park(connection, workspace.buffer.view(), start, true)) {
-          throw ConnectionError(
-              Outcome::too_large,
-              "requests held at once over " +
-                  std::to_string(framing_->budget ? framing_->budget->limit() : 0) +
-                  " bytes (max_total_bytes)");
-        }
-        parked = true;
-        return false;
-      case Eager::complete:
-        break;
-    }
-    protocol_->answer(connection, workspace, workspace.buffer.view());
-    return replied(workspace.reply, record);
+    // Echo: the whole connection is the request. Line: no line is begun yet.
+    connection.deadline().set_end(framing_->unit == Framing::Unit::connection
+                                      ? end_after(framing_->request_timeout, start)
+                                      : Clock::time_point::max());
+    protocol_->open(connection, workspace);
+    return go_on(connection, workspace, start, record, parked);
   });
+}
+
+bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_point start,
+                   ConnectionRecord& record, bool& parked) {
+  Buffer& buffer = workspace.buffer;
+  for (;;) {
+    const Eager got = read_eagerly(connection, buffer, *framing_, Clock::now() + kGrace);
+    if (got == Eager::too_large) {
+      throw ConnectionError(Outcome::too_large,
+                            "request over " + std::to_string(framing_->max_bytes) + " bytes");
+    }
+    if (got == Eager::incomplete) {
+      if (!room_->park(connection, buffer.view(), start, true)) {
+        throw ConnectionError(Outcome::too_large, "requests held at once over " +
+                                                      std::to_string(framing_->budget->limit()) +
+                                                      " bytes (max_total_bytes)");
+      }
+      parked = true;
+      return false;
+    }
+    const Answered answered =
+        protocol_->answer(connection, workspace, buffer.view(), got == Eager::ended);
+    if (answered.done) return replied(workspace.reply, record);
+    // Line mode: what is left is the start of the next line, begun in the last read.
+    buffer.consume(answered.used);
+    connection.deadline().set_end(buffer.empty()
+                                      ? Clock::time_point::max()
+                                      : end_after(framing_->request_timeout, Clock::now()));
+  }
 }
 
 void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
   ConnectionRecord record;
+  bool parked = false;
   workspace.reply.clear();
+  Connection& connection = waiting.connection;
   const bool answered = guarded(record, [&] {
-    protocol_->answer(waiting.connection, workspace, waiting.request.view());
-    return replied(workspace.reply, record);
+    const std::string_view bytes = waiting.request.view();
+    const Answered done = protocol_->answer(connection, workspace, bytes, waiting.at_end);
+    if (done.done) return replied(workspace.reply, record);
+    // Line mode: the session goes on with this worker, with the start of the next line (if it
+    // is large, in the room again at once).
+    const std::string_view rest = bytes.substr(done.used);
+    connection.deadline().set_end(rest.empty()
+                                      ? Clock::time_point::max()
+                                      : end_after(framing_->request_timeout, Clock::now()));
+    Buffer& buffer = workspace.buffer;
+    buffer.clear();
+    if (rest.size() > kEagerBytes) {
+      if (!room_->park(connection, rest, waiting.start, waiting.admitted)) {
+        throw ConnectionError(Outcome::too_large, "requests held at once over " +
+                                                      std::to_string(framing_->budget->limit()) +
+                                                      " bytes (max_total_bytes)");
+      }
+      parked = true;
+      return false;
+    }
+    if (!rest.empty()) {
+      buffer.reserve(rest.size());
+      std::memcpy(buffer.tail(), rest.data(), rest.size());
+      buffer.commit(rest.size());
+    }
+    return go_on(connection, workspace, waiting.start, record, parked);
   });
-  end(waiting.connection, record, answered, waiting.admitted, waiting.start);
+  if (parked) return;  // the room's again
+  end(connection, record, answered, waiting.admitted, waiting.start);
 }
 
 void Server::end_waiting(detail::Waiting& waiting, Outcome outcome,
@@ -370,7 +428,8 @@ void Server::end_waiting(detail::Waiting& waiting, Outcome outcome,
     record.detail = detail;
   } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the text; the outcome stands
   }
-  end(waiting.connection, record, false, waiting.admitted, waiting.start);
+  // Ok: a line session that the stop ended between lines, closed cleanly.
+  end(waiting.connection, record, outcome == Outcome::ok, waiting.admitted, waiting.start);
 }
 
 void Server::end(Connection& connection, ConnectionRecord& record, bool answered, bool admitted,

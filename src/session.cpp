@@ -15,8 +15,8 @@
 
 namespace sockecho {
 
-void Protocol::answer(Connection& /*connection*/, Workspace& /*workspace*/,
-                      std::string_view /*request*/) {
+Answered Protocol::answer(Connection& /*connection*/, Workspace& /*workspace*/,
+                          std::string_view /*bytes*/, bool /*at_end*/) {
   throw std::logic_error("answer() called on a protocol that declares no framing");
 }
 
@@ -238,18 +238,21 @@ class EchoProtocol final : public DocumentProtocol {
       if (limit != 0 && buffer.size() >= limit) too_large();
       grow(buffer, limit);
     } while (connection.read_into(buffer, limit) != 0);
-    answer(connection, workspace, buffer.view());
+    (void)answer(connection, workspace, buffer.view(), true);
   }
 
   [[nodiscard]] std::optional<Framing> framing() const override {
-    return Framing{limits_.max_bytes, limits_.request_timeout, memory_.budget()};
+    return Framing{Framing::Unit::connection, limits_.max_bytes, limits_.request_timeout,
+                   memory_.budget()};
   }
 
-  void answer(Connection& connection, Workspace& workspace, std::string_view request) override {
+  Answered answer(Connection& connection, Workspace& workspace, std::string_view bytes,
+                  bool /*at_end*/) override {
     connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
-    handler_(Request(request, connection), workspace.reply);
+    handler_(Request(bytes, connection), workspace.reply);
     if (workspace.reply.answered()) workspace.send(connection);
+    return {bytes.size(), true};
   }
 
   [[nodiscard]] std::string describe() const override { return describe_as("echo"); }
@@ -265,9 +268,41 @@ class LineProtocol final : public DocumentProtocol {
         handler_(checked(std::move(handler))),
         greeting_(std::move(greeting)) {}
 
-  void serve(Connection& connection, Workspace& workspace) override {
+  [[nodiscard]] std::optional<Framing> framing() const override {
+    return Framing{Framing::Unit::line, limits_.max_bytes, limits_.request_timeout,
+                   memory_.budget()};
+  }
+
+  void open(Connection& connection, Workspace& /*workspace*/) override {
     const std::array<std::string_view, 2> greeting_line = {greeting_, kNewline};
     connection.write_all(greeting_line.data(), greeting_line.size());
+  }
+
+  // The waiting room's side of serve() below: the same answers, the reading left to the server.
+  Answered answer(Connection& connection, Workspace& workspace, std::string_view bytes,
+                  bool at_end) override {
+    LineFramer framer(limits_.max_bytes);
+    workspace.reply.clear();
+    while (const std::optional<std::string_view> line = framer.next(bytes)) {
+      if (!answer(*line, connection, workspace)) return {bytes.size(), true};
+    }
+    if (!workspace.reply.empty()) workspace.send(connection);
+    const std::string_view rest = bytes.substr(framer.consumed());
+    if (framer.too_long(bytes.size())) too_large();
+    if (at_end) {
+      // A last line without '\n' is answered too.
+      if (!rest.empty()) {
+        workspace.reply.clear();
+        if (answer(rest, connection, workspace)) workspace.send(connection);
+      }
+      return {bytes.size(), true};
+    }
+    // At the server's stop, a session ends between lines; a line begun is read to its end.
+    return {framer.consumed(), rest.empty() && stopped(workspace)};
+  }
+
+  void serve(Connection& connection, Workspace& workspace) override {
+    open(connection, workspace);
 
     const Borrowed borrowed(memory_, workspace.buffer);
     Buffer& buffer = workspace.buffer;

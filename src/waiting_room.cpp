@@ -146,6 +146,22 @@ void WaitingRoom::stop() noexcept {
   changed_.notify_all();
 }
 
+void WaitingRoom::close_idle() noexcept {
+  if (framing_.unit != Framing::Unit::line || closing_idle_.exchange(true)) return;
+  post(wake_);
+}
+
+void WaitingRoom::end_idle(std::vector<Ended>& ended) {
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (!it->second->request.empty()) {
+      ++it;
+      continue;
+    }
+    ended.push_back({std::move(it->second), Outcome::ok, "the server stopped between lines"});
+    it = held_.erase(it);
+  }
+}
+
 void WaitingRoom::run() noexcept {
   std::array<epoll_event, kEvents> events{};
   Clock::time_point next_sweep = Clock::now() + kTick;
@@ -177,6 +193,7 @@ void WaitingRoom::run() noexcept {
         const int fd = events[static_cast<std::size_t>(i)].data.fd;
         if (fd != wake_.get()) readable(fd, ended);
       }
+      if (closing_idle_.load()) end_idle(ended);
       const Clock::time_point now = Clock::now();
       if (now >= next_sweep) {
         sweep(now, ended);
@@ -230,9 +247,23 @@ void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
       if (limit_ != 0) chunk = std::min(chunk, limit_ - request.size());
       const std::optional<std::size_t> n = waiting.connection.try_read(request.tail(), chunk);
       if (!n) return;  // all there is for now
-      if (*n == 0) break;
-      request.commit(*n);
-      waiting.connection.deadline().progress(Clock::now());
+      if (*n == 0) {
+        waiting.at_end = true;
+        break;
+      }
+      const Clock::time_point now = Clock::now();
+      waiting.connection.deadline().progress(now);
+      if (framing_.unit == Framing::Unit::line) {
+        // A line's request limit runs from its first byte; it is complete at its '\n'.
+        if (request.empty()) {
+          waiting.connection.deadline().set_end(end_after(framing_.request_timeout, now));
+        }
+        const bool line_ends = std::memchr(request.tail(), '\n', *n) != nullptr;
+        request.commit(*n);
+        if (line_ends) break;
+      } else {
+        request.commit(*n);
+      }
     }
   } catch (const std::system_error& e) {
     give_up(classify(e.code()), e.what());

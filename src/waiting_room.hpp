@@ -70,6 +70,7 @@ struct Waiting {
   Charge charge;
   Clock::time_point start;  // the accept
   bool admitted;            // counted against its source's limit
+  bool at_end = false;      // the client half-closed after the bytes in `request`
 };
 
 // Holds connections whose request is incomplete on one thread of its own (an epoll set), reads
@@ -114,6 +115,10 @@ class WaitingRoom {
   [[nodiscard]] std::size_t count() const noexcept { return count_.load(); }
   [[nodiscard]] std::size_t queued() const noexcept { return queued_.load(); }
 
+  // The server is stopping: line sessions waiting between lines end (outcome ok, closed
+  // cleanly), now and whenever one is parked from now on; a request begun goes on to its end.
+  void close_idle() noexcept;
+
   // Ends the room's thread, then every connection it still holds (outcome error). Call it once
   // no worker can park again.
   void stop() noexcept;
@@ -130,6 +135,7 @@ class WaitingRoom {
   // With mutex_ held:
   void readable(int fd, std::vector<Ended>& ended);
   void sweep(Clock::time_point now, std::vector<Ended>& ended);
+  void end_idle(std::vector<Ended>& ended);
   bool grow(Waiting& waiting) noexcept;
   // Without it:
   void end(std::vector<Ended>& ended) noexcept;
@@ -148,6 +154,7 @@ class WaitingRoom {
   std::atomic<std::size_t> count_{0};   // held_ + queue_, written under mutex_
   std::atomic<std::size_t> queued_{0};  // queue_.size()
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> closing_idle_{false};
   std::thread thread_;  // started by the first park()
 };
 

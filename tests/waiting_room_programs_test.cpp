@@ -214,6 +214,63 @@ TEST(WaitingRoomProgram, AStopAnswersWhatCompletesInTheRoomAndTakesNoNewConnecti
   EXPECT_NE(server.err().find(" ok=1 "), std::string::npos) << server.err();
 }
 
+// Reads one line (without its '\n') a byte at a time: what a line client does between requests.
+std::string line_of(Connection& c) {
+  std::string line;
+  char byte = 0;
+  while (c.read_some(&byte, 1) == 1 && byte != '\n') line += byte;
+  return line;
+}
+
+TEST(WaitingRoomProgram, LineSessionsWaitBetweenLinesWithoutAWorkerAndResume) {
+  constexpr int kWorkers = 2;
+  constexpr int kSessions = 10 * kWorkers;
+  test::MeteredServer server(
+      {"--mode", "line", "--workers", std::to_string(kWorkers), "--timeout", "20"});
+  ASSERT_NE(server.metrics_port(), 0) << server.err();
+  std::vector<Connection> sessions;
+  sessions.reserve(kSessions);
+  for (int i = 0; i < kSessions; ++i) {
+    sessions.push_back(held_from("127.2.0." + std::to_string(1 + i), server.port(), ""));
+    Connection& c = sessions.back();
+    ASSERT_EQ(line_of(c), "connect");
+    c.write_all("first " + std::to_string(i) + "\n");
+    ASSERT_EQ(line_of(c), kPrefix + "first " + std::to_string(i));
+  }
+  // Between lines, every session waits in the room: none holds a worker.
+  ASSERT_TRUE(test::eventually([&] {
+    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kSessions;
+  })) << scrape(server.metrics_port());
+  // Another session, talking line after line, is served meanwhile.
+  Connection talker = held_from("127.2.1.1", server.port(), "");
+  ASSERT_EQ(line_of(talker), "connect");
+  for (int i = 0; i < 20; ++i) {
+    talker.write_all("line " + std::to_string(i) + "\n");
+    ASSERT_EQ(line_of(talker), kPrefix + "line " + std::to_string(i));
+  }
+  // A line sent in two parts, far apart, is one line.
+  talker.write_all("in two ");
+  std::this_thread::sleep_for(50ms);  // ok-sleep: the pause between the two parts of a line
+  talker.write_all("parts\n");
+  EXPECT_EQ(line_of(talker), kPrefix + "in two parts");
+  // Each waiting session resumes where it was.
+  for (int i = 0; i < kSessions; ++i) {
+    Connection& c = sessions[static_cast<std::size_t>(i)];
+    c.write_all("second " + std::to_string(i) + "\n");
+    EXPECT_EQ(line_of(c), kPrefix + "second " + std::to_string(i));
+  }
+  // The stop ends the sessions waiting between lines at once, each closed cleanly: no reset,
+  // no wait for --timeout.
+  const Clock::time_point stop = Clock::now();
+  server.signal(SIGTERM);
+  for (Connection& c : sessions) {
+    char byte = 0;
+    EXPECT_EQ(c.read_some(&byte, 1), 0U) << "a clean end of stream";
+  }
+  EXPECT_EQ(server.wait(), 0) << server.err();
+  EXPECT_LT(Clock::now() - stop, std::chrono::seconds(5));
+}
+
 TEST(WaitingRoomProgram, MaxConnectionsOutOfRangeIsAUsageError) {
   for (const char* bad : {"0", "-1", "1000001", "many"}) {
     const test::RunResult r =

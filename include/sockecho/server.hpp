@@ -95,7 +95,7 @@ class Server final : public ServerCore {
   class StreamWorker;
 
   std::unique_ptr<Worker> make_worker() override;
-  void interrupt() noexcept override { listener_.interrupt(); }
+  void interrupt() noexcept override;
   [[nodiscard]] std::string describe() const override;
   [[nodiscard]] std::string stop_words(const ServerStats& stats) const override;
   [[nodiscard]] std::string stopping_line() const override;
@@ -115,6 +115,10 @@ class Server final : public ServerCore {
   bool serve_eagerly(Connection& connection, Workspace& workspace, Clock::time_point start,
                      ConnectionRecord& record, bool& parked);
   void serve_waiting(detail::Waiting& waiting, Workspace& workspace);
+  // Reads and answers a connection's requests in this worker for as long as they come within
+  // the grace (line mode: line after line); then parks it. True when a whole last reply went out.
+  bool go_on(Connection& connection, Workspace& workspace, Clock::time_point start,
+             ConnectionRecord& record, bool& parked);
   void end_waiting(detail::Waiting& waiting, Outcome outcome, const std::string& detail) noexcept;
   // Closes (answered) or resets the connection, gives back its source's count, and counts and
   // logs it.

@@ -58,16 +58,27 @@ struct Workspace {
   void send(Connection& connection);
 };
 
-// What a protocol declares so that a server may read its requests itself and hold an incomplete
-// one without a worker (the waiting room; see docs/ARCHITECTURE.md): a request is every byte up
-// to the client's half-close (the echo protocol's framing).
+// What a protocol declares so that a server may read its requests itself and hold a connection
+// whose request is not complete without a worker (the waiting room; see docs/ARCHITECTURE.md).
 struct Framing {
+  // What one request is: every byte up to the client's half-close, one to a connection (the
+  // echo protocol); or a line up to its '\n', any number to a connection (the line protocol),
+  // which waits between them without a worker.
+  enum class Unit { connection, line };
+  Unit unit = Unit::connection;
   // Largest request; one byte more ends the connection unanswered, outcome too_large. 0: none.
   std::size_t max_bytes = 0;
-  // From the accept to the request's end; on expiry, outcome timeout. Zero: none.
+  // From a request's start (the accept; a line's first byte) to its end; on expiry, outcome
+  // timeout. Zero: none.
   std::chrono::milliseconds request_timeout{0};
   // Where the bytes of a request held without a worker are charged, from its first byte.
   std::shared_ptr<MemoryBudget> budget;
+};
+
+// What answer() did with the bytes it was given.
+struct Answered {
+  std::size_t used = 0;  // bytes answered, from the front; the rest is a request not complete
+  bool done = true;      // the connection is over: its last reply sent, or one that ends it
 };
 
 // Serves connections of one protocol. One object serves every worker of a server at once.
@@ -106,10 +117,19 @@ class Protocol {
   // and what a protocol of a library user's own gets unless it says otherwise): serve() runs,
   // and holds a worker, for the whole connection.
   [[nodiscard]] virtual std::optional<Framing> framing() const { return std::nullopt; }
-  // Answers a request the server has read whole (`request`: its bytes, valid during the call),
-  // leaving the reply's outcome in workspace.reply as serve() does. Called only for a protocol
-  // that declares framing(); the default throws std::logic_error.
-  virtual void answer(Connection& connection, Workspace& workspace, std::string_view request);
+  // Starts a connection before its first request is read (the line protocol's greeting).
+  // Called only for a protocol that declares framing().
+  virtual void open(Connection& connection, Workspace& workspace) {
+    (void)connection;
+    (void)workspace;
+  }
+  // Answers what the server has read of a connection (`bytes`, valid during the call; `at_end`
+  // when the client has half-closed after them), leaving the outcome in workspace.reply as
+  // serve() does: Unit::connection gets the whole request once, at its end; Unit::line gets
+  // every complete line and the start of the next, and answers the lines. Called only for a
+  // protocol that declares framing(); the default throws std::logic_error.
+  virtual Answered answer(Connection& connection, Workspace& workspace, std::string_view bytes,
+                          bool at_end);
 };
 
 // Limits of the document's protocols.
