@@ -372,15 +372,32 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
       parked = true;
       return false;
     }
+    workspace.defer = framing_->unit == Framing::Unit::connection;
     const Answered answered =
         protocol_->answer(connection, workspace, buffer.view(), got == Eager::ended);
-    if (answered.done) return replied(workspace.reply, record);
+    if (answered.done) return reply_done(connection, workspace, start, true, record, parked);
     // Line mode: what is left is the start of the next line, begun in the last read.
     buffer.consume(answered.used);
     connection.deadline().set_end(buffer.empty()
                                       ? Clock::time_point::max()
                                       : end_after(framing_->request_timeout, Clock::now()));
   }
+}
+
+bool Server::reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
+                        bool admitted, ConnectionRecord& record, bool& parked) {
+  const bool answered = replied(workspace.reply, record);
+  Buffer& unsent = workspace.unsent;
+  if (unsent.empty()) return answered;
+  // The client has not read all of its reply yet: the rest waits in the room while it fits the
+  // budget; past it, this worker writes it as before.
+  if (room_->park_reply(connection, unsent, record, start, admitted)) {
+    parked = true;
+    return false;
+  }
+  connection.write_all(unsent.view());
+  unsent = Buffer();
+  return answered;
 }
 
 void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
@@ -390,8 +407,11 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
   Connection& connection = waiting.connection;
   const bool answered = guarded(record, [&] {
     const std::string_view bytes = waiting.request.view();
+    workspace.defer = framing_->unit == Framing::Unit::connection;
     const Answered done = protocol_->answer(connection, workspace, bytes, waiting.at_end);
-    if (done.done) return replied(workspace.reply, record);
+    if (done.done) {
+      return reply_done(connection, workspace, waiting.start, waiting.admitted, record, parked);
+    }
     // Line mode: the session goes on with this worker, with the start of the next line (if it
     // is large, in the room again at once).
     const std::string_view rest = bytes.substr(done.used);
@@ -423,13 +443,20 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
 void Server::end_waiting(detail::Waiting& waiting, Outcome outcome,
                          const std::string& detail) noexcept {
   ConnectionRecord record;
-  record.outcome = outcome;
-  try {
-    record.detail = detail;
-  } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the text; the outcome stands
-  }
   // Ok: a line session that the stop ended between lines, closed cleanly.
-  end(waiting.connection, record, outcome == Outcome::ok, waiting.admitted, waiting.start);
+  bool answered = outcome == Outcome::ok;
+  if (waiting.replying) {
+    record = std::move(waiting.record);
+    answered = waiting.written == waiting.request.size();
+  }
+  if (!answered) {
+    record.outcome = outcome;
+    try {
+      record.detail = detail;
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the text; the outcome stands
+    }
+  }
+  end(waiting.connection, record, answered, waiting.admitted, waiting.start);
 }
 
 void Server::end(Connection& connection, ConnectionRecord& record, bool answered, bool admitted,
@@ -452,17 +479,21 @@ void Server::end(Connection& connection, ConnectionRecord& record, bool answered
 }
 
 bool Server::may_accept() noexcept {
-  if (options_.max_connections == 0) return true;
+  // Accepts are one at a time (the listener is one-shot in the wait set) and each is counted
+  // before the next can start, so below the limit no lock is needed: the count only falls
+  // meanwhile.
+  if (options_.max_connections == 0 || active() < options_.max_connections) return true;
   const std::lock_guard<std::mutex> lock(gate_mutex_);
-  if (stats().active < options_.max_connections) return true;
-  gate_closed_ = true;
+  if (active() < options_.max_connections) return true;
+  gate_closed_.store(true);
   return false;
 }
 
 void Server::reopen() noexcept {
+  if (!gate_closed_.load()) return;
   const std::lock_guard<std::mutex> lock(gate_mutex_);
-  if (!gate_closed_ || stats().active >= options_.max_connections) return;
-  gate_closed_ = false;
+  if (!gate_closed_.load() || active() >= options_.max_connections) return;
+  gate_closed_.store(false);
   rearm(listener_.fd());
 }
 

@@ -73,26 +73,58 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
     std::memcpy(request.tail(), bytes.data(), bytes.size());
     request.commit(bytes.size());
   }
+  auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(request),
+                                           std::move(charge), start, admitted);
   const std::lock_guard<std::mutex> lock(mutex_);
+  try {
+    hold(waiting, EPOLLIN);
+  } catch (...) {
+    connection = std::move(waiting->connection);
+    throw;
+  }
+  return true;
+}
+
+bool WaitingRoom::park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
+                             Clock::time_point start, bool admitted) {
+  Charge charge(*framing_.budget);
+  if (!charge.add(unsent.capacity())) return false;
+  auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(unsent),
+                                           std::move(charge), start, admitted);
+  waiting->replying = true;
+  waiting->record = std::move(record);
+  const std::lock_guard<std::mutex> lock(mutex_);
+  try {
+    hold(waiting, EPOLLOUT);
+  } catch (...) {
+    connection = std::move(waiting->connection);
+    unsent = std::move(waiting->request);
+    throw;
+  }
+  return true;
+}
+
+void WaitingRoom::hold(std::unique_ptr<Waiting>& waiting, std::uint32_t events) {
   if (!thread_.joinable()) {
     // The room's thread takes no signal of the program's.
     const BlockedSignals blocked;
     thread_ = std::thread([this] { run(); });
   }
-  const int fd = connection.fd();
-  auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(request),
-                                           std::move(charge), start, admitted);
+  const int fd = waiting->connection.fd();
   epoll_event event{};
-  event.events = EPOLLIN;
+  event.events = events;
   event.data.fd = fd;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
-    const int err = errno;
-    connection = std::move(waiting->connection);
-    throw os_error(err, "epoll_ctl ADD " + connection.peer().to_string() + " (the waiting room)");
+    throw os_error(
+        errno, "epoll_ctl ADD " + waiting->connection.peer().to_string() + " (the waiting room)");
   }
-  held_.emplace(fd, std::move(waiting));
+  try {
+    held_.emplace(fd, std::move(waiting));
+  } catch (...) {
+    (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    throw;
+  }
   count_.fetch_add(1);
-  return true;
 }
 
 std::unique_ptr<Waiting> WaitingRoom::take() {
@@ -153,7 +185,7 @@ void WaitingRoom::close_idle() noexcept {
 
 void WaitingRoom::end_idle(std::vector<Ended>& ended) {
   for (auto it = held_.begin(); it != held_.end();) {
-    if (!it->second->request.empty()) {
+    if (!it->second->request.empty() || it->second->replying) {
       ++it;
       continue;
     }
@@ -221,9 +253,31 @@ bool WaitingRoom::grow(Waiting& waiting) noexcept {
   return true;
 }
 
+void WaitingRoom::writable(Held::iterator found, std::vector<Ended>& ended) {
+  Waiting& waiting = *found->second;
+  const std::string_view rest = waiting.request.view().substr(waiting.written);
+  try {
+    const std::size_t sent = waiting.connection.try_write(&rest, 1);
+    if (sent > 0) waiting.connection.deadline().progress(Clock::now());
+    waiting.written += sent;
+  } catch (const std::system_error& e) {
+    ended.push_back({std::move(found->second), classify(e.code()), e.what()});
+    held_.erase(found);
+    return;
+  }
+  if (waiting.written < waiting.request.size()) return;
+  // All of it is the kernel's: the connection ends as its reply said.
+  ended.push_back({std::move(found->second), waiting.record.outcome, {}});
+  held_.erase(found);
+}
+
 void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
   const auto found = held_.find(fd);
   if (found == held_.end()) return;  // ended since the event was reported
+  if (found->second->replying) {
+    writable(found, ended);
+    return;
+  }
   Waiting& waiting = *found->second;
   const auto give_up = [&](Outcome outcome, std::string detail) {
     ended.push_back({std::move(found->second), outcome, std::move(detail)});
@@ -289,8 +343,8 @@ void WaitingRoom::sweep(Clock::time_point now, std::vector<Ended>& ended) {
       ++it;
       continue;
     }
-    std::string detail = "read " + it->second->connection.peer().to_string() +
-                         ": Connection timed out" +
+    std::string detail = (it->second->replying ? "write " : "read ") +
+                         it->second->connection.peer().to_string() + ": Connection timed out" +
                          (deadline.end_first() ? " (request deadline)" : "");
     ended.push_back({std::move(it->second), Outcome::timeout, std::move(detail)});
     it = held_.erase(it);

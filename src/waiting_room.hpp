@@ -71,6 +71,11 @@ struct Waiting {
   Clock::time_point start;  // the accept
   bool admitted;            // counted against its source's limit
   bool at_end = false;      // the client half-closed after the bytes in `request`
+  // A reply the client has not read yet: `request` holds its unsent bytes, from `written` on,
+  // and `record` how its connection ends once they are all taken.
+  bool replying = false;
+  std::size_t written = 0;
+  ConnectionRecord record;
 };
 
 // Holds connections whose request is incomplete on one thread of its own (an epoll set), reads
@@ -104,6 +109,13 @@ class WaitingRoom {
   [[nodiscard]] bool park(Connection& connection, std::string_view bytes, Clock::time_point start,
                           bool admitted);
 
+  // Takes `connection`, whose reply's `unsent` bytes the client has not read yet, to write them
+  // as it reads; once all are written the connection ends with `record` (answered). False, the
+  // connection and the bytes left with the caller, when the budget has no room for them.
+  // Throws std::system_error as park() does.
+  [[nodiscard]] bool park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
+                                Clock::time_point start, bool admitted);
+
   // Readable while complete requests wait to be taken (an eventfd in semaphore mode).
   [[nodiscard]] int ready_fd() const noexcept { return ready_.get(); }
   // A complete request, when a ticket was still there to take; nullptr otherwise. Never waits.
@@ -134,6 +146,10 @@ class WaitingRoom {
   void run() noexcept;
   // With mutex_ held:
   void readable(int fd, std::vector<Ended>& ended);
+  void writable(Held::iterator found, std::vector<Ended>& ended);
+  // Puts a connection in the room, watched for `events`; with mutex_ held. Throws
+  // std::system_error (`waiting` then left as it was) when it cannot be watched.
+  void hold(std::unique_ptr<Waiting>& waiting, std::uint32_t events);
   void sweep(Clock::time_point now, std::vector<Ended>& ended);
   void end_idle(std::vector<Ended>& ended);
   bool grow(Waiting& waiting) noexcept;

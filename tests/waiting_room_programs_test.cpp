@@ -271,6 +271,68 @@ TEST(WaitingRoomProgram, LineSessionsWaitBetweenLinesWithoutAWorkerAndResume) {
   EXPECT_LT(Clock::now() - stop, std::chrono::seconds(5));
 }
 
+// A client that sends `size` bytes, half-closes and does not read its reply (yet).
+Connection non_reader(std::uint16_t port, int i, std::size_t size) {
+  Connection c = held_from("127.3.0." + std::to_string(1 + i), port, "");
+  c.write_all(std::string(size, static_cast<char>('a' + i % 26)));
+  c.close_write();
+  return c;
+}
+
+TEST(WaitingRoomProgram, RepliesNotReadWaitInTheRoomWithinTheBudgetWhileOthersAreServed) {
+  constexpr int kWorkers = 4;
+  constexpr int kNonReaders = 10 * kWorkers;
+  constexpr std::size_t kSize = std::size_t{8} << 20;  // more than the kernel's buffers hold
+  test::MeteredServer server({"--workers", std::to_string(kWorkers), "--timeout", "20"});
+  ASSERT_NE(server.metrics_port(), 0) << server.err();
+  std::vector<Connection> readers;
+  readers.reserve(kNonReaders);
+  for (int i = 0; i < kNonReaders; ++i) readers.push_back(non_reader(server.port(), i, kSize));
+  ASSERT_TRUE(test::eventually([&] {
+    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kNonReaders;
+  })) << scrape(server.metrics_port());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(answered_within(server.port(), "legit " + std::to_string(i), test::kPatience));
+  }
+  EXPECT_LE(gauge(scrape(server.metrics_port()), "sockecho_workers"), kWorkers);
+  // Each reply, read at last, is whole.
+  for (int i = 0; i < kNonReaders; ++i) {
+    const std::string reply = readers[static_cast<std::size_t>(i)].read_to_end_string();
+    EXPECT_EQ(reply.size(), kPrefix.size() + kSize) << i;
+    EXPECT_EQ(reply.substr(0, kPrefix.size()), kPrefix) << i;
+    EXPECT_EQ(reply.find_first_not_of(static_cast<char>('a' + i % 26), kPrefix.size()),
+              std::string::npos)
+        << i;
+  }
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+  EXPECT_NE(server.err().find(" ok=" + std::to_string(kNonReaders + 20) + " "), std::string::npos)
+      << server.err();
+}
+
+TEST(WaitingRoomProgram, RepliesNotReadPastTheBudgetAreWrittenByAWorkerAndCutAtTheTimeout) {
+  // Replies of 8 MiB (a program's output) and a budget of 1 MiB: what the kernel does not take
+  // at once cannot wait in the room, so each worker writes its reply as before the room, and
+  // a client that does not read is cut at the idle limit; then the workers serve again.
+  test::ServerProcess server({"--workers", "2", "--timeout", "0.5", "--max-total-bytes", "1M",
+                              "--exec", "head", "-c", "8388608", "/dev/zero"});
+  std::vector<Connection> readers;
+  readers.reserve(2);
+  const Clock::time_point start = Clock::now();
+  for (int i = 0; i < 2; ++i) readers.push_back(non_reader(server.port(), i, 1));
+  for (int i = 0; i < 2; ++i) {
+    const std::optional<std::string> line = server.wait_stderr(" outcome=");
+    ASSERT_TRUE(line) << server.err();
+    EXPECT_NE(line->find(" outcome=timeout"), std::string::npos) << *line;
+  }
+  EXPECT_LT(Clock::now() - start, 500ms + 500ms + kSlack + std::chrono::seconds(1));
+  RequestOptions patient;
+  patient.timeout = test::kPatience;
+  EXPECT_EQ(request("127.0.0.1", server.port(), "after", patient).size(), 8U << 20);
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
 TEST(WaitingRoomProgram, MaxConnectionsOutOfRangeIsAUsageError) {
   for (const char* bad : {"0", "-1", "1000001", "many"}) {
     const test::RunResult r =

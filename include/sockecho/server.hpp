@@ -1,6 +1,7 @@
 // sockecho: a blocking server that runs connections; the protocol is handed to it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -119,6 +120,10 @@ class Server final : public ServerCore {
   // the grace (line mode: line after line); then parks it. True when a whole last reply went out.
   bool go_on(Connection& connection, Workspace& workspace, Clock::time_point start,
              ConnectionRecord& record, bool& parked);
+  // After the last reply: a reply the client has not read yet goes to the room (parked) while
+  // the budget has room for it. True when a whole reply went out.
+  bool reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
+                  bool admitted, ConnectionRecord& record, bool& parked);
   void end_waiting(detail::Waiting& waiting, Outcome outcome, const std::string& detail) noexcept;
   // Closes (answered) or resets the connection, gives back its source's count, and counts and
   // logs it.
@@ -136,7 +141,7 @@ class Server final : public ServerCore {
   std::unique_ptr<detail::WaitingRoom> room_;  // with framing and more than one worker
   Fd waits_;                                   // what the workers wait on, with a room
   std::mutex gate_mutex_;
-  bool gate_closed_ = false;  // at max_connections: the listener is not re-armed
+  std::atomic<bool> gate_closed_{false};  // at max_connections: the listener is not re-armed
   // Connections open per source address, while max_per_source is set.
   std::mutex sources_mutex_;
   std::unordered_map<std::string, unsigned> sources_;

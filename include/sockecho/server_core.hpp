@@ -147,6 +147,10 @@ class ServerCore : public Collector {
   // The counters: a connection or datagram arrived (it is active until counted()); one ended.
   void arrived() noexcept;
   void counted(Outcome outcome, std::uint64_t bytes_in, std::uint64_t bytes_out) noexcept;
+  // Connections (datagrams) arrived and not yet counted: stats().active, without the rest.
+  [[nodiscard]] std::uint64_t active() const noexcept {
+    return active_.load(std::memory_order_relaxed);
+  }
   // sockecho_up: 1 while the server serves, 0 once it is stopping (either transport's).
   void collect_up(Exposition& out) const;
   [[nodiscard]] unsigned max_workers() const noexcept { return max_workers_; }

@@ -53,6 +53,10 @@ struct Workspace {
   // Readable once the server stops (ServerCore::stop_fd()); -1: no server's. A protocol that
   // waits between requests waits on it too, and ends the session at a stop.
   int stop_fd = -1;
+  // Set by a server with a waiting room: send() writes what the kernel takes now and leaves
+  // the rest of the reply in `unsent` (copied once), for the room to write as the client reads.
+  bool defer = false;
+  Buffer unsent;
 
   // Writes `reply` to the connection, gathered into as few system calls as possible.
   void send(Connection& connection);
