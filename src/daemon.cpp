@@ -276,13 +276,18 @@ SignalWaiter Daemon::Parts::answer_signals() {
 }
 
 void Daemon::Parts::abandon() noexcept {
-  // Nothing the daemon started may outlive it, and the log says what was lost: written
-  // directly, since the batched log would not get to write it.
-  if (!jobs) return;
-  const auto [running, queued] = jobs->abandon();
-  Logger(options.log_fd, LogLevel::quiet)
-      .event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
-                                  " (killed) queued=" + std::to_string(queued));
+  // Nothing the daemon started may outlive it, and the log says what was lost. The process
+  // ends as soon as this returns, without its destructors: what the batched log holds (the
+  // lines of its last 50 ms, this one too) is written first.
+  if (jobs) {
+    const auto [running, queued] = jobs->abandon();
+    try {
+      log.event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
+                                     " (killed) queued=" + std::to_string(queued));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the end goes on
+    }
+  }
+  log.flush();
 }
 
 Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move(options))) {

@@ -109,6 +109,31 @@ TEST(SignalsProgram, ASecondStopSignalKillsItWithThatSignal) {
   }
 }
 
+// The log writes in batches, 50 ms late; a second stop signal ends the process at once, so what
+// the log holds is written first: here the start lines, logged just after the ready line, and
+// those of the first stop, all well within 50 ms of the end.
+TEST(SignalsProgram, ASecondStopSignalWritesWhatTheLogHoldsFirst) {
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round);
+    // An acknowledged job keeps the first stop draining until the second signal comes.
+    ServerProcess server({"--background", "--exec", "sleep", "30"});
+    ASSERT_EQ(request("127.0.0.1", server.port(), "job").rfind("accepted ", 0), 0U);
+    // Two different signals, so the kernel cannot merge them into one: whichever the server
+    // takes first stops it, the other ends it.
+    server.signal(SIGTERM);
+    server.signal(SIGINT);
+    const std::optional<int> status = server.wait();
+    EXPECT_TRUE(status == 128 + SIGINT || status == 128 + SIGTERM) << server.err();
+    for (const std::string line :
+         {" start listen=127.0.0.1:", " stopping: ", " jobs: abandoned "}) {
+      EXPECT_NE(server.err().find(line), std::string::npos) << line << " missing:\n"
+                                                            << server.err();
+    }
+    EXPECT_LT(server.err().find(" stopping: "), server.err().find(" jobs: abandoned "))
+        << "in the order they happened: " << server.err();
+  }
+}
+
 TEST(SignalsProgram, SignalsWithNothingToDoNeverStopIt) {
   ServerProcess server({"--quiet"});
   for (const int signal : {SIGUSR2, SIGPIPE, SIGWINCH, SIGALRM}) {
