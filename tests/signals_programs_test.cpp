@@ -124,8 +124,8 @@ TEST(SignalsProgram, ASecondStopSignalWritesWhatTheLogHoldsFirst) {
     server.signal(SIGINT);
     const std::optional<int> status = server.wait();
     EXPECT_TRUE(status == 128 + SIGINT || status == 128 + SIGTERM) << server.err();
-    for (const std::string line :
-         {" start listen=127.0.0.1:", " stopping: ", " jobs: abandoned "}) {
+    for (const std::string line : {" jobs: start mode=background ", " start listen=127.0.0.1:",
+                                   " stopping: ", " jobs: abandoned "}) {
       EXPECT_NE(server.err().find(line), std::string::npos) << line << " missing:\n"
                                                             << server.err();
     }
