@@ -92,7 +92,7 @@ TEST(SignalsProgram, QuietStillWritesTheStatsLineItWasAskedFor) {
 }
 
 // A second stop signal ends the server at once, killed by that signal: the shell's 128 + its
-// number, as the README's exit codes and the man page's EXIT STATUS say.
+// number, as docs/operations.md's exit codes and the man page's EXIT STATUS say.
 TEST(SignalsProgram, ASecondStopSignalKillsItWithThatSignal) {
   for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
     SCOPED_TRACE(signal);
