@@ -1,10 +1,12 @@
 #include "sockecho/daemon.hpp"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -98,14 +100,42 @@ UnixOptions unix_options(const DaemonOptions& o) {
   return file;
 }
 
+// A Unix socket file at `path` for `flag` (--unix, --status unix:). A directory that does not
+// exist is said by name ("No such file or directory" alone does not say which part is missing).
+Listener bind_unix_for(std::string_view flag, const std::string& path, const UnixOptions& file) {
+  try {
+    return Listener::bind_unix(path, file);
+  } catch (const std::system_error& e) {
+    const std::string::size_type slash = path.rfind('/');
+    if (e.code() != std::errc::no_such_file_or_directory || path.front() == '@' ||
+        slash == std::string::npos || slash == 0) {
+      throw;
+    }
+    const std::string dir = path.substr(0, slash);
+    struct stat info {};
+    if (::stat(dir.c_str(), &info) == 0) throw;
+    throw std::runtime_error(std::string(flag) + ": " + e.what() + ": the directory " + dir +
+                             " does not exist (create it first: mkdir -p " + dir +
+                             ", or RuntimeDirectory= under systemd)");
+  }
+}
+
 // A listener of the daemon's own besides the served one (--metrics, --status), bound now so a
 // failure stops the start; its error names the flag.
 Listener bind_flag(std::string_view flag, const ListenAddress& at, const UnixOptions& unix_file) {
   try {
-    if (!at.unix_path.empty()) return Listener::bind_unix(at.unix_path, unix_file);
+    if (!at.unix_path.empty()) return bind_unix_for(flag, at.unix_path, unix_file);
     return Listener::bind(at.host, at.port);
   } catch (const std::system_error& e) {
-    throw std::system_error(e.code(), std::string(flag) + ": " + e.what());
+    // std::system_error appends the code's message to what it is given: give it the text
+    // without it, or the reason would be said twice.
+    std::string what = e.what();
+    const std::string reason = ": " + e.code().message();
+    if (what.size() >= reason.size() &&
+        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
+      what.resize(what.size() - reason.size());
+    }
+    throw std::system_error(e.code(), std::string(flag) + ": " + what);
   }
 }
 
@@ -117,7 +147,7 @@ Listener listen_socket(const DaemonOptions& o, const UnixOptions& unix_file,
                                     " listen=" + inherited->address().to_string());
     return std::move(*inherited);
   }
-  if (!o.unix_path.empty()) return Listener::bind_unix(o.unix_path, unix_file);
+  if (!o.unix_path.empty()) return bind_unix_for("--unix", o.unix_path, unix_file);
   ListenOptions listen;
   listen.backlog = o.backlog;
   listen.reuse_port = o.reuse_port;
@@ -287,13 +317,18 @@ SignalWaiter Daemon::Parts::answer_signals() {
 }
 
 void Daemon::Parts::abandon() noexcept {
-  // Nothing the daemon started may outlive it, and the log says what was lost: written
-  // directly, since the batched log would not get to write it.
-  if (!jobs) return;
-  const auto [running, queued] = jobs->abandon();
-  Logger(options.log_fd, LogLevel::quiet)
-      .event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
-                                  " (killed) queued=" + std::to_string(queued));
+  // Nothing the daemon started may outlive it, and the log says what was lost. The process
+  // ends as soon as this returns, without its destructors: what the batched log holds (the
+  // lines of its last 50 ms, this one too) is written first.
+  if (jobs) {
+    const auto [running, queued] = jobs->abandon();
+    try {
+      log.event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
+                                     " (killed) queued=" + std::to_string(queued));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the end goes on
+    }
+  }
+  log.flush();
 }
 
 Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move(options))) {
@@ -348,6 +383,16 @@ void Daemon::run(const std::function<void(const std::string& line)>& say) {
     status = std::make_unique<StatusListener>(std::move(*p.status_at), *p.jobs, status_options);
     p.status_at.reset();
     p.metrics.add(*status);
+  }
+  if (p.jobs) {
+    // The start line (the server's, next) says how it listens; this one what it runs.
+    p.log.event(
+        LogLevel::normal,
+        "jobs: start mode=background program=" +
+            (p.options.exec.empty() ? std::string("none") : log_quoted(p.options.exec.front())) +
+            " jobs=" + std::to_string(p.options.jobs) +
+            " queue=" + std::to_string(p.options.queue) + " spool=" +
+            (p.options.spool.empty() ? std::string("none") : log_quoted(p.options.spool)));
   }
   say("listening on " + p.name);
   // Serves until the very end: during the drain below, /health answers 503.

@@ -88,7 +88,7 @@ TEST(ConnectionLimits, TheProgramTimesOutSilentClients) {
 }
 
 TEST(ConnectionLimits, AServerAppliesItsTimeoutToALibraryUsersListener) {
-  // A listener bound with no options at all, as the README's example does: the server's own
+  // A listener bound with no options at all, as docs/library.md's example does: the server's own
   // timeout still applies to every connection.
   ServerOptions options;
   options.timeout = 100ms;

@@ -52,6 +52,10 @@ class Logger {
   // log_quoted()). A batched logger gives such lines a share of their own, half its capacity, so a
   // flood of output is dropped before it can take the room of any other line.
   void output(std::string_view text) const noexcept;
+  // Writes every line logged so far before it returns (a batched logger's writer hurries; a
+  // stalled reader gets about a second): for a process about to end without its destructors,
+  // as a second stop signal ends it. Nothing to do for a logger that writes each line at once.
+  void flush() const noexcept;
 
  private:
   class Batch;
