@@ -21,6 +21,7 @@ install(TARGETS sockecho EXPORT sockecho-targets
 install(DIRECTORY include/sockecho DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev
         FILES_MATCHING PATTERN "*.hpp")
 install(FILES ${PROJECT_BINARY_DIR}/include/sockecho/version.hpp
+              ${PROJECT_BINARY_DIR}/include/sockecho/export.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sockecho COMPONENT dev)
 
 install(EXPORT sockecho-targets NAMESPACE sockecho:: DESTINATION ${SOCKECHO_CMAKE_DIR}

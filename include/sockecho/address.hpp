@@ -10,11 +10,13 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // Who is at the other end of a Unix-domain connection, as the kernel recorded it when the
 // connection was made (SO_PEERCRED): the peer process's pid and its effective uid and gid.
-struct Credentials {
+struct SOCKECHO_EXPORT Credentials {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -32,7 +34,7 @@ struct Credentials {
 // can connect. The peer of an accepted Unix-domain connection has no path of its own (clients
 // rarely bind one); what identifies it is its Credentials, which Listener records on the peer
 // address, so messages and the per-source count name the peer by user id.
-class Address {
+class SOCKECHO_EXPORT Address {
  public:
   // The longest path (or abstract name, '@' not counted) a Unix-domain address can hold: the
   // room in sockaddr_un's sun_path, less its terminating NUL.
@@ -87,7 +89,7 @@ class Address {
   [[nodiscard]] static Address local_of(int fd);
   [[nodiscard]] static Address peer_of(int fd);
 
-  friend bool operator==(const Address& a, const Address& b) noexcept;
+  friend SOCKECHO_EXPORT bool operator==(const Address& a, const Address& b) noexcept;
   friend bool operator!=(const Address& a, const Address& b) noexcept { return !(a == b); }
 
  private:
@@ -98,17 +100,18 @@ class Address {
 
 // "host:port", bracketing hosts that contain ':' ("[::1]:80"): names an endpoint in messages
 // before it is resolved.
-[[nodiscard]] std::string join_host_port(std::string_view host, std::uint16_t port);
+[[nodiscard]] SOCKECHO_EXPORT std::string join_host_port(std::string_view host, std::uint16_t port);
 
 // Resolves a host (IPv4 or IPv6 literal, or a name) and port to TCP addresses with
 // getaddrinfo(), in the order it prefers. `passive` asks for addresses to bind rather than to
 // connect to. Throws std::system_error in resolver_category(), e.g.
 // "resolve nosuch.invalid:80: Name or service not known".
-[[nodiscard]] std::vector<Address> resolve(std::string_view host, std::uint16_t port,
-                                           bool passive = false);
+[[nodiscard]] SOCKECHO_EXPORT std::vector<Address> resolve(std::string_view host,
+                                                           std::uint16_t port,
+                                                           bool passive = false);
 
 // Parses a decimal TCP port, 0 to 65535 (0: "pick a free one"). Throws std::invalid_argument
 // with a message fit for a user on anything else: signs, spaces, hex, empty, too large.
-[[nodiscard]] std::uint16_t parse_port(std::string_view text);
+[[nodiscard]] SOCKECHO_EXPORT std::uint16_t parse_port(std::string_view text);
 
 }  // namespace sockecho

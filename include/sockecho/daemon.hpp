@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/jobs.hpp"
 #include "sockecho/log.hpp"
@@ -39,14 +40,14 @@ enum class Mode {
 };
 
 // HOST:PORT, as --metrics takes it ("127.0.0.1:9100", "[::1]:0").
-struct Endpoint {
+struct SOCKECHO_EXPORT Endpoint {
   std::string host;
   std::uint16_t port = 0;
 };
 
 // HOST:PORT or unix:PATH, as --status takes it: a TCP endpoint, or a Unix socket's path (set
 // instead of host and port; "@NAME" for an abstract one).
-struct ListenAddress {
+struct SOCKECHO_EXPORT ListenAddress {
   std::string host;
   std::uint16_t port = 0;
   std::string unix_path;
@@ -54,7 +55,7 @@ struct ListenAddress {
 
 // What a Daemon does. Each member is a flag of sockecho-server (named in its comment; its man
 // page has the whole story), with the same default, and the daemon's messages name the flags.
-struct DaemonOptions {
+struct SOCKECHO_EXPORT DaemonOptions {
   std::string host{kDefaultHost};               // --host
   std::uint16_t port = kDefaultPort;            // --port (0: a free one)
   std::string unix_path;                        // --unix PATH instead of TCP; empty: TCP
@@ -105,13 +106,13 @@ struct DaemonOptions {
 
 // An option the daemon cannot use, found only when it starts (a program not on PATH, an unknown
 // group): what() is "--flag: reason". sockecho-server exits 2 on it, as on any usage error.
-class OptionError : public std::invalid_argument {
+class SOCKECHO_EXPORT OptionError : public std::invalid_argument {
  public:
   OptionError(std::string_view flag, const std::string& why)
       : std::invalid_argument(std::string(flag) + ": " + why) {}
 };
 
-class Daemon {
+class SOCKECHO_EXPORT Daemon {
  public:
   // Makes everything that can fail before serving: the descriptor limit (raised to what the
   // workers need), the listener (bound, or taken over from a service manager: so construct the
@@ -141,7 +142,7 @@ class Daemon {
   [[nodiscard]] ServerStats stats() const noexcept;
 
  private:
-  struct Parts;
+  struct SOCKECHO_NO_EXPORT Parts;
   std::unique_ptr<Parts> parts_;
 };
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "sockecho/export.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/record.hpp"
@@ -22,7 +23,7 @@ inline constexpr unsigned kDefaultWorkers = 128;
 inline constexpr std::chrono::seconds kIdleWithoutTimeout{30};
 inline constexpr std::chrono::seconds kDefaultTimeout{30};
 
-struct ServerOptions {
+struct SOCKECHO_EXPORT ServerOptions {
   // The most connections served at once, one thread each; 1 is the document's strictly serial
   // loop. Threads start as connections need them (one more whenever the last one waiting takes
   // a connection) and retire after an idle period (the timeout) without one, so a large number
@@ -49,7 +50,7 @@ struct ServerOptions {
 // and then serving its connection to the end with the protocol; while `workers` are busy, new
 // connections wait in the kernel's backlog. stop() from any thread ends run() cleanly (see
 // ServerCore for run, stop, stop_after and stats).
-class Server final : public ServerCore {
+class SOCKECHO_EXPORT Server final : public ServerCore {
  public:
   // Throws std::invalid_argument when options.workers is 0 or there is no protocol, and
   // std::system_error when the listener cannot take the idle timeout.
@@ -67,7 +68,7 @@ class Server final : public ServerCore {
   void collect(Exposition& out) const override;
 
  private:
-  class StreamWorker;
+  class SOCKECHO_NO_EXPORT StreamWorker;
 
   std::unique_ptr<Worker> make_worker() override;
   void interrupt() noexcept override { listener_.interrupt(); }

@@ -16,6 +16,7 @@
 
 #include "sockecho/buffer.hpp"
 #include "sockecho/connection.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/memory_budget.hpp"
@@ -32,7 +33,7 @@ inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 // outcome of its choosing (too_large, say) and a message for the log; `fields` are key=value
 // words for its log line after the outcome. The connection is reset. (An answer that is no
 // success, or a handler's failure, is a value on the Reply, never an exception.)
-class ConnectionError : public std::runtime_error {
+class SOCKECHO_EXPORT ConnectionError : public std::runtime_error {
  public:
   ConnectionError(Outcome outcome, const std::string& what, std::string fields = {})
       : std::runtime_error(what), outcome_(outcome), fields_(std::move(fields)) {}
@@ -45,7 +46,7 @@ class ConnectionError : public std::runtime_error {
 };
 
 // What one worker thread reuses from connection to connection, for any protocol to use.
-struct Workspace {
+struct SOCKECHO_EXPORT Workspace {
   Buffer buffer;  // request bytes
   Reply reply;
   std::vector<std::string_view> pieces;
@@ -58,7 +59,7 @@ struct Workspace {
 };
 
 // Serves connections of one protocol. One object serves every worker of a server at once.
-class Protocol {
+class SOCKECHO_EXPORT Protocol {
  public:
   Protocol() = default;
   Protocol(const Protocol&) = delete;
@@ -90,7 +91,7 @@ class Protocol {
 };
 
 // Limits of the document's protocols.
-struct Limits {
+struct SOCKECHO_EXPORT Limits {
   // Largest request (line mode: line) accepted; a larger one ends the connection unanswered,
   // outcome too_large. 0: no limit.
   std::size_t max_bytes = kDefaultMaxBytes;
@@ -110,7 +111,8 @@ struct Limits {
 };
 
 // The document's first protocol: read until the client half-closes, answer once.
-[[nodiscard]] std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits = {});
+[[nodiscard]] SOCKECHO_EXPORT std::shared_ptr<Protocol> echo_protocol(Handler handler,
+                                                                      Limits limits = {});
 
 // The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is
@@ -120,7 +122,7 @@ struct Limits {
 // the last: an answer that is no success is sent and the connection closed; a failed one ends it
 // with a reset after the replies before it are sent (a client that has not read those yet may see
 // the reset first).
-[[nodiscard]] std::shared_ptr<Protocol> line_protocol(
+[[nodiscard]] SOCKECHO_EXPORT std::shared_ptr<Protocol> line_protocol(
     Handler handler, Limits limits = {}, std::string greeting = std::string(kDefaultGreeting));
 
 }  // namespace sockecho
