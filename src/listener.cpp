@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "address_access.hpp"
 #include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
@@ -314,7 +315,7 @@ std::optional<Connection> Listener::accept_or_idle() {
       // on the peer address, so they outlive the socket (the log line is written after close).
       if (address_.family() == AF_UNIX) {
         if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
-          peer.set_credentials(*cred);
+          detail::AddressAccess::set_credentials(peer, *cred);
         }
       }
       return Connection(Fd(fd), peer, Connection::NonBlocking{});

@@ -14,6 +14,10 @@
 
 namespace sockecho {
 
+namespace detail {
+struct AddressAccess;  // what only the library sets on an Address (src/address_access.hpp)
+}  // namespace detail
+
 // Who is at the other end of a Unix-domain connection, as the kernel recorded it when the
 // connection was made (SO_PEERCRED): the peer process's pid and its effective uid and gid.
 struct SOCKECHO_EXPORT Credentials {
@@ -61,11 +65,12 @@ class SOCKECHO_EXPORT Address {
   // A Unix-domain peer with credentials is "unix:uid=33,pid=4711".
   [[nodiscard]] std::string to_string() const;
 
-  // The credentials of a Unix-domain peer, when they were recorded (see set_credentials()).
+  // The credentials of a Unix-domain peer, as the kernel reported them to the Listener that
+  // accepted the connection; none on any other address. No caller can set them, so a per-source
+  // key made from them cannot be forged.
   [[nodiscard]] const std::optional<Credentials>& credentials() const noexcept {
     return credentials_;
   }
-  void set_credentials(const Credentials& credentials) noexcept { credentials_ = credentials; }
 
   // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it carries, with its port;
   // any other address as it is. Where sockecho compares or names a peer, it uses this.
@@ -93,6 +98,7 @@ class SOCKECHO_EXPORT Address {
   friend bool operator!=(const Address& a, const Address& b) noexcept { return !(a == b); }
 
  private:
+  friend struct detail::AddressAccess;
   sockaddr_storage storage_;
   socklen_t size_ = 0;
   std::optional<Credentials> credentials_;
