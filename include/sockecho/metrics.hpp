@@ -54,23 +54,6 @@ class SOCKECHO_EXPORT Metrics {
   std::array<std::atomic<std::uint64_t>, kStatuses.size()> http_{};
 };
 
-// The head of an HTTP request, as far as the metrics listener needs it.
-struct SOCKECHO_EXPORT HttpRequestHead {
-  enum class State {
-    incomplete,  // no blank line yet: read more
-    complete,    // method and target are set
-    bad,         // not an HTTP/1.x request line, or a header line without a colon
-  };
-  State state = State::incomplete;
-  std::string_view method;  // "GET"
-  std::string_view target;  // "/metrics", without any "?query"
-};
-
-// Parses the request line and header lines of `text` (CRLF or bare LF line ends) without
-// copying: the views point into `text`. Strict: "METHOD SP TARGET SP HTTP/1.x", a target that
-// starts with '/', header lines "name: value" with a token name. Fuzzed (fuzz_http).
-[[nodiscard]] SOCKECHO_EXPORT HttpRequestHead parse_http_head(std::string_view text) noexcept;
-
 // Most bytes of a request head, and longest time for one request, the metrics listener accepts.
 inline constexpr std::size_t kMaxHttpHead = 8192;
 inline constexpr std::chrono::milliseconds kHttpRequestTime{2000};
