@@ -168,7 +168,7 @@ class Borrowed {
   Buffer& buffer_;
 };
 
-// The two protocols of the document share the limits and the request memory.
+// The echo and line protocols share the limits and the request memory.
 class DocumentProtocol : public Protocol {
  public:
   explicit DocumentProtocol(Limits limits)

@@ -33,7 +33,7 @@ inline constexpr std::uint16_t kDefaultPort = 12387;
 inline constexpr std::string_view kDefaultHost = "127.0.0.1";
 inline constexpr std::chrono::seconds kDefaultExecTimeout{30};
 
-// Which of the document's protocols.
+// Which protocol: echo_protocol() or line_protocol().
 enum class Mode {
   echo,  // read until the client half-closes, answer once, close
   line,  // greet, then answer each '\n'-terminated line until the client closes
@@ -67,7 +67,7 @@ struct SOCKECHO_EXPORT DaemonOptions {
   std::optional<unsigned> udp_rate;             // --udp-rate; unset: kDefaultDatagramRate
   std::optional<std::uint64_t> udp_rate_bytes;  // --udp-rate-bytes; unset: kDefaultDatagramBytes
   Mode mode = Mode::echo;                       // --mode
-  std::string prefix{kDefaultPrefix};           // --prefix
+  std::string prefix{kServerDefaultPrefix};     // --prefix
   std::string greeting{kDefaultGreeting};       // --greeting (line mode)
   std::vector<std::string> exec;                // --exec PROGRAM [ARG]...; empty: the echo
   std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout

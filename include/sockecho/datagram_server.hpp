@@ -87,10 +87,10 @@ class SOCKECHO_EXPORT OwnAddresses {
 };
 
 struct SOCKECHO_EXPORT DatagramOptions {
-  // Most bytes a reply may be larger than its request: the prefix's length for the document's
-  // handler. A larger reply is not sent (outcome too_large), so whatever the handler does, no
+  // Most bytes a reply may be larger than its request: the length of sockecho-server's default
+  // prefix. A larger reply is not sent (outcome too_large), so whatever the handler does, no
   // datagram is amplified by more than this.
-  std::size_t max_growth = kDefaultPrefix.size();
+  std::size_t max_growth = kServerDefaultPrefix.size();
   // Largest request taken; a larger datagram gets no reply, outcome too_large. 0: the protocol's
   // maximum, which applies anyway.
   std::size_t max_bytes = 0;

@@ -103,10 +103,11 @@ using Handler = std::function<void(const Request& request, Reply& reply)>;
 // UNIXREMOTEEUID, UNIXREMOTEEGID, UNIXREMOTEPID; no TCP or REMOTE_ variables.
 [[nodiscard]] SOCKECHO_EXPORT std::vector<std::string> exec_environment(const Request& request);
 
-// The document's reply prefix, "数据是 " in UTF-8.
-inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+// The prefix sockecho-server answers with unless --prefix says otherwise (and DaemonOptions'
+// default): "数据是 " ("the data is ") in UTF-8.
+inline constexpr std::string_view kServerDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
 
-// The document's handler: the reply is prefix followed by the request, neither copied.
+// The echo handler: the reply is `prefix` followed by the request, neither copied.
 [[nodiscard]] SOCKECHO_EXPORT Handler prefix_handler(std::string prefix);
 
 }  // namespace sockecho

@@ -24,8 +24,8 @@ inline constexpr std::chrono::seconds kIdleWithoutTimeout{30};
 inline constexpr std::chrono::seconds kDefaultTimeout{30};
 
 struct SOCKECHO_EXPORT ServerOptions {
-  // The most connections served at once, one thread each; 1 is the document's strictly serial
-  // loop. Threads start as connections need them (one more whenever the last one waiting takes
+  // The most connections served at once, one thread each; 1 serves strictly one connection after
+  // another. Threads start as connections need them (one more whenever the last one waiting takes
   // a connection) and retire after an idle period (the timeout) without one, so a large number
   // costs nothing while idle.
   unsigned workers = kDefaultWorkers;

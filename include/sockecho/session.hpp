@@ -1,7 +1,7 @@
 // sockecho: protocols, the framing between a connection and a handler (handler.hpp). A Server runs
 // connections; a Protocol, handed to it, serves each one (Python's socketserver: server x
-// handler; Go's net/http: Server x Handler). echo and line are the document's two; a protocol of
-// your own is a class with serve().
+// handler; Go's net/http: Server x Handler). echo_protocol() and line_protocol() are sockecho's
+// two; a protocol of your own is a class with serve().
 #pragma once
 
 #include <chrono>
@@ -90,7 +90,7 @@ class SOCKECHO_EXPORT Protocol {
   [[nodiscard]] virtual std::size_t buffered_bytes() const noexcept { return 0; }
 };
 
-// Limits of the document's protocols.
+// Limits of the echo and line protocols.
 struct SOCKECHO_EXPORT Limits {
   // Largest request (line mode: line) accepted; a larger one ends the connection unanswered,
   // outcome too_large. 0: no limit.
@@ -110,11 +110,11 @@ struct SOCKECHO_EXPORT Limits {
   std::shared_ptr<MemoryBudget> budget{};
 };
 
-// The document's first protocol: read until the client half-closes, answer once.
+// The echo protocol: read until the client half-closes, answer once.
 [[nodiscard]] SOCKECHO_EXPORT std::shared_ptr<Protocol> echo_protocol(Handler handler,
                                                                       Limits limits = {});
 
-// The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
+// The line protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is
 // answered too. At the server's stop (Workspace::stop_fd), the session answers every complete
 // line it holds and the one already begun (read to its end within the request deadline), then
