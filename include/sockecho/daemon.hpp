@@ -118,7 +118,9 @@ class SOCKECHO_EXPORT Daemon {
   // workers need), the listener (bound, or taken over from a service manager: so construct the
   // Daemon before starting any thread of your own), the metrics listener, the job queue.
   // Throws OptionError, std::system_error (bind 127.0.0.1:12387: Address already in use) or
-  // std::runtime_error (a hard descriptor limit too low for the workers).
+  // std::runtime_error for a start that cannot work (a hard descriptor limit too low for the
+  // workers, a spool that cannot be opened, a socket named "status" passed without background
+  // jobs).
   explicit Daemon(DaemonOptions options);
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;

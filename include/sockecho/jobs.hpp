@@ -214,15 +214,17 @@ class SOCKECHO_EXPORT JobQueue final : public Collector {
   // keep_max); std::nullopt for one forgotten or never issued.
   [[nodiscard]] std::optional<Job> find(std::string_view id) const;
   // The job and its result: the stdout of its run as taken, for an ended job (a cancelled one:
-  // as taken until the cancel); empty otherwise.
+  // as taken until the cancel); empty otherwise. std::nullopt for an id find() does not know.
   [[nodiscard]] std::optional<std::pair<Job, std::string>> result(std::string_view id) const;
   // Cancels a queued or retrying job (it never runs again) or a running one (its program and
   // all it started get SIGTERM, then SIGKILL after the grace) and returns once it has ended,
-  // cancelled. Works during a stop. An ended job is left as it is. Returns the job as it then is.
+  // cancelled. Works during a stop. An ended job is left as it is. Returns the job as it then
+  // is; std::nullopt for an id find() does not know.
   std::optional<Job> cancel(std::string_view id);
   // Queues an ended job that did not end ok again, attempts from 0, as a new job would be (the
   // queue's bound, the budget, the spool's sync); refused, it is left as it was and the log says
-  // why. Any other job is left as it is. Returns the job as it then is.
+  // why. Any other job is left as it is. Returns the job as it then is; std::nullopt for an id
+  // find() does not know.
   std::optional<Job> retry(std::string_view id);
 
   // Refuses new jobs, runs every one accepted so far to its end (retrying ones at once, their

@@ -110,7 +110,9 @@ class SOCKECHO_EXPORT Program {
   // (so a program that writes before it reads never deadlocks), passing each stderr line to
   // `on_log_line` (without its '\n'), until the program has exited; then kills what is left of
   // its subtree (nothing it started outlives it, not even in a session of its own) and reaps
-  // it. Once only.
+  // it. How the program ended (exit status, signal, a limit) is the result, not an exception.
+  // Once only: a second call throws std::logic_error. Throws std::system_error when the run
+  // cannot be watched (its limits not handed to its supervisor, a failed poll).
   ProgramResult run(std::string_view input, const ProgramLimits& limits,
                     const std::function<void(std::string_view line)>& on_log_line = {});
 

@@ -228,7 +228,8 @@ class SOCKECHO_EXPORT Spool {
 
 // CRC-32C (Castagnoli), as the records carry it; crc32c("123456789") == 0xE3069283.
 [[nodiscard]] SOCKECHO_EXPORT std::uint32_t crc32c(std::string_view data) noexcept;
-// A record as it is written: sync marker, length, checksum, type, payload.
+// A record as it is written: sync marker, length, checksum, type, payload. Throws
+// std::length_error for a field or a record over 1 GiB.
 [[nodiscard]] SOCKECHO_EXPORT std::string encode_record(const SpoolRecord& record);
 // The record a frame holds (as encode_record() wrote it, nothing after it), or nullopt when it
 // is malformed in any way: marker, length, checksum, type, a field cut short or bytes left over.
