@@ -1,5 +1,3 @@
-#include "sockecho/session.hpp"
-
 #include <poll.h>
 
 #include <array>
@@ -12,6 +10,7 @@
 
 #include "sockecho/error.hpp"
 #include "sockecho/line.hpp"
+#include "sockecho/protocol.hpp"
 
 namespace sockecho {
 

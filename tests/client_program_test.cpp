@@ -14,7 +14,7 @@
 #include "client_peers.hpp"
 #include "programs.hpp"
 #include "sockecho/listener.hpp"
-#include "sockecho/session.hpp"
+#include "sockecho/protocol.hpp"
 #include "support.hpp"
 
 namespace sockecho {

@@ -27,9 +27,9 @@
 #include "sockecho/client.hpp"
 #include "sockecho/connection.hpp"
 #include "sockecho/listener.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/record.hpp"
 #include "sockecho/server.hpp"
-#include "sockecho/session.hpp"
 #include "support.hpp"
 
 namespace sockecho {

@@ -24,8 +24,8 @@
 #include "sockecho/handler.hpp"
 #include "sockecho/jobs.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/server.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 

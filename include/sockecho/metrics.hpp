@@ -18,8 +18,8 @@
 #include "sockecho/export.hpp"
 #include "sockecho/exposition.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/record.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 

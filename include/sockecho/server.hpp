@@ -11,9 +11,9 @@
 #include "sockecho/export.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/record.hpp"
 #include "sockecho/server_core.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 
