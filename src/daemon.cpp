@@ -166,7 +166,7 @@ ProgramLimits program_limits(const DaemonOptions& o) {
 }
 
 // The handler a request gets: the library user's own, the job queue's, --exec's program, or
-// the document's prefix.
+// sockecho-server's prefix.
 // What the spool held at the start: one line with the counts, and one for each record skipped.
 void log_spool(const Spool& spool, const SpoolFound& found, const Logger& log) {
   const SpoolReport& report = spool.report();

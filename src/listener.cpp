@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "address_access.hpp"
 #include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
@@ -328,7 +329,7 @@ Connection Listener::accepted(int fd, Address& peer) const {
   // peer address, so they outlive the socket (the log line is written after close).
   if (address_.family() == AF_UNIX) {
     if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
-      peer.set_credentials(*cred);
+      detail::AddressAccess::set_credentials(peer, *cred);
     }
   }
   return {Fd(fd), peer, Connection::NonBlocking{}};

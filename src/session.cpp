@@ -1,5 +1,3 @@
-#include "sockecho/session.hpp"
-
 #include <poll.h>
 
 #include <array>
@@ -13,6 +11,7 @@
 
 #include "sockecho/error.hpp"
 #include "sockecho/line.hpp"
+#include "sockecho/protocol.hpp"
 
 namespace sockecho {
 
@@ -213,7 +212,7 @@ class Borrowed {
   Buffer& buffer_;
 };
 
-// The two protocols of the document share the limits and the request memory.
+// The echo and line protocols share the limits and the request memory.
 class DocumentProtocol : public Protocol {
  public:
   explicit DocumentProtocol(Limits limits)

@@ -23,7 +23,7 @@
 #include "sockecho/fd.hpp"
 #include "sockecho/memory_budget.hpp"
 #include "sockecho/record.hpp"
-#include "sockecho/session.hpp"
+#include "sockecho/protocol.hpp"
 
 namespace sockecho::detail {
 

@@ -812,7 +812,8 @@ TEST(FaultSignals, EintrIsRetriedByTheServerAndTheClientInEveryCall) {
     options.workers = 4;  // three busy, at least one always waiting in accept()
     options.timeout = 20s;
     test::ServerThread echo(options);
-    test::ServerThread line(options, line_protocol(prefix_handler(std::string(kDefaultPrefix))));
+    test::ServerThread line(options,
+                            line_protocol(prefix_handler(std::string(kServerDefaultPrefix))));
 
     std::atomic<int> clients_left{3};
     std::atomic<int> correct{0};

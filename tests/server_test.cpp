@@ -49,11 +49,11 @@ std::string every_byte_value() {
 // A handler that echoes without a prefix.
 Handler echo_handler() { return prefix_handler(std::string()); }
 
-// The document's prefix, spelled out byte by byte so a change to kDefaultPrefix (and so to the
-// tests' kPrefix) cannot hide.
+// The document's prefix, spelled out byte by byte so a change to kServerDefaultPrefix (and so to
+// the tests' kPrefix) cannot hide.
 TEST(Server, DefaultPrefixIsTheDocumentsBytes) {
-  EXPECT_EQ(kDefaultPrefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
-  EXPECT_EQ(kDefaultPrefix.size(), 10U);
+  EXPECT_EQ(kServerDefaultPrefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
+  EXPECT_EQ(kServerDefaultPrefix.size(), 10U);
 }
 
 TEST(Server, RepliesWithTheDefaultPrefixAndTheMessage) {
@@ -118,7 +118,7 @@ TEST(Server, TenMebibyteMessageComesBackIntact) {
 }
 
 TEST(Server, ServesIpv6Loopback) {
-  ServerThread server({}, prefix_handler(std::string(kDefaultPrefix)), "::1");
+  ServerThread server({}, prefix_handler(std::string(kServerDefaultPrefix)), "::1");
   EXPECT_EQ(server.server().address().family(), AF_INET6);
   EXPECT_EQ(server.server().address().to_string(), "[::1]:" + std::to_string(server.port()));
   EXPECT_EQ(ask(server.port(), "six", "::1"), std::string(kPrefix) + "six");

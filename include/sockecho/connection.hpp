@@ -11,6 +11,7 @@
 #include "sockecho/address.hpp"
 #include "sockecho/buffer.hpp"
 #include "sockecho/deadline.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/fd.hpp"
 
 namespace sockecho {
@@ -30,7 +31,7 @@ namespace sockecho {
 // One thread may read while another writes. Each direction tells the deadline of its progress
 // when it next waits, so a reader's idle limit hears of a writer's progress at the writer's next
 // wait, not at every byte.
-class Connection {
+class SOCKECHO_EXPORT Connection {
  public:
   // How often a blocked writer checks whether the peer took bytes.
   static constexpr std::chrono::milliseconds kProgressCheck{500};

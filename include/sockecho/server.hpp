@@ -10,11 +10,12 @@
 #include <string>
 #include <unordered_map>
 
+#include "sockecho/export.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/record.hpp"
 #include "sockecho/server_core.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 
@@ -36,9 +37,9 @@ class WaitingRoom;
 struct Waiting;
 }  // namespace detail
 
-struct ServerOptions {
-  // The most requests handled at once, one thread each; 1 is the document's strictly serial
-  // loop. With a protocol that declares its framing (echo) and more than one worker, a
+struct SOCKECHO_EXPORT ServerOptions {
+  // The most requests handled at once, one thread each; 1 serves strictly one connection after
+  // another. With a protocol that declares its framing (echo, line) and more than one worker, a
   // connection whose request is not complete within kGrace waits in the waiting room, holding
   // no worker; otherwise a worker holds a connection from accept to close. Threads start as
   // work needs them (one more whenever the last one waiting takes some) and retire after an
@@ -70,7 +71,7 @@ struct ServerOptions {
 // and then serving its connection to the end with the protocol; while `workers` are busy, new
 // connections wait in the kernel's backlog. stop() from any thread ends run() cleanly (see
 // ServerCore for run, stop, stop_after and stats).
-class Server final : public ServerCore {
+class SOCKECHO_EXPORT Server final : public ServerCore {
  public:
   // Throws std::invalid_argument when options.workers is 0 or there is no protocol, and
   // std::system_error when the listener cannot take the idle timeout.
@@ -93,7 +94,7 @@ class Server final : public ServerCore {
   void collect(Exposition& out) const override;
 
  private:
-  class StreamWorker;
+  class SOCKECHO_NO_EXPORT StreamWorker;
 
   std::unique_ptr<Worker> make_worker() override;
   void interrupt() noexcept override;

@@ -1,7 +1,7 @@
 // sockecho: protocols, the framing between a connection and a handler (handler.hpp). A Server runs
 // connections; a Protocol, handed to it, serves each one (Python's socketserver: server x
-// handler; Go's net/http: Server x Handler). echo and line are the document's two; a protocol of
-// your own is a class with serve().
+// handler; Go's net/http: Server x Handler). echo_protocol() and line_protocol() are sockecho's
+// two; a protocol of your own is a class with serve().
 #pragma once
 
 #include <chrono>
@@ -17,6 +17,7 @@
 
 #include "sockecho/buffer.hpp"
 #include "sockecho/connection.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/memory_budget.hpp"
@@ -33,7 +34,7 @@ inline constexpr std::chrono::seconds kDefaultRequestTimeout{30};
 // outcome of its choosing (too_large, say) and a message for the log; `fields` are key=value
 // words for its log line after the outcome. The connection is reset. (An answer that is no
 // success, or a handler's failure, is a value on the Reply, never an exception.)
-class ConnectionError : public std::runtime_error {
+class SOCKECHO_EXPORT ConnectionError : public std::runtime_error {
  public:
   ConnectionError(Outcome outcome, const std::string& what, std::string fields = {})
       : std::runtime_error(what), outcome_(outcome), fields_(std::move(fields)) {}
@@ -46,7 +47,7 @@ class ConnectionError : public std::runtime_error {
 };
 
 // What one worker thread reuses from connection to connection, for any protocol to use.
-struct Workspace {
+struct SOCKECHO_EXPORT Workspace {
   Buffer buffer;  // request bytes
   Reply reply;
   std::vector<std::string_view> pieces;
@@ -86,7 +87,7 @@ struct Answered {
 };
 
 // Serves connections of one protocol. One object serves every worker of a server at once.
-class Protocol {
+class SOCKECHO_EXPORT Protocol {
  public:
   Protocol() = default;
   Protocol(const Protocol&) = delete;
@@ -136,8 +137,8 @@ class Protocol {
                           bool at_end);
 };
 
-// Limits of the document's protocols.
-struct Limits {
+// Limits of the echo and line protocols.
+struct SOCKECHO_EXPORT Limits {
   // Largest request (line mode: line) accepted; a larger one ends the connection unanswered,
   // outcome too_large. 0: no limit.
   std::size_t max_bytes = kDefaultMaxBytes;
@@ -156,10 +157,11 @@ struct Limits {
   std::shared_ptr<MemoryBudget> budget{};
 };
 
-// The document's first protocol: read until the client half-closes, answer once.
-[[nodiscard]] std::shared_ptr<Protocol> echo_protocol(Handler handler, Limits limits = {});
+// The echo protocol: read until the client half-closes, answer once.
+[[nodiscard]] SOCKECHO_EXPORT std::shared_ptr<Protocol> echo_protocol(Handler handler,
+                                                                      Limits limits = {});
 
-// The document's second protocol: greet (greeting + '\n'), then answer every '\n'-terminated
+// The line protocol: greet (greeting + '\n'), then answer every '\n'-terminated
 // line, each reply followed by '\n', until the client closes; a last line without '\n' is
 // answered too. At the server's stop (Workspace::stop_fd), the session answers every complete
 // line it holds and the one already begun (read to its end within the request deadline), then
@@ -167,7 +169,7 @@ struct Limits {
 // the last: an answer that is no success is sent and the connection closed; a failed one ends it
 // with a reset after the replies before it are sent (a client that has not read those yet may see
 // the reset first).
-[[nodiscard]] std::shared_ptr<Protocol> line_protocol(
+[[nodiscard]] SOCKECHO_EXPORT std::shared_ptr<Protocol> line_protocol(
     Handler handler, Limits limits = {}, std::string greeting = std::string(kDefaultGreeting));
 
 }  // namespace sockecho
