@@ -37,11 +37,11 @@ constexpr rlim_t kOwnDescriptors = 16;
 // (both ends of each).
 constexpr rlim_t kPerProgram = 8;
 
-// A worker needs no descriptor of its own (workers wait for connections on one epoll set), but
-// every open connection holds one, up to --max-connections: the soft limit is raised to what the
-// connections, the listeners' own workers and the programs (--exec, a job each) need at once, or
-// to the hard limit when that is less. The server's workers must fit below the hard limit:
-// otherwise the start fails. --max-connections is lowered to what fits (the start line says
+// Every open connection holds a descriptor, up to --max-connections (a worker waiting in
+// accept() holds the number its next connection gets, one of them): the soft limit is raised to
+// what the connections, the listeners' own workers and the programs (--exec, a job each) need
+// at once, or to the hard limit when that is less. The server's workers must fit below the hard
+// limit: otherwise the start fails. --max-connections is lowered to what fits (the start line says
 // what it is); a program run that still finds no descriptor is one failed request with its
 // error line, never the daemon's end.
 void ensure_descriptors(DaemonOptions& o) {

@@ -335,28 +335,6 @@ Connection Listener::accepted(int fd, Address& peer) const {
   return {Fd(fd), peer, Connection::NonBlocking{}};
 }
 
-void Listener::set_nonblocking() {
-  if (adopted_) return;
-  const int flags = ::fcntl(socket_.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(socket_.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-    throw os_error(errno, "fcntl O_NONBLOCK " + address_.to_string());
-  }
-}
-
-std::optional<Connection> Listener::try_accept() {
-  for (;;) {
-    if (interrupted()) return std::nullopt;
-    Address peer;
-    const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
-    if (fd >= 0) return accepted(fd, peer);
-    const int err = errno;
-    if (interrupted()) return std::nullopt;
-    if (skippable(err)) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) return Connection();
-    throw os_error(err, "accept " + address_.to_string());
-  }
-}
-
 bool Listener::wait_adopted() {
   std::array<pollfd, 2> fds{};
   fds[0] = {socket_.get(), POLLIN, 0};

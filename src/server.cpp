@@ -1,7 +1,5 @@
 #include "sockecho/server.hpp"
 
-#include <sys/epoll.h>
-
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -12,6 +10,7 @@
 #include <utility>
 
 #include "classify.hpp"
+#include "signal_mask.hpp"
 #include "sockecho/error.hpp"
 #include "waiting_room.hpp"
 
@@ -101,99 +100,63 @@ Eager read_eagerly(Connection& connection, Buffer& buffer, const Framing& framin
 
 }  // namespace
 
-// A worker of a stream server: a connection taken from the listener, served with the
-// protocol's state kept from one connection to the next. With a waiting room, every worker
-// waits on the server's one epoll set (see Server::watch()) for a connection or a request
-// completed in the room, and for the stop.
+// A worker of a stream server: a connection taken from the listener (blocking in accept(), one
+// woken per connection), served with the protocol's state kept from one connection to the next.
+// With a waiting room, what it cannot answer within the grace it parks there; the crew
+// (Server::crew_work()) answers it once it is complete.
 class Server::StreamWorker final : public Worker {
  public:
   explicit StreamWorker(Server& server) : server_(server) { workspace_.stop_fd = server.stop_fd(); }
 
   Wait wait() override {
-    if (!server_.room_) {
-      connection_ = server_.listener_.accept_or_idle();
-      if (!connection_) return Wait::stopped;
-      if (!connection_->is_open()) return Wait::idle;
-      server_.arrived();
-      return Wait::taken;
+    // At --max-connections, no worker accepts: new connections wait in the kernel's backlog.
+    const Wait slot = server_.take_slot();
+    if (slot != Wait::taken) return slot;
+    connection_ = server_.listener_.accept_or_idle();
+    if (!connection_ || !connection_->is_open()) {
+      server_.give_slot();
+      return connection_ ? Wait::idle : Wait::stopped;
     }
-    return wait_with_room();
+    server_.arrived();
+    return Wait::taken;
   }
   void serve() override {
-    if (taken_) {
-      server_.serve_waiting(*taken_, workspace_);
-      taken_.reset();
-      return;
-    }
     server_.serve(*connection_, workspace_);
     connection_.reset();
   }
   void idle() noexcept override { server_.protocol_->idle(server_.options_.log); }
-  [[nodiscard]] bool pending() const noexcept override {
-    return server_.room_ && server_.room_->count() > 0;
+
+ private:
+  Server& server_;
+  std::optional<Connection> connection_;
+  Workspace workspace_;
+};
+
+// The requests handled at once, a handler or a program run each, across the workers and the
+// crew: at most `workers`. Acquired for the answer alone, never while a connection waits.
+class Server::Permit {
+ public:
+  explicit Permit(Server& server) : server_(server) {
+    if (!server_.room_) return;
+    std::unique_lock<std::mutex> lock(server_.permits_mutex_);
+    server_.permit_freed_.wait(lock, [this] { return server_.permits_ > 0; });
+    --server_.permits_;
+  }
+  Permit(const Permit&) = delete;
+  Permit& operator=(const Permit&) = delete;
+  Permit(Permit&&) = delete;
+  Permit& operator=(Permit&&) = delete;
+  ~Permit() {
+    if (!server_.room_) return;
+    {
+      const std::lock_guard<std::mutex> lock(server_.permits_mutex_);
+      ++server_.permits_;
+    }
+    server_.permit_freed_.notify_one();
   }
 
  private:
-  Wait wait_with_room() {
-    detail::WaitingRoom& room = *server_.room_;
-    const std::chrono::milliseconds idle = server_.listener_.idle_timeout();
-    for (;;) {
-      // Stopped: serve what completes in the room until it holds nothing.
-      if (server_.listener_.interrupted()) {
-        taken_ = room.take_until_empty();
-        return taken_ ? Wait::taken : Wait::stopped;
-      }
-      // A request that completed while every worker was busy has waited longest.
-      if (room.queued() > 0 && (taken_ = room.take())) return Wait::taken;
-      // One event at a time: the listener and the room's queue are one-shot in the set, so
-      // each wakes one worker, which re-arms it once it has taken one connection or request.
-      epoll_event event{};
-      const int n = ::epoll_wait(server_.waits_.get(), &event, 1,
-                                 idle.count() > 0 ? static_cast<int>(idle.count()) : -1);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw os_error(errno, "epoll_wait " + server_.address().to_string());
-      }
-      if (n == 0) return Wait::idle;
-      const int fd = event.data.fd;
-      if (fd == server_.listener_.fd()) {
-        // At --max-connections, the listener stays disarmed until a connection ends: new ones
-        // wait in the kernel's backlog.
-        if (!server_.may_accept()) continue;
-        const Rearm rearm(server_, fd);  // also when accept fails (out of descriptors)
-        connection_ = server_.listener_.try_accept();
-        if (!connection_) continue;  // interrupted: the stop, at the top
-        if (connection_->is_open()) {
-          // Counted open before the next worker can accept, so the limit holds exactly.
-          server_.arrived();
-          return Wait::taken;
-        }
-      } else if (fd == room.ready_fd()) {
-        const Rearm rearm(server_, fd);
-        if ((taken_ = room.take())) return Wait::taken;
-      }
-    }
-  }
-
-  // Re-arms a one-shot descriptor of the server's wait set when it goes out of scope.
-  class Rearm {
-   public:
-    Rearm(Server& server, int fd) noexcept : server_(server), fd_(fd) {}
-    Rearm(const Rearm&) = delete;
-    Rearm& operator=(const Rearm&) = delete;
-    Rearm(Rearm&&) = delete;
-    Rearm& operator=(Rearm&&) = delete;
-    ~Rearm() { server_.rearm(fd_); }
-
-   private:
-    Server& server_;
-    int fd_;
-  };
-
   Server& server_;
-  std::optional<Connection> connection_;
-  std::unique_ptr<detail::Waiting> taken_;  // a request completed in the room
-  Workspace workspace_;
 };
 
 Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOptions options)
@@ -210,44 +173,13 @@ Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOpti
   // --workers 1 stays the document's serial loop: one connection at a time, from accept to close.
   framing_ = protocol_->framing();
   if (framing_ && options_.workers > 1) {
-    listener_.set_nonblocking();
     room_ = std::make_unique<detail::WaitingRoom>(
-        *framing_, [this](detail::Waiting& waiting, Outcome outcome, const std::string& detail) {
+        *framing_,
+        [this](detail::Waiting& waiting, Outcome outcome, const std::string& detail) {
           end_waiting(waiting, outcome, detail);
-        });
-    watch();
-  }
-}
-
-void Server::watch() {
-  waits_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!waits_)
-    throw os_error(errno, "epoll_create1 (the workers of " + address().to_string() + ")");
-  // The listener and the room's queue are one-shot: an event wakes one waiting worker, which
-  // re-arms the descriptor once it has taken its one connection or request (rearm()). The stop
-  // stays readable for good and wakes every worker.
-  const std::array<std::pair<int, std::uint32_t>, 3> watched = {
-      std::pair<int, std::uint32_t>{listener_.fd(), EPOLLIN | EPOLLONESHOT},
-      {room_->ready_fd(), EPOLLIN | EPOLLONESHOT},
-      {stop_fd(), EPOLLIN}};
-  for (const auto& [fd, events] : watched) {
-    epoll_event event{};
-    event.events = events;
-    event.data.fd = fd;
-    if (::epoll_ctl(waits_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
-      throw os_error(errno, "epoll_ctl ADD (the workers of " + address().to_string() + ")");
-    }
-  }
-}
-
-void Server::rearm(int fd) noexcept {
-  epoll_event event{};
-  event.events = EPOLLIN | EPOLLONESHOT;
-  event.data.fd = fd;
-  if (::epoll_ctl(waits_.get(), EPOLL_CTL_MOD, fd, &event) != 0) {
-    // Only a bad descriptor fails here, which a server that still runs does not have.
-    options_.log.event(LogLevel::quiet, "epoll_ctl MOD (the workers of " + address().to_string() +
-                                            "): " + std::strerror(errno));
+        },
+        [this] { crew_needed(); });
+    permits_ = options_.workers;
   }
 }
 
@@ -264,12 +196,103 @@ unsigned Server::connections_max() const noexcept {
 }
 
 void Server::after_workers() noexcept {
-  if (room_) room_->stop();
+  if (!room_) return;
+  // The crew answers what completes in the room until it holds nothing (each request begun
+  // completes or runs out of its limits: a stop bounded as before); then it ends.
+  room_->drain();
+  {
+    // At least one thread to wait for what is still being read.
+    const std::lock_guard<std::mutex> lock(crew_mutex_);
+    if (crew_running_ == 0 && room_->count() > 0) {
+      try {
+        const detail::BlockedSignals blocked;
+        crew_.emplace_back([this] { crew_work(); });
+        ++crew_running_;
+        ++crew_idle_;
+      } catch (const std::exception& e) {
+        options_.log.event(LogLevel::quiet, std::string("cannot start a worker: ") + e.what());
+      }
+    }
+  }
+  // Joined until none is left: a thread may start another while the room drains.
+  for (;;) {
+    std::vector<std::thread> crew;
+    {
+      const std::lock_guard<std::mutex> lock(crew_mutex_);
+      crew.swap(crew_);
+      crew_retired_.clear();
+    }
+    if (crew.empty()) break;
+    for (std::thread& thread : crew) thread.join();
+  }
+  room_->stop();
+}
+
+void Server::crew_needed() noexcept {
+  const std::lock_guard<std::mutex> lock(crew_mutex_);
+  grow_crew();
+}
+
+void Server::grow_crew() noexcept {
+  // One more while requests wait with no thread free for them, up to the workers.
+  if (crew_idle_ >= room_->queued() || crew_running_ >= options_.workers) return;
+  // Threads that retired have left crew_work(): joining them waits a moment at most.
+  for (const std::thread::id id : crew_retired_) {
+    const auto found = std::find_if(crew_.begin(), crew_.end(),
+                                    [id](const std::thread& t) { return t.get_id() == id; });
+    if (found == crew_.end()) continue;
+    found->join();
+    crew_.erase(found);
+  }
+  crew_retired_.clear();
+  try {
+    const detail::BlockedSignals blocked;  // the crew takes no signal of the program's
+    crew_.emplace_back([this] { crew_work(); });
+    ++crew_running_;
+    ++crew_idle_;  // counted waiting until it takes its first request
+  } catch (const std::exception& e) {
+    // Out of threads or memory: the running ones go on; a stop still drains the room.
+    options_.log.event(LogLevel::quiet, std::string("cannot start a worker: ") + e.what());
+  }
+}
+
+void Server::crew_work() noexcept {
+  Workspace workspace;
+  workspace.stop_fd = stop_fd();
+  const std::chrono::milliseconds idle = listener_.idle_timeout();
+  for (;;) {
+    std::unique_ptr<detail::Waiting> taken = room_->take(idle);
+    std::unique_lock<std::mutex> lock(crew_mutex_);
+    if (!taken) {
+      // The room is empty at the stop, or nothing came for a whole idle period (unless a
+      // request came just now): this thread ends.
+      if (!room_->draining() && room_->queued() > 0) continue;
+      --crew_idle_;
+      --crew_running_;
+      if (!room_->draining()) {
+        try {
+          crew_retired_.push_back(std::this_thread::get_id());
+        } catch (...) {  // NOLINT(bugprone-empty-catch): joined at the end of run() instead
+        }
+      }
+      return;
+    }
+    --crew_idle_;
+    grow_crew();  // more waiting than threads free: another, so none waits for this one
+    lock.unlock();
+    serve_waiting(*taken, workspace);  // the answer runs without the lock
+    taken.reset();
+    lock.lock();
+    ++crew_idle_;
+  }
 }
 
 void Server::interrupt() noexcept {
   listener_.interrupt();
-  if (room_) room_->close_idle();
+  if (!room_) return;
+  room_->close_idle();
+  { const std::lock_guard<std::mutex> lock(slots_mutex_); }
+  slot_freed_.notify_all();
 }
 
 std::unique_ptr<ServerCore::Worker> Server::make_worker() {
@@ -373,8 +396,11 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
       return false;
     }
     workspace.defer = framing_->unit == Framing::Unit::connection;
-    const Answered answered =
-        protocol_->answer(connection, workspace, buffer.view(), got == Eager::ended);
+    Answered answered;
+    {
+      const Permit permit(*this);
+      answered = protocol_->answer(connection, workspace, buffer.view(), got == Eager::ended);
+    }
     if (answered.done) return reply_done(connection, workspace, start, true, record, parked);
     // Line mode: what is left is the start of the next line, begun in the last read.
     buffer.consume(answered.used);
@@ -408,7 +434,11 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
   const bool answered = guarded(record, [&] {
     const std::string_view bytes = waiting.request.view();
     workspace.defer = framing_->unit == Framing::Unit::connection;
-    const Answered done = protocol_->answer(connection, workspace, bytes, waiting.at_end);
+    Answered done;
+    {
+      const Permit permit(*this);
+      done = protocol_->answer(connection, workspace, bytes, waiting.at_end);
+    }
     if (done.done) {
       return reply_done(connection, workspace, waiting.start, waiting.admitted, record, parked);
     }
@@ -475,26 +505,31 @@ void Server::end(Connection& connection, ConnectionRecord& record, bool answered
   record.bytes_out = connection.bytes_written();
   record.duration = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   finish(record);
-  if (room_ && options_.max_connections > 0) reopen();
+  give_slot();
 }
 
-bool Server::may_accept() noexcept {
-  // Accepts are one at a time (the listener is one-shot in the wait set) and each is counted
-  // before the next can start, so below the limit no lock is needed: the count only falls
-  // meanwhile.
-  if (options_.max_connections == 0 || active() < options_.max_connections) return true;
-  const std::lock_guard<std::mutex> lock(gate_mutex_);
-  if (active() < options_.max_connections) return true;
-  gate_closed_.store(true);
-  return false;
+ServerCore::Worker::Wait Server::take_slot() {
+  if (!room_ || options_.max_connections == 0) return Worker::Wait::taken;
+  std::unique_lock<std::mutex> lock(slots_mutex_);
+  const auto free = [this] { return slots_ < options_.max_connections; };
+  if (!free()) {
+    const std::chrono::milliseconds idle = listener_.idle_timeout();
+    const bool woken =
+        slot_freed_.wait_for(lock, idle, [&] { return free() || listener_.interrupted(); });
+    if (listener_.interrupted()) return Worker::Wait::stopped;
+    if (!woken) return Worker::Wait::idle;
+  }
+  ++slots_;
+  return Worker::Wait::taken;
 }
 
-void Server::reopen() noexcept {
-  if (!gate_closed_.load()) return;
-  const std::lock_guard<std::mutex> lock(gate_mutex_);
-  if (!gate_closed_.load() || active() >= options_.max_connections) return;
-  gate_closed_.store(false);
-  rearm(listener_.fd());
+void Server::give_slot() noexcept {
+  if (!room_ || options_.max_connections == 0) return;
+  {
+    const std::lock_guard<std::mutex> lock(slots_mutex_);
+    --slots_;
+  }
+  slot_freed_.notify_one();
 }
 
 unsigned Server::worker_limit(const Protocol* protocol, const ServerOptions& options) {

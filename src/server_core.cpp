@@ -218,7 +218,7 @@ bool ServerCore::pause_after_failure(const std::system_error& error) {
 void ServerCore::work(bool permanent) noexcept {
   try {
     const std::unique_ptr<Worker> worker = make_worker();
-    while (!stopping_.load(std::memory_order_relaxed) || worker->pending()) {
+    while (!stopping_.load(std::memory_order_relaxed)) {
       Worker::Wait waited{};
       waiting_.fetch_add(1, std::memory_order_relaxed);
       try {

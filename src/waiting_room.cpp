@@ -43,12 +43,12 @@ std::size_t capacity_for(std::size_t size) noexcept {
 
 }  // namespace
 
-WaitingRoom::WaitingRoom(Framing framing, End end)
+WaitingRoom::WaitingRoom(Framing framing, End end, Queued queued)
     : framing_(std::move(framing)),
       limit_(framing_.max_bytes == 0 ? 0 : framing_.max_bytes + 1),
       end_(std::move(end)),
+      queued_callback_(std::move(queued)),
       epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-      ready_(make_eventfd(EFD_SEMAPHORE, "the waiting room's queue")),
       wake_(make_eventfd(0, "the waiting room's stop")) {
   if (!epoll_) throw os_error(errno, "epoll_create1 (the waiting room)");
   if (!framing_.budget) framing_.budget = std::make_shared<MemoryBudget>(0);
@@ -127,13 +127,20 @@ void WaitingRoom::hold(std::unique_ptr<Waiting>& waiting, std::uint32_t events) 
   count_.fetch_add(1);
 }
 
-std::unique_ptr<Waiting> WaitingRoom::take() {
-  std::uint64_t ticket = 0;
-  if (::read(ready_.get(), &ticket, sizeof ticket) != static_cast<ssize_t>(sizeof ticket)) {
-    return nullptr;  // EAGAIN: another worker took it; EINTR: the caller waits again
+std::unique_ptr<Waiting> WaitingRoom::take(std::chrono::milliseconds idle) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  ++takers_;
+  const auto ready = [&] { return !queue_.empty() || (draining_.load() && count_.load() == 0); };
+  // Draining, the wait is bounded by the limits of what the room holds.
+  while (!ready()) {
+    if (draining_.load()) {
+      changed_.wait(lock);
+    } else if (changed_.wait_for(lock, idle) == std::cv_status::timeout) {
+      break;
+    }
   }
-  const std::lock_guard<std::mutex> lock(mutex_);
-  if (queue_.empty()) return nullptr;  // taken by a stopping worker, which takes no ticket
+  --takers_;
+  if (queue_.empty()) return nullptr;
   std::unique_ptr<Waiting> waiting = std::move(queue_.front());
   queue_.pop_front();
   queued_.fetch_sub(1);
@@ -141,15 +148,12 @@ std::unique_ptr<Waiting> WaitingRoom::take() {
   return waiting;
 }
 
-std::unique_ptr<Waiting> WaitingRoom::take_until_empty() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [this] { return !queue_.empty() || count_.load() == 0; });
-  if (queue_.empty()) return nullptr;
-  std::unique_ptr<Waiting> waiting = std::move(queue_.front());
-  queue_.pop_front();
-  queued_.fetch_sub(1);
-  if (count_.fetch_sub(1) == 1) changed_.notify_all();
-  return waiting;
+void WaitingRoom::drain() noexcept {
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    draining_.store(true);
+  }
+  changed_.notify_all();
 }
 
 void WaitingRoom::stop() noexcept {
@@ -219,11 +223,18 @@ void WaitingRoom::run() noexcept {
       held_.clear();
       break;
     }
+    bool call_queued = false;
     try {
       const std::lock_guard<std::mutex> lock(mutex_);
       for (int i = 0; i < n; ++i) {
         const int fd = events[static_cast<std::size_t>(i)].data.fd;
-        if (fd != wake_.get()) readable(fd, ended);
+        if (fd != wake_.get()) {
+          readable(fd, ended);
+          continue;
+        }
+        // Taken, so it wakes the wait once (close_idle(), stop()), not every time after.
+        std::uint64_t posted = 0;
+        (void)retry_eintr([&] { return ::read(wake_.get(), &posted, sizeof posted); });
       }
       if (closing_idle_.load()) end_idle(ended);
       const Clock::time_point now = Clock::now();
@@ -231,9 +242,11 @@ void WaitingRoom::run() noexcept {
         sweep(now, ended);
         next_sweep = now + kTick;
       }
+      call_queued = std::exchange(call_queued_, false);
     } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory for the list of ends: the
                      // next turn tries again
     }
+    if (call_queued && queued_callback_) queued_callback_();
     end(ended);
   }
   end(ended);
@@ -332,7 +345,8 @@ void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
   queue_.push_back(std::move(found->second));
   held_.erase(found);
   queued_.fetch_add(1);
-  post(ready_);
+  // More queued than takers waiting: the server starts another (after the lock is let go).
+  if (queued_.load() > takers_) call_queued_ = true;
   changed_.notify_one();
 }
 

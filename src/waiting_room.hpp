@@ -22,8 +22,8 @@
 #include "sockecho/deadline.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/memory_budget.hpp"
-#include "sockecho/record.hpp"
 #include "sockecho/protocol.hpp"
+#include "sockecho/record.hpp"
 
 namespace sockecho::detail {
 
@@ -79,8 +79,8 @@ struct Waiting {
 };
 
 // Holds connections whose request is incomplete on one thread of its own (an epoll set), reads
-// what arrives, ends those past a limit, and queues the complete ones for the workers: one
-// ticket on ready_fd() for each.
+// what arrives, ends those past a limit, and queues the complete ones for the server's crew to
+// take().
 class WaitingRoom {
  public:
   // How often the limits of every held connection are checked: a limit is enforced within its
@@ -93,8 +93,12 @@ class WaitingRoom {
   // called on the room's thread, without its lock.
   using End = std::function<void(Waiting& waiting, Outcome outcome, const std::string& detail)>;
 
-  // Throws std::system_error when the epoll set or the eventfds cannot be made.
-  WaitingRoom(Framing framing, End end);
+  // Says a request was queued while no taker waited for one (to start one): called on the
+  // room's thread, without its lock.
+  using Queued = std::function<void()>;
+
+  // Throws std::system_error when the epoll set or the eventfd cannot be made.
+  WaitingRoom(Framing framing, End end, Queued queued);
   WaitingRoom(const WaitingRoom&) = delete;
   WaitingRoom& operator=(const WaitingRoom&) = delete;
   WaitingRoom(WaitingRoom&&) = delete;
@@ -116,12 +120,12 @@ class WaitingRoom {
   [[nodiscard]] bool park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
                                 Clock::time_point start, bool admitted);
 
-  // Readable while complete requests wait to be taken (an eventfd in semaphore mode).
-  [[nodiscard]] int ready_fd() const noexcept { return ready_.get(); }
-  // A complete request, when a ticket was still there to take; nullptr otherwise. Never waits.
-  [[nodiscard]] std::unique_ptr<Waiting> take();
-  // Waits for a complete request: nullptr once the room holds nothing (for the stop).
-  [[nodiscard]] std::unique_ptr<Waiting> take_until_empty();
+  // Waits up to `idle` for a complete request, first come first served: nullptr when none came.
+  // Once draining: waits until one comes or the room holds nothing (then nullptr at once).
+  [[nodiscard]] std::unique_ptr<Waiting> take(std::chrono::milliseconds idle);
+  // The server is stopping and no new connection comes: take() waits for the room to empty.
+  void drain() noexcept;
+  [[nodiscard]] bool draining() const noexcept { return draining_.load(); }
 
   // Connections held (waiting, or queued for a worker).
   [[nodiscard]] std::size_t count() const noexcept { return count_.load(); }
@@ -159,9 +163,11 @@ class WaitingRoom {
   Framing framing_;
   std::size_t limit_;  // max_bytes + 1 (one byte past it is how "too large" is known); 0: none
   End end_;
+  Queued queued_callback_;
+  std::size_t takers_ = 0;    // threads in take(), under mutex_
+  bool call_queued_ = false;  // under mutex_: queued_callback_ is due
   Fd epoll_;
-  Fd ready_;  // one ticket per queued request
-  Fd wake_;   // stop() wakes the thread
+  Fd wake_;  // stop() wakes the thread
 
   std::mutex mutex_;
   std::condition_variable changed_;  // a request queued, or the room emptied
@@ -171,6 +177,7 @@ class WaitingRoom {
   std::atomic<std::size_t> queued_{0};  // queue_.size()
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closing_idle_{false};
+  std::atomic<bool> draining_{false};
   std::thread thread_;  // started by the first park()
 };
 

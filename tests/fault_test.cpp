@@ -506,15 +506,14 @@ int lowest_unlisted_descriptor(pid_t pid) {
   return lowest;
 }
 
-// How many of a process's threads wait in epoll_wait(), from /proc/PID/task/*/syscall: the
-// workers waiting for a connection, and the waiting room once it holds one.
-int threads_in_epoll_wait(pid_t pid) {
+// How many of a process's threads are blocked in accept4(), from /proc/PID/task/*/syscall.
+int threads_in_accept(pid_t pid) {
   int count = 0;
   for (const auto& task :
        std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
     std::ifstream syscall(task.path() / "syscall");
     long number = -1;
-    if (syscall >> number && (number == SYS_epoll_wait || number == SYS_epoll_pwait)) ++count;
+    if (syscall >> number && number == SYS_accept4) ++count;
   }
   return count;
 }
@@ -539,15 +538,15 @@ rlim_t descriptor_limit(pid_t pid) {
 // util-linux's prlimit(1) runs a program with other limits; it is on every Debian system.
 constexpr const char* kPrlimit = "/usr/bin/prlimit";
 
-// Takes a two-worker daemon's descriptors away, and returns the limits it had. Its workers wait
-// for connections in epoll_wait(), holding no descriptor number (a thread blocked in accept()
-// would hold the one its next connection gets): once both wait there, take away every number
-// not in use, and the next accept() fails with EMFILE, as if clients held all the daemon's
-// descriptors.
+// Takes a two-worker daemon's descriptors away, and returns the limits it had. Each worker waiting
+// in accept() already holds the number its next connection will get. Once both wait there, take
+// away every number not in use: a worker that has served one connection then finds accept()
+// failing with EMFILE, as if clients held all the daemon's descriptors; two requests get both
+// there.
 rlimit exhaust_descriptors(const ServerProcess& server) {
   {
     // Workers start on demand: a held connection makes the second one start, which answers a
-    // request meanwhile; once the held one is answered too, both wait again.
+    // request meanwhile; once the held one is answered too, both wait in accept().
     Connection held = connect("127.0.0.1", server.port(), test::kPatience);
     held.set_timeout(test::kPatience);
     expect_answers(server.port());
@@ -556,14 +555,14 @@ rlimit exhaust_descriptors(const ServerProcess& server) {
     EXPECT_EQ(held.read_to_end_string(), normal_reply(false));
   }
   const auto deadline = Clock::now() + test::kPatience;
-  while (threads_in_epoll_wait(server.pid()) < 2 && Clock::now() < deadline) {
+  while (threads_in_accept(server.pid()) < 2 && Clock::now() < deadline) {
     std::this_thread::yield();
   }
-  EXPECT_GE(threads_in_epoll_wait(server.pid()), 2);
+  EXPECT_EQ(threads_in_accept(server.pid()), 2);
   const rlimit old = set_descriptor_limit(
       server.pid(), static_cast<rlim_t>(lowest_unlisted_descriptor(server.pid())));
-  // A connection for a worker to fail to accept (answered once descriptors are back).
-  (void)connect("127.0.0.1", server.port(), test::kPatience);
+  expect_answers(server.port());
+  expect_answers(server.port());
   return old;
 }
 

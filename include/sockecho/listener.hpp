@@ -102,15 +102,6 @@ class SOCKECHO_EXPORT Listener {
   // means interrupt() was called.
   [[nodiscard]] std::optional<Connection> accept_or_idle();
 
-  // For a caller that waits for connections itself (an epoll set of its own) and then calls
-  // try_accept(): makes a socket of its own non-blocking (an adopted one is already), so that a
-  // connection another thread took first costs a failed call, never a wait. Call it before
-  // accepting starts. Throws std::system_error.
-  void set_nonblocking();
-  // One accept that never waits: a connection; a Connection that is not open when none is
-  // queued; std::nullopt once interrupt() has been called. Throws std::system_error as accept().
-  [[nodiscard]] std::optional<Connection> try_accept();
-
   // Stops accepting: wakes every thread blocked in accept() and makes later calls return
   // std::nullopt. Safe from any thread. Connections still queued in the kernel are refused, except
   // on an adopted socket: there they stay queued for the socket's next user; and on Linux with

@@ -3,12 +3,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "sockecho/export.hpp"
 #include "sockecho/listener.hpp"
@@ -95,6 +98,7 @@ class SOCKECHO_EXPORT Server final : public ServerCore {
 
  private:
   class SOCKECHO_NO_EXPORT StreamWorker;
+  class SOCKECHO_NO_EXPORT Permit;
 
   std::unique_ptr<Worker> make_worker() override;
   void interrupt() noexcept override;
@@ -102,13 +106,15 @@ class SOCKECHO_EXPORT Server final : public ServerCore {
   [[nodiscard]] std::string stop_words(const ServerStats& stats) const override;
   [[nodiscard]] std::string stopping_line() const override;
   void after_workers() noexcept override;
-  // The workers' one epoll set, with a waiting room: the listener, the room's queue, the stop.
-  void watch();
-  void rearm(int fd) noexcept;
-  // The --max-connections gate: whether a worker may accept now (if not, the listener stays
-  // disarmed); reopen() re-arms it once a connection has ended below the limit.
-  bool may_accept() noexcept;
-  void reopen() noexcept;
+  // The --max-connections slots, with a room: one is taken before each accept (waiting, in
+  // the kernel's backlog, while none is free) and given back when the connection ends.
+  Worker::Wait take_slot();
+  void give_slot() noexcept;
+  // The crew: threads that answer requests completed in the room, started as they are needed
+  // (up to the workers), retired after an idle period, joined at the end of run().
+  void crew_needed() noexcept;
+  void grow_crew() noexcept;  // with crew_mutex_ held
+  void crew_work() noexcept;
   static unsigned worker_limit(const Protocol* protocol, const ServerOptions& options);
 
   void serve(Connection& connection, Workspace& workspace);
@@ -140,9 +146,18 @@ class SOCKECHO_EXPORT Server final : public ServerCore {
   ServerOptions options_;
   std::optional<Framing> framing_;             // the protocol's, when the room is used
   std::unique_ptr<detail::WaitingRoom> room_;  // with framing and more than one worker
-  Fd waits_;                                   // what the workers wait on, with a room
-  std::mutex gate_mutex_;
-  std::atomic<bool> gate_closed_{false};  // at max_connections: the listener is not re-armed
+  // With a room: requests answered at once (Permit), connections open (slots), the crew.
+  std::mutex permits_mutex_;
+  std::condition_variable permit_freed_;
+  unsigned permits_ = 0;
+  std::mutex slots_mutex_;
+  std::condition_variable slot_freed_;
+  unsigned slots_ = 0;
+  std::mutex crew_mutex_;
+  std::vector<std::thread> crew_;
+  std::vector<std::thread::id> crew_retired_;
+  unsigned crew_running_ = 0;
+  unsigned crew_idle_ = 0;
   // Connections open per source address, while max_per_source is set.
   std::mutex sources_mutex_;
   std::unordered_map<std::string, unsigned> sources_;

@@ -128,9 +128,6 @@ class SOCKECHO_EXPORT ServerCore : public Collector {
     virtual void serve() = 0;
     // The worker has waited a whole idle period: a chance to free what is kept for reuse.
     virtual void idle() noexcept {}
-    // Work taken before the stop that still needs a worker (a request completing in a waiting
-    // room): while true, a stopping worker goes on waiting and serving.
-    [[nodiscard]] virtual bool pending() const noexcept { return false; }
   };
 
   // A worker for a new thread.
