@@ -280,7 +280,11 @@ void Server::crew_work() noexcept {
     --crew_idle_;
     grow_crew();  // more waiting than threads free: another, so none waits for this one
     lock.unlock();
-    serve_waiting(*taken, workspace);  // the answer runs without the lock
+    try {
+      serve_waiting(*taken, workspace);  // the answer runs without the lock
+    } catch (const std::exception& e) {  // out of memory: this connection ends, the crew goes on
+      options_.log.event(LogLevel::quiet, std::string("a worker failed: ") + e.what());
+    }
     taken.reset();
     lock.lock();
     ++crew_idle_;
@@ -476,7 +480,7 @@ void Server::end_waiting(detail::Waiting& waiting, Outcome outcome,
   // Ok: a line session that the stop ended between lines, closed cleanly.
   bool answered = outcome == Outcome::ok;
   if (waiting.replying) {
-    record = std::move(waiting.record);
+    record = std::move(*waiting.record);
     answered = waiting.written == waiting.request.size();
   }
   if (!answered) {

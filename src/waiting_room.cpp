@@ -89,10 +89,11 @@ bool WaitingRoom::park_reply(Connection& connection, Buffer& unsent, ConnectionR
                              Clock::time_point start, bool admitted) {
   Charge charge(*framing_.budget);
   if (!charge.add(unsent.capacity())) return false;
+  auto kept = std::make_unique<ConnectionRecord>(std::move(record));
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(unsent),
                                            std::move(charge), start, admitted);
   waiting->replying = true;
-  waiting->record = std::move(record);
+  waiting->record = std::move(kept);
   const std::lock_guard<std::mutex> lock(mutex_);
   try {
     hold(waiting, EPOLLOUT);
@@ -280,7 +281,7 @@ void WaitingRoom::writable(Held::iterator found, std::vector<Ended>& ended) {
   }
   if (waiting.written < waiting.request.size()) return;
   // All of it is the kernel's: the connection ends as its reply said.
-  ended.push_back({std::move(found->second), waiting.record.outcome, {}});
+  ended.push_back({std::move(found->second), waiting.record->outcome, {}});
   held_.erase(found);
 }
 

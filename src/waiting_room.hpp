@@ -75,7 +75,7 @@ struct Waiting {
   // and `record` how its connection ends once they are all taken.
   bool replying = false;
   std::size_t written = 0;
-  ConnectionRecord record;
+  std::unique_ptr<ConnectionRecord> record;  // with `replying`: kept small while a request waits
 };
 
 // Holds connections whose request is incomplete on one thread of its own (an epoll set), reads
@@ -87,7 +87,7 @@ class WaitingRoom {
   // value + kTick.
   static constexpr std::chrono::milliseconds kTick{250};
   // The smallest buffer a held request gets; each growth doubles it.
-  static constexpr std::size_t kFirstBuffer = 256;
+  static constexpr std::size_t kFirstBuffer = 64;
 
   // Ends a held connection the room gave up on (a limit, the budget, the peer), unanswered:
   // called on the room's thread, without its lock.

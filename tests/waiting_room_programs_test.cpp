@@ -3,10 +3,10 @@
 // stop a legitimate client; their deadlines run there as before; --max-connections leaves the
 // rest in the kernel's backlog; and a stop answers what completes in the room.
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/resource.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <optional>
 #include <string>
