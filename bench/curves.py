@@ -12,9 +12,10 @@ Four curves, on loopback, every load bounded by sockecho-bench --duration:
   sockecho-server --unix;
 - size: one client (-c 1), requests of 6 B, 1 KiB, 64 KiB, 1 MiB, 16 MiB and 64 MiB: MB/s and
   peak RSS (VmHWM, reset before each size), for the serial floor and sockecho-server;
-- held: 0, 100, 1,000 and 3,000 connections held open at once (each has sent one byte and waits),
-  the server started with room for them (--workers N + 128; the floor with N + 16 threads): its
-  RSS, threads and descriptors, and the requests/s of 4 clients meanwhile.
+- held: 0, 100, 1,000, 3,000 and 10,000 connections held open at once (each has sent one byte
+  and waits), sockecho-server on its default workers (held connections wait in its waiting room,
+  without one) with --max-connections room for them, the floor with N + 16 threads: RSS, threads
+  and descriptors, and the requests/s of 4 clients meanwhile.
 
 The servers of a curve run side by side and take turns within each repetition, so a machine
 getting busier affects them alike. Writes bench/CURVES.md and bench/curves-*.svg (gnuplot), and
@@ -45,7 +46,7 @@ from hostile import open_slow
 KIB, MIB = 1 << 10, 1 << 20
 CONCURRENCY = [1, 4, 16, 64, 256]
 SIZES = [6, KIB, 64 * KIB, MIB, 16 * MIB, 64 * MIB]
-HELD = [0, 100, 1000, 3000]
+HELD = [0, 100, 1000, 3000, 10000]
 
 
 class Target:
@@ -206,7 +207,10 @@ def held_curve(args, floor, server, bench):
         rows[n] = {
             "floor": hold(args, bench, "floor", [floor, "127.0.0.1", "0", str(n + 16)], n),
             "sockecho": hold(args, bench, "sockecho",
-                             [server, "--port", "0", "--quiet", "--workers", str(n + 128)], n),
+                             # Default workers: held connections wait without one; room for
+                             # them and the load's connections past the default 10,000.
+                             [server, "--port", "0", "--quiet", "--max-connections",
+                              str(max(n + 128, 10000))], n),
         }
         for key, r in rows[n].items():
             h = r["held"]

@@ -21,15 +21,22 @@ install(TARGETS sockecho EXPORT sockecho-targets
 install(DIRECTORY include/sockecho DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev
         FILES_MATCHING PATTERN "*.hpp")
 install(FILES ${PROJECT_BINARY_DIR}/include/sockecho/version.hpp
+              ${PROJECT_BINARY_DIR}/include/sockecho/export.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sockecho COMPONENT dev)
 
 install(EXPORT sockecho-targets NAMESPACE sockecho:: DESTINATION ${SOCKECHO_CMAKE_DIR}
         COMPONENT dev)
 configure_package_config_file(cmake/sockecho-config.cmake.in ${_generated}/sockecho-config.cmake
                               INSTALL_DESTINATION ${SOCKECHO_CMAKE_DIR})
-# find_package(sockecho 0.1) accepts 0.1 and any later 0.x; a 1.0 would need asking for.
+# While the major version is 0 a minor version may break the API, so find_package(sockecho 0.1)
+# accepts 0.1.x alone, as the soname does (libsockecho.so.0.1); from 1.0 on, any later 1.x.
+if(PROJECT_VERSION_MAJOR EQUAL 0)
+  set(_compatibility SameMinorVersion)
+else()
+  set(_compatibility SameMajorVersion)
+endif()
 write_basic_package_version_file(${_generated}/sockecho-config-version.cmake
-                                 COMPATIBILITY SameMajorVersion)
+                                 COMPATIBILITY ${_compatibility})
 install(FILES ${_generated}/sockecho-config.cmake ${_generated}/sockecho-config-version.cmake
         DESTINATION ${SOCKECHO_CMAKE_DIR} COMPONENT dev)
 

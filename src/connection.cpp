@@ -53,7 +53,12 @@ void Connection::wait(short events, const char* operation) {
 
 bool Connection::wait_readable_unless(int stop_fd) { return wait_unless(POLLIN, stop_fd, "read"); }
 
-bool Connection::wait_unless(short events, int stop_fd, const char* operation) {
+bool Connection::wait_readable_until(Clock::time_point until) {
+  return wait_unless(POLLIN, -1, "read", until);
+}
+
+bool Connection::wait_unless(short events, int stop_fd, const char* operation,
+                             Clock::time_point give_up) {
   // Only a writer needs to look for progress it cannot see: room freed in a full send buffer.
   const bool check_sends = (events & POLLOUT) != 0 && deadline_.idle().count() > 0;
   int unsent = check_sends ? unsent_bytes() : 0;
@@ -72,7 +77,9 @@ bool Connection::wait_unless(short events, int stop_fd, const char* operation) {
       }
       fail(operation, ETIMEDOUT);
     }
-    const Clock::time_point until = check_sends ? std::min(expiry, now + kProgressCheck) : expiry;
+    if (now >= give_up) return false;
+    const Clock::time_point until =
+        std::min(give_up, check_sends ? std::min(expiry, now + kProgressCheck) : expiry);
     std::array<pollfd, 2> ready{pollfd{fd(), events, 0}, pollfd{stop_fd, POLLIN, 0}};
     const int n = poll_until(ready.data(), stop_fd >= 0 ? 2 : 1, until);
     if (n > 0) return ready[0].revents != 0;  // the connection first, whatever the stop says

@@ -1,10 +1,12 @@
 #include "sockecho/daemon.hpp"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -35,15 +37,16 @@ constexpr rlim_t kOwnDescriptors = 16;
 // (both ends of each).
 constexpr rlim_t kPerProgram = 8;
 
-// Every worker holds a descriptor number even while it waits in accept() (Linux reserves it
-// before blocking), so a soft limit below what the workers need would leave the workers beyond
-// it failing with EMFILE for as long as the daemon runs: refuse to start when the hard limit is
-// that low. Programs (--exec, a job each) need more: raise the soft limit to what they all need
-// at once, or to the hard limit when that is less (a run that still finds none is one failed
-// request with its error line, never the daemon's end).
-void ensure_descriptors(const DaemonOptions& o) {
+// Every open connection holds a descriptor, up to --max-connections (a worker waiting in
+// accept() holds the number its next connection gets, one of them): the soft limit is raised to
+// what the connections, the listeners' own workers and the programs (--exec, a job each) need
+// at once, or to the hard limit when that is less. The server's workers must fit below the hard
+// limit: otherwise the start fails. --max-connections is lowered to what fits (the start line says
+// what it is); a program run that still finds no descriptor is one failed request with its
+// error line, never the daemon's end.
+void ensure_descriptors(DaemonOptions& o) {
   const unsigned workers = o.options.workers;
-  // The listeners of metrics and status have workers of their own, each holding one too.
+  // The listeners of metrics and status have workers of their own, each holding a connection.
   // (A background server may be passed a status socket by its service manager.)
   const unsigned metrics =
       (o.metrics ? kMetricsWorkers : 0) + (o.status || o.background ? kStatusWorkers : 0);
@@ -63,7 +66,17 @@ void ensure_descriptors(const DaemonOptions& o) {
                              std::to_string(limit.rlim_max) +
                              " (ulimit -Hn); lower --workers or raise the limit");
   }
-  rlim_t wanted = needed + programs;
+  // Connections beyond the workers', held without a worker.
+  rlim_t held = 0;
+  unsigned& most = o.options.max_connections;
+  if (most > workers) {
+    held = most - workers;
+    if (limit.rlim_max != RLIM_INFINITY && needed + held + programs > limit.rlim_max) {
+      held = limit.rlim_max - needed > programs ? limit.rlim_max - needed - programs : 0;
+      most = workers + static_cast<unsigned>(held);
+    }
+  }
+  rlim_t wanted = needed + held + programs;
   if (limit.rlim_max != RLIM_INFINITY) wanted = std::min(wanted, limit.rlim_max);
   if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return;
   limit.rlim_cur = wanted;
@@ -87,14 +100,42 @@ UnixOptions unix_options(const DaemonOptions& o) {
   return file;
 }
 
+// A Unix socket file at `path` for `flag` (--unix, --status unix:). A directory that does not
+// exist is said by name ("No such file or directory" alone does not say which part is missing).
+Listener bind_unix_for(std::string_view flag, const std::string& path, const UnixOptions& file) {
+  try {
+    return Listener::bind_unix(path, file);
+  } catch (const std::system_error& e) {
+    const std::string::size_type slash = path.rfind('/');
+    if (e.code() != std::errc::no_such_file_or_directory || path.front() == '@' ||
+        slash == std::string::npos || slash == 0) {
+      throw;
+    }
+    const std::string dir = path.substr(0, slash);
+    struct stat info {};
+    if (::stat(dir.c_str(), &info) == 0) throw;
+    throw std::runtime_error(std::string(flag) + ": " + e.what() + ": the directory " + dir +
+                             " does not exist (create it first: mkdir -p " + dir +
+                             ", or RuntimeDirectory= under systemd)");
+  }
+}
+
 // A listener of the daemon's own besides the served one (--metrics, --status), bound now so a
 // failure stops the start; its error names the flag.
 Listener bind_flag(std::string_view flag, const ListenAddress& at, const UnixOptions& unix_file) {
   try {
-    if (!at.unix_path.empty()) return Listener::bind_unix(at.unix_path, unix_file);
+    if (!at.unix_path.empty()) return bind_unix_for(flag, at.unix_path, unix_file);
     return Listener::bind(at.host, at.port);
   } catch (const std::system_error& e) {
-    throw std::system_error(e.code(), std::string(flag) + ": " + e.what());
+    // std::system_error appends the code's message to what it is given: give it the text
+    // without it, or the reason would be said twice.
+    std::string what = e.what();
+    const std::string reason = ": " + e.code().message();
+    if (what.size() >= reason.size() &&
+        what.compare(what.size() - reason.size(), reason.size(), reason) == 0) {
+      what.resize(what.size() - reason.size());
+    }
+    throw std::system_error(e.code(), std::string(flag) + ": " + what);
   }
 }
 
@@ -106,7 +147,7 @@ Listener listen_socket(const DaemonOptions& o, const UnixOptions& unix_file,
                                     " listen=" + inherited->address().to_string());
     return std::move(*inherited);
   }
-  if (!o.unix_path.empty()) return Listener::bind_unix(o.unix_path, unix_file);
+  if (!o.unix_path.empty()) return bind_unix_for("--unix", o.unix_path, unix_file);
   ListenOptions listen;
   listen.backlog = o.backlog;
   listen.reuse_port = o.reuse_port;
@@ -125,7 +166,7 @@ ProgramLimits program_limits(const DaemonOptions& o) {
 }
 
 // The handler a request gets: the library user's own, the job queue's, --exec's program, or
-// the document's prefix.
+// sockecho-server's prefix.
 // What the spool held at the start: one line with the counts, and one for each record skipped.
 void log_spool(const Spool& spool, const SpoolFound& found, const Logger& log) {
   const SpoolReport& report = spool.report();
@@ -276,13 +317,18 @@ SignalWaiter Daemon::Parts::answer_signals() {
 }
 
 void Daemon::Parts::abandon() noexcept {
-  // Nothing the daemon started may outlive it, and the log says what was lost: written
-  // directly, since the batched log would not get to write it.
-  if (!jobs) return;
-  const auto [running, queued] = jobs->abandon();
-  Logger(options.log_fd, LogLevel::quiet)
-      .event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
-                                  " (killed) queued=" + std::to_string(queued));
+  // Nothing the daemon started may outlive it, and the log says what was lost. The process
+  // ends as soon as this returns, without its destructors: what the batched log holds (the
+  // lines of its last 50 ms, this one too) is written first.
+  if (jobs) {
+    const auto [running, queued] = jobs->abandon();
+    try {
+      log.event(LogLevel::quiet, "jobs: abandoned running=" + std::to_string(running) +
+                                     " (killed) queued=" + std::to_string(queued));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the end goes on
+    }
+  }
+  log.flush();
 }
 
 Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move(options))) {
@@ -300,7 +346,7 @@ Daemon::Daemon(DaemonOptions options) : parts_(std::make_unique<Parts>(std::move
       }
     }
     const UnixOptions unix_file = unix_options(o);  // an unknown group is a usage error
-    ensure_descriptors(o);
+    ensure_descriptors(p.options);
     // The process that starts programs is forked now, while this one is small and has no
     // other thread: every program's start forks from it (see supervisor.hpp).
     if (!o.exec.empty() && !o.handler) prepare_programs();
@@ -337,6 +383,16 @@ void Daemon::run(const std::function<void(const std::string& line)>& say) {
     status = std::make_unique<StatusListener>(std::move(*p.status_at), *p.jobs, status_options);
     p.status_at.reset();
     p.metrics.add(*status);
+  }
+  if (p.jobs) {
+    // The start line (the server's, next) says how it listens; this one what it runs.
+    p.log.event(
+        LogLevel::normal,
+        "jobs: start mode=background program=" +
+            (p.options.exec.empty() ? std::string("none") : log_quoted(p.options.exec.front())) +
+            " jobs=" + std::to_string(p.options.jobs) +
+            " queue=" + std::to_string(p.options.queue) + " spool=" +
+            (p.options.spool.empty() ? std::string("none") : log_quoted(p.options.spool)));
   }
   say("listening on " + p.name);
   // Serves until the very end: during the drain below, /health answers 503.

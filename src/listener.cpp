@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "address_access.hpp"
 #include "first_that_works.hpp"
 #include "sockecho/deadline.hpp"
 #include "sockecho/error.hpp"
@@ -309,16 +310,7 @@ std::optional<Connection> Listener::accept_or_idle() {
     if (interrupted()) return std::nullopt;
     Address peer;
     const int fd = retry_eintr([&] { return accept_one(socket_.get(), peer); });
-    if (fd >= 0) {
-      // A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept
-      // on the peer address, so they outlive the socket (the log line is written after close).
-      if (address_.family() == AF_UNIX) {
-        if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
-          peer.set_credentials(*cred);
-        }
-      }
-      return Connection(Fd(fd), peer, Connection::NonBlocking{});
-    }
+    if (fd >= 0) return accepted(fd, peer);
     const int err = errno;
     if (interrupted()) return std::nullopt;
     if (skippable(err)) continue;
@@ -330,6 +322,17 @@ std::optional<Connection> Listener::accept_or_idle() {
     }
     throw os_error(err, "accept " + address_.to_string());
   }
+}
+
+Connection Listener::accepted(int fd, Address& peer) const {
+  // A Unix-domain peer has no address worth the name: who it is, is its credentials. Kept on the
+  // peer address, so they outlive the socket (the log line is written after close).
+  if (address_.family() == AF_UNIX) {
+    if (const std::optional<Credentials> cred = detail::peer_credentials_of(fd)) {
+      detail::AddressAccess::set_credentials(peer, *cred);
+    }
+  }
+  return {Fd(fd), peer, Connection::NonBlocking{}};
 }
 
 bool Listener::wait_adopted() {

@@ -71,6 +71,10 @@ void Logger::output(std::string_view text) const noexcept {
   if (enabled(LogLevel::normal)) write_line(text, /*output=*/true);
 }
 
+void Logger::flush() const noexcept {
+  if (batch_) batch_->flush();
+}
+
 void Logger::write_line(std::string_view text, bool output) const noexcept {
   LineBuffer stamp;
   append_timestamp(stamp);

@@ -84,19 +84,33 @@ void Logger::Batch::add(std::initializer_list<std::string_view> pieces, bool out
   if (was_empty) wake_.notify_one();
 }
 
+void Logger::Batch::flush() noexcept {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const std::uint64_t wanted = ++flushes_asked_;
+  wake_.notify_one();
+  // Bounded as the writer's own wait for a stalled reader is, plus a delay's worth.
+  (void)flushed_.wait_for(lock, kExitPatience + delay_,
+                          [this, wanted] { return flushes_done_ >= wanted; });
+}
+
 void Logger::Batch::run() noexcept {
   std::unique_lock<std::mutex> lock(mutex_);
+  const auto hurry = [this] { return leaving_.load() || flushes_asked_ != flushes_done_; };
   for (;;) {
-    wake_.wait(lock, [this] { return leaving_ || !pending_.empty(); });
+    wake_.wait(lock, [this, &hurry] { return hurry() || !pending_.empty(); });
     // Give the lines of the next moments a chance to share this write.
-    if (!leaving_) wake_.wait_for(lock, delay_, [this] { return leaving_.load(); });
+    if (!hurry()) wake_.wait_for(lock, delay_, hurry);
     pending_.swap(writing_);
     pending_output_ = 0;
     const std::uint64_t dropped = std::exchange(dropped_, 0);
     const bool last = leaving_.load(std::memory_order_relaxed);
+    // Every flush asked for so far covers only lines already added: these.
+    const std::uint64_t covered = flushes_asked_;
     lock.unlock();
     write_out(dropped);
     lock.lock();
+    flushes_done_ = covered;
+    flushed_.notify_all();
     if (last && pending_.empty()) return;
   }
 }

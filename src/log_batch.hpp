@@ -32,6 +32,9 @@ class Logger::Batch {
   // line of a program's output (`output`), half the capacity, so such lines never take the room
   // of the others. Never blocks on the descriptor and never allocates.
   void add(std::initializer_list<std::string_view> pieces, bool output = false) noexcept;
+  // Returns once every line added before the call is written, or given up (a stalled reader
+  // gets kExitPatience); the writer skips its delay for them.
+  void flush() noexcept;
 
  private:
   void run() noexcept;
@@ -52,6 +55,10 @@ class Logger::Batch {
   const bool whole_writes_;
   std::mutex mutex_;
   std::condition_variable wake_;
+  std::condition_variable flushed_;
+  // Flushes asked for, and those whose lines the writer has written (both guarded by mutex_).
+  std::uint64_t flushes_asked_ = 0;
+  std::uint64_t flushes_done_ = 0;
   std::string pending_;             // guarded by mutex_
   std::size_t pending_output_ = 0;  // of pending_, the bytes of program output (guarded by mutex_)
   std::string writing_;             // only the thread touches it

@@ -105,6 +105,7 @@ void ServerCore::run() {
     retired_.clear();
   }
   for (std::thread& thread : threads) thread.join();
+  after_workers();
   {
     std::thread delayed;
     {

@@ -1,9 +1,8 @@
-#include "sockecho/session.hpp"
-
 #include <poll.h>
 
 #include <array>
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -12,12 +11,56 @@
 
 #include "sockecho/error.hpp"
 #include "sockecho/line.hpp"
+#include "sockecho/protocol.hpp"
 
 namespace sockecho {
 
+Answered Protocol::answer(Connection& /*connection*/, Workspace& /*workspace*/,
+                          std::string_view /*bytes*/, bool /*at_end*/) {
+  throw std::logic_error("answer() called on a protocol that declares no framing");
+}
+
 void Workspace::send(Connection& connection) {
   reply.pieces(pieces);
-  connection.write_all(pieces.data(), pieces.size());
+  if (!defer) {
+    connection.write_all(pieces.data(), pieces.size());
+    return;
+  }
+  // What the kernel takes now, without waiting; the rest is copied, once, into `unsent`.
+  std::size_t index = 0;
+  std::size_t offset = 0;
+  for (;;) {
+    while (index < pieces.size() && offset == pieces[index].size()) {
+      ++index;
+      offset = 0;
+    }
+    if (index == pieces.size()) return;
+    std::string_view first = pieces[index].substr(offset);
+    std::swap(first, pieces[index]);
+    std::size_t sent = connection.try_write(pieces.data() + index, pieces.size() - index);
+    std::swap(first, pieces[index]);
+    if (sent == 0) break;
+    while (sent > 0) {
+      const std::size_t rest = pieces[index].size() - offset;
+      if (sent < rest) {
+        offset += sent;
+        break;
+      }
+      sent -= rest;
+      ++index;
+      offset = 0;
+    }
+  }
+  std::size_t left = 0;
+  for (std::size_t i = index; i < pieces.size(); ++i) left += pieces[i].size();
+  left -= offset;
+  unsent.clear();
+  unsent.reserve(left);
+  for (std::size_t i = index; i < pieces.size(); ++i) {
+    const std::string_view piece = pieces[i].substr(i == index ? offset : 0);
+    std::memcpy(unsent.tail(), piece.data(), piece.size());
+    unsent.commit(piece.size());
+  }
 }
 
 namespace {
@@ -42,6 +85,7 @@ class RequestMemory {
   void set_kept_until_idle(bool kept) noexcept { kept_until_idle_ = kept; }
 
   [[nodiscard]] std::size_t charged() const noexcept { return charged_; }
+  [[nodiscard]] const std::shared_ptr<MemoryBudget>& budget() const noexcept { return budget_; }
   [[nodiscard]] std::size_t limit() const noexcept { return budget_->limit(); }
 
   // Gives a small buffer the room of a spare, if there is one; the spare's charge goes with it.
@@ -168,7 +212,7 @@ class Borrowed {
   Buffer& buffer_;
 };
 
-// The two protocols of the document share the limits and the request memory.
+// The echo and line protocols share the limits and the request memory.
 class DocumentProtocol : public Protocol {
  public:
   explicit DocumentProtocol(Limits limits)
@@ -232,10 +276,21 @@ class EchoProtocol final : public DocumentProtocol {
       if (limit != 0 && buffer.size() >= limit) too_large();
       grow(buffer, limit);
     } while (connection.read_into(buffer, limit) != 0);
+    (void)answer(connection, workspace, buffer.view(), true);
+  }
+
+  [[nodiscard]] std::optional<Framing> framing() const override {
+    return Framing{Framing::Unit::connection, limits_.max_bytes, limits_.request_timeout,
+                   memory_.budget()};
+  }
+
+  Answered answer(Connection& connection, Workspace& workspace, std::string_view bytes,
+                  bool /*at_end*/) override {
     connection.deadline().set_end(Clock::time_point::max());
     workspace.reply.clear();
-    handler_(Request(buffer.view(), connection), workspace.reply);
+    handler_(Request(bytes, connection), workspace.reply);
     if (workspace.reply.answered()) workspace.send(connection);
+    return {bytes.size(), true};
   }
 
   [[nodiscard]] std::string describe() const override { return describe_as("echo"); }
@@ -251,9 +306,41 @@ class LineProtocol final : public DocumentProtocol {
         handler_(checked(std::move(handler))),
         greeting_(std::move(greeting)) {}
 
-  void serve(Connection& connection, Workspace& workspace) override {
+  [[nodiscard]] std::optional<Framing> framing() const override {
+    return Framing{Framing::Unit::line, limits_.max_bytes, limits_.request_timeout,
+                   memory_.budget()};
+  }
+
+  void open(Connection& connection, Workspace& /*workspace*/) override {
     const std::array<std::string_view, 2> greeting_line = {greeting_, kNewline};
     connection.write_all(greeting_line.data(), greeting_line.size());
+  }
+
+  // The waiting room's side of serve() below: the same answers, the reading left to the server.
+  Answered answer(Connection& connection, Workspace& workspace, std::string_view bytes,
+                  bool at_end) override {
+    LineFramer framer(limits_.max_bytes);
+    workspace.reply.clear();
+    while (const std::optional<std::string_view> line = framer.next(bytes)) {
+      if (!answer(*line, connection, workspace)) return {bytes.size(), true};
+    }
+    if (!workspace.reply.empty()) workspace.send(connection);
+    const std::string_view rest = bytes.substr(framer.consumed());
+    if (framer.too_long(bytes.size())) too_large();
+    if (at_end) {
+      // A last line without '\n' is answered too.
+      if (!rest.empty()) {
+        workspace.reply.clear();
+        if (answer(rest, connection, workspace)) workspace.send(connection);
+      }
+      return {bytes.size(), true};
+    }
+    // At the server's stop, a session ends between lines; a line begun is read to its end.
+    return {framer.consumed(), rest.empty() && stopped(workspace)};
+  }
+
+  void serve(Connection& connection, Workspace& workspace) override {
+    open(connection, workspace);
 
     const Borrowed borrowed(memory_, workspace.buffer);
     Buffer& buffer = workspace.buffer;

@@ -6,7 +6,7 @@
 #include <optional>
 #include <utility>
 
-#include "sockecho/session.hpp"
+#include "sockecho/protocol.hpp"
 
 namespace sockecho {
 

@@ -49,7 +49,7 @@ TEST(BenchArgs, Defaults) {
   EXPECT_EQ(s.requests, 1000U);
   EXPECT_EQ(s.duration.count(), 0);
   EXPECT_EQ(s.size, 6U);
-  EXPECT_EQ(s.prefix, kDefaultPrefix);
+  EXPECT_EQ(s.prefix, kServerDefaultPrefix);
 }
 
 TEST(BenchArgs, ParsesEveryOption) {

@@ -20,7 +20,7 @@
 
 #include "sockecho/error.hpp"
 #include "sockecho/listener.hpp"
-#include "sockecho/session.hpp"
+#include "sockecho/protocol.hpp"
 #include "support.hpp"
 
 namespace sockecho::test {

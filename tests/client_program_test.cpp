@@ -14,7 +14,7 @@
 #include "client_peers.hpp"
 #include "programs.hpp"
 #include "sockecho/listener.hpp"
-#include "sockecho/session.hpp"
+#include "sockecho/protocol.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -257,8 +257,9 @@ TEST(ClientStartedWithADescriptorClosed, StdoutClosedInLineModeSendsNoReplyBack)
 TEST(ClientStdout, AReaderGoneIsExitOneWithAMessageNotSigpipe) {
   for (const bool line_mode : {false, true}) {
     const test::ServerThread server(
-        ServerOptions{}, line_mode ? line_protocol(prefix_handler(std::string(kDefaultPrefix)))
-                                   : echo_protocol(prefix_handler(std::string(kDefaultPrefix))));
+        ServerOptions{}, line_mode
+                             ? line_protocol(prefix_handler(std::string(kServerDefaultPrefix)))
+                             : echo_protocol(prefix_handler(std::string(kServerDefaultPrefix))));
     test::Pipe gone = test::make_pipe();
     gone.read.reset();
     test::SpawnOptions options;

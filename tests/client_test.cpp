@@ -95,7 +95,8 @@ TEST(Connect, UnknownHostIsAResolveError) {
 
 TEST(Request, RoundTrip) {
   const test::ServerThread server;
-  EXPECT_EQ(request("127.0.0.1", server.port(), "hello"), std::string(kDefaultPrefix) + "hello");
+  EXPECT_EQ(request("127.0.0.1", server.port(), "hello"),
+            std::string(kServerDefaultPrefix) + "hello");
 }
 
 TEST(Request, TimesOutOnASilentServer) {
@@ -221,7 +222,7 @@ TEST(Exchange, TheDocumentsServerAnswersAfterTheHalfClose) {
   Exchanged counts;
   std::uint64_t sent = 0;
   EXPECT_EQ(exchange_through_pipes(server.port(), "hello", counts, sent),
-            std::string(kDefaultPrefix) + "hello");
+            std::string(kServerDefaultPrefix) + "hello");
   EXPECT_EQ(sent, 5U);
 }
 
@@ -231,9 +232,9 @@ TEST(Exchange, AMessageFromMemory) {
   Pipe out = make_pipe();
   const Exchanged counts = exchange(c, Source::bytes("abc"), out.write.get());
   out.write.reset();
-  EXPECT_EQ(read_all(out.read.get()), std::string(kDefaultPrefix) + "abc");
+  EXPECT_EQ(read_all(out.read.get()), std::string(kServerDefaultPrefix) + "abc");
   EXPECT_EQ(counts.sent, 3U);
-  EXPECT_EQ(counts.received, kDefaultPrefix.size() + 3);
+  EXPECT_EQ(counts.received, kServerDefaultPrefix.size() + 3);
 }
 
 TEST(Exchange, ReadErrorNamesTheSource) {

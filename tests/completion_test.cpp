@@ -94,8 +94,8 @@ TEST_F(Completion, ClientOffersExactlyTheOptionsOfItsHelp) {
 
 TEST_F(Completion, CompletesAPrefix) {
   EXPECT_EQ(complete("sockecho-server", {"--port", "0", "--m"}),
-            (std::vector<std::string>{"--max-attempts", "--max-bytes", "--max-output",
-                                      "--max-per-source", "--max-queued-per-source",
+            (std::vector<std::string>{"--max-attempts", "--max-bytes", "--max-connections",
+                                      "--max-output", "--max-per-source", "--max-queued-per-source",
                                       "--max-total-bytes", "--metrics", "--mode"}));
   EXPECT_EQ(complete("sockecho-client", {"--q"}), (std::vector<std::string>{"--quiet"}));
 }
@@ -113,7 +113,7 @@ TEST_F(Completion, OffersTheModes) {
 TEST_F(Completion, OffersNothingWhereAValueOfTheUsersOwnIsDue) {
   EXPECT_TRUE(complete("sockecho-server", {"--port", ""}).empty());
   EXPECT_TRUE(complete("sockecho-server", {"--max-bytes", ""}).empty());
-  // After --exec PROGRAM, every word is the program's.
+  // After --exec PROGRAM, every word is the program's: files, never our flags.
   EXPECT_TRUE(complete("sockecho-server", {"--exec", "cat", "--"}).empty());
   EXPECT_FALSE(complete("sockecho-server", {"--exec", "ca"}).empty()) << "commands on PATH";
   EXPECT_TRUE(complete("sockecho-client", {"--send", ""}).empty());
@@ -130,6 +130,21 @@ TEST_F(Completion, SpoolCompletesDirectoriesOnly) {
   std::ofstream(dir / "spool.txt") << "x";
   EXPECT_EQ(complete("sockecho-server", {"--background", "--spool", "sp"}, dir.string()),
             (std::vector<std::string>{"spool"}));
+  std::filesystem::remove_all(dir);
+}
+
+// `--exec php job.php`: the program's arguments are usually a script's path.
+TEST_F(Completion, AfterExecProgramCompletesFiles) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("sockecho-completion-exec-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "jobs");
+  std::ofstream(dir / "job.php") << "<?php";
+  std::ofstream(dir / "other.txt") << "x";
+  EXPECT_EQ(complete("sockecho-server", {"--background", "--exec", "php", "j"}, dir.string()),
+            (std::vector<std::string>{"job.php", "jobs"}));
+  EXPECT_EQ(complete("sockecho-server", {"--exec", "php", "job.php", "o"}, dir.string()),
+            (std::vector<std::string>{"other.txt"}))
+      << "every argument after the program";
   std::filesystem::remove_all(dir);
 }
 

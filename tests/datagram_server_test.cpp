@@ -28,7 +28,7 @@ using test::kPrefix;
 class DatagramServerThread {
  public:
   explicit DatagramServerThread(const std::string& host = "127.0.0.1",
-                                Handler handler = prefix_handler(std::string(kDefaultPrefix)),
+                                Handler handler = prefix_handler(std::string(kServerDefaultPrefix)),
                                 DatagramOptions options = {})
       : log_(test::make_pipe()) {
     options.log = Logger(log_.write.get(), LogLevel::normal);
@@ -139,7 +139,8 @@ TEST(DatagramServer, AReplyThatWouldNotFitIsNotSentAndIsCountedTooLarge) {
 TEST(DatagramServer, MaxBytesRefusesLargerRequests) {
   DatagramOptions options;
   options.max_bytes = 10;
-  DatagramServerThread server("127.0.0.1", prefix_handler(std::string(kDefaultPrefix)), options);
+  DatagramServerThread server("127.0.0.1", prefix_handler(std::string(kServerDefaultPrefix)),
+                              options);
   DatagramSocket client = client_of(server);
   ASSERT_TRUE(client.send(std::string(11, 'x')));
   ASSERT_TRUE(client.send(std::string(10, 'y')));

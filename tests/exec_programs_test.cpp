@@ -170,6 +170,19 @@ TEST(BackgroundProgram, SigtermRunsEveryAcknowledgedJobThenExitsZero) {
   EXPECT_NE(server.err().find("jobs: done accepted=4 ok=4 "), std::string::npos) << server.err();
 }
 
+// The log's first lines say the server runs jobs, how many at once and how many may wait.
+TEST(BackgroundProgram, TheStartSaysItRunsJobsWithItsJobsAndQueue) {
+  ServerProcess server({"--background", "--jobs", "3", "--queue", "7", "--exec", "true"});
+  const std::optional<std::string> line = server.wait_stderr(" jobs: start ");
+  ASSERT_TRUE(line) << server.err();
+  EXPECT_EQ(line->substr(line->find(" jobs: start ")),
+            " jobs: start mode=background program=\"true\" jobs=3 queue=7 spool=none")
+      << *line;
+  ASSERT_TRUE(server.wait_stderr(" start listen=127.0.0.1:")) << server.err();
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
 TEST(BackgroundProgram, ASecondSignalKillsTheRunningJobsAndSaysWhatWasLost) {
   const test::ScratchDir dir;
   const test::Gate gate(dir.file("gate"));  // never opened: what the job starts waits forever

@@ -636,10 +636,10 @@ TEST(FaultProgram, OutOfDescriptorsTheLogSaysSoOnceASecondWithACount) {
 }
 
 TEST(FaultProgram, TheDaemonRaisesItsDescriptorLimitForItsWorkers) {
-  // Started with a soft limit of 32 and 80 workers: it raises the soft limit (to 80 + 16) so
-  // every worker can hold a connection at once.
+  // Started with a soft limit of 32, 80 workers and as many connections at once: it raises the
+  // soft limit (to 80 + 16) so every worker can hold a connection at once.
   test::Child child({kPrlimit, "--nofile=32:", test::server_program(), "--port", "0", "--workers",
-                     "80", "--verbose"});
+                     "80", "--max-connections", "80", "--verbose"});
   const std::optional<std::string> ready = child.stdout_line();
   ASSERT_TRUE(ready) << child.err();
   const std::uint16_t port = test::port_of(*ready);
@@ -811,7 +811,8 @@ TEST(FaultSignals, EintrIsRetriedByTheServerAndTheClientInEveryCall) {
     options.workers = 4;  // three busy, at least one always waiting in accept()
     options.timeout = 20s;
     test::ServerThread echo(options);
-    test::ServerThread line(options, line_protocol(prefix_handler(std::string(kDefaultPrefix))));
+    test::ServerThread line(options,
+                            line_protocol(prefix_handler(std::string(kServerDefaultPrefix))));
 
     std::atomic<int> clients_left{3};
     std::atomic<int> correct{0};

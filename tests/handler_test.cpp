@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "sockecho/client.hpp"
-#include "sockecho/session.hpp"
+#include "sockecho/protocol.hpp"
 #include "support.hpp"
 
 namespace sockecho {

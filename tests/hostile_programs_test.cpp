@@ -36,9 +36,9 @@ std::size_t count_lines(const std::string& log, const std::string& part) {
   }));
 }
 
-// The README's fail2ban filter: the failregex line of its ini block.
-std::string readme_failregex() {
-  std::ifstream in(std::string(SOCKECHO_SOURCE_DIR) + "/README.md");
+// The fail2ban filter of docs/operations.md: the failregex line of its ini block.
+std::string documented_failregex() {
+  std::ifstream in(std::string(SOCKECHO_SOURCE_DIR) + "/docs/operations.md");
   for (std::string line; std::getline(in, line);) {
     if (line.rfind("failregex = ", 0) == 0) return line.substr(12);
   }
@@ -48,7 +48,7 @@ std::string readme_failregex() {
 // The addresses the filter bans in `log`, as fail2ban-regex reports them, or (where fail2ban is
 // not installed) as the filter's own regex finds them after the timestamp is cut off.
 std::vector<std::string> banned(const std::string& log, const test::ScratchDir& dir) {
-  const std::string failregex = readme_failregex();
+  const std::string failregex = documented_failregex();
   std::vector<std::string> hosts;
   if (const std::optional<std::string> tool = test::installed("fail2ban-regex")) {
     const std::string log_file = dir.write("sockecho.log", log);

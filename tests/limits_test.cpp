@@ -228,10 +228,12 @@ TEST(SlowReaders, AnHonestSlowReaderIsNeverCut) {
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 
-std::shared_ptr<Protocol> echo_with_budget(std::size_t max_total_bytes) {
+// The echo protocol with a budget of max_total_bytes the test can read: what the waiting room
+// holds for requests not yet complete, and the large buffers of requests being answered.
+std::shared_ptr<Protocol> echo_with_budget(const std::shared_ptr<MemoryBudget>& budget) {
   Limits limits;
   limits.max_bytes = 8 * kMiB;
-  limits.max_total_bytes = max_total_bytes;
+  limits.budget = budget;
   return echo_protocol(prefix_handler(std::string(test::kPrefix)), limits);
 }
 
@@ -248,17 +250,18 @@ bool sent_and_reset(Connection& c, const std::string& request) {
 }
 
 TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
-  const std::shared_ptr<Protocol> protocol = echo_with_budget(6 * kMiB);
+  const auto budget = std::make_shared<MemoryBudget>(6 * kMiB);
+  const std::shared_ptr<Protocol> protocol = echo_with_budget(budget);
   test::ServerThread server(options_with(4, 10s), protocol);
   const Address to = loopback(1, server.port());
   const std::string three(3 * kMiB, 'a');
 
-  // A holds 3 MiB, in a buffer grown to 4 MiB, and has not finished its request.
+  // A holds 3 MiB in the waiting room, in a buffer grown to 4 MiB, and has not finished its
+  // request.
   Connection a = connect(to, {test::kPatience, {}});
   a.set_timeout(test::kPatience);
   a.write_all(three);
-  ASSERT_TRUE(test::eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }))
-      << protocol->buffered_bytes();
+  ASSERT_TRUE(test::eventually([&] { return budget->charged() == 4 * kMiB; })) << budget->charged();
 
   // B's 3 MiB would need 4 MiB more: over the budget of 6, reset, whatever its own size.
   Connection b = connect(to, {test::kPatience, {}});
@@ -281,33 +284,37 @@ TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
   EXPECT_NE(over->detail.find("max_total_bytes"), std::string::npos) << over->detail;
   EXPECT_EQ(server.server().stats().count(Outcome::ok), 2U);
   // Kept for the next large requests: never more than the budget, and nothing once idle.
-  EXPECT_LE(protocol->buffered_bytes(), 6 * kMiB);
+  EXPECT_LE(budget->charged(), 6 * kMiB);
   protocol->idle(Logger{});
-  EXPECT_EQ(protocol->buffered_bytes(), 0U);
+  EXPECT_EQ(budget->charged(), 0U);
 }
 
-TEST(MemoryBudget, SparesKeptForReuseAreFreedWhenARequestNeedsTheRoom) {
-  const std::shared_ptr<Protocol> protocol = echo_with_budget(6 * kMiB);
-  test::ServerThread server(options_with(4, 10s), protocol);
+TEST(MemoryBudget, ARequestWaitingIsChargedFromItsFirstByteUntilItIsAnswered) {
+  const auto budget = std::make_shared<MemoryBudget>(6 * kMiB);
+  test::ServerThread server(options_with(4, 10s), echo_with_budget(budget));
   const Address to = loopback(1, server.port());
-  const std::string three(3 * kMiB, 'b');
 
-  // B starts first, small; then A's 3 MiB is answered and its 4 MiB buffer kept as a spare.
+  // B's first byte waits in the room, charged (its buffer's smallest size).
   Connection b = connect(to, {test::kPatience, {}});
   b.set_timeout(test::kPatience);
   b.write_all("b");
-  ASSERT_TRUE(test::eventually([&] { return server.server().stats().active == 1; }));
-  EXPECT_EQ(request(to.host(), server.port(), three), std::string(test::kPrefix) + three);
-  ASSERT_TRUE(test::eventually([&] { return protocol->buffered_bytes() == 4 * kMiB; }));
+  ASSERT_TRUE(test::eventually([&] { return server.server().waiting() == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return budget->charged() > 0; }));
+  EXPECT_LE(budget->charged(), 4096U);
 
-  // B now grows to 4 MiB: the spare (which B could not take, having started before it was
-  // kept) is freed to make room, and B is answered.
+  // A large request from another client comes and goes meanwhile.
+  const std::string three(3 * kMiB, 'b');
+  EXPECT_EQ(request(to.host(), server.port(), three), std::string(test::kPrefix) + three);
+
+  // B grows to 3 MiB and more (a buffer of 4 MiB, charged as it grows), and is answered; then
+  // nothing is charged.
   const std::string rest(3 * kMiB, 'c');
   b.write_all(rest);
   b.close_write();
   EXPECT_EQ(b.read_to_end_string(), std::string(test::kPrefix) + "b" + rest);
   ASSERT_TRUE(server.wait_finished(2));
   EXPECT_EQ(server.server().stats().count(Outcome::ok), 2U);
+  EXPECT_TRUE(test::eventually([&] { return budget->charged() == 0; })) << budget->charged();
 }
 
 TEST(MemoryBudget, LineModeCountsLongLinesAgainstTheBudgetToo) {

@@ -100,6 +100,28 @@ TEST(Logger, BatchedLinesArriveWithoutWaitingForTheEnd) {
             std::string::npos);
 }
 
+// What a process about to end without its destructors (a second stop signal) calls: every line
+// logged so far is in the pipe when flush() returns, the batch's hour-long delay skipped.
+TEST(Logger, FlushWritesEveryLineLoggedSoFarBeforeItReturns) {
+  Pipe pipe = make_pipe();
+  const Logger log = Logger::batched(pipe.write.get(), LogLevel::normal, std::chrono::hours(1));
+  ASSERT_EQ(::fcntl(pipe.read.get(), F_SETFL, O_NONBLOCK), 0);
+  std::string got;
+  for (const std::string line : {"first", "second"}) {
+    log.event(LogLevel::normal, line);
+    const auto start = std::chrono::steady_clock::now();
+    log.flush();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+    std::array<char, 256> chunk{};
+    for (ssize_t n = 0; (n = ::read(pipe.read.get(), chunk.data(), chunk.size())) > 0;) {
+      got.append(chunk.data(), static_cast<std::size_t>(n));
+    }
+    EXPECT_NE(got.find(" " + line + "\n"), std::string::npos) << got;
+  }
+  log.flush();       // nothing waiting: returns at once
+  Logger().flush();  // a logger that writes nowhere: nothing to do
+}
+
 TEST(Logger, LevelsFilterBeforeAnythingIsWritten) {
   Pipe pipe = make_pipe();
   {

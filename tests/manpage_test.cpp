@@ -122,6 +122,58 @@ TEST(ManPage, ServerDocumentsExactlyTheOptionsOfItsHelp) { expect_same_options("
 
 TEST(ManPage, ClientDocumentsExactlyTheOptionsOfItsHelp) { expect_same_options("sockecho-client"); }
 
+// The man pages are the one flag reference; where the README and docs/ show a command line of
+// either program, every flag on it must be one that program's --help has (a renamed or dropped
+// flag fails here, as it does in the man pages and the completions). Only lines that run the
+// program are read: prose may name cmake's or haproxy's flags.
+TEST(ManPage, EveryFlagTheDocumentsGiveEitherProgramIsInItsHelp) {
+  const std::vector<std::string> server = help_options_of("sockecho-server");
+  const std::vector<std::string> client = help_options_of("sockecho-client");
+  const auto has = [](const std::vector<std::string>& options, const std::string& option) {
+    return std::find(options.begin(), options.end(), option) != options.end();
+  };
+  std::vector<std::string> documents = {std::string(SOCKECHO_SOURCE_DIR) + "/README.md"};
+  for (const std::string name : {"protocol", "php", "operations", "library"}) {
+    documents.push_back(std::string(SOCKECHO_SOURCE_DIR) + "/docs/" + name + ".md");
+  }
+  std::size_t checked = 0;
+  for (const std::string& document : documents) {
+    bool fence = false;
+    const std::vector<std::string> lines = read_lines(document);
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      const std::string& line = lines[i];
+      if (line.find("```") != std::string::npos) fence = !fence;
+      if (!fence) continue;
+      // A command line of one program; a continued line ("\\" at its end) is the same one's.
+      std::string command = line;
+      for (std::size_t j = i; j + 1 < lines.size() && !lines[j].empty() && lines[j].back() == '\\';
+           ++j) {
+        command += " " + lines[j + 1];
+      }
+      const std::size_t server_at = command.find("sockecho-server ");
+      const std::size_t client_at = command.find("sockecho-client ");
+      if (server_at == std::string::npos && client_at == std::string::npos) continue;
+      // Up to the first shell separator after it: "sockecho-server ... & sleep 1".
+      const bool is_server = server_at < client_at;
+      std::string words = command.substr(is_server ? server_at : client_at);
+      if (const std::size_t end = words.find_first_of("&|;#"); end != std::string::npos) {
+        words.resize(end);
+      }
+      // After --exec the words are the program's.
+      if (const std::size_t exec = words.find("--exec "); exec != std::string::npos) {
+        words.resize(exec + 6);
+      }
+      for (const std::string& option : long_options_in(words)) {
+        ++checked;
+        EXPECT_TRUE(has(is_server ? server : client, option))
+            << document << ":" << i + 1 << ": " << option << " is not an option of "
+            << (is_server ? "sockecho-server" : "sockecho-client") << "'s --help: " << line;
+      }
+    }
+  }
+  EXPECT_GE(checked, 30U) << "the documents show the programs' command lines";
+}
+
 TEST(ManPage, SynopsesNameEveryOption) {
   expect_synopsis_names_every_option("sockecho-server");
   expect_synopsis_names_every_option("sockecho-client");

@@ -1,5 +1,5 @@
-// Metrics: the exposition of a real server's counters, the HTTP head parser, and the metrics
-// listener answering real HTTP requests, including the ones a hostile client sends.
+// Metrics: the exposition of a real server's counters, and the metrics listener answering real
+// HTTP requests, including the ones a hostile client sends.
 #include "sockecho/metrics.hpp"
 
 #include <gtest/gtest.h>
@@ -21,7 +21,6 @@ namespace sockecho {
 namespace {
 
 using namespace std::chrono_literals;
-using State = HttpRequestHead::State;
 
 // The value of the sample line that starts with `series` ("name{labels}"), or -1.
 double sample(const std::string& exposition, const std::string& series) {
@@ -38,31 +37,6 @@ std::string http(std::uint16_t port, std::string_view raw) {
   c.write_all(raw);
   c.close_write();
   return c.read_to_end_string();
-}
-
-TEST(HttpHead, ParsesARequestWithHeaders) {
-  const HttpRequestHead h =
-      parse_http_head("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/plain\r\n\r\n");
-  EXPECT_EQ(h.state, State::complete);
-  EXPECT_EQ(h.method, "GET");
-  EXPECT_EQ(h.target, "/metrics");
-  EXPECT_EQ(parse_http_head("GET /health HTTP/1.0\n\n").state, State::complete);
-}
-
-TEST(HttpHead, WaitsForTheBlankLine) {
-  EXPECT_EQ(parse_http_head("").state, State::incomplete);
-  EXPECT_EQ(parse_http_head("GE").state, State::incomplete);
-  EXPECT_EQ(parse_http_head("GET /metrics HTTP/1.1\r\nHost: a\r\n").state, State::incomplete);
-}
-
-TEST(HttpHead, RejectsWhatIsNotAnHttpRequest) {
-  for (const std::string_view bad :
-       {"\x16\x03\x01", "GET\r\n\r\n", "GET /metrics\r\n\r\n", "GET metrics HTTP/1.1\r\n\r\n",
-        "GET /metrics HTTP/2\r\n\r\n", "GET  /metrics HTTP/1.1\r\n\r\n",
-        "GET /a b HTTP/1.1\r\n\r\n", "G(T /metrics HTTP/1.1\r\n\r\n",
-        "GET /metrics HTTP/1.1\r\nno colon\r\n\r\n", "GET /metrics HTTP/1.1\r\n: v\r\n\r\n"}) {
-    EXPECT_EQ(parse_http_head(bad).state, State::bad) << bad;
-  }
 }
 
 TEST(Metrics, TheExpositionCountsARealServersConnections) {

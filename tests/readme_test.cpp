@@ -1,7 +1,8 @@
-// README.md against the source tree: what a newcomer copies from it must work as it stands. The
-// header table names every public header, the PHP snippets are whole scripts that fail loudly,
-// the C++ example's CMakeLists.txt is a whole project, and installing builds in a directory of
-// its own.
+// README.md and docs/ against the source tree: what a newcomer copies from them must work as it
+// stands. The README is a front page of at most 200 lines with the half-close for both PHP APIs;
+// the header table of docs/library.md names every public header, the PHP snippets are whole
+// scripts that fail loudly, the C++ example's CMakeLists.txt is a whole project, and installing
+// builds in a directory of its own. (docs_test runs the shell snippets; ReadmeTest.php the PHP.)
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,19 +11,23 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sockecho {
 namespace {
 
-std::string read_readme() {
-  const std::string path = std::string(SOCKECHO_SOURCE_DIR) + "/README.md";
+std::string read_doc(const std::string& name) {
+  const std::string path = std::string(SOCKECHO_SOURCE_DIR) + "/" + name;
   std::ifstream file(path);
   if (!file) throw std::runtime_error("cannot read " + path);
   std::ostringstream text;
   text << file.rdbuf();
   return text.str();
 }
+
+std::string read_readme() { return read_doc("README.md"); }
+std::string read_library() { return read_doc("docs/library.md"); }
 
 // The lines of the section under the heading `heading` ("## From PHP"), up to the next heading
 // of the same level or higher.
@@ -87,9 +92,8 @@ TEST(Readme, HeaderTableNamesEveryPublicHeader) {
                                                                "/include/sockecho")) {
     on_disk.insert(entry.path().filename().string());
   }
-  const std::set<std::string> listed =
-      headers_in_table(section(read_readme(), "## Using the library from C++"));
-  EXPECT_EQ(listed, on_disk) << "the header table in \"Using the library from C++\" and "
+  const std::set<std::string> listed = headers_in_table(section(read_library(), "## The pieces"));
+  EXPECT_EQ(listed, on_disk) << "the header table in docs/library.md's \"The pieces\" and "
                                 "include/sockecho/ should name the same headers";
 }
 
@@ -107,14 +111,27 @@ std::string without_comments(const std::string& text) {
   return out;
 }
 
+// Every line of a document, as section() gives a section's.
+std::vector<std::string> all_lines(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
 // The scripts a newcomer copies whole: the half-close fix and every PHP example. Each is a whole
-// script (clients/php/tests/ReadmeTest.php runs those of "From PHP" against real daemons); the
-// first of each section shows how a failure ends the script.
+// script (clients/php/tests/ReadmeTest.php runs them against real daemons); the first of each
+// place shows how a failure ends the script.
 TEST(Readme, PhpScriptsStartWithTheTagAndExitNonZeroOnFailure) {
-  for (const std::string heading : {"## The protocol", "## From PHP"}) {
-    SCOPED_TRACE(heading);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> places = {
+      {"README: The protocol in brief", section(read_readme(), "## The protocol in brief")},
+      {"README: Hand a slow job",
+       section(read_readme(), "## Hand a slow job to the daemon from PHP")},
+      {"docs/php.md", all_lines(read_doc("docs/php.md"))}};
+  for (const auto& [place, lines] : places) {
+    SCOPED_TRACE(place);
     std::vector<Block> php;
-    for (Block& block : blocks(section(read_readme(), heading))) {
+    for (Block& block : blocks(lines)) {
       if (block.language == "php") php.push_back(std::move(block));
     }
     ASSERT_FALSE(php.empty());
@@ -132,17 +149,16 @@ TEST(Readme, PhpScriptsStartWithTheTagAndExitNonZeroOnFailure) {
   }
 }
 
-// "From PHP" in the order a PHP developer needs it: submit a job, ask for it, read its result;
+// docs/php.md in the order a PHP developer needs it: submit a job, ask for it, read its result;
 // the half-close with PHP streams and with the sockets extension; what to do on busy; the
 // client's own page, which links back.
-TEST(Readme, FromPhpShowsTheJobApiTheHalfCloseBusyAndTheClientsPageInThatOrder) {
-  std::string text;
-  for (const std::string& line : section(read_readme(), "## From PHP")) text += line + "\n";
+TEST(Readme, PhpPageShowsTheJobApiTheHalfCloseBusyAndTheClientsPageInThatOrder) {
+  const std::string text = read_doc("docs/php.md");
   std::size_t at = 0;
   for (const std::string step :
        {"->submit(", "->status(", "->output", "stream_socket_shutdown($fp, STREAM_SHUT_WR)",
-        "socket_shutdown($socket, 1)", "**On busy.**",
-        "[clients/php/README.md](clients/php/README.md)"}) {
+        "socket_shutdown($socket, 1)", "## On busy",
+        "[clients/php/README.md](../clients/php/README.md)"}) {
     const std::size_t found = text.find(step, at);
     ASSERT_NE(found, std::string::npos)
         << "\"" << step << "\" missing, or before the step it follows";
@@ -151,12 +167,27 @@ TEST(Readme, FromPhpShowsTheJobApiTheHalfCloseBusyAndTheClientsPageInThatOrder) 
   std::ifstream client_readme(std::string(SOCKECHO_SOURCE_DIR) + "/clients/php/README.md");
   std::ostringstream client_text;
   client_text << client_readme.rdbuf();
-  EXPECT_NE(client_text.str().find("../../README.md#from-php"), std::string::npos)
-      << "clients/php/README.md should link back to the README's From PHP section";
+  EXPECT_NE(client_text.str().find("../../docs/php.md"), std::string::npos)
+      << "clients/php/README.md should link back to docs/php.md";
+}
+
+// The front page: short, with its table of contents, both commands, the half-close for both
+// PHP APIs, a job submitted, asked about and read from PHP, and a link to each document.
+TEST(Readme, IsAFrontPageThatLeadsToEachDocument) {
+  const std::string text = read_readme();
+  EXPECT_LE(all_lines(text).size(), 200U) << "README.md is a front page: at most 200 lines";
+  for (const std::string part :
+       {"## Contents", "```sh quickstart", "./build/tools/sockecho-client",
+        "# build, then run every test", "socket_shutdown($socket, 1)",
+        "stream_socket_shutdown($fp, STREAM_SHUT_WR)", "->submit(", "->status(", "->output",
+        "(docs/protocol.md)", "(docs/php.md)", "(docs/operations.md)", "(docs/library.md)",
+        "(bench/RESULTS.md)", "apt-get install -y --no-install-recommends"}) {
+    EXPECT_NE(text.find(part), std::string::npos) << part << " missing from README.md";
+  }
 }
 
 TEST(Readme, CppExampleShowsAWholeCMakeProject) {
-  const std::vector<Block> cmake = blocks(section(read_readme(), "## Using the library from C++"));
+  const std::vector<Block> cmake = blocks(section(read_library(), "## A daemon of your own"));
   ASSERT_FALSE(cmake.empty());
   ASSERT_EQ(cmake.front().language, "cmake");
   const std::string& text = cmake.front().text;
@@ -168,7 +199,7 @@ TEST(Readme, CppExampleShowsAWholeCMakeProject) {
 }
 
 TEST(Readme, InstallingBuildsInADirectoryOfItsOwn) {
-  const std::vector<Block> sh = blocks(section(read_readme(), "## Installing"));
+  const std::vector<Block> sh = blocks(section(read_library(), "## Installing"));
   ASSERT_FALSE(sh.empty());
   const std::string& text = sh.front().text;
   EXPECT_NE(text.find("cmake --install "), std::string::npos) << text;

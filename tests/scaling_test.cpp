@@ -1,5 +1,5 @@
 // Several sockecho-server instances on one service: processes sharing a port with --reuseport,
-// and instances behind HAProxy in TCP mode (the README's recipe), all on loopback.
+// and instances behind HAProxy in TCP mode (docs/operations.md's recipe), all on loopback.
 #include <gtest/gtest.h>
 #include <unistd.h>
 

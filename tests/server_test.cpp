@@ -49,11 +49,11 @@ std::string every_byte_value() {
 // A handler that echoes without a prefix.
 Handler echo_handler() { return prefix_handler(std::string()); }
 
-// The document's prefix, spelled out byte by byte so a change to kDefaultPrefix (and so to the
-// tests' kPrefix) cannot hide.
+// The document's prefix, spelled out byte by byte so a change to kServerDefaultPrefix (and so to
+// the tests' kPrefix) cannot hide.
 TEST(Server, DefaultPrefixIsTheDocumentsBytes) {
-  EXPECT_EQ(kDefaultPrefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
-  EXPECT_EQ(kDefaultPrefix.size(), 10U);
+  EXPECT_EQ(kServerDefaultPrefix, "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ");
+  EXPECT_EQ(kServerDefaultPrefix.size(), 10U);
 }
 
 TEST(Server, RepliesWithTheDefaultPrefixAndTheMessage) {
@@ -118,7 +118,7 @@ TEST(Server, TenMebibyteMessageComesBackIntact) {
 }
 
 TEST(Server, ServesIpv6Loopback) {
-  ServerThread server({}, prefix_handler(std::string(kDefaultPrefix)), "::1");
+  ServerThread server({}, prefix_handler(std::string(kServerDefaultPrefix)), "::1");
   EXPECT_EQ(server.server().address().family(), AF_INET6);
   EXPECT_EQ(server.server().address().to_string(), "[::1]:" + std::to_string(server.port()));
   EXPECT_EQ(ask(server.port(), "six", "::1"), std::string(kPrefix) + "six");
@@ -568,21 +568,96 @@ TEST(WorkersOnDemand, StartAsConnectionsNeedThemAndRetireWhenIdle) {
   EXPECT_EQ(request("127.0.0.1", server.port(), "after"), kPrefix + "after");
 }
 
+// A protocol of a library user's own that declares no framing: it reads its request itself, so
+// it holds a worker for its whole connection.
+class ReadsItself final : public Protocol {
+ public:
+  void serve(Connection& connection, Workspace& workspace) override {
+    std::string request = connection.read_to_end_string();
+    workspace.reply.append(request);
+    workspace.send(connection);
+  }
+  [[nodiscard]] std::string describe() const override { return "mode=reads-itself"; }
+};
+
+// Polls a counter of the server until it is `want`, within kPatience; returns what it is.
+template <typename Counter>
+std::uint64_t counter_settles(Counter counter, std::uint64_t want) {
+  const auto until = std::chrono::steady_clock::now() + test::kPatience;
+  std::uint64_t now = counter();
+  while (now != want && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(10ms);  // ok-sleep: polling a counter, bounded by kPatience
+    now = counter();
+  }
+  return now;
+}
+
 TEST(WorkersOnDemand, NeverMoreThanTheLimit) {
+  ServerOptions options;
+  options.workers = 3;
+  options.timeout = std::chrono::seconds(10);  // spelled out for cppcheck 2.10
+  ServerThread server(options, std::make_shared<ReadsItself>());
+  std::vector<Connection> held;
+  held.reserve(6);
+  for (int i = 0; i < 6; ++i) held.push_back(connect("127.0.0.1", server.port(), kPatience));
+  EXPECT_EQ(workers_settle(server.server(), 3), 3U);
+  EXPECT_EQ(counter_settles([&] { return server.server().stats().active; }, 3), 3U)
+      << "three served, three in the backlog";
+  EXPECT_EQ(server.server().stats().workers, 3U);
+  EXPECT_EQ(server.server().waiting(), 0U) << "a protocol without framing never waits";
+}
+
+TEST(WaitingRoom, ConnectionsWithoutACompleteRequestHoldNoWorker) {
   ServerOptions options;
   options.workers = 3;
   options.timeout = std::chrono::seconds(10);  // spelled out for cppcheck 2.10
   ServerThread server(options);
   std::vector<Connection> held;
-  held.reserve(6);
-  for (int i = 0; i < 6; ++i) held.push_back(connect("127.0.0.1", server.port(), kPatience));
-  EXPECT_EQ(workers_settle(server.server(), 3), 3U);
-  const auto until = std::chrono::steady_clock::now() + test::kPatience;
-  while (server.server().stats().active < 3 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(10ms);  // ok-sleep: polling a counter, bounded by kPatience
+  held.reserve(30);
+  for (int i = 0; i < 30; ++i) {
+    held.push_back(connect("127.0.0.1", server.port(), kPatience));
+    held.back().write_all("part " + std::to_string(i));
   }
-  EXPECT_EQ(server.server().stats().active, 3U) << "three served, three in the backlog";
-  EXPECT_EQ(server.server().stats().workers, 3U);
+  Server& s = server.server();
+  EXPECT_EQ(counter_settles([&] { return s.waiting(); }, 30), 30U) << "all thirty wait";
+  EXPECT_EQ(s.stats().active, 30U);
+  EXPECT_LE(s.stats().workers, 3U);
+  // Ten times the workers wait, and a whole request is still answered at once.
+  EXPECT_EQ(request("127.0.0.1", server.port(), "now"), kPrefix + "now");
+  // Each held one, completed, is answered by a worker: in any order, all of them.
+  for (std::size_t i = 0; i < held.size(); i += 2) held[i].close_write();
+  for (std::size_t i = 0; i < held.size(); i += 2) {
+    EXPECT_EQ(held[i].read_to_end_string(), kPrefix + "part " + std::to_string(i));
+  }
+  EXPECT_EQ(counter_settles([&] { return s.waiting(); }, 15), 15U);
+  // The others reset before their requests end: each counted once, a reset.
+  for (std::size_t i = 1; i < held.size(); i += 2) held[i].abort();
+  EXPECT_EQ(counter_settles([&] { return s.stats().active; }, 0), 0U);
+  EXPECT_EQ(s.waiting(), 0U);
+  EXPECT_EQ(s.stats().count(Outcome::ok), 16U);
+  EXPECT_EQ(s.stats().count(Outcome::reset), 15U);
+}
+
+TEST(WaitingRoom, OneWorkerStaysTheSerialLoop) {
+  ServerOptions options;
+  options.workers = 1;
+  options.timeout = std::chrono::seconds(10);  // spelled out for cppcheck 2.10
+  ServerThread server(options);
+  Connection first = connect("127.0.0.1", server.port(), kPatience);
+  first.write_all("first");
+  // The one worker holds the first connection until it ends: the second waits in the backlog.
+  Connection second = connect("127.0.0.1", server.port(), kPatience);
+  second.write_all("second");
+  second.close_write();
+  EXPECT_EQ(counter_settles([&] { return server.server().stats().active; }, 1), 1U);
+  EXPECT_EQ(server.server().waiting(), 0U);
+  char byte = 0;
+  second.set_timeout(200ms);
+  EXPECT_THROW((void)second.read_some(&byte, 1), std::system_error) << "answered out of turn";
+  first.close_write();
+  EXPECT_EQ(first.read_to_end_string(), kPrefix + "first");
+  second.set_timeout(kPatience);
+  EXPECT_EQ(second.read_to_end_string(), kPrefix + "second");
 }
 
 }  // namespace

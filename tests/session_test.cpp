@@ -1,7 +1,5 @@
 // Protocols plug into the Server: the document's two through their own objects, and a third,
 // length-prefixed one defined here alone, served by the same Server with no change to it.
-#include "sockecho/session.hpp"
-
 #include <gtest/gtest.h>
 
 #include <array>
@@ -11,6 +9,7 @@
 #include <system_error>
 
 #include "sockecho/client.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"
 

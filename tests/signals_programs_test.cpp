@@ -92,7 +92,7 @@ TEST(SignalsProgram, QuietStillWritesTheStatsLineItWasAskedFor) {
 }
 
 // A second stop signal ends the server at once, killed by that signal: the shell's 128 + its
-// number, as the README's exit codes and the man page's EXIT STATUS say.
+// number, as docs/operations.md's exit codes and the man page's EXIT STATUS say.
 TEST(SignalsProgram, ASecondStopSignalKillsItWithThatSignal) {
   for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
     SCOPED_TRACE(signal);
@@ -106,6 +106,31 @@ TEST(SignalsProgram, ASecondStopSignalKillsItWithThatSignal) {
     EXPECT_EQ(server.wait(), std::optional<int>(128 + signal)) << server.err();
     EXPECT_EQ(occurrences(server.err(), " stop accepted="), 0U)
         << "no clean stop: " << server.err();
+  }
+}
+
+// The log writes in batches, 50 ms late; a second stop signal ends the process at once, so what
+// the log holds is written first: here the start lines, logged just after the ready line, and
+// those of the first stop, all well within 50 ms of the end.
+TEST(SignalsProgram, ASecondStopSignalWritesWhatTheLogHoldsFirst) {
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round);
+    // An acknowledged job keeps the first stop draining until the second signal comes.
+    ServerProcess server({"--background", "--exec", "sleep", "30"});
+    ASSERT_EQ(request("127.0.0.1", server.port(), "job").rfind("accepted ", 0), 0U);
+    // Two different signals, so the kernel cannot merge them into one: whichever the server
+    // takes first stops it, the other ends it.
+    server.signal(SIGTERM);
+    server.signal(SIGINT);
+    const std::optional<int> status = server.wait();
+    EXPECT_TRUE(status == 128 + SIGINT || status == 128 + SIGTERM) << server.err();
+    for (const std::string line : {" jobs: start mode=background ", " start listen=127.0.0.1:",
+                                   " stopping: ", " jobs: abandoned "}) {
+      EXPECT_NE(server.err().find(line), std::string::npos) << line << " missing:\n"
+                                                            << server.err();
+    }
+    EXPECT_LT(server.err().find(" stopping: "), server.err().find(" jobs: abandoned "))
+        << "in the order they happened: " << server.err();
   }
 }
 

@@ -73,7 +73,8 @@ TEST(SystemdUnits, ServiceCommandLineStartsTheServer) {
   ASSERT_FALSE(flags.empty());
   // The same flags, then --port 0 (the last --port wins) so the test takes no fixed port.
   test::ServerProcess server(flags);
-  EXPECT_EQ(request("127.0.0.1", server.port(), "unit\n"), std::string(kDefaultPrefix) + "unit\n");
+  EXPECT_EQ(request("127.0.0.1", server.port(), "unit\n"),
+            std::string(kServerDefaultPrefix) + "unit\n");
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0) << server.err();
 }

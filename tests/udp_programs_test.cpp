@@ -187,7 +187,7 @@ TEST(UdpPrograms, EmptyDatagramsAreAmplifiedByThePrefixAndNoMore) {
   EXPECT_EQ(answered, kCount);
   const long long out = last_count(server.err(), "bytes_out");
   EXPECT_EQ(out, static_cast<long long>(kPrefix.size()) * kCount) << server.err();
-  // On the wire, with the 28 bytes of IPv4 and UDP headers each way: what the README says.
+  // On the wire, with the 28 bytes of IPv4 and UDP headers each way: what docs/operations.md says.
   constexpr double kHeaders = 28;
   const double ratio = (static_cast<double>(out) + kHeaders * kCount) / (kHeaders * kCount);
   EXPECT_LE(ratio, 1.36) << ratio;

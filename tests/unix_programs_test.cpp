@@ -122,6 +122,29 @@ TEST(UnixPrograms, APathThatIsNotASocketIsLeftUntouched) {
   EXPECT_EQ(dir.read("notes.txt"), "keep me");
 }
 
+// `--unix /run/sockecho/sockecho.sock` pasted on a machine without /run/sockecho: the error names
+// the directory to create, for --unix and for --status unix: alike.
+TEST(UnixPrograms, AMissingDirectoryIsNamed) {
+  const ScratchDir dir;
+  const std::string missing = dir.file("run/sockecho");
+  const test::RunResult r = server_run({"--unix", missing + "/sockecho.sock"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "sockecho-server: --unix: bind unix:" + missing +
+                       "/sockecho.sock: No such file or directory: the directory " + missing +
+                       " does not exist (create it first: mkdir -p " + missing +
+                       ", or RuntimeDirectory= under systemd)\n");
+  const test::RunResult status =
+      server_run({"--unix", dir.file("jobs.sock"), "--background", "--status",
+                  "unix:" + missing + "/status.sock", "--exec", "true"});
+  EXPECT_EQ(status.status, 1);
+  EXPECT_EQ(status.err.rfind("sockecho-server: --status: bind unix:" + missing, 0), 0U)
+      << status.err;
+  EXPECT_NE(status.err.find("the directory " + missing + " does not exist"), std::string::npos)
+      << status.err;
+  EXPECT_FALSE(test::exists(dir.file("jobs.sock"))) << "nothing left behind";
+}
+
 TEST(UnixPrograms, ModeAndGroupOfTheSocketFile) {
   const ScratchDir dir;
   {

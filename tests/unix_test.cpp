@@ -19,15 +19,17 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
+#include "address_access.hpp"  // src/: the listener's own setter
 #include "sockecho/address.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/connection.hpp"
 #include "sockecho/listener.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/record.hpp"
 #include "sockecho/server.hpp"
-#include "sockecho/session.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -147,14 +149,30 @@ TEST(UnixAddress, RejectsWhatSunPathCannotHold) {
   EXPECT_THROW((void)Address::unix_path(std::string("a\0b", 3)), std::invalid_argument);
 }
 
+// Whether T has a set_credentials() a caller of the public API could call.
+template <typename T, typename = void>
+struct HasPublicSetCredentials : std::false_type {};
+template <typename T>
+struct HasPublicSetCredentials<
+    T, std::void_t<decltype(std::declval<T&>().set_credentials(Credentials{}))>> : std::true_type {
+};
+
+TEST(UnixAddress, NoCallerCanSetCredentials) {
+  // Only the listener that accepted a Unix-domain connection records who the peer is (from
+  // SO_PEERCRED); a public setter would let any caller forge the per-source key.
+  static_assert(!HasPublicSetCredentials<Address>::value);
+  EXPECT_FALSE(Address::unix_path("/x.sock").credentials().has_value());
+}
+
 TEST(UnixAddress, APeerWithCredentialsIsNamedAndCountedByUser) {
+  using detail::AddressAccess;
   Address peer = Address::unix_path("/x.sock");
-  peer.set_credentials({4711, 33, 34});
+  AddressAccess::set_credentials(peer, {4711, 33, 34});
   EXPECT_EQ(peer.to_string(), "unix:uid=33,pid=4711");
   Address same_user = Address::unix_path("/y.sock");
-  same_user.set_credentials({4712, 33, 0});
+  AddressAccess::set_credentials(same_user, {4712, 33, 0});
   Address other_user = same_user;
-  other_user.set_credentials({4712, 34, 0});
+  AddressAccess::set_credentials(other_user, {4712, 34, 0});
   EXPECT_EQ(peer.source_key(), same_user.source_key());
   EXPECT_NE(peer.source_key(), other_user.source_key());
   // Never the key of an IPv4 address (4 bytes) or an IPv6 one (16).

@@ -31,7 +31,7 @@ struct BenchSettings {
   // Bytes in each request (a fixed pseudo-random pattern).
   std::size_t size = 6;
   // The prefix every reply must start with, before the request's bytes.
-  std::string prefix{kDefaultPrefix};
+  std::string prefix{kServerDefaultPrefix};
   // Loopback source addresses to spread connections over (127.0.0.2, 127.0.0.3, ...) when the
   // server is on IPv4 loopback; 0 lets the kernel choose the source as usual.
   unsigned sources = kDefaultSources;

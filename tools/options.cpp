@@ -280,6 +280,7 @@ std::size_t parse_size(std::string_view flag, std::string_view text) {
 namespace {
 
 constexpr unsigned long kMaxWorkers = 4096;
+constexpr unsigned long kMaxConnections = 1000000;
 constexpr unsigned long kMaxQueue = 1000000;
 // Runs one job may start in all. A thousand is far past any sensible retry policy, yet bounded,
 // so a typing slip cannot make a failing job run for ever.
@@ -383,6 +384,9 @@ bool read_limit_flag(ArgReader& reader, ServerSettings& s) {
   } else if (flag == "--max-per-source") {
     s.options.max_per_source =
         static_cast<unsigned>(parse_number(flag, reader.value(), 0, kMaxWorkers));
+  } else if (flag == "--max-connections") {
+    s.options.max_connections =
+        static_cast<unsigned>(parse_number(flag, reader.value(), 1, kMaxConnections));
   } else if (flag == "--max-bytes") {
     s.limits.max_bytes = parse_size(flag, reader.value());
   } else if (flag == "--max-total-bytes") {
@@ -557,8 +561,12 @@ std::string server_usage() {
          "  --unix-group NAME  their group, a name or gid (default: the server's)\n"
          "  --prefix TEXT      reply prefix (default '数据是 '; '' for a pure echo)\n"
          "  --mode MODE        echo or line (default echo)\n"
-         "  --workers N        most connections served at once, threads started as needed\n"
-         "                     and retired when idle; 1 is strictly serial (default 128)\n"
+         "  --workers N        most requests handled at once, threads started as needed\n"
+         "                     and retired when idle; a connection whose request is not\n"
+         "                     complete holds none; 1 is strictly serial (default 128)\n"
+         "  --max-connections N  connections open at once, reading, waiting or being\n"
+         "                     answered; past it new ones wait in the backlog (default\n"
+         "                     10000, or what the descriptor hard limit allows)\n"
          "  --timeout SEC      idle limit: close a connection that makes no progress (no byte\n"
          "                     read, no byte of the reply taken) for SEC; 0 = none (default 30)\n"
          "  --request-timeout SEC  longest time to receive one whole request, however slowly\n"

@@ -15,6 +15,12 @@ source .ci/lib.sh
 
 need_packages pkgconf groff-base man-db dpkg-dev file systemd git lintian
 
+# The version of project() in CMakeLists.txt, and the soname it gives: while the major version is
+# 0 it carries the minor too (libsockecho.so.0.1), as the package's version file does.
+version=$(sed -n 's/^project(sockecho VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+IFS=. read -r major minor _ <<<"$version"
+if ((major == 0)); then soname=libsockecho.so.$major.$minor; else soname=libsockecho.so.$major; fi
+
 work=$(mktemp -d)
 server_pid=
 finish() {
@@ -81,6 +87,20 @@ grep -q "^ExecStart=$prefix/bin/sockecho-server " "$prefix/lib/systemd/system/so
 [ "$(PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig pkg-config --variable=includedir sockecho)" = "$prefix/include" ] ||
   fail "sockecho.pc does not point at the installed headers"
 
+# The version file answers find_package(sockecho X.Y) as the soname does: while the major version
+# is 0, only the same minor version is compatible.
+version_ok() {
+  mkdir -p "$work/find-$1"
+  printf 'cmake_minimum_required(VERSION 3.21)\nproject(find LANGUAGES CXX)\nfind_package(sockecho %s CONFIG REQUIRED)\n' \
+    "$1" >"$work/find-$1/CMakeLists.txt"
+  cmake -S "$work/find-$1" -B "$work/find-$1/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null 2>&1
+}
+version_ok "$major.$minor" || fail "find_package(sockecho $major.$minor) is refused"
+if ((major == 0)); then
+  ! version_ok "$major.$((minor + 1))" && ! version_ok "$major.$((minor - 1))" ||
+    fail "find_package(sockecho 0.x) accepts another minor version of a 0.x library"
+fi
+
 # --- examples/ built four ways, run against each other ---------------------------------------------
 step "examples: find_package(sockecho CONFIG) from the staging prefix"
 cmake -S examples -B "$work/ex-package" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
@@ -92,8 +112,8 @@ make -s -C examples PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig" OUT="$work/ex-pk
 step "examples: add_subdirectory, shared library"
 cmake -S examples -B "$work/ex-subdir" -DSOCKECHO_FROM=subdirectory -DBUILD_SHARED_LIBS=ON >/dev/null
 cmake --build "$work/ex-subdir" -j2 >/dev/null
-[[ $(ldd "$work/ex-subdir/wordcountd") == *"libsockecho.so.0 => $work/ex-subdir/"* ]] ||
-  fail "wordcountd is not linked to the libsockecho.so.0 it built"
+[[ $(ldd "$work/ex-subdir/wordcountd") == *"$soname => $work/ex-subdir/"* ]] ||
+  fail "wordcountd is not linked to the $soname it built"
 
 step "examples: FetchContent of this checkout"
 cmake -S examples -B "$work/ex-fetch" -DSOCKECHO_FROM=fetch -DSOCKECHO_GIT_REPOSITORY="file://$PWD" \
@@ -115,10 +135,11 @@ cmake --build "$work/build-shared" -j2 >/dev/null
 shared=$work/prefix-shared
 cmake --install "$work/build-shared" --prefix "$shared" >/dev/null
 shared_libdir=$(grep -m1 '^CMAKE_INSTALL_LIBDIR:' "$work/build-shared/CMakeCache.txt" | cut -d= -f2)
-[ -L "$shared/$shared_libdir/libsockecho.so" ] && [ -f "$shared/$shared_libdir/libsockecho.so.0.1.0" ] ||
+[ -L "$shared/$shared_libdir/libsockecho.so" ] && [ -f "$shared/$shared_libdir/libsockecho.so.$version" ] &&
+  [ "$(readlink "$shared/$shared_libdir/$soname")" = "libsockecho.so.$version" ] ||
   fail "the shared library and its links are not installed"
-[[ $(ldd "$shared/bin/sockecho-server") == *"libsockecho.so.0 => $shared/"* ]] ||
-  fail "the installed sockecho-server does not find its libsockecho.so.0"
+[[ $(ldd "$shared/bin/sockecho-server") == *"$soname => $shared/"* ]] ||
+  fail "the installed sockecho-server does not find its $soname"
 [[ $(PKG_CONFIG_PATH=$shared/$shared_libdir/pkgconfig pkg-config --libs sockecho) != *-pthread* ]] ||
   fail "sockecho.pc of a shared library should keep -pthread in Libs.private"
 start_server "$shared/bin/sockecho-server" --port 0 --prefix ''
@@ -246,7 +267,7 @@ verify=$(systemd-analyze verify /etc/systemd/system/sockecho-status.socket /usr/
   verify_status=$?
 rm -f /etc/systemd/system/sockecho-status.socket
 [ "${verify_status:-0}" -eq 0 ] && [ -z "$verify" ] || fail "systemd-analyze verify sockecho-status.socket: $verify"
-[ "$(pkg-config --modversion sockecho)" = "$(sed -n 's/^project(sockecho VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)" ] ||
+[ "$(pkg-config --modversion sockecho)" = "$version" ] ||
   fail "pkg-config does not find the installed sockecho"
 
 step "examples: find_package against the installed package"

@@ -10,11 +10,17 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
+
+namespace detail {
+struct AddressAccess;  // what only the library sets on an Address (src/address_access.hpp)
+}  // namespace detail
 
 // Who is at the other end of a Unix-domain connection, as the kernel recorded it when the
 // connection was made (SO_PEERCRED): the peer process's pid and its effective uid and gid.
-struct Credentials {
+struct SOCKECHO_EXPORT Credentials {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -32,7 +38,7 @@ struct Credentials {
 // can connect. The peer of an accepted Unix-domain connection has no path of its own (clients
 // rarely bind one); what identifies it is its Credentials, which Listener records on the peer
 // address, so messages and the per-source count name the peer by user id.
-class Address {
+class SOCKECHO_EXPORT Address {
  public:
   // The longest path (or abstract name, '@' not counted) a Unix-domain address can hold: the
   // room in sockaddr_un's sun_path, less its terminating NUL.
@@ -59,11 +65,12 @@ class Address {
   // A Unix-domain peer with credentials is "unix:uid=33,pid=4711".
   [[nodiscard]] std::string to_string() const;
 
-  // The credentials of a Unix-domain peer, when they were recorded (see set_credentials()).
+  // The credentials of a Unix-domain peer, as the kernel reported them to the Listener that
+  // accepted the connection; none on any other address. No caller can set them, so a per-source
+  // key made from them cannot be forged.
   [[nodiscard]] const std::optional<Credentials>& credentials() const noexcept {
     return credentials_;
   }
-  void set_credentials(const Credentials& credentials) noexcept { credentials_ = credentials; }
 
   // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it carries, with its port;
   // any other address as it is. Where sockecho compares or names a peer, it uses this.
@@ -87,10 +94,11 @@ class Address {
   [[nodiscard]] static Address local_of(int fd);
   [[nodiscard]] static Address peer_of(int fd);
 
-  friend bool operator==(const Address& a, const Address& b) noexcept;
+  friend SOCKECHO_EXPORT bool operator==(const Address& a, const Address& b) noexcept;
   friend bool operator!=(const Address& a, const Address& b) noexcept { return !(a == b); }
 
  private:
+  friend struct detail::AddressAccess;
   sockaddr_storage storage_;
   socklen_t size_ = 0;
   std::optional<Credentials> credentials_;
@@ -98,17 +106,18 @@ class Address {
 
 // "host:port", bracketing hosts that contain ':' ("[::1]:80"): names an endpoint in messages
 // before it is resolved.
-[[nodiscard]] std::string join_host_port(std::string_view host, std::uint16_t port);
+[[nodiscard]] SOCKECHO_EXPORT std::string join_host_port(std::string_view host, std::uint16_t port);
 
 // Resolves a host (IPv4 or IPv6 literal, or a name) and port to TCP addresses with
 // getaddrinfo(), in the order it prefers. `passive` asks for addresses to bind rather than to
 // connect to. Throws std::system_error in resolver_category(), e.g.
 // "resolve nosuch.invalid:80: Name or service not known".
-[[nodiscard]] std::vector<Address> resolve(std::string_view host, std::uint16_t port,
-                                           bool passive = false);
+[[nodiscard]] SOCKECHO_EXPORT std::vector<Address> resolve(std::string_view host,
+                                                           std::uint16_t port,
+                                                           bool passive = false);
 
 // Parses a decimal TCP port, 0 to 65535 (0: "pick a free one"). Throws std::invalid_argument
 // with a message fit for a user on anything else: signs, spaces, hex, empty, too large.
-[[nodiscard]] std::uint16_t parse_port(std::string_view text);
+[[nodiscard]] SOCKECHO_EXPORT std::uint16_t parse_port(std::string_view text);
 
 }  // namespace sockecho

@@ -4,12 +4,14 @@
 #include <cstddef>
 #include <string_view>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // A contiguous byte buffer with a filled part (data(), size()) followed by free room that a read
 // can fill in place (tail(), room(), then commit()). Growing uses realloc, so glibc can grow a
 // large block with mremap instead of copying it, and pages never written cost no memory.
-class Buffer {
+class SOCKECHO_EXPORT Buffer {
  public:
   Buffer() noexcept = default;
   Buffer(Buffer&& other) noexcept;

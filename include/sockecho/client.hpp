@@ -11,10 +11,11 @@
 #include <system_error>
 
 #include "sockecho/connection.hpp"
+#include "sockecho/export.hpp"
 
 namespace sockecho {
 
-struct ConnectOptions {
+struct SOCKECHO_EXPORT ConnectOptions {
   // Bounds the attempt (all addresses together); zero waits as long as the kernel does.
   std::chrono::milliseconds timeout{0};
   // The local address to connect from (its port 0: any); unset: the kernel's choice.
@@ -25,16 +26,18 @@ struct ConnectOptions {
 // backlog is waited out within the timeout as TCP's handshake is. The connection is returned
 // with no limits set. Throws std::system_error, e.g. "connect 127.0.0.1:12387: Connection
 // refused", "connect unix:/run/x.sock: Permission denied".
-[[nodiscard]] Connection connect(const Address& address, const ConnectOptions& options = {});
+[[nodiscard]] SOCKECHO_EXPORT Connection connect(const Address& address,
+                                                 const ConnectOptions& options = {});
 
 // Connects to host:port, trying every address the name resolves to, in order, until one
 // accepts. A non-zero timeout bounds the whole attempt. The connection is returned with no
 // limits set. Throws std::system_error, e.g. "connect 127.0.0.1:12387: Connection refused"
 // (every address tried is named).
-[[nodiscard]] Connection connect(std::string_view host, std::uint16_t port,
-                                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+[[nodiscard]] SOCKECHO_EXPORT Connection
+connect(std::string_view host, std::uint16_t port,
+        std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
-struct RequestOptions {
+struct SOCKECHO_EXPORT RequestOptions {
   // Bounds connecting and each wait for the server; zero means wait forever.
   std::chrono::milliseconds timeout{0};
   // Largest reply accepted (EMSGSIZE beyond it); zero means no limit.
@@ -43,7 +46,7 @@ struct RequestOptions {
 
 // What an echo exchange sends: the bytes of a message, or everything readable from a
 // descriptor (a file, a pipe, stdin) until its end.
-struct Source {
+struct SOCKECHO_EXPORT Source {
   std::string_view message;  // sent when fd is -1; must outlive the exchange
   int fd = -1;
   std::string_view name;  // names fd in errors, e.g. "stdin" or a path
@@ -55,7 +58,7 @@ struct Source {
 };
 
 // Byte counts of one exchange.
-struct Exchanged {
+struct SOCKECHO_EXPORT Exchanged {
   std::uint64_t sent = 0;      // bytes of the source the kernel took
   std::uint64_t received = 0;  // reply bytes
 };
@@ -67,7 +70,7 @@ struct Exchanged {
 // CAUSE being "read 127.0.0.1:12387: end of stream" or the error that showed the reset ("write
 // 127.0.0.1:12387: Connection reset by peer"). code() is that error (ECONNRESET or EPIPE), and
 // EPIPE for an end of stream: the request's reader has gone.
-class RequestCut : public std::system_error {
+class SOCKECHO_EXPORT RequestCut : public std::system_error {
  public:
   RequestCut(std::error_code code, bool reset, std::uint64_t sent,
              std::optional<std::uint64_t> size, const std::string& cause);
@@ -97,14 +100,15 @@ class RequestCut : public std::system_error {
 // when the server reset the connection after the whole request (it went unanswered), the
 // write's error when out_fd fails ("write output: Broken pipe"); reply bytes already copied to
 // out_fd stay there.
-Exchanged exchange(Connection& connection, const Source& source, int out_fd,
-                   const std::function<void(std::uint64_t sent)>& on_sent = {});
+SOCKECHO_EXPORT Exchanged exchange(Connection& connection, const Source& source, int out_fd,
+                                   const std::function<void(std::uint64_t sent)>& on_sent = {});
 
 // connect() and exchange() in one: sends the whole message (while reading, as exchange() does),
 // half-closes, and returns everything the server sends until it closes. Throws RequestCut and
 // std::system_error as exchange() does, and EMSGSIZE past max_reply.
-[[nodiscard]] std::string request(std::string_view host, std::uint16_t port,
-                                  std::string_view message, const RequestOptions& options = {});
+[[nodiscard]] SOCKECHO_EXPORT std::string request(std::string_view host, std::uint16_t port,
+                                                  std::string_view message,
+                                                  const RequestOptions& options = {});
 
 // Line mode, client side: relays in_fd to the server and the server's bytes to out_fd as they
 // arrive, until the server closes. When in_fd ends, the connection is half-closed. A non-zero
@@ -112,7 +116,7 @@ Exchanged exchange(Connection& connection, const Source& source, int out_fd,
 // or the server's close after the input ended; waiting for input is never timed. Throws
 // std::system_error on failure, also when the server closes before answering every line; a
 // failed write to out_fd is that write's error ("write output: Broken pipe"), no reset.
-void line_session(Connection& connection, int in_fd, int out_fd,
-                  std::chrono::milliseconds reply_timeout);
+SOCKECHO_EXPORT void line_session(Connection& connection, int in_fd, int out_fd,
+                                  std::chrono::milliseconds reply_timeout);
 
 }  // namespace sockecho

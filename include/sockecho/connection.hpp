@@ -11,6 +11,7 @@
 #include "sockecho/address.hpp"
 #include "sockecho/buffer.hpp"
 #include "sockecho/deadline.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/fd.hpp"
 
 namespace sockecho {
@@ -30,7 +31,7 @@ namespace sockecho {
 // One thread may read while another writes. Each direction tells the deadline of its progress
 // when it next waits, so a reader's idle limit hears of a writer's progress at the writer's next
 // wait, not at every byte.
-class Connection {
+class SOCKECHO_EXPORT Connection {
  public:
   // How often a blocked writer checks whether the peer took bytes.
   static constexpr std::chrono::milliseconds kProgressCheck{500};
@@ -96,6 +97,9 @@ class Connection {
   // or until `stop_fd` (a descriptor that becomes readable for good, such as
   // ServerCore::stop_fd(); -1: none) is readable first: false, nothing read.
   bool wait_readable_unless(int stop_fd);
+  // Waits, within the limits, until there is something to read: true; or until `until` passes
+  // first: false, nothing read (a limit that runs out before `until` still throws).
+  bool wait_readable_until(Clock::time_point until);
 
   // Half-closes: tells the peer no more data follows (shutdown SHUT_WR) while still reading.
   void close_write();
@@ -112,7 +116,8 @@ class Connection {
 
  private:
   [[noreturn]] void fail(const char* operation, int err) const;
-  bool wait_unless(short events, int stop_fd, const char* operation);
+  bool wait_unless(short events, int stop_fd, const char* operation,
+                   Clock::time_point give_up = Clock::time_point::max());
   std::size_t send_parts(const std::string_view* parts, std::size_t count, std::size_t skip);
   [[nodiscard]] int unsent_bytes() const noexcept;
 

@@ -20,11 +20,12 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/jobs.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/server.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 
@@ -32,21 +33,21 @@ inline constexpr std::uint16_t kDefaultPort = 12387;
 inline constexpr std::string_view kDefaultHost = "127.0.0.1";
 inline constexpr std::chrono::seconds kDefaultExecTimeout{30};
 
-// Which of the document's protocols.
+// Which protocol: echo_protocol() or line_protocol().
 enum class Mode {
   echo,  // read until the client half-closes, answer once, close
   line,  // greet, then answer each '\n'-terminated line until the client closes
 };
 
 // HOST:PORT, as --metrics takes it ("127.0.0.1:9100", "[::1]:0").
-struct Endpoint {
+struct SOCKECHO_EXPORT Endpoint {
   std::string host;
   std::uint16_t port = 0;
 };
 
 // HOST:PORT or unix:PATH, as --status takes it: a TCP endpoint, or a Unix socket's path (set
 // instead of host and port; "@NAME" for an abstract one).
-struct ListenAddress {
+struct SOCKECHO_EXPORT ListenAddress {
   std::string host;
   std::uint16_t port = 0;
   std::string unix_path;
@@ -54,7 +55,7 @@ struct ListenAddress {
 
 // What a Daemon does. Each member is a flag of sockecho-server (named in its comment; its man
 // page has the whole story), with the same default, and the daemon's messages name the flags.
-struct DaemonOptions {
+struct SOCKECHO_EXPORT DaemonOptions {
   std::string host{kDefaultHost};               // --host
   std::uint16_t port = kDefaultPort;            // --port (0: a free one)
   std::string unix_path;                        // --unix PATH instead of TCP; empty: TCP
@@ -66,7 +67,7 @@ struct DaemonOptions {
   std::optional<unsigned> udp_rate;             // --udp-rate; unset: kDefaultDatagramRate
   std::optional<std::uint64_t> udp_rate_bytes;  // --udp-rate-bytes; unset: kDefaultDatagramBytes
   Mode mode = Mode::echo;                       // --mode
-  std::string prefix{kDefaultPrefix};           // --prefix
+  std::string prefix{kServerDefaultPrefix};     // --prefix
   std::string greeting{kDefaultGreeting};       // --greeting (line mode)
   std::vector<std::string> exec;                // --exec PROGRAM [ARG]...; empty: the echo
   std::chrono::milliseconds exec_timeout = kDefaultExecTimeout;  // --exec-timeout
@@ -105,19 +106,21 @@ struct DaemonOptions {
 
 // An option the daemon cannot use, found only when it starts (a program not on PATH, an unknown
 // group): what() is "--flag: reason". sockecho-server exits 2 on it, as on any usage error.
-class OptionError : public std::invalid_argument {
+class SOCKECHO_EXPORT OptionError : public std::invalid_argument {
  public:
   OptionError(std::string_view flag, const std::string& why)
       : std::invalid_argument(std::string(flag) + ": " + why) {}
 };
 
-class Daemon {
+class SOCKECHO_EXPORT Daemon {
  public:
   // Makes everything that can fail before serving: the descriptor limit (raised to what the
   // workers need), the listener (bound, or taken over from a service manager: so construct the
   // Daemon before starting any thread of your own), the metrics listener, the job queue.
   // Throws OptionError, std::system_error (bind 127.0.0.1:12387: Address already in use) or
-  // std::runtime_error (a hard descriptor limit too low for the workers).
+  // std::runtime_error for a start that cannot work (a hard descriptor limit too low for the
+  // workers, a spool that cannot be opened, a socket named "status" passed without background
+  // jobs).
   explicit Daemon(DaemonOptions options);
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -141,7 +144,7 @@ class Daemon {
   [[nodiscard]] ServerStats stats() const noexcept;
 
  private:
-  struct Parts;
+  struct SOCKECHO_NO_EXPORT Parts;
   std::unique_ptr<Parts> parts_;
 };
 

@@ -12,6 +12,7 @@
 
 #include "sockecho/address.hpp"
 #include "sockecho/deadline.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/fd.hpp"
 
 namespace sockecho {
@@ -30,10 +31,10 @@ inline constexpr std::size_t kDatagramBufferSize = 65536;
 
 // The largest payload of a datagram to or from `peer`: kMaxDatagramIpv6 for an IPv6 address,
 // kMaxDatagramIpv4 for an IPv4 one and for an IPv4-mapped IPv6 one (its datagrams cross IPv4).
-[[nodiscard]] std::size_t max_datagram(const Address& peer) noexcept;
+[[nodiscard]] SOCKECHO_EXPORT std::size_t max_datagram(const Address& peer) noexcept;
 
 // One datagram as receive() found it.
-struct Received {
+struct SOCKECHO_EXPORT Received {
   std::size_t size = 0;    // its real length, MSG_TRUNC's answer, even when larger than the room
   bool truncated = false;  // larger than the room given: only the first bytes were kept
   Address peer;            // who sent it
@@ -43,7 +44,7 @@ struct Received {
 // once; interrupt(), from any thread, makes every blocked and later receive() return
 // std::nullopt (it shuts the socket down, and signals an eventfd for the waits with a time
 // limit, which poll() both).
-class DatagramSocket {
+class SOCKECHO_EXPORT DatagramSocket {
  public:
   // Resolves host, then binds the first address that works (SO_REUSEADDR on). Port 0 picks a
   // free port: read it back with address(). Throws std::system_error, e.g.
@@ -113,18 +114,20 @@ class DatagramSocket {
 
 // Everything readable from `fd` (a file, a pipe, stdin) until its end, as one datagram's message.
 // Throws std::system_error naming `what`: EMSGSIZE once it passes `most` bytes, or the read's.
-[[nodiscard]] std::string read_message(int fd, std::string_view what,
-                                       std::size_t most = kMaxDatagramIpv6);
+[[nodiscard]] SOCKECHO_EXPORT std::string read_message(int fd, std::string_view what,
+                                                       std::size_t most = kMaxDatagramIpv6);
 
 // One exchange of the echo protocol over UDP, client side: sends `message` as one datagram
 // from `socket` (connected) and returns the one reply. A zero timeout waits forever. Throws
 // std::system_error: ETIMEDOUT when no reply came in time, ECONNREFUSED when the host said
 // nothing listens there, EMSGSIZE for a message larger than one datagram.
-[[nodiscard]] std::string datagram_request(DatagramSocket& socket, std::string_view message,
-                                           std::chrono::milliseconds timeout);
+[[nodiscard]] SOCKECHO_EXPORT std::string datagram_request(DatagramSocket& socket,
+                                                           std::string_view message,
+                                                           std::chrono::milliseconds timeout);
 // The same with a socket of its own, connected to host:port.
-[[nodiscard]] std::string datagram_request(std::string_view host, std::uint16_t port,
-                                           std::string_view message,
-                                           std::chrono::milliseconds timeout);
+[[nodiscard]] SOCKECHO_EXPORT std::string datagram_request(std::string_view host,
+                                                           std::uint16_t port,
+                                                           std::string_view message,
+                                                           std::chrono::milliseconds timeout);
 
 }  // namespace sockecho

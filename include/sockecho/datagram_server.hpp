@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sockecho/datagram.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/record.hpp"
@@ -35,7 +36,7 @@ inline constexpr std::size_t kDefaultRateSources = 4096;
 // sources are tracked, buckets that have refilled are dropped, and if none has, a new source
 // shares one overflow bucket with the others like it, so many (spoofed) sources cannot grow
 // memory or get more than one more bucket's worth. Not thread-safe: the server's one loop owns it.
-class SourceRateLimit {
+class SOCKECHO_EXPORT SourceRateLimit {
  public:
   // A rate of 0 is no limit of that kind; both 0: everything is admitted.
   explicit SourceRateLimit(unsigned rate, std::uint64_t bytes_rate = 0,
@@ -70,7 +71,7 @@ class SourceRateLimit {
 // Whether a datagram comes from the server's own address and port: the bound address, or, bound
 // to every address (0.0.0.0, ::), any address of this host's (looked up again at most once a
 // second, and only for datagrams from the server's own port). Not thread-safe.
-class OwnAddresses {
+class SOCKECHO_EXPORT OwnAddresses {
  public:
   explicit OwnAddresses(const Address& bound);
   [[nodiscard]] bool is_own(const Address& source, Clock::time_point now = Clock::now());
@@ -85,11 +86,11 @@ class OwnAddresses {
   Clock::time_point next_look_up_{};
 };
 
-struct DatagramOptions {
-  // Most bytes a reply may be larger than its request: the prefix's length for the document's
-  // handler. A larger reply is not sent (outcome too_large), so whatever the handler does, no
+struct SOCKECHO_EXPORT DatagramOptions {
+  // Most bytes a reply may be larger than its request: the length of sockecho-server's default
+  // prefix. A larger reply is not sent (outcome too_large), so whatever the handler does, no
   // datagram is amplified by more than this.
-  std::size_t max_growth = kDefaultPrefix.size();
+  std::size_t max_growth = kServerDefaultPrefix.size();
   // Largest request taken; a larger datagram gets no reply, outcome too_large. 0: the protocol's
   // maximum, which applies anyway.
   std::size_t max_bytes = 0;
@@ -116,7 +117,7 @@ struct DatagramOptions {
 // handler failed (Reply::fail()) is not sent; one it marked with another outcome is, and counts as
 // that. A handler that throws costs that datagram's reply (outcome error), nothing else. run(),
 // stop(), stopping() and stats() (transport datagram) are ServerCore's.
-class DatagramServer final : public ServerCore {
+class SOCKECHO_EXPORT DatagramServer final : public ServerCore {
  public:
   // Throws std::invalid_argument when there is no handler.
   DatagramServer(DatagramSocket socket, Handler handler, DatagramOptions options = {});
@@ -140,7 +141,7 @@ class DatagramServer final : public ServerCore {
   void collect(Exposition& out) const override;
 
  private:
-  class DatagramWorker;
+  class SOCKECHO_NO_EXPORT DatagramWorker;
 
   std::unique_ptr<Worker> make_worker() override;
   void interrupt() noexcept override { socket_.interrupt(); }

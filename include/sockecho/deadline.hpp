@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstddef>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 using Clock = std::chrono::steady_clock;
@@ -15,7 +17,7 @@ using Clock = std::chrono::steady_clock;
 // SetDeadline): an idle limit that every byte of progress starts over, and an absolute end
 // (the whole-request deadline) that nothing extends. Either may be absent. progress() may be
 // called from a reading and a writing thread at once; the limits are set by the owner.
-class Deadline {
+class SOCKECHO_EXPORT Deadline {
  public:
   // No limits; the idle clock starts now.
   Deadline() noexcept : last_progress_(Clock::now().time_since_epoch().count()) {}
@@ -62,12 +64,12 @@ class Deadline {
 
 // When a limit of `limit` that starts at `start` runs out; Clock::time_point::max() for a zero
 // (or negative) limit, which sockecho's options read as "no limit".
-[[nodiscard]] Clock::time_point end_after(std::chrono::milliseconds limit,
-                                          Clock::time_point start = Clock::now()) noexcept;
+[[nodiscard]] SOCKECHO_EXPORT Clock::time_point end_after(
+    std::chrono::milliseconds limit, Clock::time_point start = Clock::now()) noexcept;
 
 // poll() until something is ready or `until` passes (Clock::time_point::max(): no limit), with
 // EINTR retried on the time that is left: sockecho's one way of waiting for descriptors. Returns
 // poll's result (0 when the time ran out) or -1 with errno set.
-int poll_until(pollfd* fds, std::size_t count, Clock::time_point until) noexcept;
+SOCKECHO_EXPORT int poll_until(pollfd* fds, std::size_t count, Clock::time_point until) noexcept;
 
 }  // namespace sockecho

@@ -5,13 +5,14 @@
 #include <string>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/program.hpp"
 
 namespace sockecho {
 
-struct ExecOptions {
+struct SOCKECHO_EXPORT ExecOptions {
   std::vector<std::string> argv;  // the program (looked up on PATH) and its arguments
   std::string prefix;             // put before the program's stdout in the reply
   ProgramLimits limits;           // runtime (timeout outcome) and stdout (too_large) limits
@@ -22,6 +23,6 @@ struct ExecOptions {
 // request fails unanswered (Reply::fail()) with the outcome of the program's end
 // (ProgramResult::outcome()): failed, logged with exit=N or signal=NAME; timeout; too_large. The
 // program is looked up once, here: a std::system_error if it cannot be run (find_program()).
-[[nodiscard]] Handler exec_handler(ExecOptions options);
+[[nodiscard]] SOCKECHO_EXPORT Handler exec_handler(ExecOptions options);
 
 }  // namespace sockecho

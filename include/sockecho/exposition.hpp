@@ -10,10 +10,12 @@
 #include <string>
 #include <string_view>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // One metric family at a time, with its HELP and TYPE lines, then its samples.
-class Exposition {
+class SOCKECHO_EXPORT Exposition {
  public:
   void family(std::string_view name, std::string_view type, std::string_view help);
   // A sample: name, labels ("" or `outcome="ok"`, see label()), value.
@@ -39,7 +41,7 @@ inline constexpr std::array<double, 16> kDurationBuckets = {
 
 // Durations counted in kDurationBuckets, for a family of type histogram. Atomics only: observing
 // never waits for a scrape, nor a scrape for an observation.
-class DurationHistogram {
+class SOCKECHO_EXPORT DurationHistogram {
  public:
   void observe(std::chrono::microseconds duration) noexcept;
   // The family `name` (HELP `help`): its _bucket samples, _sum (seconds) and _count.
@@ -51,13 +53,13 @@ class DurationHistogram {
 };
 
 // `key="value"`, for a sample's labels (values are sockecho's own words: nothing to escape).
-[[nodiscard]] std::string label(std::string_view key, std::string_view value);
+[[nodiscard]] SOCKECHO_EXPORT std::string label(std::string_view key, std::string_view value);
 
 // A source of metric families: a server, a job queue. collect() is called on a scrape, from the
 // metrics listener's threads, while the source serves: it reads counters (atomics, or a lock that
 // nothing holds for long) and writes each family with HELP and TYPE, base units, _total on
 // counters.
-class Collector {
+class SOCKECHO_EXPORT Collector {
  public:
   virtual void collect(Exposition& out) const = 0;
 

@@ -3,11 +3,13 @@
 
 #include <string_view>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // Owns one file descriptor and closes it exactly once. Move-only: moving transfers ownership and
 // leaves the source empty. Nothing else in sockecho calls close().
-class Fd {
+class SOCKECHO_EXPORT Fd {
  public:
   Fd() noexcept = default;
   // Takes ownership of fd; -1 means empty.
@@ -41,13 +43,13 @@ class Fd {
 
 // Writes every byte of data to a descriptor that is not a socket (stdout, a file, a pipe), looping
 // over partial writes and EINTR. Throws std::system_error naming `what` on failure.
-void write_all(int fd, std::string_view data, std::string_view what);
+SOCKECHO_EXPORT void write_all(int fd, std::string_view data, std::string_view what);
 
 // Puts /dev/null on each of descriptors 0, 1 and 2 that is closed, so that nothing opened later
 // (a socket, say) becomes stdin, stdout or stderr, where a log line would be written into it.
 // Call it first thing in main(), before any other descriptor is opened or a thread starts. The
 // copies are not close-on-exec: they are the standard streams. Leaves no other descriptor open.
 // Throws std::system_error if /dev/null cannot be opened.
-void ensure_standard_descriptors();
+SOCKECHO_EXPORT void ensure_standard_descriptors();
 
 }  // namespace sockecho

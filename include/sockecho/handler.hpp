@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "sockecho/address.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/record.hpp"
 
 namespace sockecho {
@@ -19,7 +20,7 @@ class Connection;
 // One request as a handler sees it: its bytes (echo: everything the client sent; line: one line
 // without its '\n'; a datagram: its payload) and where it came from. Valid only during the
 // handler call.
-class Request {
+class SOCKECHO_EXPORT Request {
  public:
   // A request that came over `connection`.
   Request(std::string_view bytes, const Connection& connection) noexcept;
@@ -48,7 +49,7 @@ class Request {
 // log line carries the outcome. fail() makes it no answer at all (a program that failed): nothing
 // of it is sent, a stream is reset (so no client mistakes it for an answer) and a datagram gets no
 // reply. Either is the last reply of its connection.
-class Reply {
+class SOCKECHO_EXPORT Reply {
  public:
   // Appends a copy of bytes.
   void append(std::string_view bytes);
@@ -100,12 +101,13 @@ using Handler = std::function<void(const Request& request, Reply& reply)>;
 // ucspi-tcp names), REMOTE_ADDR and REMOTE_PORT (CGI's). Over a Unix socket, the ucspi-unix
 // names instead: PROTO=UNIX, UNIXLOCALPATH (the socket's path), and the peer's credentials
 // UNIXREMOTEEUID, UNIXREMOTEEGID, UNIXREMOTEPID; no TCP or REMOTE_ variables.
-[[nodiscard]] std::vector<std::string> exec_environment(const Request& request);
+[[nodiscard]] SOCKECHO_EXPORT std::vector<std::string> exec_environment(const Request& request);
 
-// The document's reply prefix, "数据是 " in UTF-8.
-inline constexpr std::string_view kDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
+// The prefix sockecho-server answers with unless --prefix says otherwise (and DaemonOptions'
+// default): "数据是 " ("the data is ") in UTF-8.
+inline constexpr std::string_view kServerDefaultPrefix = "\xe6\x95\xb0\xe6\x8d\xae\xe6\x98\xaf ";
 
-// The document's handler: the reply is prefix followed by the request, neither copied.
-[[nodiscard]] Handler prefix_handler(std::string prefix);
+// The echo handler: the reply is `prefix` followed by the request, neither copied.
+[[nodiscard]] SOCKECHO_EXPORT Handler prefix_handler(std::string prefix);
 
 }  // namespace sockecho

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "sockecho/deadline.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/exposition.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/log.hpp"
@@ -47,7 +48,7 @@ inline constexpr std::size_t kDefaultKeepMax = 10000;
 // job's times survive a restart, so they are not the steady clock's.
 using WallTime = SpoolTime;
 
-struct JobOptions {
+struct SOCKECHO_EXPORT JobOptions {
   std::vector<std::string> argv;      // the program and its arguments, looked up once
   ProgramLimits limits;               // each job's runtime and output limits
   unsigned jobs = kDefaultJobs;       // programs run at once
@@ -89,13 +90,13 @@ struct JobOptions {
 // The source a job is counted and queued under, as the spool keeps it: an IP address without its
 // port (an IPv4-mapped one as IPv4: "127.0.0.1", "::1"), or over a Unix socket the peer's user
 // id ("uid=33"; a peer without credentials by its path).
-[[nodiscard]] std::string job_source(const Address& peer);
+[[nodiscard]] SOCKECHO_EXPORT std::string job_source(const Address& peer);
 
 // The exit status by which a program asks to be run again later (EX_TEMPFAIL, sysexits.h).
 inline constexpr int kRetryExit = 75;
 
 // What submit() answered: the job's id, or why it was refused.
-struct Submission {
+struct SOCKECHO_EXPORT Submission {
   std::string id;  // once accepted
   // "busy" (full, no memory, stopping), "queued_per_source" (its source has its most jobs
   // waiting) or "spool" (not made durable).
@@ -105,7 +106,7 @@ struct Submission {
 };
 
 // What a job queue found in its spool at the start.
-struct SpoolFound {
+struct SOCKECHO_EXPORT SpoolFound {
   std::size_t queued = 0;       // accepted and never started: queued again
   std::size_t retrying = 0;     // waiting to be run again (a retry): waiting again
   std::size_t interrupted = 0;  // running when the server died: queued again, or ended
@@ -130,11 +131,11 @@ enum class JobEnd {
 };
 inline constexpr std::array kJobEnds = {JobEnd::ok, JobEnd::failed, JobEnd::timeout,
                                         JobEnd::too_large, JobEnd::cancelled};
-[[nodiscard]] std::string_view to_string(JobState state) noexcept;
-[[nodiscard]] std::string_view to_string(JobEnd end) noexcept;
+[[nodiscard]] SOCKECHO_EXPORT std::string_view to_string(JobState state) noexcept;
+[[nodiscard]] SOCKECHO_EXPORT std::string_view to_string(JobEnd end) noexcept;
 
 // A job as a value: what the queue can say of it.
-struct Job {
+struct SOCKECHO_EXPORT Job {
   std::string id;
   JobState state = JobState::queued;
   std::optional<JobEnd> end;  // once ended
@@ -155,7 +156,7 @@ struct Job {
   std::uint64_t stderr_bytes = 0;  // its latest run's stderr
 };
 
-struct JobStats {
+struct SOCKECHO_EXPORT JobStats {
   std::uint64_t accepted = 0;
   std::uint64_t busy = 0;               // refused: the queue was full, or the budget had no room
   std::uint64_t spool = 0;              // refused: the job could not be made durable
@@ -174,16 +175,16 @@ struct JobStats {
 
 // "accepted=3 ok=2 failed=1 timeout=0 too_large=0 cancelled=0 busy=0": the counters for a log
 // line.
-[[nodiscard]] std::string format_stats(const JobStats& stats);
+[[nodiscard]] SOCKECHO_EXPORT std::string format_stats(const JobStats& stats);
 
 // A new job id: 128 bits from the kernel's random source (getrandom), unguessable, so knowing an
 // id is what lets a client ask about its job; 22 characters of [A-Za-z0-9_-]. Throws
 // std::system_error when the random source fails.
-[[nodiscard]] std::string new_job_id();
+[[nodiscard]] SOCKECHO_EXPORT std::string new_job_id();
 
 // Runs jobs on `jobs` threads of its own, started with it, each job with a new_job_id(); a
 // thread more waits for retrying jobs' times and forgets ended jobs past their keep.
-class JobQueue final : public Collector {
+class SOCKECHO_EXPORT JobQueue final : public Collector {
  public:
   // Throws std::invalid_argument without a program, with zero jobs or zero max_attempts, and
   // std::system_error when the program cannot be found (find_program()).
@@ -213,15 +214,17 @@ class JobQueue final : public Collector {
   // keep_max); std::nullopt for one forgotten or never issued.
   [[nodiscard]] std::optional<Job> find(std::string_view id) const;
   // The job and its result: the stdout of its run as taken, for an ended job (a cancelled one:
-  // as taken until the cancel); empty otherwise.
+  // as taken until the cancel); empty otherwise. std::nullopt for an id find() does not know.
   [[nodiscard]] std::optional<std::pair<Job, std::string>> result(std::string_view id) const;
   // Cancels a queued or retrying job (it never runs again) or a running one (its program and
   // all it started get SIGTERM, then SIGKILL after the grace) and returns once it has ended,
-  // cancelled. Works during a stop. An ended job is left as it is. Returns the job as it then is.
+  // cancelled. Works during a stop. An ended job is left as it is. Returns the job as it then
+  // is; std::nullopt for an id find() does not know.
   std::optional<Job> cancel(std::string_view id);
   // Queues an ended job that did not end ok again, attempts from 0, as a new job would be (the
   // queue's bound, the budget, the spool's sync); refused, it is left as it was and the log says
-  // why. Any other job is left as it is. Returns the job as it then is.
+  // why. Any other job is left as it is. Returns the job as it then is; std::nullopt for an id
+  // find() does not know.
   std::optional<Job> retry(std::string_view id);
 
   // Refuses new jobs, runs every one accepted so far to its end (retrying ones at once, their
@@ -238,10 +241,10 @@ class JobQueue final : public Collector {
   void collect(Exposition& out) const override;
 
  private:
-  struct Entry;
+  struct SOCKECHO_NO_EXPORT Entry;
   // The queued jobs: one line per source, and the sources with jobs waiting in the order of
   // their next turn (one line for all without turns).
-  class Waiting {
+  class SOCKECHO_NO_EXPORT Waiting {
    public:
     explicit Waiting(bool turns) : turns_(turns) {}
     void push(Entry* entry);  // at the end of its source's line
@@ -338,6 +341,6 @@ class JobQueue final : public Collector {
 // connection line with job=ID), or
 // prefix + "busy\n" (outcome refused, reason=busy) when the queue is full. The program gets the
 // request's environment (exec_environment()).
-[[nodiscard]] Handler background_handler(JobQueue& queue, std::string prefix);
+[[nodiscard]] SOCKECHO_EXPORT Handler background_handler(JobQueue& queue, std::string prefix);
 
 }  // namespace sockecho

@@ -5,12 +5,14 @@
 #include <optional>
 #include <string_view>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // Finds '\n'-terminated lines in bytes that arrive in pieces of any size. The caller keeps the
 // bytes (e.g. in a Buffer) and passes all of them not yet discarded on every call; the framer
 // remembers how far it has searched, so no byte is scanned twice.
-class LineFramer {
+class SOCKECHO_EXPORT LineFramer {
  public:
   // Lines longer than max_line bytes (not counting the '\n') are refused; 0 means no limit.
   explicit LineFramer(std::size_t max_line = 0) noexcept : max_line_(max_line) {}

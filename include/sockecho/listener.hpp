@@ -14,11 +14,12 @@
 
 #include "sockecho/address.hpp"
 #include "sockecho/connection.hpp"
+#include "sockecho/export.hpp"
 #include "sockecho/fd.hpp"
 
 namespace sockecho {
 
-struct ListenOptions {
+struct SOCKECHO_EXPORT ListenOptions {
   // Queue of connections the kernel completes before accept() takes them.
   int backlog = SOMAXCONN;
   // SO_REUSEPORT: let several processes bind the same port and share its connections. Off by
@@ -27,7 +28,7 @@ struct ListenOptions {
 };
 
 // The socket file of a Unix-domain listener (Listener::bind_unix()).
-struct UnixOptions {
+struct SOCKECHO_EXPORT UnixOptions {
   // The file's permission bits, exactly (the umask does not apply): who may connect, since
   // connecting needs write permission on the file. 0660: the owner and the group.
   mode_t mode = 0660;
@@ -38,7 +39,7 @@ struct UnixOptions {
 
 // The group id of a group name, or of a decimal gid. Throws std::invalid_argument for a group
 // the system does not know ("unknown group 'nosuch'"), std::system_error if the lookup fails.
-[[nodiscard]] gid_t find_group(std::string_view name);
+[[nodiscard]] SOCKECHO_EXPORT gid_t find_group(std::string_view name);
 
 // A listening stream socket, TCP or Unix-domain. accept() may be called from several threads at
 // once; interrupt(), from any thread, makes every blocked and later accept() return std::nullopt.
@@ -49,7 +50,7 @@ struct UnixOptions {
 // so interrupt() never touches it: accept() then waits in poll() on the socket together with an
 // eventfd of the Listener's own, one thread at a time, and interrupt() signals the eventfd. Its
 // options are left as they were given: the idle timeout is the poll's, not a socket option.
-class Listener {
+class SOCKECHO_EXPORT Listener {
  public:
   // Resolves host, then binds and listens on the first address that works (SO_REUSEADDR on,
   // close-on-exec). Port 0 picks a free port: read it back with address(). Throws
@@ -116,11 +117,13 @@ class Listener {
   Listener(Fd socket, const Address& address) noexcept;
   // An adopted socket's wait for a connection: false when the idle timeout passed first.
   bool wait_adopted();
+  // The connection of a descriptor accept4() returned for `peer`.
+  [[nodiscard]] Connection accepted(int fd, Address& peer) const;
   void give_back() noexcept;
   // Removes the socket file bind_unix() created, if the path still names it.
   void remove_file() noexcept;
 
-  struct Adopted;
+  struct SOCKECHO_NO_EXPORT Adopted;
   // The socket file bind_unix() created: its path, and which file it is.
   struct OwnedFile {
     std::string path;

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "sockecho/export.hpp"
 #include "sockecho/record.hpp"
 
 namespace sockecho {
@@ -22,7 +23,7 @@ enum class LogLevel {
 // Writes timestamped, single-line, key=value events to a descriptor, each with one write() so
 // lines from concurrent workers never interleave. Copyable; it does not own the descriptor.
 // A default-constructed Logger is quiet and writes nowhere.
-class Logger {
+class SOCKECHO_EXPORT Logger {
  public:
   Logger() noexcept = default;
   // Writes each line at once, with one write() of its own.
@@ -52,9 +53,13 @@ class Logger {
   // log_quoted()). A batched logger gives such lines a share of their own, half its capacity, so a
   // flood of output is dropped before it can take the room of any other line.
   void output(std::string_view text) const noexcept;
+  // Writes every line logged so far before it returns (a batched logger's writer hurries; a
+  // stalled reader gets about a second): for a process about to end without its destructors,
+  // as a second stop signal ends it. Nothing to do for a logger that writes each line at once.
+  void flush() const noexcept;
 
  private:
-  class Batch;
+  class SOCKECHO_NO_EXPORT Batch;
   void write_line(std::string_view text, bool output = false) const noexcept;
   // Writes, or queues, one whole line made of these pieces.
   void emit(std::initializer_list<std::string_view> pieces, bool output = false) const noexcept;

@@ -6,11 +6,13 @@
 #include <atomic>
 #include <cstddef>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // A count of bytes charged against a limit. Lock-free; shared (std::shared_ptr) by whoever holds
 // memory under it, each of whom refunds exactly what it charged once the memory is freed.
-class MemoryBudget {
+class SOCKECHO_EXPORT MemoryBudget {
  public:
   // `limit` 0: no limit (charges are still counted).
   explicit MemoryBudget(std::size_t limit) noexcept : limit_(limit) {}

@@ -15,10 +15,11 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/exposition.hpp"
 #include "sockecho/log.hpp"
+#include "sockecho/protocol.hpp"
 #include "sockecho/record.hpp"
-#include "sockecho/session.hpp"
 
 namespace sockecho {
 
@@ -27,7 +28,7 @@ namespace sockecho {
 // ServerOptions::on_connection) and the answers of the metrics listener, by status. Every
 // counter it keeps is an atomic, so a worker recording a connection never waits for a scrape,
 // nor a scrape for a worker.
-class Metrics {
+class SOCKECHO_EXPORT Metrics {
  public:
   Metrics() noexcept;
 
@@ -53,23 +54,6 @@ class Metrics {
   std::array<std::atomic<std::uint64_t>, kStatuses.size()> http_{};
 };
 
-// The head of an HTTP request, as far as the metrics listener needs it.
-struct HttpRequestHead {
-  enum class State {
-    incomplete,  // no blank line yet: read more
-    complete,    // method and target are set
-    bad,         // not an HTTP/1.x request line, or a header line without a colon
-  };
-  State state = State::incomplete;
-  std::string_view method;  // "GET"
-  std::string_view target;  // "/metrics", without any "?query"
-};
-
-// Parses the request line and header lines of `text` (CRLF or bare LF line ends) without
-// copying: the views point into `text`. Strict: "METHOD SP TARGET SP HTTP/1.x", a target that
-// starts with '/', header lines "name: value" with a token name. Fuzzed (fuzz_http).
-[[nodiscard]] HttpRequestHead parse_http_head(std::string_view text) noexcept;
-
 // Most bytes of a request head, and longest time for one request, the metrics listener accepts.
 inline constexpr std::size_t kMaxHttpHead = 8192;
 inline constexpr std::chrono::milliseconds kHttpRequestTime{2000};
@@ -82,8 +66,7 @@ inline constexpr unsigned kMetricsWorkers = 128;
 // 405, a request that cannot be parsed 400, one over kMaxHttpHead 431 (counted as 400) and one
 // slower than kHttpRequestTime 408; every answer closes the connection. Each answer is counted
 // on `metrics` and, at verbose level, logged on `log`.
-[[nodiscard]] std::shared_ptr<Protocol> metrics_protocol(Metrics& metrics,
-                                                         std::function<bool()> serving,
-                                                         Logger log = {});
+[[nodiscard]] SOCKECHO_EXPORT std::shared_ptr<Protocol> metrics_protocol(
+    Metrics& metrics, std::function<bool()> serving, Logger log = {});
 
 }  // namespace sockecho

@@ -4,6 +4,7 @@
 
 #include <functional>
 
+#include "sockecho/export.hpp"
 #include "sockecho/listener.hpp"
 #include "sockecho/log.hpp"
 #include "sockecho/metrics.hpp"
@@ -17,7 +18,7 @@ namespace sockecho {
 // workers started on demand and the kHttpRequestTime limit: a client that stalls holds one
 // worker for that long at most and delays no other. Its lines go to `log` at verbose level
 // only: one per answer, and one per request that failed ("metrics: ...").
-class MetricsListener {
+class SOCKECHO_EXPORT MetricsListener {
  public:
   MetricsListener(Listener listener, Metrics& metrics, const ServerCore& served,
                   const Logger& log = {});

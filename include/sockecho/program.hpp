@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/record.hpp"
 
@@ -25,7 +26,7 @@ namespace sockecho {
 inline constexpr std::chrono::milliseconds kDefaultKillGrace{2000};
 inline constexpr std::size_t kDefaultMaxLog = std::size_t{64} << 10;
 
-struct ProgramLimits {
+struct SOCKECHO_EXPORT ProgramLimits {
   // Longest run; on expiry the whole subtree gets SIGTERM, and SIGKILL `grace` later if any of
   // it is left. Zero: none.
   std::chrono::milliseconds timeout{0};
@@ -45,7 +46,7 @@ struct ProgramLimits {
 };
 
 // How a program's run ended.
-struct ProgramResult {
+struct SOCKECHO_EXPORT ProgramResult {
   enum class End {
     exited,     // it exited by itself: `code` is its exit status (-1: unknown, its supervisor
                 // was killed by someone else, and the program with it)
@@ -80,9 +81,9 @@ struct ProgramResult {
 // Looks a program up as the start of a run will (on PATH when the name has no '/'): its path,
 // or a std::system_error (ENOENT, EACCES) naming it, so a server can refuse to start with a
 // program that cannot run.
-[[nodiscard]] std::string find_program(const std::string& name);
+[[nodiscard]] SOCKECHO_EXPORT std::string find_program(const std::string& name);
 
-class Program {
+class SOCKECHO_EXPORT Program {
  public:
   // Starts argv[0] (looked up on PATH when it has no '/') with argv, under a supervisor of ours
   // (a child subreaper that kills the program's whole subtree when it exits, when told to, or
@@ -109,7 +110,9 @@ class Program {
   // (so a program that writes before it reads never deadlocks), passing each stderr line to
   // `on_log_line` (without its '\n'), until the program has exited; then kills what is left of
   // its subtree (nothing it started outlives it, not even in a session of its own) and reaps
-  // it. Once only.
+  // it. How the program ended (exit status, signal, a limit) is the result, not an exception.
+  // Once only: a second call throws std::logic_error. Throws std::system_error when the run
+  // cannot be watched (its limits not handed to its supervisor, a failed poll).
   ProgramResult run(std::string_view input, const ProgramLimits& limits,
                     const std::function<void(std::string_view line)>& on_log_line = {});
 
@@ -122,7 +125,7 @@ class Program {
   void terminate() noexcept;
 
  private:
-  class Run;  // one run(): its state and its steps (program.cpp)
+  class SOCKECHO_NO_EXPORT Run;  // one run(): its state and its steps (program.cpp)
 
   // Asks the supervisor to signal the program's subtree: SIGTERM or SIGKILL.
   void tell(int signal) const noexcept;
@@ -147,6 +150,6 @@ class Program {
 // Starts, if it is not running yet, the one process that starts every Program's process for
 // this one. Called before other threads start and buffers grow, it copies least (a Daemon that
 // runs programs calls it first); otherwise the first Program starts it.
-void prepare_programs();
+SOCKECHO_EXPORT void prepare_programs();
 
 }  // namespace sockecho

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "sockecho/address.hpp"
+#include "sockecho/export.hpp"
 
 namespace sockecho {
 
@@ -29,10 +30,10 @@ inline constexpr std::array kOutcomes = {Outcome::ok,    Outcome::timeout, Outco
                                          Outcome::error};
 inline constexpr std::size_t kOutcomeCount = kOutcomes.size();
 
-[[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
+[[nodiscard]] SOCKECHO_EXPORT std::string_view to_string(Outcome outcome) noexcept;
 
 // What the server knows about a finished connection.
-struct ConnectionRecord {
+struct SOCKECHO_EXPORT ConnectionRecord {
   Address peer;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
@@ -48,12 +49,13 @@ struct ConnectionRecord {
 // byte or an invalid UTF-8 byte as \xNN (\n, \r, \t by name), valid UTF-8 kept. Whatever the
 // text, the value ends at its closing quote and the line at its newline: no input can start a
 // line of its own or end the value early.
-[[nodiscard]] std::string log_quoted(std::string_view text);
+[[nodiscard]] SOCKECHO_EXPORT std::string log_quoted(std::string_view text);
 
 // "conn peer=127.0.0.1:40312 in=6 out=16 ms=0.210 outcome=ok", without timestamp and newline.
-[[nodiscard]] std::string format_record(const ConnectionRecord& record);
+[[nodiscard]] SOCKECHO_EXPORT std::string format_record(const ConnectionRecord& record);
 // The same text written into out[0, capacity) without allocating: returns its length, or 0 when
 // it does not fit (a long error message).
-std::size_t format_record(const ConnectionRecord& record, char* out, std::size_t capacity) noexcept;
+SOCKECHO_EXPORT std::size_t format_record(const ConnectionRecord& record, char* out,
+                                          std::size_t capacity) noexcept;
 
 }  // namespace sockecho

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/exposition.hpp"
 #include "sockecho/fd.hpp"
 #include "sockecho/log.hpp"
@@ -29,7 +30,7 @@ namespace sockecho {
 enum class Transport { stream, datagram };
 
 // Live counters, read with stats(). Counters per outcome are indexed by Outcome.
-struct ServerStats {
+struct SOCKECHO_EXPORT ServerStats {
   Transport transport = Transport::stream;
   std::uint64_t accepted = 0;  // connections accepted, or datagrams received
   std::uint64_t active = 0;    // being served now
@@ -46,14 +47,14 @@ struct ServerStats {
 // The counters as key=value words for a log line: "accepted=3 active=1 ok=2 timeout=0 ...
 // error=0 bytes_in=12 bytes_out=32" for a stream server, "datagrams=3 ok=2 ... bytes_out=32" for
 // a datagram one.
-[[nodiscard]] std::string format_stats(const ServerStats& stats);
+[[nodiscard]] SOCKECHO_EXPORT std::string format_stats(const ServerStats& stats);
 // "ok=2 timeout=0 ... error=0": every outcome's count, for a log line.
-[[nodiscard]] std::string format_outcomes(const ServerStats& stats);
+[[nodiscard]] SOCKECHO_EXPORT std::string format_outcomes(const ServerStats& stats);
 
 // At most one line a second of some kind of failure, however often it happens: pass() says
 // whether this one may be written, and how many happened since the last one written (this one
 // included) over how long. Safe from any thread.
-class FailureLines {
+class SOCKECHO_EXPORT FailureLines {
  public:
   struct Pass {
     bool write = false;
@@ -68,7 +69,7 @@ class FailureLines {
   std::chrono::steady_clock::time_point written_{};
 };
 
-class ServerCore : public Collector {
+class SOCKECHO_EXPORT ServerCore : public Collector {
  public:
   ServerCore(const ServerCore&) = delete;
   ServerCore& operator=(const ServerCore&) = delete;
@@ -138,10 +139,16 @@ class ServerCore : public Collector {
   [[nodiscard]] virtual std::string describe() const = 0;
   [[nodiscard]] virtual std::string stop_words(const ServerStats& stats) const = 0;
   [[nodiscard]] virtual std::string stopping_line() const = 0;
+  // Called by run() once every worker has ended, before the stop line.
+  virtual void after_workers() noexcept {}
 
   // The counters: a connection or datagram arrived (it is active until counted()); one ended.
   void arrived() noexcept;
   void counted(Outcome outcome, std::uint64_t bytes_in, std::uint64_t bytes_out) noexcept;
+  // Connections (datagrams) arrived and not yet counted: stats().active, without the rest.
+  [[nodiscard]] std::uint64_t active() const noexcept {
+    return active_.load(std::memory_order_relaxed);
+  }
   // sockecho_up: 1 while the server serves, 0 once it is stopping (either transport's).
   void collect_up(Exposition& out) const;
   [[nodiscard]] unsigned max_workers() const noexcept { return max_workers_; }
@@ -188,7 +195,7 @@ class ServerCore : public Collector {
 // Runs a server's run() on a thread of its own from construction; the destructor stops the
 // server and joins the thread (nothing is detached). A failure that stopped the server is kept
 // for rethrow().
-class ServingThread {
+class SOCKECHO_EXPORT ServingThread {
  public:
   explicit ServingThread(ServerCore& server);
   ServingThread(const ServingThread&) = delete;

@@ -9,10 +9,12 @@
 #include <utility>
 #include <vector>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 // What a SignalWaiter does each time one signal arrives.
-struct OnSignal {
+struct SOCKECHO_EXPORT OnSignal {
   enum class Action {
     stop,    // the first stop signal of a waiter calls its callback; a later one ends the process
     call,    // the callback, every time
@@ -55,7 +57,7 @@ struct OnSignal {
 // them. Throws std::invalid_argument for no signals, a signal given twice or one that cannot be
 // blocked (SIGKILL, SIGSTOP, a bad number), or stop/call without a callback; std::system_error if
 // the thread cannot start.
-class SignalWaiter {
+class SOCKECHO_EXPORT SignalWaiter {
  public:
   explicit SignalWaiter(std::vector<OnSignal> actions);
   SignalWaiter(const SignalWaiter&) = delete;
@@ -81,7 +83,7 @@ class SignalWaiter {
 // once. The same rules apply (construct it before other threads start; the callback must not
 // throw). Throws std::invalid_argument for an empty callback or no signals, std::system_error
 // if the thread cannot start.
-class StopOnSignals {
+class SOCKECHO_EXPORT StopOnSignals {
  public:
   explicit StopOnSignals(std::function<void()> on_first_signal,
                          std::initializer_list<int> signals = {SIGINT, SIGTERM});

@@ -46,6 +46,8 @@
 #include <variant>
 #include <vector>
 
+#include "sockecho/export.hpp"
+
 namespace sockecho {
 
 inline constexpr std::uint32_t kSpoolVersion = 1;
@@ -57,14 +59,14 @@ using SpoolTime = std::chrono::time_point<std::chrono::system_clock, std::chrono
 
 // Anything that stops the spool from opening or from making a record durable; what() names the
 // call, the directory or file, and the reason.
-class SpoolError : public std::runtime_error {
+class SOCKECHO_EXPORT SpoolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 // A spool file with a format version this code does not know (or that is no spool file at all):
 // the start must stop, naming it. The file is left as it was.
-class SpoolVersionError : public SpoolError {
+class SOCKECHO_EXPORT SpoolVersionError : public SpoolError {
  public:
   SpoolVersionError(const std::string& message, std::string path)
       : SpoolError(message), path_(std::move(path)) {}
@@ -78,7 +80,7 @@ class SpoolVersionError : public SpoolError {
 enum class SpoolEnd : std::uint8_t { ok, failed, timeout, too_large, cancelled };
 
 // The records: one change each in a job's life.
-struct SpoolAccepted {
+struct SOCKECHO_EXPORT SpoolAccepted {
   std::string id;
   std::string request;           // the request bytes
   std::vector<std::string> env;  // the connection's variables, NAME=value
@@ -86,18 +88,18 @@ struct SpoolAccepted {
   SpoolTime time{};
   bool operator==(const SpoolAccepted& other) const;
 };
-struct SpoolStarted {
+struct SOCKECHO_EXPORT SpoolStarted {
   std::string id;
   std::uint32_t attempt = 0;  // 1 for the first run
   SpoolTime time{};
   bool operator==(const SpoolStarted& other) const;
 };
-struct SpoolNextRun {  // a run asked to be retried: the job may run again at `time`
+struct SOCKECHO_EXPORT SpoolNextRun {  // a run asked to be retried: the job may run again at `time`
   std::string id;
   SpoolTime time{};
   bool operator==(const SpoolNextRun& other) const;
 };
-struct SpoolEnded {
+struct SOCKECHO_EXPORT SpoolEnded {
   std::string id;
   SpoolEnd state = SpoolEnd::ok;
   std::int32_t exit_code = -1;  // -1: none (a signal, or no exit)
@@ -109,12 +111,12 @@ struct SpoolEnded {
   SpoolTime time{};
   bool operator==(const SpoolEnded& other) const;
 };
-struct SpoolRequeued {  // queued again by a retry command, attempts from 0
+struct SOCKECHO_EXPORT SpoolRequeued {  // queued again by a retry command, attempts from 0
   std::string id;
   SpoolTime time{};
   bool operator==(const SpoolRequeued& other) const;
 };
-struct SpoolForgotten {  // removed from the spool
+struct SOCKECHO_EXPORT SpoolForgotten {  // removed from the spool
   std::string id;
   bool operator==(const SpoolForgotten& other) const;
 };
@@ -122,10 +124,10 @@ using SpoolRecord = std::variant<SpoolAccepted, SpoolStarted, SpoolNextRun, Spoo
                                  SpoolRequeued, SpoolForgotten>;
 
 // The job ID a record is about.
-[[nodiscard]] const std::string& record_id(const SpoolRecord& record);
+[[nodiscard]] SOCKECHO_EXPORT const std::string& record_id(const SpoolRecord& record);
 
 // One job's state, folded from its records.
-struct SpooledJob {
+struct SOCKECHO_EXPORT SpooledJob {
   std::string id;
   std::string request;
   std::vector<std::string> env;
@@ -142,14 +144,14 @@ struct SpooledJob {
 };
 
 // A record skipped when the spool was read.
-struct SpoolDamage {
+struct SOCKECHO_EXPORT SpoolDamage {
   std::string file;  // its name in DIR
   std::uint64_t offset = 0;
   bool torn = false;  // a tail cut short (a crash mid-write), not bytes that changed
 };
 
 // What open() found.
-struct SpoolReport {
+struct SOCKECHO_EXPORT SpoolReport {
   std::size_t files = 0;
   std::size_t records = 0;  // records that checked
   std::size_t damaged = 0;  // skipped: bad checksum or malformed
@@ -157,13 +159,13 @@ struct SpoolReport {
   std::vector<SpoolDamage> places;
 };
 
-struct SpoolOptions {
+struct SOCKECHO_EXPORT SpoolOptions {
   // A file past this size is closed and a new one started.
   std::uint64_t max_file_bytes = kDefaultSpoolFileBytes;
 };
 
 // Which append a wait is for.
-struct SpoolTicket {
+struct SOCKECHO_EXPORT SpoolTicket {
   std::uint64_t sequence = 0;
 };
 
@@ -171,7 +173,7 @@ struct SpoolTicket {
 // destroyed). Every member function may be called from many threads at once; a moved-from Spool
 // may only be destroyed or assigned to. The destructor syncs nothing: a record appended and
 // never waited for may be lost with the process.
-class Spool {
+class SOCKECHO_EXPORT Spool {
  public:
   // Opens DIR (created 0700 if missing) and reads every file in it. Throws SpoolError when DIR is
   // not a writable directory, is open to group or others, or is held by another Spool (a message
@@ -219,17 +221,18 @@ class Spool {
   [[nodiscard]] const std::string& dir() const noexcept;
 
  private:
-  struct State;
+  struct SOCKECHO_NO_EXPORT State;
   explicit Spool(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
 
 // CRC-32C (Castagnoli), as the records carry it; crc32c("123456789") == 0xE3069283.
-[[nodiscard]] std::uint32_t crc32c(std::string_view data) noexcept;
-// A record as it is written: sync marker, length, checksum, type, payload.
-[[nodiscard]] std::string encode_record(const SpoolRecord& record);
+[[nodiscard]] SOCKECHO_EXPORT std::uint32_t crc32c(std::string_view data) noexcept;
+// A record as it is written: sync marker, length, checksum, type, payload. Throws
+// std::length_error for a field or a record over 1 GiB.
+[[nodiscard]] SOCKECHO_EXPORT std::string encode_record(const SpoolRecord& record);
 // The record a frame holds (as encode_record() wrote it, nothing after it), or nullopt when it
 // is malformed in any way: marker, length, checksum, type, a field cut short or bytes left over.
-[[nodiscard]] std::optional<SpoolRecord> decode_record(std::string_view frame);
+[[nodiscard]] SOCKECHO_EXPORT std::optional<SpoolRecord> decode_record(std::string_view frame);
 
 }  // namespace sockecho

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "sockecho/export.hpp"
 #include "sockecho/exposition.hpp"
 #include "sockecho/handler.hpp"
 #include "sockecho/jobs.hpp"
@@ -34,15 +35,15 @@ inline constexpr std::size_t kMaxJobIdLength = 64;
 // The reply's first line for a job, with its '\n':
 // `STATE id=ID attempts=N[ exit=N| signal=NAME][ reason=R] queued_ms=Q[ run_ms=R output_bytes=B
 // stderr_bytes=E]`, the run's fields once one has started. Durations run to `now` while they last.
-[[nodiscard]] std::string format_status(const Job& job, WallTime now);
+[[nodiscard]] SOCKECHO_EXPORT std::string format_status(const Job& job, WallTime now);
 // The line for an ID that was never issued, or is forgotten: `unknown id=ID attempts=0
 // queued_ms=0`.
-[[nodiscard]] std::string format_unknown(std::string_view id);
+[[nodiscard]] SOCKECHO_EXPORT std::string format_unknown(std::string_view id);
 
 // Whether `id` can be a job's ID: 1 to kMaxJobIdLength characters of [A-Za-z0-9_-].
-[[nodiscard]] bool valid_job_id(std::string_view id) noexcept;
+[[nodiscard]] SOCKECHO_EXPORT bool valid_job_id(std::string_view id) noexcept;
 
-struct StatusOptions {
+struct SOCKECHO_EXPORT StatusOptions {
   // A connection's idle limit and the whole-request deadline (--timeout, --request-timeout).
   std::chrono::milliseconds timeout = kDefaultTimeout;
   std::chrono::milliseconds request_timeout = kDefaultRequestTimeout;
@@ -54,7 +55,7 @@ struct StatusOptions {
 // workers started on demand. Every request is one log line and one count of
 // sockecho_status_requests_total{verb,outcome}: verb one of status result cancel retry invalid,
 // outcome one of ok unknown error timeout reset.
-class StatusListener final : public Collector {
+class SOCKECHO_EXPORT StatusListener final : public Collector {
  public:
   StatusListener(Listener listener, JobQueue& jobs, StatusOptions options = {});
   StatusListener(const StatusListener&) = delete;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "sockecho/export.hpp"
 #include "sockecho/listener.hpp"
 
 namespace sockecho {
@@ -38,15 +39,15 @@ inline constexpr const char* kStatusSocketName = "status";
 // listening IPv4, IPv6 or Unix-domain stream socket (a Unix socket's address is its path, and
 // its file stays the service manager's: see Listener(Fd)), EBADF for one that is not open. Every
 // passed descriptor that is open is closed then.
-[[nodiscard]] std::vector<Listener> inherited_listeners();
+[[nodiscard]] SOCKECHO_EXPORT std::vector<Listener> inherited_listeners();
 
 // For a daemon that serves one address: the single listening socket inherited_listeners()
 // returns, or std::nullopt when none was passed. Throws std::system_error (EINVAL) when more than
 // one was, after closing them all.
-[[nodiscard]] std::optional<Listener> inherited_listener();
+[[nodiscard]] SOCKECHO_EXPORT std::optional<Listener> inherited_listener();
 
 // A passed socket and the name the service manager gave it.
-struct NamedListener {
+struct SOCKECHO_EXPORT NamedListener {
   std::string name;
   Listener listener;
 };
@@ -59,10 +60,10 @@ struct NamedListener {
 // Names present in a number other than LISTEN_FDS are malformed: std::system_error EINVAL naming
 // the variable, after closing every passed descriptor. Otherwise the same rules and failures as
 // inherited_listeners().
-[[nodiscard]] std::vector<NamedListener> inherited_named_listeners();
+[[nodiscard]] SOCKECHO_EXPORT std::vector<NamedListener> inherited_named_listeners();
 
 // What a daemon with a main listener and, optionally, a status listener takes over.
-struct InheritedSockets {
+struct SOCKECHO_EXPORT InheritedSockets {
   std::optional<Listener> main;    // the one socket not named "status", if one was passed
   std::optional<Listener> status;  // the socket named "status", if one was passed
 };
@@ -72,6 +73,6 @@ struct InheritedSockets {
 // default name), and the one named "status". Either may be missing; none passed gives two empty
 // members. Throws std::system_error EINVAL, after closing every passed descriptor, when more than
 // one socket is not named "status" (naming each) or more than one is named so.
-[[nodiscard]] InheritedSockets inherited_sockets();
+[[nodiscard]] SOCKECHO_EXPORT InheritedSockets inherited_sockets();
 
 }  // namespace sockecho

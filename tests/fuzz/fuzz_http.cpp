@@ -1,7 +1,7 @@
-// Fuzz target: the metrics listener's HTTP head parser (sockecho::parse_http_head) on arbitrary
-// bytes. What it returns must point into its input and be well-formed when complete, and more
-// bytes must never change a verdict already given: a head found complete (or bad) in a prefix of
-// the stream is the same head (still bad) in the whole of it, as the listener reads in pieces.
+// Fuzz target: the metrics listener's HTTP head parser (parse_http_head, src/http_head.hpp) on
+// arbitrary bytes. What it returns must point into its input and be well-formed when complete, and
+// more bytes must never change a verdict already given: a head found complete (or bad) in a prefix
+// of the stream is the same head (still bad) in the whole of it, as the listener reads in pieces.
 //
 // Input: bytes 0 and 1: where to cut the stream into prefix and whole (modulo its size + 1);
 // the rest is the stream.
@@ -10,11 +10,11 @@
 #include <string_view>
 
 #include "fuzz.hpp"
-#include "sockecho/metrics.hpp"
+#include "http_head.hpp"
 
 namespace {
 
-using sockecho::HttpRequestHead;
+using sockecho::detail::HttpRequestHead;
 using State = HttpRequestHead::State;
 
 bool inside(std::string_view part, std::string_view whole) {
@@ -40,8 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view whole = input.rest();
   const std::string_view prefix = whole.substr(0, cut_choice % (whole.size() + 1));
 
-  const HttpRequestHead early = sockecho::parse_http_head(prefix);
-  const HttpRequestHead late = sockecho::parse_http_head(whole);
+  const HttpRequestHead early = sockecho::detail::parse_http_head(prefix);
+  const HttpRequestHead late = sockecho::detail::parse_http_head(whole);
   check_head(early, prefix);
   check_head(late, whole);
   if (early.state == State::bad) SOCKECHO_FUZZ_CHECK(late.state == State::bad);

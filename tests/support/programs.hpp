@@ -65,11 +65,11 @@ struct Backend {
   std::uint16_t health_port = 0;
 };
 
-// The README's recipe: HAProxy in TCP mode, bound to `bind`, spreading connections round-robin
-// over `backends`. Its timeouts are longer than sockecho's --timeout (30 s), so sockecho decides
-// when a client is too slow. When backends have health ports, the README's recipe for draining
-// too: /health is asked every 100 ms and an instance is out at its first 503, and a connection
-// it refuses meanwhile is tried again (retries) on another instance (redispatch).
+// docs/operations.md's recipe: HAProxy in TCP mode, bound to `bind`, spreading connections
+// round-robin over `backends`. Its timeouts are longer than sockecho's --timeout (30 s), so
+// sockecho decides when a client is too slow. When backends have health ports, its recipe for
+// draining too: /health is asked every 100 ms and an instance is out at its first 503, and a
+// connection it refuses meanwhile is tried again (retries) on another instance (redispatch).
 std::string haproxy_config(const std::string& bind, const std::vector<Backend>& backends);
 
 }  // namespace sockecho::test

@@ -28,7 +28,7 @@ namespace sockecho::test {
 using namespace std::chrono_literals;
 
 // The reply prefix "数据是 " (UTF-8), the servers' default; server_test checks its bytes.
-inline const std::string kPrefix{kDefaultPrefix};
+inline const std::string kPrefix{kServerDefaultPrefix};
 
 // Which sanitizers this build has; the programs the tests spawn are built the same way.
 // CMakeLists.txt pairs AddressSanitizer with UndefinedBehaviorSanitizer (and LeakSanitizer).
@@ -190,7 +190,7 @@ void outcome_handler(const Request& request, Reply& reply);
 class ServerThread {
  public:
   explicit ServerThread(ServerOptions options = {},
-                        Handler handler = prefix_handler(std::string(kDefaultPrefix)),
+                        Handler handler = prefix_handler(std::string(kServerDefaultPrefix)),
                         const std::string& host = "127.0.0.1");
   ServerThread(ServerOptions options, std::shared_ptr<Protocol> protocol,
                const std::string& host = "127.0.0.1");

@@ -1,12 +1,13 @@
 <?php
 
-// Every PHP snippet in the README's "From PHP" section runs as shown, against real daemons:
-// each ```php block is written to a file and run with php, and must exit 0 with nothing on
-// stderr. Only addresses change: 12387 becomes the port of the daemon the snippet talks to (a
-// line-mode one for lineSession(), an echo one for request(), else the --background one),
-// 12388 that daemon's status port, /run/sockecho/ a scratch directory holding the Unix-socket
-// daemons a and b; Composer's vendor/autoload.php becomes the client's own autoload.php. The
-// client's own README (clients/php/README.md) is run the same way.
+// Every PHP snippet of the README, of docs/php.md (the PHP reference) and of the client's own
+// README (clients/php/README.md) runs as shown, against real daemons: each ```php block is
+// written to a file and run with php, and must exit 0 with nothing on stderr. Only addresses
+// change: 12387 becomes the port of the daemon the snippet talks to (a line-mode one for
+// lineSession(), a --background one for a snippet that submits a job or expects `accepted`,
+// else an echo one), 12388 that daemon's status port, /run/sockecho/ a scratch directory
+// holding the Unix-socket daemons a and b; Composer's vendor/autoload.php becomes the client's
+// own autoload.php.
 
 declare(strict_types=1);
 
@@ -20,19 +21,21 @@ final class ReadmeTest extends TestCase
     private const JOB = 'cat >/dev/null; echo \'{"thumbnail":"cat.jpg"}\'';
 
     /**
-     * The ```php blocks of the README's section under "## From PHP", then those of the client's
-     * own README (clients/php/README.md).
+     * The ```php blocks of the README, of docs/php.md, then those of the client's own README
+     * (clients/php/README.md).
      *
      * @return list<string>
      */
     private static function snippets(): array
     {
-        $readme = (string) file_get_contents(dirname(__DIR__, 3) . '/README.md');
-        $start = strpos($readme, "\n## From PHP\n");
-        check($start !== false, 'README.md has a "## From PHP" section');
+        $root = dirname(__DIR__, 3);
+        $readme = self::blocks("# README\n" . file_get_contents("$root/README.md"), false);
+        check(count($readme) >= 3, 'README.md has its PHP snippets: ' . count($readme));
+        $docs = self::blocks("# PHP\n" . file_get_contents("$root/docs/php.md"), false);
+        check(count($docs) >= 6, 'docs/php.md has its PHP snippets: ' . count($docs));
         $own = self::blocks("# Client\n" . file_get_contents(dirname(__DIR__) . '/README.md'), false);
         check(count($own) === 1, 'clients/php/README.md has its PHP snippet');
-        return array_merge(self::blocks(substr($readme, $start + 1)), $own);
+        return array_merge($readme, $docs, $own);
     }
 
     /** @return list<string> the ```php blocks of $section (its heading first), up to the next "## " heading if $oneSection */
@@ -63,11 +66,10 @@ final class ReadmeTest extends TestCase
         return $blocks;
     }
 
-    /** every PHP snippet of "From PHP" runs as shown */
-    public function testEveryPhpSnippetOfFromPhpRunsAsShown(): void
+    /** every PHP snippet of the README, docs/php.md and the client's README runs as shown */
+    public function testEveryPhpSnippetRunsAsShown(): void
     {
         $snippets = self::snippets();
-        check(count($snippets) >= 6, 'the section has its PHP snippets: ' . count($snippets));
         $server = server_program();
         $dir = sys_get_temp_dir() . '/sockecho-php-readme-' . getmypid() . '-' . bin2hex(random_bytes(4));
         check(mkdir($dir, 0700), "mkdir $dir");
@@ -86,7 +88,8 @@ final class ReadmeTest extends TestCase
                 $target = match (true) {
                     str_contains($code, 'lineSession(') => $daemons['line'],
                     str_contains($code, '->request(') => $daemons['echo'],
-                    default => $daemons['jobs'],
+                    str_contains($code, 'submit(') || str_contains($code, 'accepted') => $daemons['jobs'],
+                    default => $daemons['echo'],
                 };
                 $code = strtr($code, [
                     '12387' => (string) $target->port,

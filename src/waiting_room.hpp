@@ -1,0 +1,184 @@
+// sockecho (private): a Server's waiting room, where connections whose request is not complete
+// wait without a worker (see docs/ARCHITECTURE.md, "The waiting room").
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "sockecho/buffer.hpp"
+#include "sockecho/connection.hpp"
+#include "sockecho/deadline.hpp"
+#include "sockecho/fd.hpp"
+#include "sockecho/memory_budget.hpp"
+#include "sockecho/protocol.hpp"
+#include "sockecho/record.hpp"
+
+namespace sockecho::detail {
+
+// Bytes charged to a MemoryBudget, refunded when the charge ends.
+class Charge {
+ public:
+  explicit Charge(MemoryBudget& budget) noexcept : budget_(&budget) {}
+  Charge(Charge&& other) noexcept
+      : budget_(other.budget_), bytes_(std::exchange(other.bytes_, 0)) {}
+  Charge& operator=(Charge&&) = delete;
+  Charge(const Charge&) = delete;
+  Charge& operator=(const Charge&) = delete;
+  ~Charge() {
+    if (bytes_ > 0) budget_->refund(bytes_);
+  }
+
+  // Charges `bytes` more: false, and nothing charged, when the budget has no room for them.
+  [[nodiscard]] bool add(std::size_t bytes) noexcept {
+    if (!budget_->try_charge(bytes)) return false;
+    bytes_ += bytes;
+    return true;
+  }
+  [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
+
+ private:
+  MemoryBudget* budget_;
+  std::size_t bytes_ = 0;
+};
+
+// A connection whose request is not complete, or complete and not yet taken by a worker: owned
+// by the room, then by the handoff queue, then by the worker that answers it. Its request buffer
+// is charged, by its capacity, until it is destroyed.
+struct Waiting {
+  Waiting(Connection&& connection_, Buffer&& request_, Charge&& charge_, Clock::time_point start_,
+          bool admitted_) noexcept
+      : connection(std::move(connection_)),
+        request(std::move(request_)),
+        charge(std::move(charge_)),
+        start(start_),
+        admitted(admitted_) {}
+
+  Connection connection;
+  Buffer request;
+  Charge charge;
+  Clock::time_point start;  // the accept
+  bool admitted;            // counted against its source's limit
+  bool at_end = false;      // the client half-closed after the bytes in `request`
+  // A reply the client has not read yet: `request` holds its unsent bytes, from `written` on,
+  // and `record` how its connection ends once they are all taken.
+  bool replying = false;
+  std::size_t written = 0;
+  std::unique_ptr<ConnectionRecord> record;  // with `replying`: kept small while a request waits
+};
+
+// Holds connections whose request is incomplete on one thread of its own (an epoll set), reads
+// what arrives, ends those past a limit, and queues the complete ones for the server's crew to
+// take().
+class WaitingRoom {
+ public:
+  // How often the limits of every held connection are checked: a limit is enforced within its
+  // value + kTick.
+  static constexpr std::chrono::milliseconds kTick{250};
+  // The smallest buffer a held request gets; each growth doubles it.
+  static constexpr std::size_t kFirstBuffer = 64;
+
+  // Ends a held connection the room gave up on (a limit, the budget, the peer), unanswered:
+  // called on the room's thread, without its lock.
+  using End = std::function<void(Waiting& waiting, Outcome outcome, const std::string& detail)>;
+
+  // Says a request was queued while no taker waited for one (to start one): called on the
+  // room's thread, without its lock.
+  using Queued = std::function<void()>;
+
+  // Throws std::system_error when the epoll set or the eventfd cannot be made.
+  WaitingRoom(Framing framing, End end, Queued queued);
+  WaitingRoom(const WaitingRoom&) = delete;
+  WaitingRoom& operator=(const WaitingRoom&) = delete;
+  WaitingRoom(WaitingRoom&&) = delete;
+  WaitingRoom& operator=(WaitingRoom&&) = delete;
+  // stop()
+  ~WaitingRoom();
+
+  // Takes `connection` (accepted at `start`), whose first `bytes` were read already and whose
+  // request is not complete: false, the connection left with the caller, when the budget has
+  // no room for its bytes. Throws std::system_error (the connection then left with the caller)
+  // when it cannot be watched, or the room's thread cannot start.
+  [[nodiscard]] bool park(Connection& connection, std::string_view bytes, Clock::time_point start,
+                          bool admitted);
+
+  // Takes `connection`, whose reply's `unsent` bytes the client has not read yet, to write them
+  // as it reads; once all are written the connection ends with `record` (answered). False, the
+  // connection and the bytes left with the caller, when the budget has no room for them.
+  // Throws std::system_error as park() does.
+  [[nodiscard]] bool park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
+                                Clock::time_point start, bool admitted);
+
+  // Waits up to `idle` for a complete request, first come first served: nullptr when none came.
+  // Once draining: waits until one comes or the room holds nothing (then nullptr at once).
+  [[nodiscard]] std::unique_ptr<Waiting> take(std::chrono::milliseconds idle);
+  // The server is stopping and no new connection comes: take() waits for the room to empty.
+  void drain() noexcept;
+  [[nodiscard]] bool draining() const noexcept { return draining_.load(); }
+
+  // Connections held (waiting, or queued for a worker).
+  [[nodiscard]] std::size_t count() const noexcept { return count_.load(); }
+  [[nodiscard]] std::size_t queued() const noexcept { return queued_.load(); }
+
+  // The server is stopping: line sessions waiting between lines end (outcome ok, closed
+  // cleanly), now and whenever one is parked from now on; a request begun goes on to its end.
+  void close_idle() noexcept;
+
+  // Ends the room's thread, then every connection it still holds (outcome error). Call it once
+  // no worker can park again.
+  void stop() noexcept;
+
+ private:
+  struct Ended {
+    std::unique_ptr<Waiting> waiting;
+    Outcome outcome;
+    std::string detail;
+  };
+  using Held = std::unordered_map<int, std::unique_ptr<Waiting>>;
+
+  void run() noexcept;
+  // With mutex_ held:
+  void readable(int fd, std::vector<Ended>& ended);
+  void writable(Held::iterator found, std::vector<Ended>& ended);
+  // Puts a connection in the room, watched for `events`; with mutex_ held. Throws
+  // std::system_error (`waiting` then left as it was) when it cannot be watched.
+  void hold(std::unique_ptr<Waiting>& waiting, std::uint32_t events);
+  void sweep(Clock::time_point now, std::vector<Ended>& ended);
+  void end_idle(std::vector<Ended>& ended);
+  bool grow(Waiting& waiting) noexcept;
+  // Without it:
+  void end(std::vector<Ended>& ended) noexcept;
+
+  Framing framing_;
+  std::size_t limit_;  // max_bytes + 1 (one byte past it is how "too large" is known); 0: none
+  End end_;
+  Queued queued_callback_;
+  std::size_t takers_ = 0;    // threads in take(), under mutex_
+  bool call_queued_ = false;  // under mutex_: queued_callback_ is due
+  Fd epoll_;
+  Fd wake_;  // stop() wakes the thread
+
+  std::mutex mutex_;
+  std::condition_variable changed_;  // a request queued, or the room emptied
+  Held held_;
+  std::deque<std::unique_ptr<Waiting>> queue_;
+  std::atomic<std::size_t> count_{0};   // held_ + queue_, written under mutex_
+  std::atomic<std::size_t> queued_{0};  // queue_.size()
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> closing_idle_{false};
+  std::atomic<bool> draining_{false};
+  std::thread thread_;  // started by the first park()
+};
+
+}  // namespace sockecho::detail
