@@ -1,5 +1,6 @@
 #include "waiting_room.hpp"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -190,7 +191,11 @@ void WaitingRoom::close_idle() noexcept {
 
 void WaitingRoom::end_idle(std::vector<Ended>& ended) {
   for (auto it = held_.begin(); it != held_.end();) {
-    if (!it->second->request.empty() || it->second->replying) {
+    // A line that has arrived but is not read yet is a line begun: answered before the end
+    // (and a close with unread bytes would be a reset, not a clean end).
+    pollfd arrived{it->first, POLLIN, 0};
+    const bool unread = retry_eintr([&] { return ::poll(&arrived, 1, 0); }) > 0;
+    if (unread || !it->second->request.empty() || it->second->replying) {
       ++it;
       continue;
     }
