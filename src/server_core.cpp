@@ -114,17 +114,26 @@ void ServerCore::run() {
     }
     if (delayed.joinable()) delayed.join();  // its stop() is what ended work(): it is done
   }
+  {
+    // After the stopping line, which stop() writes under this lock.
+    const std::lock_guard<std::mutex> lock(mutex_);
+  }
   log_.event(LogLevel::normal, "stop " + stop_words(stats()));
   const std::lock_guard<std::mutex> lock(mutex_);
   if (fatal_) std::rethrow_exception(fatal_);
 }
 
 void ServerCore::stop() noexcept {
-  if (stopping_.exchange(true)) return;
-  // Logged before the workers wake, so it always comes before the stop line they lead to.
-  try {
-    log_.event(LogLevel::normal, stopping_line());
-  } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the stop goes on
+  {
+    // Logged before the workers wake, and under the lock run() takes before its stop line: a
+    // worker that sees the stop on its own (between two waits) cannot get the stop line out
+    // first.
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_.exchange(true)) return;
+    try {
+      log_.event(LogLevel::normal, stopping_line());
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for the line; the stop goes on
+    }
   }
   interrupt();
   // Readable from now on, for every session waiting between requests. A write of 1 to an
@@ -143,21 +152,24 @@ void ServerCore::stop_after(std::chrono::milliseconds delay) noexcept {
     stop();
     return;
   }
-  const std::lock_guard<std::mutex> lock(mutex_);
-  if (stopping_.load() || announced_.exchange(true)) return;
-  log_.event(LogLevel::normal, "stopping in " + std::to_string(delay.count()) +
-                                   " ms: announced now, connections still served until then");
-  try {
-    delayed_stop_ = std::thread([this, delay] {
-      {
-        std::unique_lock<std::mutex> wait(mutex_);
-        stopped_.wait_for(wait, delay, [this] { return stopping_.load(); });
-      }
-      stop();
-    });
-  } catch (const std::system_error&) {
-    stop();  // no thread for the wait: stop now rather than never
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_.load() || announced_.exchange(true)) return;
+    log_.event(LogLevel::normal, "stopping in " + std::to_string(delay.count()) +
+                                     " ms: announced now, connections still served until then");
+    try {
+      delayed_stop_ = std::thread([this, delay] {
+        {
+          std::unique_lock<std::mutex> wait(mutex_);
+          stopped_.wait_for(wait, delay, [this] { return stopping_.load(); });
+        }
+        stop();
+      });
+      return;
+    } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): stopped just below
+    }
   }
+  stop();  // no thread for the wait: stop now rather than never
 }
 
 void ServerCore::fail(std::exception_ptr error) noexcept {
