@@ -370,6 +370,7 @@ void Server::serve(Connection& connection, Workspace& workspace) {
 bool Server::serve_eagerly(Connection& connection, Workspace& workspace, Clock::time_point start,
                            ConnectionRecord& record, bool& parked) {
   workspace.reply.clear();
+  workspace.unsent.clear();
   workspace.buffer.clear();
   return guarded(record, [&] {
     // Echo: the whole connection is the request. Line: no line is begun yet.
@@ -417,16 +418,16 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
 bool Server::reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
                         bool admitted, ConnectionRecord& record, bool& parked) {
   const bool answered = replied(workspace.reply, record);
-  Buffer& unsent = workspace.unsent;
-  if (unsent.empty()) return answered;
+  if (workspace.unsent.empty()) return answered;
   // The client has not read all of its reply yet: the rest waits in the room while it fits the
-  // budget; past it, this worker writes it as before.
+  // budget; past it, this worker writes it as before. The rest leaves the workspace first, so
+  // that a write cut short (a client that never reads) leaves nothing of it for the next client.
+  Buffer unsent = std::exchange(workspace.unsent, Buffer());
   if (room_->park_reply(connection, unsent, record, start, admitted)) {
     parked = true;
     return false;
   }
   connection.write_all(unsent.view());
-  unsent = Buffer();
   return answered;
 }
 
@@ -434,6 +435,7 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
   ConnectionRecord record;
   bool parked = false;
   workspace.reply.clear();
+  workspace.unsent.clear();
   Connection& connection = waiting.connection;
   const bool answered = guarded(record, [&] {
     const std::string_view bytes = waiting.request.view();

@@ -21,6 +21,9 @@ Answered Protocol::answer(Connection& /*connection*/, Workspace& /*workspace*/,
 }
 
 void Workspace::send(Connection& connection) {
+  // `unsent` only ever holds the rest of this reply: a rest left by an earlier connection (cut
+  // while it was written) is another client's bytes.
+  unsent.clear();
   reply.pieces(pieces);
   if (!defer) {
     connection.write_all(pieces.data(), pieces.size());

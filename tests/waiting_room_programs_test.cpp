@@ -333,6 +333,35 @@ TEST(WaitingRoomProgram, RepliesNotReadPastTheBudgetAreWrittenByAWorkerAndCutAtT
   EXPECT_EQ(server.wait(), 0) << server.err();
 }
 
+TEST(WaitingRoomProgram, AReplyCutAtTheTimeoutLeavesNoByteOfItForTheNextClient) {
+  // Each worker writes a large reply to a client that never reads and is cut at the idle limit
+  // with most of it unwritten. Those bytes are that client's: the next clients, whichever worker
+  // answers them, get their own small replies and nothing more.
+  test::ServerProcess server(
+      {"--workers", "2", "--timeout", "0.3", "--max-total-bytes", "1M", "--exec", "sh", "-c",
+       "if [ \"$(cat)\" = big ]; then head -c 8388608 /dev/zero; else echo small; fi"});
+  std::vector<Connection> readers;
+  readers.reserve(2);
+  for (int i = 0; i < 2; ++i) {
+    readers.push_back(held_from("127.3.1." + std::to_string(1 + i), server.port(), "big"));
+    readers.back().close_write();
+  }
+  for (int i = 0; i < 2; ++i) {
+    const std::optional<std::string> line = server.wait_stderr(" outcome=");
+    ASSERT_TRUE(line) << server.err();
+    EXPECT_NE(line->find(" outcome=timeout"), std::string::npos) << *line;
+  }
+  RequestOptions patient;
+  patient.timeout = test::kPatience;
+  for (int i = 0; i < 10; ++i) {
+    const std::string reply = request("127.0.0.1", server.port(), "x", patient);
+    EXPECT_EQ(reply.substr(0, 6), "small\n") << i;
+    EXPECT_EQ(reply.size(), 6U) << i << ": bytes of the cut reply followed";
+  }
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+}
+
 TEST(WaitingRoomProgram, MaxConnectionsOutOfRangeIsAUsageError) {
   for (const char* bad : {"0", "-1", "1000001", "many"}) {
     const test::RunResult r =
