@@ -186,31 +186,31 @@ std::size_t Connection::try_write(const std::string_view* parts, std::size_t cou
 
 void Connection::write_all(std::string_view data) { write_all(&data, 1); }
 
-void Connection::write_all(const std::string_view* parts, std::size_t count) {
-  std::size_t index = 0;   // first part not yet fully written
-  std::size_t offset = 0;  // bytes of parts[index] already written
+bool Connection::write_some(const std::string_view* parts, std::size_t count, Progress& at) {
   for (;;) {
-    while (index < count && offset == parts[index].size()) {
-      ++index;
-      offset = 0;
+    while (at.index < count && at.offset == parts[at.index].size()) {
+      ++at.index;
+      at.offset = 0;
     }
-    if (index == count) return;
-    std::size_t left = send_parts(parts + index, count - index, offset);
-    if (left == 0) {
-      wait(POLLOUT, "write");
-      continue;
-    }
-    while (left > 0) {
-      const std::size_t rest = parts[index].size() - offset;
-      if (left < rest) {
-        offset += left;
+    if (at.index == count) return true;
+    std::size_t sent = send_parts(parts + at.index, count - at.index, at.offset);
+    if (sent == 0) return false;
+    while (sent > 0) {
+      const std::size_t rest = parts[at.index].size() - at.offset;
+      if (sent < rest) {
+        at.offset += sent;
         break;
       }
-      left -= rest;
-      ++index;
-      offset = 0;
+      sent -= rest;
+      ++at.index;
+      at.offset = 0;
     }
   }
+}
+
+void Connection::write_all(const std::string_view* parts, std::size_t count) {
+  Progress at;
+  while (!write_some(parts, count, at)) wait(POLLOUT, "write");
 }
 
 void Connection::abort() noexcept {

@@ -30,37 +30,13 @@ void Workspace::send(Connection& connection) {
     return;
   }
   // What the kernel takes now, without waiting; the rest is copied, once, into `unsent`.
-  std::size_t index = 0;
-  std::size_t offset = 0;
-  for (;;) {
-    while (index < pieces.size() && offset == pieces[index].size()) {
-      ++index;
-      offset = 0;
-    }
-    if (index == pieces.size()) return;
-    std::string_view first = pieces[index].substr(offset);
-    std::swap(first, pieces[index]);
-    std::size_t sent = connection.try_write(pieces.data() + index, pieces.size() - index);
-    std::swap(first, pieces[index]);
-    if (sent == 0) break;
-    while (sent > 0) {
-      const std::size_t rest = pieces[index].size() - offset;
-      if (sent < rest) {
-        offset += sent;
-        break;
-      }
-      sent -= rest;
-      ++index;
-      offset = 0;
-    }
-  }
+  Connection::Progress at;
+  if (connection.write_some(pieces.data(), pieces.size(), at)) return;
   std::size_t left = 0;
-  for (std::size_t i = index; i < pieces.size(); ++i) left += pieces[i].size();
-  left -= offset;
-  unsent.clear();
-  unsent.reserve(left);
-  for (std::size_t i = index; i < pieces.size(); ++i) {
-    const std::string_view piece = pieces[i].substr(i == index ? offset : 0);
+  for (std::size_t i = at.index; i < pieces.size(); ++i) left += pieces[i].size();
+  unsent.reserve(left - at.offset);
+  for (std::size_t i = at.index; i < pieces.size(); ++i) {
+    const std::string_view piece = pieces[i].substr(i == at.index ? at.offset : 0);
     std::memcpy(unsent.tail(), piece.data(), piece.size());
     unsent.commit(piece.size());
   }

@@ -1,6 +1,7 @@
 #include "sockecho/connection.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -107,6 +108,30 @@ TEST(Connection, TenMebibytesLoopOverPartialWrites) {
   writer.join();
   EXPECT_EQ(buffer.size(), payload.size());
   EXPECT_TRUE(buffer.view() == payload);
+}
+
+TEST(Connection, WriteSomeStopsAtAFullSendBufferAndResumesWhereItStopped) {
+  // Parts larger than the kernel's buffers, with empty ones between: the first call stops
+  // part-way through, having moved its place past exactly what was sent; calls from there after
+  // the peer has read send the rest, and the stream read is the parts in order, once each.
+  Pair p = make_pair();
+  const std::string big = test::pattern(6 << 20);
+  const std::array<std::string_view, 5> parts = {"head:", "", big, "", ":tail"};
+  Connection::Progress at;
+  EXPECT_FALSE(p.client.write_some(parts.data(), parts.size(), at));
+  EXPECT_EQ(at.index, 2U);
+  EXPECT_GT(at.offset, 0U);
+  EXPECT_LT(at.offset, big.size());
+  EXPECT_EQ(p.client.bytes_written(), 5U + at.offset);
+  std::thread writer([&] {
+    while (!p.client.write_some(parts.data(), parts.size(), at)) p.client.wait(POLLOUT, "write");
+    p.client.close_write();
+  });
+  const std::string got = p.server.read_to_end_string();
+  writer.join();
+  EXPECT_EQ(at.index, parts.size());
+  EXPECT_TRUE(got == "head:" + big + ":tail");
+  EXPECT_TRUE(p.client.write_some(parts.data(), parts.size(), at));  // nothing left: no call
 }
 
 TEST(Connection, ReadToEndStopsOneBytePastTheLimit) {

@@ -90,6 +90,17 @@ class SOCKECHO_EXPORT Connection {
   // kernel took, 0 when the send buffer is full.
   std::size_t try_write(const std::string_view* parts, std::size_t count);
 
+  // Where a write of several parts has got to: parts[index] is the first not fully written, and
+  // `offset` of its bytes are.
+  struct Progress {
+    std::size_t index = 0;
+    std::size_t offset = 0;
+  };
+  // Writes what the kernel takes now of the parts from `at` on, without waiting, looping over
+  // partial writes and moving `at` past what was written. True once every byte is written;
+  // false when the send buffer is full (wait for POLLOUT, then call again with the same `at`).
+  bool write_some(const std::string_view* parts, std::size_t count, Progress& at);
+
   // Waits until the socket is ready for `events` (POLLIN, POLLOUT) or has failed, within the
   // limits; `operation` names the wait in the ETIMEDOUT error.
   void wait(short events, const char* operation);
