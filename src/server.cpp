@@ -10,8 +10,8 @@
 #include <utility>
 
 #include "classify.hpp"
-#include "signal_mask.hpp"
 #include "sockecho/error.hpp"
+#include "threads.hpp"
 #include "waiting_room.hpp"
 
 namespace sockecho {
@@ -203,16 +203,7 @@ void Server::after_workers() noexcept {
   {
     // At least one thread to wait for what is still being read.
     const std::lock_guard<std::mutex> lock(crew_mutex_);
-    if (crew_running_ == 0 && room_->count() > 0) {
-      try {
-        const detail::BlockedSignals blocked;
-        crew_.emplace_back([this] { crew_work(); });
-        ++crew_running_;
-        ++crew_idle_;
-      } catch (const std::exception& e) {
-        options_.log.event(LogLevel::quiet, std::string("cannot start a worker: ") + e.what());
-      }
-    }
+    if (crew_running_ == 0 && room_->count() > 0) start_crew_thread();
   }
   // Joined until none is left: a thread may start another while the room drains.
   for (;;) {
@@ -236,23 +227,16 @@ void Server::crew_needed() noexcept {
 void Server::grow_crew() noexcept {
   // One more while requests wait with no thread free for them, up to the workers.
   if (crew_idle_ >= room_->queued() || crew_running_ >= options_.workers) return;
-  // Threads that retired have left crew_work(): joining them waits a moment at most.
-  for (const std::thread::id id : crew_retired_) {
-    const auto found = std::find_if(crew_.begin(), crew_.end(),
-                                    [id](const std::thread& t) { return t.get_id() == id; });
-    if (found == crew_.end()) continue;
-    found->join();
-    crew_.erase(found);
-  }
-  crew_retired_.clear();
-  try {
-    const detail::BlockedSignals blocked;  // the crew takes no signal of the program's
-    crew_.emplace_back([this] { crew_work(); });
+  start_crew_thread();
+}
+
+void Server::start_crew_thread() noexcept {
+  // Out of threads or memory: the running ones go on; a stop still drains the room. The crew
+  // takes no signal of the program's.
+  if (detail::start_thread(crew_, crew_retired_, /*block_signals=*/true, options_.log,
+                           [this] { crew_work(); })) {
     ++crew_running_;
     ++crew_idle_;  // counted waiting until it takes its first request
-  } catch (const std::exception& e) {
-    // Out of threads or memory: the running ones go on; a stop still drains the room.
-    options_.log.event(LogLevel::quiet, std::string("cannot start a worker: ") + e.what());
   }
 }
 

@@ -3,13 +3,13 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <stdexcept>
 #include <utility>
 
 #include "sockecho/error.hpp"
+#include "threads.hpp"
 
 namespace sockecho {
 
@@ -260,13 +260,10 @@ void ServerCore::work(bool permanent) noexcept {
 void ServerCore::add_worker() noexcept {
   const std::lock_guard<std::mutex> lock(threads_mutex_);
   if (stopping_.load() || running_.load() >= max_workers_) return;
-  reap_retired();
-  try {
-    threads_.emplace_back([this] { work(/*permanent=*/false); });
+  // Out of threads or memory: the running workers go on, the next ones wait longer.
+  if (detail::start_thread(threads_, retired_, /*block_signals=*/false, log_,
+                           [this] { work(/*permanent=*/false); })) {
     running_.fetch_add(1);
-  } catch (const std::exception& e) {
-    // Out of threads or memory: the running workers go on, the next ones wait longer.
-    log_.event(LogLevel::quiet, std::string("cannot start a worker: ") + e.what());
   }
 }
 
@@ -280,18 +277,6 @@ bool ServerCore::retire() noexcept {
   }
   running_.fetch_sub(1);
   return true;
-}
-
-void ServerCore::reap_retired() noexcept {
-  // A retired thread has left work() and is ending, so joining it waits a moment at most.
-  for (const std::thread::id id : retired_) {
-    const auto found = std::find_if(threads_.begin(), threads_.end(),
-                                    [id](const std::thread& t) { return t.get_id() == id; });
-    if (found == threads_.end()) continue;
-    found->join();
-    threads_.erase(found);
-  }
-  retired_.clear();
 }
 
 ServingThread::ServingThread(ServerCore& server) : server_(server) {

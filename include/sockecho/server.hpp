@@ -113,7 +113,8 @@ class SOCKECHO_EXPORT Server final : public ServerCore {
   // The crew: threads that answer requests completed in the room, started as they are needed
   // (up to the workers), retired after an idle period, joined at the end of run().
   void crew_needed() noexcept;
-  void grow_crew() noexcept;  // with crew_mutex_ held
+  void grow_crew() noexcept;          // with crew_mutex_ held
+  void start_crew_thread() noexcept;  // with crew_mutex_ held
   void crew_work() noexcept;
   static unsigned worker_limit(const Protocol* protocol, const ServerOptions& options);
 

@@ -160,7 +160,6 @@ class SOCKECHO_EXPORT ServerCore : public Collector {
   void work(bool permanent) noexcept;
   void add_worker() noexcept;
   bool retire() noexcept;
-  void reap_retired() noexcept;  // with threads_mutex_ held
   bool pause_after_failure(const std::system_error& error);
   void fail(std::exception_ptr error) noexcept;
 
