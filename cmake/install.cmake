@@ -57,7 +57,15 @@ install(SCRIPT cmake/install-generated.cmake ALL_COMPONENTS)
 install(FILES ${_generated}/sockecho.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT dev)
 
 # LICENSE goes in as copyright, in the form Debian reads (debian-package.cmake).
-install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
+# The documents, laid out as in the source tree so that every link between them still works.
+install(FILES README.md CONTRIBUTING.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
+install(DIRECTORY docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/docs COMPONENT dev
+        FILES_MATCHING PATTERN "*.md" PATTERN "*.png" PATTERN "*.json")
+install(FILES bench/RESULTS.md bench/CURVES.md bench/results.svg bench/curves-size.svg
+              bench/curves-held.svg bench/curves-concurrency.svg
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/bench COMPONENT dev)
+install(FILES packaging/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR}/packaging COMPONENT dev)
+install(FILES clients/php/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR}/clients/php COMPONENT dev)
 
 # --- The programs and what comes with them ---
 if(SOCKECHO_BUILD_TOOLS)

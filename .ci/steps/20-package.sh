@@ -79,6 +79,15 @@ for f in bin/sockecho-server bin/sockecho-client include/sockecho/sockecho.hpp \
   lib/systemd/system/sockecho.service lib/systemd/system/sockecho.socket share/doc/sockecho/copyright; do
   [ -f "$prefix/$f" ] || fail "cmake --install did not install $f"
 done
+# The documents as in the source tree: every relative link of an installed one (README.md to
+# docs/, docs/ to bench/ and back) names an installed file.
+docdir=$prefix/share/doc/sockecho
+[ -f "$docdir/README.md" ] && [ -f "$docdir/docs/php.md" ] || fail "the documents are not installed"
+while IFS= read -r page; do
+  while IFS= read -r target; do
+    [ -e "$(dirname "$page")/$target" ] || fail "${page#"$docdir"/} links to $target, not installed"
+  done < <(grep -o '](\([^)#:]*\))' "$page" | sed 's/^](//; s/)$//' | sort -u)
+done < <(find "$docdir" -name '*.md')
 # The Debian changelog and lintian's overrides belong to the .deb alone.
 [ -z "$(find "$prefix" -name 'changelog.Debian*' -o -name lintian)" ] || fail "cmake --install installed Debian-only files"
 [ -z "$(find "$prefix" -name '*sockecho_cli*')" ] || fail "the internal sockecho_cli got installed"
