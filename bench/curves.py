@@ -218,7 +218,7 @@ def held_curve(args, floor, server, bench):
                 f"threads {h['threads']:5}  fds {h['fds']:5}  {r['rps']:8.0f} req/s  "
                 f"errors {r['errors']}")
     return {"titles": {"floor": "floor (C, N + 16 threads)",
-                       "sockecho": "sockecho-server --workers N + 128"}, "rows": rows}
+                       "sockecho": "sockecho-server (default workers)"}, "rows": rows}
 
 
 def bench_has_unix(bench):

@@ -145,8 +145,10 @@ def held_table(data):
         "## Connections held open at once",
         "",
         "Each held connection has sent one byte of a request and waits. A fresh server per "
-        "point, with room for them (`--workers N + 128`; the floor: N + 16 threads, all started "
-        "at once). Taken: descriptors the server gained. RSS, threads and descriptors while "
+        "point, with room for them: sockecho-server on its default workers, the held "
+        "connections in its waiting room (`--max-connections` of at least N + 128); the floor "
+        "with N + 16 threads, all started at once. Taken: descriptors the server gained. RSS, "
+        "threads and descriptors while "
         "they are held; requests/s and p99 of 4 clients (`-c 4`, 6 B) meanwhile.",
         "",
         "| held | server | taken | RSS MiB | x floor | threads | descriptors | requests/s | "
