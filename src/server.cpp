@@ -173,8 +173,10 @@ Server::Server(Listener listener, std::shared_ptr<Protocol> protocol, ServerOpti
   // --workers 1 stays the document's serial loop: one connection at a time, from accept to close.
   framing_ = protocol_->framing();
   if (framing_ && options_.workers > 1) {
+    // Large buffers are kept as long as a worker's spares are (SpareBuffers): a timeout's
+    // worth of idleness; with none, not at all.
     room_ = std::make_unique<detail::WaitingRoom>(
-        *framing_,
+        *framing_, options_.timeout,
         [this](detail::Waiting& waiting, Outcome outcome, const std::string& detail) {
           end_waiting(waiting, outcome, detail);
         },
@@ -269,6 +271,7 @@ void Server::crew_work() noexcept {
     } catch (const std::exception& e) {  // out of memory: this connection ends, the crew goes on
       options_.log.event(LogLevel::quiet, std::string("a worker failed: ") + e.what());
     }
+    room_->recycle(*taken);
     taken.reset();
     lock.lock();
     ++crew_idle_;

@@ -44,13 +44,15 @@ std::size_t capacity_for(std::size_t size) noexcept {
 
 }  // namespace
 
-WaitingRoom::WaitingRoom(Framing framing, End end, Queued queued)
+WaitingRoom::WaitingRoom(Framing framing, std::chrono::milliseconds keep_spares, End end,
+                         Queued queued)
     : framing_(std::move(framing)),
       limit_(framing_.max_bytes == 0 ? 0 : framing_.max_bytes + 1),
       end_(std::move(end)),
       queued_callback_(std::move(queued)),
       epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-      wake_(make_eventfd(0, "the waiting room's stop")) {
+      wake_(make_eventfd(0, "the waiting room's stop")),
+      keep_spares_(keep_spares) {
   if (!epoll_) throw os_error(errno, "epoll_create1 (the waiting room)");
   if (!framing_.budget) framing_.budget = std::make_shared<MemoryBudget>(0);
   epoll_event event{};
@@ -69,7 +71,7 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
   Buffer request;
   if (!bytes.empty()) {
     const std::size_t capacity = capacity_for(bytes.size());
-    if (!charge.add(capacity)) return false;
+    if (!charge_freeing_spares(charge, capacity)) return false;
     request.reserve(capacity);
     std::memcpy(request.tail(), bytes.data(), bytes.size());
     request.commit(bytes.size());
@@ -89,7 +91,7 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
 bool WaitingRoom::park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
                              Clock::time_point start, bool admitted) {
   Charge charge(*framing_.budget);
-  if (!charge.add(unsent.capacity())) return false;
+  if (!charge_freeing_spares(charge, unsent.capacity())) return false;
   auto kept = std::make_unique<ConnectionRecord>(std::move(record));
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(unsent),
                                            std::move(charge), start, admitted);
@@ -262,7 +264,8 @@ bool WaitingRoom::grow(Waiting& waiting) noexcept {
   Buffer& request = waiting.request;
   std::size_t want = std::max(request.capacity() * 2, kFirstBuffer);
   if (limit_ != 0) want = std::min(want, limit_);
-  if (!waiting.charge.add(want - request.capacity())) return false;
+  if (want >= kSpareMin && reuse_spare(waiting, want)) return true;
+  if (!charge_freeing_spares(waiting.charge, want - request.capacity())) return false;
   try {
     request.reserve(want);
   } catch (...) {
@@ -270,6 +273,58 @@ bool WaitingRoom::grow(Waiting& waiting) noexcept {
     return false;
   }
   return true;
+}
+
+bool WaitingRoom::reuse_spare(Waiting& waiting, std::size_t want) noexcept {
+  std::unique_ptr<Spare> spare;
+  {
+    const std::lock_guard<std::mutex> lock(spares_mutex_);
+    // The smallest that is large enough.
+    auto best = spares_.end();
+    for (auto it = spares_.begin(); it != spares_.end(); ++it) {
+      if ((*it)->buffer.capacity() < want) continue;
+      if (best == spares_.end() || (*it)->buffer.capacity() < (*best)->buffer.capacity()) best = it;
+    }
+    if (best == spares_.end()) return false;
+    spare = std::move(*best);
+    spares_.erase(best);
+    spare_used_ = Clock::now();
+  }
+  // The spare's pages are faulted in already: the bytes so far are copied once, and the old
+  // buffer and its charge are given back.
+  Buffer& request = waiting.request;
+  spare->buffer.clear();
+  std::memcpy(spare->buffer.tail(), request.view().data(), request.size());
+  spare->buffer.commit(request.size());
+  request = std::move(spare->buffer);
+  waiting.charge.clear();
+  waiting.charge.absorb(std::move(spare->charge));
+  return true;
+}
+
+void WaitingRoom::recycle(Waiting& waiting) noexcept {
+  if (keep_spares_.count() == 0 || waiting.request.capacity() < kSpareMin) return;
+  try {
+    auto spare =
+        std::make_unique<Spare>(Spare{std::move(waiting.request), std::move(waiting.charge)});
+    const std::lock_guard<std::mutex> lock(spares_mutex_);
+    if (spares_.size() >= kMaxSpares) return;  // freed here, as the connection's would be
+    spares_.push_back(std::move(spare));
+    spare_used_ = Clock::now();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory to keep it: it is freed
+  }
+}
+
+bool WaitingRoom::charge_freeing_spares(Charge& charge, std::size_t bytes) noexcept {
+  if (charge.add(bytes)) return true;
+  free_spares();
+  return charge.add(bytes);
+}
+
+void WaitingRoom::free_spares() noexcept {
+  std::vector<std::unique_ptr<Spare>> freed;
+  const std::lock_guard<std::mutex> lock(spares_mutex_);
+  freed.swap(spares_);
 }
 
 void WaitingRoom::writable(Held::iterator found, std::vector<Ended>& ended) {
@@ -357,6 +412,11 @@ void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
 }
 
 void WaitingRoom::sweep(Clock::time_point now, std::vector<Ended>& ended) {
+  {
+    std::vector<std::unique_ptr<Spare>> freed;
+    const std::lock_guard<std::mutex> lock(spares_mutex_);
+    if (!spares_.empty() && now - spare_used_ >= keep_spares_) freed.swap(spares_);
+  }
   for (auto it = held_.begin(); it != held_.end();) {
     const Deadline& deadline = it->second->connection.deadline();
     if (now < deadline.expiry()) {
@@ -381,6 +441,7 @@ void WaitingRoom::end(std::vector<Ended>& ended) noexcept {
     } catch (...) {  // NOLINT(bugprone-empty-catch): the server's end is noexcept in spirit;
                      // the connection still closes below
     }
+    recycle(*one.waiting);
     one.waiting.reset();
   }
   ended.clear();

@@ -47,6 +47,10 @@ class Charge {
     return true;
   }
   [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
+  // Takes over `other`'s bytes (a charge to the same budget), leaving it empty.
+  void absorb(Charge&& other) noexcept { bytes_ += std::exchange(other.bytes_, 0); }
+  // Gives every byte back now.
+  void clear() noexcept { budget_->refund(std::exchange(bytes_, 0)); }
 
  private:
   MemoryBudget* budget_;
@@ -88,6 +92,9 @@ class WaitingRoom {
   static constexpr std::chrono::milliseconds kTick{250};
   // The smallest buffer a held request gets; each growth doubles it.
   static constexpr std::size_t kFirstBuffer = 64;
+  // Buffers this large are kept as spares when their connection ends, up to kMaxSpares of them.
+  static constexpr std::size_t kSpareMin = std::size_t{1} << 20;
+  static constexpr std::size_t kMaxSpares = 4;
 
   // Ends a held connection the room gave up on (a limit, the budget, the peer), unanswered:
   // called on the room's thread, without its lock.
@@ -97,8 +104,9 @@ class WaitingRoom {
   // room's thread, without its lock.
   using Queued = std::function<void()>;
 
-  // Throws std::system_error when the epoll set or the eventfd cannot be made.
-  WaitingRoom(Framing framing, End end, Queued queued);
+  // Large buffers are kept as spares while one has been used within `keep_spares` (0: none
+  // kept). Throws std::system_error when the epoll set or the eventfd cannot be made.
+  WaitingRoom(Framing framing, std::chrono::milliseconds keep_spares, End end, Queued queued);
   WaitingRoom(const WaitingRoom&) = delete;
   WaitingRoom& operator=(const WaitingRoom&) = delete;
   WaitingRoom(WaitingRoom&&) = delete;
@@ -131,6 +139,12 @@ class WaitingRoom {
   [[nodiscard]] std::size_t count() const noexcept { return count_.load(); }
   [[nodiscard]] std::size_t queued() const noexcept { return queued_.load(); }
 
+  // Takes back the buffer of a connection that has ended, on any thread: a large one is kept,
+  // with its charge, for the next large request, which would otherwise fault fresh pages in one
+  // by one. Spares are freed once none has been used for `keep_spares`, and when a charge finds
+  // the budget spent.
+  void recycle(Waiting& waiting) noexcept;
+
   // The server is stopping: line sessions waiting between lines end (outcome ok, closed
   // cleanly), now and whenever one is parked from now on; a request begun goes on to its end.
   void close_idle() noexcept;
@@ -157,6 +171,13 @@ class WaitingRoom {
   void sweep(Clock::time_point now, std::vector<Ended>& ended);
   void end_idle(std::vector<Ended>& ended);
   bool grow(Waiting& waiting) noexcept;
+  // With or without mutex_ (spares_mutex_ is taken inside, never the other way round): gives
+  // `waiting` a spare of `want` bytes or more in place of its buffer (false: none); frees every
+  // spare.
+  bool reuse_spare(Waiting& waiting, std::size_t want) noexcept;
+  void free_spares() noexcept;
+  // Charges `bytes` more to `charge`, freeing the spares first if the budget has no room.
+  bool charge_freeing_spares(Charge& charge, std::size_t bytes) noexcept;
   // Without it:
   void end(std::vector<Ended>& ended) noexcept;
 
@@ -179,6 +200,15 @@ class WaitingRoom {
   std::atomic<bool> closing_idle_{false};
   std::atomic<bool> draining_{false};
   std::thread thread_;  // started by the first park()
+
+  struct Spare {
+    Buffer buffer;
+    Charge charge;
+  };
+  std::chrono::milliseconds keep_spares_;
+  std::mutex spares_mutex_;
+  std::vector<std::unique_ptr<Spare>> spares_;
+  Clock::time_point spare_used_;  // the last recycle() or reuse, under spares_mutex_
 };
 
 }  // namespace sockecho::detail
