@@ -143,8 +143,9 @@ TEST(PerSource, OneSourceOverItsLimitIsRefusedWhileAnotherIsServed) {
   std::vector<Connection> held;
   held.reserve(2);
   for (int i = 0; i < 2; ++i) held.push_back(connect(loopback(1, port), {test::kPatience, {}}));
-  // Wait until the server has taken both (they show as active).
-  (void)test::eventually([&] { return server.server().stats().active >= 2; });
+  // Wait until the server has counted both against their source: they wait in the room then
+  // (active counts a connection from its accept, a moment before its source is counted).
+  ASSERT_TRUE(test::eventually([&] { return server.server().waiting() == 2; }));
   ASSERT_EQ(server.server().stats().active, 2U);
 
   EXPECT_TRUE(reset_at_once(loopback(1, port))) << "refused at once, with a reset";
@@ -180,7 +181,8 @@ TEST(PerSource, IPv4MappedPeersCountAsTheirIPv4Address) {
   options.max_per_source = 1;
   test::ServerThread server(options, prefix_handler(""), "::");
   Connection v4 = connect("127.0.0.1", server.port(), test::kPatience);  // ::ffff:127.0.0.1
-  (void)test::eventually([&] { return server.server().stats().active >= 1; });
+  // Counted against its source once it waits in the room.
+  ASSERT_TRUE(test::eventually([&] { return server.server().waiting() == 1; }));
   EXPECT_TRUE(reset_at_once(loopback(1, server.port())));
   // ::1 is another address.
   EXPECT_EQ(request("::1", server.port(), "six"), "six");

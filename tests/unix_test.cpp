@@ -405,10 +405,9 @@ TEST(UnixListener, MaxPerSourceCountsPerUser) {
   everyone.mode = 0666;
   ServerThread server(Listener::bind_unix(path, everyone), options, echo());
   Connection held = dial(path);  // this user's one connection
-  const auto until = std::chrono::steady_clock::now() + kPatience;
-  while (server.server().stats().active < 1 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::yield();
-  }
+  // Counted against its user once it waits in the room (active counts it from the accept, a
+  // moment before its user is counted: a second connection then could be taken first).
+  ASSERT_TRUE(test::eventually([&] { return server.server().waiting() == 1; }));
   ASSERT_EQ(server.server().stats().active, 1U);
 
   // Another connection of the same user, from the same process or not, is refused unanswered.
