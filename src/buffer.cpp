@@ -33,6 +33,13 @@ void Buffer::reserve(std::size_t capacity) {
   capacity_ = capacity;
 }
 
+void Buffer::append(std::string_view bytes) {
+  if (bytes.empty()) return;
+  reserve(size_ + bytes.size());
+  std::memcpy(data_ + size_, bytes.data(), bytes.size());
+  size_ += bytes.size();
+}
+
 std::size_t Buffer::next_capacity(std::size_t limit) const noexcept {
   const std::size_t doubled = std::max(capacity_ * 2, kInitial);
   return limit != 0 && doubled > limit ? limit : doubled;

@@ -133,11 +133,11 @@ class Server::StreamWorker final : public Worker {
 };
 
 // The requests handled at once, a handler or a program run each, across the workers and the
-// crew: at most `workers`. Acquired for the answer alone, never while a connection waits.
+// crew: at most `workers`. Acquired for the answer alone, never while a connection waits; only a
+// server with a waiting room takes them (without one, each worker holds its connection whole).
 class Server::Permit {
  public:
   explicit Permit(Server& server) : server_(server) {
-    if (!server_.room_) return;
     std::unique_lock<std::mutex> lock(server_.permits_mutex_);
     server_.permit_freed_.wait(lock, [this] { return server_.permits_ > 0; });
     --server_.permits_;
@@ -147,7 +147,6 @@ class Server::Permit {
   Permit(Permit&&) = delete;
   Permit& operator=(Permit&&) = delete;
   ~Permit() {
-    if (!server_.room_) return;
     {
       const std::lock_guard<std::mutex> lock(server_.permits_mutex_);
       ++server_.permits_;
@@ -375,14 +374,12 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
   for (;;) {
     const Eager got = read_eagerly(connection, buffer, *framing_, Clock::now() + kGrace);
     if (got == Eager::too_large) {
-      throw ConnectionError(Outcome::too_large,
-                            "request over " + std::to_string(framing_->max_bytes) + " bytes");
+      throw ConnectionError(Outcome::too_large, detail::over_max_bytes(framing_->max_bytes));
     }
     if (got == Eager::incomplete) {
       if (!room_->park(connection, buffer.view(), start, true)) {
-        throw ConnectionError(Outcome::too_large, "requests held at once over " +
-                                                      std::to_string(framing_->budget->limit()) +
-                                                      " bytes (max_total_bytes)");
+        throw ConnectionError(Outcome::too_large,
+                              detail::over_max_total_bytes(framing_->budget->limit()));
       }
       parked = true;
       return false;
@@ -445,18 +442,13 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
     buffer.clear();
     if (rest.size() > kEagerBytes) {
       if (!room_->park(connection, rest, waiting.start, waiting.admitted)) {
-        throw ConnectionError(Outcome::too_large, "requests held at once over " +
-                                                      std::to_string(framing_->budget->limit()) +
-                                                      " bytes (max_total_bytes)");
+        throw ConnectionError(Outcome::too_large,
+                              detail::over_max_total_bytes(framing_->budget->limit()));
       }
       parked = true;
       return false;
     }
-    if (!rest.empty()) {
-      buffer.reserve(rest.size());
-      std::memcpy(buffer.tail(), rest.data(), rest.size());
-      buffer.commit(rest.size());
-    }
+    buffer.append(rest);
     return go_on(connection, workspace, waiting.start, record, parked);
   });
   if (parked) return;  // the room's again

@@ -2,13 +2,13 @@
 
 #include <array>
 #include <atomic>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <utility>
 
+#include "classify.hpp"
 #include "sockecho/error.hpp"
 #include "sockecho/line.hpp"
 #include "sockecho/protocol.hpp"
@@ -36,9 +36,7 @@ void Workspace::send(Connection& connection) {
   for (std::size_t i = at.index; i < pieces.size(); ++i) left += pieces[i].size();
   unsent.reserve(left - at.offset);
   for (std::size_t i = at.index; i < pieces.size(); ++i) {
-    const std::string_view piece = pieces[i].substr(i == at.index ? at.offset : 0);
-    std::memcpy(unsent.tail(), piece.data(), piece.size());
-    unsent.commit(piece.size());
+    unsent.append(pieces[i].substr(i == at.index ? at.offset : 0));
   }
 }
 
@@ -208,15 +206,13 @@ class DocumentProtocol : public Protocol {
 
  protected:
   [[noreturn]] void too_large() const {
-    throw ConnectionError(Outcome::too_large,
-                          "request over " + std::to_string(limits_.max_bytes) + " bytes");
+    throw ConnectionError(Outcome::too_large, detail::over_max_bytes(limits_.max_bytes));
   }
   // Makes room in the buffer for the next read, within max_total_bytes.
   void grow(Buffer& buffer, std::size_t limit) {
     if (!memory_.grow(buffer, limit)) {
-      throw ConnectionError(Outcome::too_large, "requests held at once over " +
-                                                    std::to_string(limits_.max_total_bytes) +
-                                                    " bytes (max_total_bytes)");
+      throw ConnectionError(Outcome::too_large,
+                            detail::over_max_total_bytes(limits_.max_total_bytes));
     }
   }
   [[nodiscard]] std::string describe_as(std::string_view mode) const {

@@ -73,8 +73,7 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
     const std::size_t capacity = capacity_for(bytes.size());
     if (!charge_freeing_spares(charge, capacity)) return false;
     request.reserve(capacity);
-    std::memcpy(request.tail(), bytes.data(), bytes.size());
-    request.commit(bytes.size());
+    request.append(bytes);
   }
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(request),
                                            std::move(charge), start, admitted);
@@ -294,8 +293,7 @@ bool WaitingRoom::reuse_spare(Waiting& waiting, std::size_t want) noexcept {
   // buffer and its charge are given back.
   Buffer& request = waiting.request;
   spare->buffer.clear();
-  std::memcpy(spare->buffer.tail(), request.view().data(), request.size());
-  spare->buffer.commit(request.size());
+  spare->buffer.append(request.view());
   request = std::move(spare->buffer);
   waiting.charge.clear();
   waiting.charge.absorb(std::move(spare->charge));
@@ -361,14 +359,11 @@ void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
     for (;;) {
       Buffer& request = waiting.request;
       if (limit_ != 0 && request.size() >= limit_) {
-        give_up(Outcome::too_large,
-                "request over " + std::to_string(framing_.max_bytes) + " bytes");
+        give_up(Outcome::too_large, over_max_bytes(framing_.max_bytes));
         return;
       }
       if (request.room() == 0 && !grow(waiting)) {
-        give_up(Outcome::too_large, "requests held at once over " +
-                                        std::to_string(framing_.budget->limit()) +
-                                        " bytes (max_total_bytes)");
+        give_up(Outcome::too_large, over_max_total_bytes(framing_.budget->limit()));
         return;
       }
       std::size_t chunk = request.room();

@@ -278,6 +278,21 @@ TEST(Buffer, GrowsKeepsContentsAndTrims) {
   EXPECT_TRUE(buffer.empty());
 }
 
+TEST(Buffer, AppendCopiesAfterTheContentsGrowingOnlyWhenTheRoomIsShort) {
+  Buffer buffer;
+  buffer.append("");
+  EXPECT_EQ(buffer.capacity(), 0U) << "nothing to copy: no memory";
+  buffer.append("head");
+  EXPECT_EQ(buffer.view(), "head");
+  EXPECT_EQ(buffer.capacity(), 4U) << "grown to exactly what it needs";
+  buffer.reserve(64);
+  const char* const memory = buffer.data();
+  buffer.append(":tail");
+  EXPECT_EQ(buffer.view(), "head:tail");
+  EXPECT_EQ(buffer.data(), memory) << "the room sufficed: the same memory";
+  EXPECT_EQ(buffer.capacity(), 64U);
+}
+
 TEST(Buffer, MoveTransfersTheMemory) {
   Buffer a;
   a.reserve(16);

@@ -35,6 +35,9 @@ class SOCKECHO_EXPORT Buffer {
 
   // Makes the capacity at least `capacity` bytes, keeping the contents. Throws std::bad_alloc.
   void reserve(std::size_t capacity);
+  // Copies `bytes` after the contents, growing the capacity to exactly what they need when the
+  // room is short. Throws std::bad_alloc.
+  void append(std::string_view bytes);
   // The capacity a full buffer grows to before its next read: double (at least kInitial), and
   // never more than `limit` bytes (0: no limit). Every reader grows by this one rule, so a
   // memory budget can charge a growth before it happens.
