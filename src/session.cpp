@@ -49,15 +49,17 @@ constexpr std::string_view kNewline = "\n";
 // by its capacity, to a budget shared by all of them, from the growth that makes it large until
 // the memory is freed. Large buffers no longer in use are kept as spares: the next large request,
 // on whichever worker, reuses one instead of faulting in fresh memory page by page. idle() frees
-// them, and so does a growth that finds the budget spent; a protocol whose server never goes
-// idle frees each at once instead.
+// them, and so does any charge to the budget (a growth, a job) that finds it spent; a protocol
+// whose server never goes idle frees each at once instead.
 class RequestMemory {
  public:
   // A worker keeps its own buffer up to this size from connection to connection, uncharged.
   static constexpr std::size_t kKept = std::size_t{1} << 20;
 
-  explicit RequestMemory(std::shared_ptr<MemoryBudget> budget) noexcept
-      : budget_(std::move(budget)) {}
+  // Throws std::bad_alloc.
+  explicit RequestMemory(std::shared_ptr<MemoryBudget> budget)
+      : budget_(std::move(budget)),
+        reclaimer_(budget_->add_reclaimer([this] { (void)free_spares(); })) {}
 
   void set_kept_until_idle(bool kept) noexcept { kept_until_idle_ = kept; }
 
@@ -83,10 +85,7 @@ class RequestMemory {
     if (buffer.room() > 0) return true;
     const std::size_t want = buffer.next_capacity(limit);
     const std::size_t more = charge_of(want) - charge_of(buffer.capacity());
-    if (!try_charge(more)) {
-      free_spares();
-      if (!try_charge(more)) return false;
-    }
+    if (!try_charge(more)) return false;  // the spares were freed, and still no room
     try {
       buffer.reserve(want);
     } catch (...) {
@@ -167,6 +166,8 @@ class RequestMemory {
   std::vector<Buffer> spares_;
   std::atomic<std::size_t> count_{0};  // spares_.size(), readable without the lock
   std::atomic<bool> kept_until_idle_{false};
+  // Last: it ends first, before the spares it frees.
+  MemoryBudget::Reclaimer reclaimer_;
 };
 
 // Hands the workspace's buffer back to the pool however the connection ends. The reply is in the

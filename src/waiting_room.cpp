@@ -55,6 +55,7 @@ WaitingRoom::WaitingRoom(Framing framing, std::chrono::milliseconds keep_spares,
       keep_spares_(keep_spares) {
   if (!epoll_) throw os_error(errno, "epoll_create1 (the waiting room)");
   if (!framing_.budget) framing_.budget = std::make_shared<MemoryBudget>(0);
+  reclaimer_ = framing_.budget->add_reclaimer([this] { free_spares(); });
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = wake_.get();
@@ -71,7 +72,7 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
   Buffer request;
   if (!bytes.empty()) {
     const std::size_t capacity = capacity_for(bytes.size());
-    if (!charge_freeing_spares(charge, capacity)) return false;
+    if (!charge.add(capacity)) return false;
     request.reserve(capacity);
     request.append(bytes);
   }
@@ -90,7 +91,7 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
 bool WaitingRoom::park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
                              Clock::time_point start, bool admitted) {
   Charge charge(*framing_.budget);
-  if (!charge_freeing_spares(charge, unsent.capacity())) return false;
+  if (!charge.add(unsent.capacity())) return false;
   auto kept = std::make_unique<ConnectionRecord>(std::move(record));
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(unsent),
                                            std::move(charge), start, admitted);
@@ -264,7 +265,7 @@ bool WaitingRoom::grow(Waiting& waiting) noexcept {
   std::size_t want = std::max(request.capacity() * 2, kFirstBuffer);
   if (limit_ != 0) want = std::min(want, limit_);
   if (want >= kSpareMin && reuse_spare(waiting, want)) return true;
-  if (!charge_freeing_spares(waiting.charge, want - request.capacity())) return false;
+  if (!waiting.charge.add(want - request.capacity())) return false;
   try {
     request.reserve(want);
   } catch (...) {
@@ -311,12 +312,6 @@ void WaitingRoom::recycle(Waiting& waiting) noexcept {
     spare_used_ = Clock::now();
   } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory to keep it: it is freed
   }
-}
-
-bool WaitingRoom::charge_freeing_spares(Charge& charge, std::size_t bytes) noexcept {
-  if (charge.add(bytes)) return true;
-  free_spares();
-  return charge.add(bytes);
 }
 
 void WaitingRoom::free_spares() noexcept {

@@ -141,8 +141,8 @@ class WaitingRoom {
 
   // Takes back the buffer of a connection that has ended, on any thread: a large one is kept,
   // with its charge, for the next large request, which would otherwise fault fresh pages in one
-  // by one. Spares are freed once none has been used for `keep_spares`, and when a charge finds
-  // the budget spent.
+  // by one. Spares are freed once none has been used for `keep_spares`, and when any charge to
+  // the budget (a request's, a job's) finds it spent.
   void recycle(Waiting& waiting) noexcept;
 
   // The server is stopping: line sessions waiting between lines end (outcome ok, closed
@@ -176,8 +176,6 @@ class WaitingRoom {
   // spare.
   bool reuse_spare(Waiting& waiting, std::size_t want) noexcept;
   void free_spares() noexcept;
-  // Charges `bytes` more to `charge`, freeing the spares first if the budget has no room.
-  bool charge_freeing_spares(Charge& charge, std::size_t bytes) noexcept;
   // Without it:
   void end(std::vector<Ended>& ended) noexcept;
 
@@ -209,6 +207,9 @@ class WaitingRoom {
   std::mutex spares_mutex_;
   std::vector<std::unique_ptr<Spare>> spares_;
   Clock::time_point spare_used_;  // the last recycle() or reuse, under spares_mutex_
+  // Last: it ends first, before the spares it frees. A charge to the budget (a request's, a
+  // job's) that finds it spent frees them.
+  MemoryBudget::Reclaimer reclaimer_;
 };
 
 }  // namespace sockecho::detail

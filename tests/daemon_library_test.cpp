@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -165,6 +166,51 @@ TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
   gate.open();
   daemon.stop();
   EXPECT_EQ(daemon.daemon().stats().count(Outcome::too_large), 1U);
+}
+
+// A large request parked in the waiting room leaves its buffer as a spare, still charged to
+// the budget; a job that finds the budget spent frees it instead of being refused. (CI once saw
+// a slow machine park a request and refuse the fourth job for a spare nobody was using.)
+TEST(DaemonLibrary, ASpareBufferLeftByTheWaitingRoomNeverRefusesAJob) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  DaemonOptions options = quiet_on_a_free_port();
+  options.exec = {"sh", "-c", R"(cat >/dev/null; exec flock -s "$0" true)", gate.path()};
+  options.background = true;
+  options.jobs = 1;
+  options.queue = 10;
+  options.limits.max_total_bytes = std::size_t{4} << 20;
+  options.metrics = Endpoint{"127.0.0.1", 0};
+  DaemonThread daemon(std::move(options));
+  const std::uint16_t port = daemon.port();
+  const std::optional<std::string> metrics_line = daemon.line();
+  ASSERT_TRUE(metrics_line);
+  const auto waiting_now = [&](int count) {
+    Connection scrape = connect("127.0.0.1", test::port_of(*metrics_line));
+    scrape.set_timeout(test::kPatience);
+    scrape.write_all("GET /metrics HTTP/1.0\r\n\r\n");
+    return test::body_of(scrape.read_to_end_string())
+               .find("sockecho_connections_waiting " + std::to_string(count) + "\n") !=
+           std::string::npos;
+  };
+  const std::string job(std::size_t{1000} << 10, 'j');
+  {
+    // Half of the first job, then (once the room holds it) the rest: its buffer grows to 1 MiB
+    // in the room, and is kept as a spare once the job is acknowledged.
+    Connection c = connect("127.0.0.1", port);
+    c.set_timeout(test::kPatience);
+    c.write_all(std::string_view(job).substr(0, job.size() / 2));
+    ASSERT_TRUE(test::eventually([&] { return waiting_now(1); }));
+    c.write_all(std::string_view(job).substr(job.size() / 2));
+    c.close_write();
+    ASSERT_NE(c.read_to_end_string().find("accepted "), std::string::npos);
+  }
+  int accepted = 1;
+  for (int i = 0; i < 5; ++i) {
+    if (request("127.0.0.1", port, job).find("accepted ") != std::string::npos) ++accepted;
+  }
+  EXPECT_EQ(accepted, 4) << "4 MiB holds four jobs; the spare is freed for the fourth";
+  gate.open();
 }
 
 }  // namespace

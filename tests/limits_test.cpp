@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "sockecho/client.hpp"
+#include "sockecho/memory_budget.hpp"
 #include "sockecho/server.hpp"
 #include "support.hpp"
 
@@ -249,6 +252,84 @@ bool sent_and_reset(Connection& c, const std::string& request) {
   } catch (const std::system_error& e) {
     return test::is_reset(e.code());
   }
+}
+
+// Memory kept only for reuse gives way: a charge that finds the budget spent asks every
+// reclaimer to let go, and is refused only if there is still no room.
+TEST(MemoryBudget, AChargeThatFindsTheBudgetSpentAsksTheReclaimersFirst) {
+  MemoryBudget budget(10);
+  std::size_t kept = 0;  // what the reclaimer holds, charged
+  int calls = 0;
+  const MemoryBudget::Reclaimer reclaimer = budget.add_reclaimer([&] {
+    ++calls;
+    budget.refund(std::exchange(kept, 0));
+  });
+  ASSERT_TRUE(budget.try_charge(6));
+  kept = 6;
+  EXPECT_TRUE(budget.try_charge(4)) << "room left: no reclaimer asked";
+  EXPECT_EQ(calls, 0);
+  EXPECT_TRUE(budget.try_charge(5)) << "the kept 6 bytes given back for these 5";
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(budget.charged(), 9U);
+  EXPECT_FALSE(budget.try_charge(2)) << "nothing left to give back";
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(budget.charged(), 9U) << "a refused charge charges nothing";
+}
+
+TEST(MemoryBudget, AReclaimerEndedIsNeverAskedAgainAndOneThatThrowsStopsNoOther) {
+  MemoryBudget budget(4);
+  int first = 0;
+  int second = 0;
+  std::optional<MemoryBudget::Reclaimer> ending = budget.add_reclaimer([&] { ++first; });
+  const MemoryBudget::Reclaimer throwing = budget.add_reclaimer([&] {
+    ++second;
+    throw std::runtime_error("cannot let go");
+  });
+  ASSERT_TRUE(budget.try_charge(4));
+  EXPECT_FALSE(budget.try_charge(1));
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  MemoryBudget::Reclaimer moved = std::move(*ending);
+  ending.reset();
+  EXPECT_FALSE(budget.try_charge(1));
+  EXPECT_EQ(first, 2) << "a moved registration still holds";
+  { const MemoryBudget::Reclaimer gone = std::move(moved); }
+  EXPECT_FALSE(budget.try_charge(1));
+  EXPECT_EQ(first, 2) << "asked after its registration ended";
+  EXPECT_EQ(second, 3);
+}
+
+// Budgets shared by threads: charges that race with reclaimers and with registrations ending
+// never lose or double a byte.
+TEST(MemoryBudget, ChargesRacingReclaimersKeepTheCountExact) {
+  MemoryBudget budget(64);
+  std::mutex kept_mutex;
+  std::size_t kept = 0;
+  const MemoryBudget::Reclaimer reclaimer = budget.add_reclaimer([&] {
+    const std::lock_guard<std::mutex> lock(kept_mutex);
+    budget.refund(std::exchange(kept, 0));
+  });
+  std::vector<std::thread> threads;
+  threads.reserve(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 20000; ++i) {
+        if (!budget.try_charge(8)) continue;
+        if (i % 2 == 0) {
+          budget.refund(8);
+        } else {  // kept for reuse: the reclaimer's to give back
+          const std::lock_guard<std::mutex> lock(kept_mutex);
+          kept += 8;
+        }
+        if (i % 1000 == 0) {
+          const MemoryBudget::Reclaimer passing = budget.add_reclaimer([] {});
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const std::lock_guard<std::mutex> lock(kept_mutex);
+  EXPECT_EQ(budget.charged(), kept);
 }
 
 TEST(MemoryBudget, ARequestOverTheTotalIsResetWhileTheOthersAreServed) {
