@@ -1,17 +1,20 @@
-// The snippets of README.md and docs/*.md, run as a reader would run them. Every ```sh block is
-// a script run by bash (-euo pipefail) in a scratch directory where `build` is this build and
-// the source tree's files are at hand, with the programs' directory first on PATH (as if
-// installed); only addresses change, as clients/php/tests/ReadmeTest.php changes them for the
-// PHP snippets: 12387, 12388, 12389, 12390 and 8080 become free ports, /run/sockecho a scratch
-// directory. What the block starts in the background is stopped when it ends.
+// The snippets of README.md, CONTRIBUTING.md and docs/*.md, run as a reader would run them.
+// Every ```sh block is a script run by bash (-euo pipefail) in a scratch directory where `build`
+// is this build and the source tree's files are at hand, with the programs' directory first on
+// PATH (as if installed); only addresses change, as clients/php/tests/ReadmeTest.php changes
+// them for the PHP snippets: 12387, 12388, 12389, 12390 and 8080 become free ports,
+// /run/sockecho a scratch directory. What the block starts in the background is stopped when it
+// ends.
 //
 // The second word of a fence says what cannot run here, and the block is then checked for syntax
-// only (bash -n): `sh build` (builds or installs: what CI's steps run), `sh systemd` (needs a
-// live systemd), `sh root` (changes the machine), `sh test-command` (the test command itself,
-// which .ci/run checks against what it runs). `sh quickstart`, the README's first command, runs
-// as shown in the source tree itself when this build is ./build (its cmake commands then find
-// everything built). Configuration fragments go to their own tool: ```haproxy to `haproxy -c`,
-// ```ini fail2ban to fail2ban-regex, ```yaml prometheus to `promtool check config`.
+// only (bash -n): `sh build` (builds, installs or runs ctest: what CI's steps run; a ctest run
+// inside a test would overwrite the log tests/run reads), `sh systemd` (needs a live systemd),
+// `sh root` (changes the machine), `sh test-command` (the test command itself, which .ci/run
+// checks against what it runs, and which CONTRIBUTING.md must show as the README does).
+// `sh quickstart`, the README's first command, runs as shown in the source tree itself when this
+// build is ./build (its cmake commands then find everything built). Configuration fragments go
+// to their own tool: ```haproxy to `haproxy -c`, ```ini fail2ban to fail2ban-regex, ```yaml
+// prometheus to `promtool check config`.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -277,6 +280,77 @@ TEST(Docs, BlocksAreFoundWithTheirMarks) {
   bool quickstart = false;
   for (const Block& block : blocks) quickstart = quickstart || block.mark == "quickstart";
   EXPECT_TRUE(quickstart) << "the README's first command is marked sh quickstart";
+}
+
+// The test command of a document: the last line of its `sh test-command` block.
+std::string test_command_of(const std::string& relative) {
+  std::string path = kSource;
+  path += "/" + relative;
+  for (const Block& block : blocks_of(path)) {
+    if (block.language != "sh" || block.mark != "test-command") continue;
+    std::string last;
+    std::istringstream in(block.text);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line[0] != '#') last = line;
+    }
+    return last;
+  }
+  return {};
+}
+
+// Every test a `ctest -R 'REGEX'` of `text` names, as "executable.Suite.Name" with the escapes
+// and anchors of the regular expression taken out.
+std::vector<std::string> ctest_selections(const std::string& text) {
+  std::vector<std::string> out;
+  const std::string flag = "-R '";
+  for (std::size_t at = text.find(flag); at != std::string::npos; at = text.find(flag, at)) {
+    at += flag.size();
+    const std::size_t end = text.find('\'', at);
+    if (end == std::string::npos) break;
+    std::string name;
+    for (const char c : text.substr(at, end - at)) {
+      if (c != '\\' && c != '^' && c != '$') name += c;
+    }
+    out.push_back(name);
+  }
+  return out;
+}
+
+// CONTRIBUTING.md's blocks build, run ctest or rewrite the sources: each is checked for syntax;
+// its test command is the README's, and every test its ctest lines select exists.
+TEST(Docs, ContributingSnippetsAreValidAndNameRealTests) {
+  check_document("CONTRIBUTING.md");
+  const std::string command = test_command_of("README.md");
+  ASSERT_FALSE(command.empty()) << "the README has a sh test-command block";
+  EXPECT_EQ(test_command_of("CONTRIBUTING.md"), command);
+  std::string text;
+  for (const Block& block : blocks_of(kSource + "/CONTRIBUTING.md")) text += block.text;
+  const std::vector<std::string> selections = ctest_selections(text);
+  EXPECT_FALSE(selections.empty()) << "CONTRIBUTING.md shows how to run one test";
+  for (const std::string& selection : selections) {
+    // "server_test.Server.RecordsEachConnection": the executable, then a prefix of its names.
+    const std::string executable = selection.substr(0, selection.find('.'));
+    const std::string prefix =
+        selection.find('.') == std::string::npos ? "" : selection.substr(selection.find('.') + 1);
+    std::string program = kBinary;
+    program += "/tests/" + executable;
+    const test::RunResult listed = test::run({program, "--gtest_list_tests"});
+    ASSERT_EQ(listed.status, 0) << selection << ": no test executable " << executable;
+    // --gtest_list_tests prints "Suite." lines, each followed by its "  Name" lines.
+    std::istringstream in(listed.out);
+    std::string suite;
+    bool found = false;
+    for (std::string line; std::getline(in, line) && !found;) {
+      if (line.empty()) continue;
+      if (line[0] != ' ') {
+        suite = line;
+        continue;
+      }
+      const std::string name = suite + line.substr(line.find_first_not_of(' '));
+      found = name.rfind(prefix, 0) == 0;
+    }
+    EXPECT_TRUE(found) << "CONTRIBUTING.md selects " << selection << ", which names no test";
+  }
 }
 
 TEST(Docs, ReadmeSnippetsRunAsShown) { check_document("README.md"); }
