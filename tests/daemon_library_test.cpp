@@ -138,16 +138,22 @@ TEST(DaemonLibrary, APortInUseIsASystemError) {
 
 // Background jobs and request buffers share --max-total-bytes: a running job's request still
 // counts, and what the jobs hold leaves no room for a large request.
-TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
-  const test::ScratchDir dir;
-  test::Gate gate(dir.file("gate"));  // every job waits here until the end of the test
+// Background jobs, one at a time, each waiting at `gate` until the end of the test; a queue of
+// ten, and a memory budget of 4 MiB.
+DaemonOptions gated_jobs_in_4_mib(const test::Gate& gate) {
   DaemonOptions options = quiet_on_a_free_port();
   options.exec = {"sh", "-c", R"(cat >/dev/null; exec flock -s "$0" true)", gate.path()};
   options.background = true;
   options.jobs = 1;
   options.queue = 10;
   options.limits.max_total_bytes = std::size_t{4} << 20;
-  DaemonThread daemon(std::move(options));
+  return options;
+}
+
+TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
+  const test::ScratchDir dir;
+  test::Gate gate(dir.file("gate"));
+  DaemonThread daemon(gated_jobs_in_4_mib(gate));
   const std::uint16_t port = daemon.port();
   // Under 1 MiB: its request buffer is the worker's own, so only the job's copy is charged.
   const std::string job(std::size_t{1000} << 10, 'j');
@@ -174,12 +180,7 @@ TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
 TEST(DaemonLibrary, ASpareBufferLeftByTheWaitingRoomNeverRefusesAJob) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
-  DaemonOptions options = quiet_on_a_free_port();
-  options.exec = {"sh", "-c", R"(cat >/dev/null; exec flock -s "$0" true)", gate.path()};
-  options.background = true;
-  options.jobs = 1;
-  options.queue = 10;
-  options.limits.max_total_bytes = std::size_t{4} << 20;
+  DaemonOptions options = gated_jobs_in_4_mib(gate);
   options.metrics = Endpoint{"127.0.0.1", 0};
   DaemonThread daemon(std::move(options));
   const std::uint16_t port = daemon.port();
