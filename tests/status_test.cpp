@@ -116,6 +116,16 @@ class StatusListenerTest : public ::testing::Test {
     });
     return reply;
   }
+  // A request is counted once its connection has ended, a moment after its client read the
+  // reply: the count `verb` and `outcome` reach within kPatience (what it is if they never do).
+  std::uint64_t counted(std::string_view verb, std::string_view outcome, std::uint64_t want) {
+    std::uint64_t seen = 0;
+    (void)test::eventually([&] {
+      seen = count(verb, outcome);
+      return seen == want;
+    });
+    return seen;
+  }
   std::uint64_t count(std::string_view verb, std::string_view outcome) {
     Exposition out;
     listener_->collect(out);
@@ -150,7 +160,7 @@ TEST_F(StatusListenerTest, StatusThenResultOfAJob) {
   EXPECT_NE(done.find(" output_bytes=5 stderr_bytes=0\n"), std::string::npos) << done;
   const std::string result = ask("result " + id + "\r\n");
   EXPECT_EQ(result, done.substr(0, done.find('\n') + 1) + "hello") << "the line, then stdout";
-  EXPECT_GE(count("result", "ok"), 1U);
+  EXPECT_EQ(counted("result", "ok", 2), 2U) << "both results, the early one too";
 }
 
 TEST_F(StatusListenerTest, AnUnknownIdAndMalformedRequestsAreAnsweredAndTheListenerGoesOn) {
@@ -164,9 +174,9 @@ TEST_F(StatusListenerTest, AnUnknownIdAndMalformedRequestsAreAnsweredAndTheListe
   }
   EXPECT_EQ(ask("cancel neverissued"), "unknown id=neverissued attempts=0 queued_ms=0\n");
   EXPECT_EQ(ask("retry neverissued"), "unknown id=neverissued attempts=0 queued_ms=0\n");
-  EXPECT_EQ(count("status", "unknown"), 1U);
-  EXPECT_EQ(count("invalid", "error"), 4U);  // no verb, or an unknown one
-  EXPECT_EQ(count("status", "error"), 4U);   // a known verb with no valid ID
+  EXPECT_EQ(counted("status", "unknown", 1), 1U);
+  EXPECT_EQ(counted("invalid", "error", 4), 4U);  // no verb, or an unknown one
+  EXPECT_EQ(counted("status", "error", 4), 4U);   // a known verb with no valid ID
 }
 
 TEST_F(StatusListenerTest, ARequestOverOneHundredBytesIsReset) {
@@ -176,7 +186,7 @@ TEST_F(StatusListenerTest, ARequestOverOneHundredBytesIsReset) {
   } catch (const std::system_error& e) {
     EXPECT_TRUE(test::is_reset(e.code())) << e.what();
   }
-  EXPECT_TRUE(test::eventually([&] { return count("invalid", "reset") == 1; }));
+  EXPECT_EQ(counted("invalid", "reset", 1), 1U);
   EXPECT_EQ(ask("status abc"), "unknown id=abc attempts=0 queued_ms=0\n") << "and it goes on";
 }
 
@@ -192,7 +202,7 @@ TEST_F(StatusListenerTest, CancelAnswersOnceTheJobHasEndedCancelled) {
   EXPECT_EQ(first.rfind("cancelled id=" + running + " attempts=1 ", 0), 0U) << first;
   EXPECT_EQ(ask("result " + running).substr(ask("result " + running).find('\n') + 1), "one")
       << "its output so far";
-  EXPECT_EQ(count("cancel", "ok"), 2U);
+  EXPECT_EQ(counted("cancel", "ok", 2), 2U);
 }
 
 TEST_F(StatusListenerTest, RetryQueuesAFailedJobAgain) {
