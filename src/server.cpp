@@ -384,7 +384,7 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
       parked = true;
       return false;
     }
-    workspace.defer = framing_->unit == Framing::Unit::connection;
+    workspace.defer = true;
     Answered answered;
     {
       const Permit permit(*this);
@@ -396,7 +396,24 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
     connection.deadline().set_end(buffer.empty()
                                       ? Clock::time_point::max()
                                       : end_after(framing_->request_timeout, Clock::now()));
+    if (line_reply_parked(connection, workspace, buffer.view(), start, true, record)) {
+      parked = true;
+      return false;
+    }
   }
+}
+
+bool Server::line_reply_parked(Connection& connection, Workspace& workspace, std::string_view next,
+                               Clock::time_point start, bool admitted,
+                               const ConnectionRecord& record) {
+  if (workspace.unsent.empty()) return false;
+  // The client has not read all of this line's reply yet (it may be sending lines without
+  // reading any): the rest waits in the room with the session, which goes on from there once
+  // the client has taken it. Past the budget, this worker writes it as before.
+  Buffer unsent = std::exchange(workspace.unsent, Buffer());
+  if (room_->park_reply(connection, unsent, record, start, admitted, next)) return true;
+  connection.write_all(unsent.view());
+  return false;
 }
 
 bool Server::reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
@@ -423,7 +440,7 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
   Connection& connection = waiting.connection;
   const bool answered = guarded(record, [&] {
     const std::string_view bytes = waiting.request.view();
-    workspace.defer = framing_->unit == Framing::Unit::connection;
+    workspace.defer = true;
     Answered done;
     {
       const Permit permit(*this);
@@ -438,6 +455,10 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
     connection.deadline().set_end(rest.empty()
                                       ? Clock::time_point::max()
                                       : end_after(framing_->request_timeout, Clock::now()));
+    if (line_reply_parked(connection, workspace, rest, waiting.start, waiting.admitted, record)) {
+      parked = true;
+      return false;
+    }
     Buffer& buffer = workspace.buffer;
     buffer.clear();
     if (rest.size() > kEagerBytes) {

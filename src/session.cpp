@@ -21,20 +21,20 @@ Answered Protocol::answer(Connection& /*connection*/, Workspace& /*workspace*/,
 }
 
 void Workspace::send(Connection& connection) {
-  // `unsent` only ever holds the rest of this reply: a rest left by an earlier connection (cut
-  // while it was written) is another client's bytes.
-  unsent.clear();
   reply.pieces(pieces);
   if (!defer) {
     connection.write_all(pieces.data(), pieces.size());
     return;
   }
-  // What the kernel takes now, without waiting; the rest is copied, once, into `unsent`.
+  // What the kernel takes now, without waiting; the rest is copied, once, into `unsent`. Bytes
+  // of an earlier send of this answer still waiting there go first: these wait behind them.
+  // (The server empties `unsent` before each answer: what an earlier client left in it, cut
+  // while it was written, is not this client's.)
   Connection::Progress at;
-  if (connection.write_some(pieces.data(), pieces.size(), at)) return;
+  if (unsent.empty() && connection.write_some(pieces.data(), pieces.size(), at)) return;
   std::size_t left = 0;
   for (std::size_t i = at.index; i < pieces.size(); ++i) left += pieces[i].size();
-  unsent.reserve(left - at.offset);
+  unsent.reserve(unsent.size() + left - at.offset);
   for (std::size_t i = at.index; i < pieces.size(); ++i) {
     unsent.append(pieces[i].substr(i == at.index ? at.offset : 0));
   }

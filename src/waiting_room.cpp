@@ -89,14 +89,24 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
 }
 
 bool WaitingRoom::park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
-                             Clock::time_point start, bool admitted) {
+                             Clock::time_point start, bool admitted,
+                             std::optional<std::string_view> next) {
   Charge charge(*framing_.budget);
   if (!charge.add(unsent.capacity())) return false;
+  Buffer begun;
+  if (next && !next->empty()) {
+    const std::size_t capacity = capacity_for(next->size());
+    if (!charge.add(capacity)) return false;
+    begun.reserve(capacity);
+    begun.append(*next);
+  }
   auto kept = std::make_unique<ConnectionRecord>(std::move(record));
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(unsent),
                                            std::move(charge), start, admitted);
   waiting->replying = true;
   waiting->record = std::move(kept);
+  waiting->goes_on = next.has_value();
+  waiting->next = std::move(begun);
   const std::lock_guard<std::mutex> lock(mutex_);
   try {
     hold(waiting, EPOLLOUT);
@@ -333,9 +343,42 @@ void WaitingRoom::writable(Held::iterator found, std::vector<Ended>& ended) {
     return;
   }
   if (waiting.written < waiting.request.size()) return;
+  if (waiting.goes_on) {
+    await_next_line(found, ended);
+    return;
+  }
   // All of it is the kernel's: the connection ends as its reply said.
   ended.push_back({std::move(found->second), waiting.record->outcome, {}});
   held_.erase(found);
+}
+
+void WaitingRoom::await_next_line(Held::iterator found, std::vector<Ended>& ended) {
+  Waiting& waiting = *found->second;
+  waiting.replying = false;
+  waiting.goes_on = false;
+  waiting.written = 0;
+  waiting.record.reset();
+  // The reply's buffer and its charge go; what was read of the next line stays, charged.
+  const Buffer reply = std::exchange(waiting.request, std::exchange(waiting.next, Buffer()));
+  waiting.charge.give_back(reply.capacity());
+  const Buffer& request = waiting.request;
+  if (!request.empty() && std::memchr(request.data(), '\n', request.size()) != nullptr) {
+    queue_complete(found, ended);  // the client sent it while its reply waited
+    return;
+  }
+  // Between lines (a stop ends it there, in end_idle()), or in a line begun.
+  waiting.connection.deadline().set_end(request.empty()
+                                            ? Clock::time_point::max()
+                                            : end_after(framing_.request_timeout, Clock::now()));
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.fd = found->first;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, found->first, &event) != 0) {
+    std::string detail = "epoll_ctl MOD " + waiting.connection.peer().to_string() + ": " +
+                         std::error_code(errno, std::generic_category()).message();
+    ended.push_back({std::move(found->second), Outcome::error, std::move(detail)});
+    held_.erase(found);
+  }
 }
 
 void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
@@ -387,10 +430,16 @@ void WaitingRoom::readable(int fd, std::vector<Ended>& ended) {
     give_up(classify(e.code()), e.what());
     return;
   }
-  // The request is complete: out of the epoll set, onto the queue, one ticket for a worker.
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr) != 0) {
-    give_up(Outcome::error, std::string("epoll_ctl DEL ") + waiting.connection.peer().to_string() +
-                                ": " + std::error_code(errno, std::generic_category()).message());
+  queue_complete(found, ended);
+}
+
+void WaitingRoom::queue_complete(Held::iterator found, std::vector<Ended>& ended) {
+  // Out of the epoll set, onto the queue, one ticket for a worker.
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, found->first, nullptr) != 0) {
+    std::string detail = "epoll_ctl DEL " + found->second->connection.peer().to_string() + ": " +
+                         std::error_code(errno, std::generic_category()).message();
+    ended.push_back({std::move(found->second), Outcome::error, std::move(detail)});
+    held_.erase(found);
     return;
   }
   queue_.push_back(std::move(found->second));

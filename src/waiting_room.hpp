@@ -2,6 +2,7 @@
 // wait without a worker (see docs/ARCHITECTURE.md, "The waiting room").
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -10,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -51,6 +53,12 @@ class Charge {
   void absorb(Charge&& other) noexcept { bytes_ += std::exchange(other.bytes_, 0); }
   // Gives every byte back now.
   void clear() noexcept { budget_->refund(std::exchange(bytes_, 0)); }
+  // Gives `bytes` of those charged back now (no more than it holds).
+  void give_back(std::size_t bytes) noexcept {
+    bytes = std::min(bytes, bytes_);
+    bytes_ -= bytes;
+    budget_->refund(bytes);
+  }
 
  private:
   MemoryBudget* budget_;
@@ -80,6 +88,10 @@ struct Waiting {
   bool replying = false;
   std::size_t written = 0;
   std::unique_ptr<ConnectionRecord> record;  // with `replying`: kept small while a request waits
+  // With `replying`, a line session that goes on once its reply is taken: it then waits for its
+  // next line, of which `next` holds the bytes read already.
+  bool goes_on = false;
+  Buffer next;
 };
 
 // Holds connections whose request is incomplete on one thread of its own (an epoll set), reads
@@ -122,11 +134,14 @@ class WaitingRoom {
                           bool admitted);
 
   // Takes `connection`, whose reply's `unsent` bytes the client has not read yet, to write them
-  // as it reads; once all are written the connection ends with `record` (answered). False, the
-  // connection and the bytes left with the caller, when the budget has no room for them.
-  // Throws std::system_error as park() does.
+  // as it reads. Once all are written the connection ends with `record` (answered); or, given
+  // `next` (a line session that goes on), it waits for its next line, of which `next` holds the
+  // bytes read already, as a connection park() took would. False, the connection and the bytes
+  // left with the caller, when the budget has no room for them. Throws std::system_error as
+  // park() does.
   [[nodiscard]] bool park_reply(Connection& connection, Buffer& unsent, ConnectionRecord record,
-                                Clock::time_point start, bool admitted);
+                                Clock::time_point start, bool admitted,
+                                std::optional<std::string_view> next = std::nullopt);
 
   // Waits up to `idle` for a complete request, first come first served: nullptr when none came.
   // Once draining: waits until one comes or the room holds nothing (then nullptr at once).
@@ -165,6 +180,10 @@ class WaitingRoom {
   // With mutex_ held:
   void readable(int fd, std::vector<Ended>& ended);
   void writable(Held::iterator found, std::vector<Ended>& ended);
+  // A line session's reply is all the kernel's: it waits for its next line (with mutex_ held).
+  void await_next_line(Held::iterator found, std::vector<Ended>& ended);
+  // Its request complete: out of the epoll set, onto the queue (with mutex_ held).
+  void queue_complete(Held::iterator found, std::vector<Ended>& ended);
   // Puts a connection in the room, watched for `events`; with mutex_ held. Throws
   // std::system_error (`waiting` then left as it was) when it cannot be watched.
   void hold(std::unique_ptr<Waiting>& waiting, std::uint32_t events);

@@ -7,9 +7,11 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -17,6 +19,7 @@
 #include "sockecho/buffer.hpp"
 #include "sockecho/client.hpp"
 #include "sockecho/listener.hpp"
+#include "sockecho/protocol.hpp"
 #include "support.hpp"
 
 namespace sockecho {
@@ -132,6 +135,33 @@ TEST(Connection, WriteSomeStopsAtAFullSendBufferAndResumesWhereItStopped) {
   EXPECT_EQ(at.index, parts.size());
   EXPECT_TRUE(got == "head:" + big + ":tail");
   EXPECT_TRUE(p.client.write_some(parts.data(), parts.size(), at));  // nothing left: no call
+}
+
+TEST(Workspace, ADeferredSendLeavesItsRestAndALaterSendGoesBehindIt) {
+  // A server with a waiting room defers: the first send writes what the kernel takes and keeps
+  // the rest; a second send in the same answer (a line protocol's last line at the half-close)
+  // must not write ahead of that rest, and is kept behind it, so the stream stays in order.
+  Pair p = make_pair();
+  Workspace workspace;
+  workspace.defer = true;
+  const std::string big = test::pattern(6 << 20);
+  workspace.reply.append(big);
+  workspace.send(p.client);
+  ASSERT_FALSE(workspace.unsent.empty()) << "6 MiB is more than the kernel takes at once";
+  const std::size_t kept = workspace.unsent.size();
+  const std::uint64_t written = p.client.bytes_written();
+  workspace.reply.clear();
+  workspace.reply.append(std::string_view(":tail"));
+  workspace.send(p.client);
+  EXPECT_EQ(p.client.bytes_written(), written) << "nothing written past the rest";
+  EXPECT_EQ(workspace.unsent.size(), kept + 5);
+  std::thread writer([&] {
+    p.client.write_all(workspace.unsent.view());
+    p.client.close_write();
+  });
+  const std::string got = p.server.read_to_end_string();
+  writer.join();
+  EXPECT_TRUE(got == big + ":tail");
 }
 
 TEST(Connection, ReadToEndStopsOneBytePastTheLimit) {

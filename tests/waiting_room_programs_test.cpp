@@ -3,13 +3,16 @@
 // stop a legitimate client; their deadlines run there as before; --max-connections leaves the
 // rest in the kernel's backlog; and a stop answers what completes in the room.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -269,6 +272,87 @@ TEST(WaitingRoomProgram, LineSessionsWaitBetweenLinesWithoutAWorkerAndResume) {
   }
   EXPECT_EQ(server.wait(), 0) << server.err();
   EXPECT_LT(Clock::now() - stop, std::chrono::seconds(5));
+}
+
+// A line client that sends line after line and reads none of its replies: it sends what the
+// kernel takes, until the server has taken nothing for 300 ms (it stopped reading this client)
+// or 32 MiB went out. `sent` is what went out; its last line may be cut.
+Connection line_non_reader(std::uint16_t port, int i, std::string& sent) {
+  Connection c = held_from("127.3.2." + std::to_string(1 + i), port, "");
+  std::string lines;
+  for (int n = 0; lines.size() < (std::size_t{32} << 20); ++n) {
+    std::string line = "client " + std::to_string(i) + " line " + std::to_string(n) + " ";
+    line.resize(99, static_cast<char>('a' + n % 26));
+    lines += line + "\n";
+  }
+  std::size_t at = 0;
+  while (at < lines.size()) {
+    const std::string_view rest = std::string_view(lines).substr(at);
+    const std::size_t n = c.try_write(&rest, 1);
+    at += n;
+    if (n > 0) continue;
+    pollfd writable{c.fd(), POLLOUT, 0};
+    if (::poll(&writable, 1, 300) == 0) break;
+  }
+  sent = lines.substr(0, at);
+  return c;
+}
+
+TEST(WaitingRoomProgram, LineSessionsThatDoNotReadTheirRepliesHoldNoWorker) {
+  // Before the waiting room wrote line replies, each such client held a worker in its write
+  // until --timeout: two of them stopped a server of two workers.
+  constexpr int kWorkers = 2;
+  constexpr int kNonReaders = 2 * kWorkers;
+  test::MeteredServer server({"--mode", "line", "--workers", std::to_string(kWorkers), "--timeout",
+                              "20", "--request-timeout", "20"});
+  ASSERT_NE(server.metrics_port(), 0) << server.err();
+  std::vector<Connection> clients;
+  std::vector<std::string> sent(kNonReaders);
+  clients.reserve(kNonReaders);
+  for (int i = 0; i < kNonReaders; ++i) {
+    clients.push_back(line_non_reader(server.port(), i, sent[static_cast<std::size_t>(i)]));
+    // It stopped when the server stopped reading it, its replies not taken: megabytes in.
+    ASSERT_GT(sent[static_cast<std::size_t>(i)].size(), std::size_t{1} << 20);
+  }
+  ASSERT_TRUE(test::eventually([&] {
+    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kNonReaders;
+  })) << scrape(server.metrics_port());
+  // Another line client is served meanwhile, line after line.
+  Connection talker = held_from("127.3.2.100", server.port(), "");
+  ASSERT_EQ(line_of(talker), "connect");
+  for (int n = 0; n < 10; ++n) {
+    talker.write_all("talk " + std::to_string(n) + "\n");
+    ASSERT_EQ(line_of(talker), kPrefix + "talk " + std::to_string(n));
+  }
+  // Each client, reading at last, gets every reply whole and in order, and its session goes on:
+  // the rest of its last line, then one more.
+  for (int i = 0; i < kNonReaders; ++i) {
+    Connection& c = clients[static_cast<std::size_t>(i)];
+    const std::string& lines = sent[static_cast<std::size_t>(i)];
+    const std::size_t whole = lines.rfind('\n') + 1;
+    std::string expected = "connect\n";
+    for (std::size_t at = 0; at < whole; at = lines.find('\n', at) + 1) {
+      expected += kPrefix + lines.substr(at, lines.find('\n', at) + 1 - at);
+    }
+    std::string got(expected.size(), '\0');
+    std::size_t have = 0;
+    while (have < got.size()) {
+      const std::size_t n = c.read_some(&got[have], got.size() - have);
+      ASSERT_GT(n, 0U) << i << ": the end after " << have << " of " << got.size() << " bytes";
+      have += n;
+    }
+    EXPECT_TRUE(got == expected) << i << ": the replies differ from byte "
+                                 << std::mismatch(got.begin(), got.end(), expected.begin()).first -
+                                        got.begin();
+    const std::string cut = lines.substr(whole);
+    c.write_all("ended\nlast\n");
+    EXPECT_EQ(line_of(c), kPrefix + cut + "ended") << i;
+    EXPECT_EQ(line_of(c), kPrefix + "last") << i;
+  }
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0) << server.err();
+  EXPECT_NE(server.err().find(" ok=" + std::to_string(kNonReaders + 1) + " "), std::string::npos)
+      << server.err();
 }
 
 // A client that sends `size` bytes, half-closes and does not read its reply (yet).

@@ -55,7 +55,8 @@ struct SOCKECHO_EXPORT Workspace {
   // waits between requests waits on it too, and ends the session at a stop.
   int stop_fd = -1;
   // Set by a server with a waiting room: send() writes what the kernel takes now and leaves
-  // the rest of the reply in `unsent` (copied once), for the room to write as the client reads.
+  // the rest of the reply in `unsent` (copied once), for the room to write as the client reads;
+  // while `unsent` holds bytes, a further send() adds its reply behind them without writing.
   bool defer = false;
   Buffer unsent;
 

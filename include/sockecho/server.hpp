@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -132,6 +133,11 @@ class SOCKECHO_EXPORT Server final : public ServerCore {
   // the budget has room for it. True when a whole reply went out.
   bool reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
                   bool admitted, ConnectionRecord& record, bool& parked);
+  // Line mode, after a line's reply: a reply the client has not read yet goes to the room with
+  // the session and `next` (the next line's bytes read already), while the budget has room for
+  // it: true when it did (parked); false when the whole reply went out.
+  bool line_reply_parked(Connection& connection, Workspace& workspace, std::string_view next,
+                         Clock::time_point start, bool admitted, const ConnectionRecord& record);
   void end_waiting(detail::Waiting& waiting, Outcome outcome, const std::string& detail) noexcept;
   // Closes (answered) or resets the connection, gives back its source's count, and counts and
   // logs it.
