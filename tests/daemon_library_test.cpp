@@ -136,32 +136,57 @@ TEST(DaemonLibrary, APortInUseIsASystemError) {
   EXPECT_THROW(Daemon{std::move(options)}, std::system_error);
 }
 
-// Background jobs and request buffers share --max-total-bytes: a running job's request still
-// counts, and what the jobs hold leaves no room for a large request.
-// Background jobs, one at a time, each waiting at `gate` until the end of the test; a queue of
-// ten, and a memory budget of 4 MiB.
+// Background jobs, one at a time, each waiting at `gate` until the test ends; a queue of 20,
+// and a memory budget of 4 MiB.
 DaemonOptions gated_jobs_in_4_mib(const test::Gate& gate) {
   DaemonOptions options = quiet_on_a_free_port();
   options.exec = {"sh", "-c", R"(cat >/dev/null; exec flock -s "$0" true)", gate.path()};
   options.background = true;
   options.jobs = 1;
-  options.queue = 10;
+  options.queue = 20;
   options.limits.max_total_bytes = std::size_t{4} << 20;
   return options;
 }
 
+// Opens the gate when the test ends, however it ends, before the daemon it is declared after
+// stops: a stop drains every accepted job, and the jobs wait at the gate.
+struct OpenAtTheEnd {
+  test::Gate& gate;
+  OpenAtTheEnd(const OpenAtTheEnd&) = delete;
+  OpenAtTheEnd& operator=(const OpenAtTheEnd&) = delete;
+  OpenAtTheEnd(OpenAtTheEnd&&) = delete;
+  OpenAtTheEnd& operator=(OpenAtTheEnd&&) = delete;
+  ~OpenAtTheEnd() { gate.open(); }
+};
+
+// Whether `job` was accepted: false when it was answered busy, or reset because the budget had
+// no room for its request's buffer (where a slow machine parks a request in the waiting room).
+bool accepted_job(std::uint16_t port, const std::string& job) {
+  try {
+    return request("127.0.0.1", port, job).find("accepted ") != std::string::npos;
+  } catch (const std::system_error& e) {
+    EXPECT_TRUE(test::is_reset(e.code())) << e.what();
+    return false;
+  }
+}
+
+// Background jobs and request buffers share --max-total-bytes: a running job's request still
+// counts, and what the jobs hold leaves no room for a large request.
 TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
   DaemonThread daemon(gated_jobs_in_4_mib(gate));
+  const OpenAtTheEnd open_gate{gate};
   const std::uint16_t port = daemon.port();
-  // Under 1 MiB: its request buffer is the worker's own, so only the job's copy is charged.
+  // Under 1 MiB: read by a worker at once, its request buffer is the worker's own and only the
+  // job's copy is charged, so 4 MiB holds four. A request a slow machine parks in the waiting
+  // room has a buffer of 1 MiB charged as well until it is answered, which leaves room for
+  // three.
   const std::string job(std::size_t{1000} << 10, 'j');
   int accepted = 0;
-  for (int i = 0; i < 6; ++i) {
-    if (request("127.0.0.1", port, job).find("accepted ") != std::string::npos) ++accepted;
-  }
-  EXPECT_EQ(accepted, 4) << "4 MiB holds four jobs, the running one included";
+  for (int i = 0; i < 6; ++i) accepted += accepted_job(port, job) ? 1 : 0;
+  EXPECT_GE(accepted, 3);
+  EXPECT_LE(accepted, 4) << "4 MiB holds four jobs of 1000 KiB, the running one included";
   // A 2 MiB request needs a buffer charged to the same budget, which the jobs have spent.
   try {
     (void)request("127.0.0.1", port, std::string(std::size_t{2} << 20, 'r'));
@@ -171,18 +196,19 @@ TEST(DaemonLibrary, JobsAndRequestBuffersShareOneBudget) {
   }
   gate.open();
   daemon.stop();
-  EXPECT_EQ(daemon.daemon().stats().count(Outcome::too_large), 1U);
+  EXPECT_GE(daemon.daemon().stats().count(Outcome::too_large), 1U);
 }
 
 // A large request parked in the waiting room leaves its buffer as a spare, still charged to
 // the budget; a job that finds the budget spent frees it instead of being refused. (CI once saw
-// a slow machine park a request and refuse the fourth job for a spare nobody was using.)
+// a slow machine park a request and refuse a job for a spare nobody was using.)
 TEST(DaemonLibrary, ASpareBufferLeftByTheWaitingRoomNeverRefusesAJob) {
   const test::ScratchDir dir;
   test::Gate gate(dir.file("gate"));
   DaemonOptions options = gated_jobs_in_4_mib(gate);
   options.metrics = Endpoint{"127.0.0.1", 0};
   DaemonThread daemon(std::move(options));
+  const OpenAtTheEnd open_gate{gate};
   const std::uint16_t port = daemon.port();
   const std::optional<std::string> metrics_line = daemon.line();
   ASSERT_TRUE(metrics_line);
@@ -194,24 +220,26 @@ TEST(DaemonLibrary, ASpareBufferLeftByTheWaitingRoomNeverRefusesAJob) {
                .find("sockecho_connections_waiting " + std::to_string(count) + "\n") !=
            std::string::npos;
   };
-  const std::string job(std::size_t{1000} << 10, 'j');
   {
-    // Half of the first job, then (once the room holds it) the rest: its buffer grows to 1 MiB
-    // in the room, and is kept as a spare once the job is acknowledged.
+    // Half of a first job of 1000 KiB, then (once the room holds it) the rest: its buffer grows
+    // to 1 MiB in the room, and is kept as a spare once the job is acknowledged.
+    const std::string first(std::size_t{1000} << 10, 'f');
     Connection c = connect("127.0.0.1", port);
     c.set_timeout(test::kPatience);
-    c.write_all(std::string_view(job).substr(0, job.size() / 2));
+    c.write_all(std::string_view(first).substr(0, first.size() / 2));
     ASSERT_TRUE(test::eventually([&] { return waiting_now(1); }));
-    c.write_all(std::string_view(job).substr(job.size() / 2));
+    c.write_all(std::string_view(first).substr(first.size() / 2));
     c.close_write();
     ASSERT_NE(c.read_to_end_string().find("accepted "), std::string::npos);
   }
-  int accepted = 1;
-  for (int i = 0; i < 5; ++i) {
-    if (request("127.0.0.1", port, job).find("accepted ") != std::string::npos) ++accepted;
-  }
-  EXPECT_EQ(accepted, 4) << "4 MiB holds four jobs; the spare is freed for the fourth";
-  gate.open();
+  // Then jobs of 300 KiB until one is refused. Of the 4,096 KiB, the first job holds 1,000:
+  // room for 10 more, or 8 when the last one's request waits in the room with a 512 KiB buffer
+  // of its own. Were the 1,024 KiB spare kept against them: 6, or 5.
+  const std::string job(std::size_t{300} << 10, 'j');
+  int accepted = 0;
+  while (accepted < 20 && accepted_job(port, job)) ++accepted;
+  EXPECT_GE(accepted, 8) << "the spare is freed for the jobs";
+  EXPECT_LE(accepted, 10);
 }
 
 }  // namespace
