@@ -42,6 +42,17 @@ std::size_t capacity_for(std::size_t size) noexcept {
   return capacity;
 }
 
+// A copy of `bytes` (none: an empty buffer) in a buffer of capacity_for() their size, charged
+// to `charge` first: false, nothing copied, when the budget has no room for it.
+bool charged_copy(Charge& charge, std::string_view bytes, Buffer& copy) {
+  if (bytes.empty()) return true;
+  const std::size_t capacity = capacity_for(bytes.size());
+  if (!charge.add(capacity)) return false;
+  copy.reserve(capacity);
+  copy.append(bytes);
+  return true;
+}
+
 }  // namespace
 
 WaitingRoom::WaitingRoom(Framing framing, std::chrono::milliseconds keep_spares, End end,
@@ -70,12 +81,7 @@ bool WaitingRoom::park(Connection& connection, std::string_view bytes, Clock::ti
                        bool admitted) {
   Charge charge(*framing_.budget);
   Buffer request;
-  if (!bytes.empty()) {
-    const std::size_t capacity = capacity_for(bytes.size());
-    if (!charge.add(capacity)) return false;
-    request.reserve(capacity);
-    request.append(bytes);
-  }
+  if (!charged_copy(charge, bytes, request)) return false;
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(request),
                                            std::move(charge), start, admitted);
   const std::lock_guard<std::mutex> lock(mutex_);
@@ -94,12 +100,7 @@ bool WaitingRoom::park_reply(Connection& connection, Buffer& unsent, ConnectionR
   Charge charge(*framing_.budget);
   if (!charge.add(unsent.capacity())) return false;
   Buffer begun;
-  if (next && !next->empty()) {
-    const std::size_t capacity = capacity_for(next->size());
-    if (!charge.add(capacity)) return false;
-    begun.reserve(capacity);
-    begun.append(*next);
-  }
+  if (next && !charged_copy(charge, *next, begun)) return false;
   auto kept = std::make_unique<ConnectionRecord>(std::move(record));
   auto waiting = std::make_unique<Waiting>(std::move(connection), std::move(unsent),
                                            std::move(charge), start, admitted);
@@ -363,7 +364,8 @@ void WaitingRoom::await_next_line(Held::iterator found, std::vector<Ended>& ende
   waiting.charge.give_back(reply.capacity());
   const Buffer& request = waiting.request;
   if (!request.empty() && std::memchr(request.data(), '\n', request.size()) != nullptr) {
-    queue_complete(found, ended);  // the client sent it while its reply waited
+    // A protocol that answers one line at a time left a whole line behind its reply.
+    queue_complete(found, ended);
     return;
   }
   // Between lines (a stop ends it there, in end_idle()), or in a line begun.
