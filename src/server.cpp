@@ -396,20 +396,21 @@ bool Server::go_on(Connection& connection, Workspace& workspace, Clock::time_poi
     connection.deadline().set_end(buffer.empty()
                                       ? Clock::time_point::max()
                                       : end_after(framing_->request_timeout, Clock::now()));
-    if (line_reply_parked(connection, workspace, buffer.view(), start, true, record)) {
+    if (rest_parked(connection, workspace, start, true, record, buffer.view())) {
       parked = true;
       return false;
     }
   }
 }
 
-bool Server::line_reply_parked(Connection& connection, Workspace& workspace, std::string_view next,
-                               Clock::time_point start, bool admitted,
-                               const ConnectionRecord& record) {
+bool Server::rest_parked(Connection& connection, Workspace& workspace, Clock::time_point start,
+                         bool admitted, const ConnectionRecord& record,
+                         std::optional<std::string_view> next) {
   if (workspace.unsent.empty()) return false;
-  // The client has not read all of this line's reply yet (it may be sending lines without
-  // reading any): the rest waits in the room with the session, which goes on from there once
-  // the client has taken it. Past the budget, this worker writes it as before.
+  // The client has not read all of its reply yet (a line client may be sending lines without
+  // reading any): the rest waits in the room while it fits the budget, with the session when it
+  // goes on; past it, this worker writes it as before. The rest leaves the workspace first, so
+  // that a write cut short (a client that never reads) leaves nothing of it for the next client.
   Buffer unsent = std::exchange(workspace.unsent, Buffer());
   if (room_->park_reply(connection, unsent, record, start, admitted, next)) return true;
   connection.write_all(unsent.view());
@@ -419,17 +420,9 @@ bool Server::line_reply_parked(Connection& connection, Workspace& workspace, std
 bool Server::reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
                         bool admitted, ConnectionRecord& record, bool& parked) {
   const bool answered = replied(workspace.reply, record);
-  if (workspace.unsent.empty()) return answered;
-  // The client has not read all of its reply yet: the rest waits in the room while it fits the
-  // budget; past it, this worker writes it as before. The rest leaves the workspace first, so
-  // that a write cut short (a client that never reads) leaves nothing of it for the next client.
-  Buffer unsent = std::exchange(workspace.unsent, Buffer());
-  if (room_->park_reply(connection, unsent, record, start, admitted)) {
-    parked = true;
-    return false;
-  }
-  connection.write_all(unsent.view());
-  return answered;
+  if (!rest_parked(connection, workspace, start, admitted, record, std::nullopt)) return answered;
+  parked = true;
+  return false;
 }
 
 void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
@@ -455,7 +448,7 @@ void Server::serve_waiting(detail::Waiting& waiting, Workspace& workspace) {
     connection.deadline().set_end(rest.empty()
                                       ? Clock::time_point::max()
                                       : end_after(framing_->request_timeout, Clock::now()));
-    if (line_reply_parked(connection, workspace, rest, waiting.start, waiting.admitted, record)) {
+    if (rest_parked(connection, workspace, waiting.start, waiting.admitted, record, rest)) {
       parked = true;
       return false;
     }

@@ -133,11 +133,13 @@ class SOCKECHO_EXPORT Server final : public ServerCore {
   // the budget has room for it. True when a whole reply went out.
   bool reply_done(Connection& connection, Workspace& workspace, Clock::time_point start,
                   bool admitted, ConnectionRecord& record, bool& parked);
-  // Line mode, after a line's reply: a reply the client has not read yet goes to the room with
-  // the session and `next` (the next line's bytes read already), while the budget has room for
-  // it: true when it did (parked); false when the whole reply went out.
-  bool line_reply_parked(Connection& connection, Workspace& workspace, std::string_view next,
-                         Clock::time_point start, bool admitted, const ConnectionRecord& record);
+  // After a reply: the rest the client has not read yet (Workspace::unsent) goes to the room
+  // while the budget has room for it, and with `next` (line mode: the next line's bytes read
+  // already) the session goes on there once the rest is taken. True when it did (parked);
+  // false when the whole reply went out.
+  bool rest_parked(Connection& connection, Workspace& workspace, Clock::time_point start,
+                   bool admitted, const ConnectionRecord& record,
+                   std::optional<std::string_view> next);
   void end_waiting(detail::Waiting& waiting, Outcome outcome, const std::string& detail) noexcept;
   // Closes (answered) or resets the connection, gives back its source's count, and counts and
   // logs it.
