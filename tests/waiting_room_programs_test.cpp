@@ -58,6 +58,19 @@ long gauge(const std::string& body, const std::string& name) {
   return std::stol(body.substr(at + key.size()));
 }
 
+// Whether the waiting room comes to hold `count` connections (sockecho_connections_waiting),
+// within kPatience; on failure, the last exposition read.
+::testing::AssertionResult room_holds(std::uint16_t metrics_port, long count) {
+  std::string body;
+  if (test::eventually([&] {
+        body = scrape(metrics_port);
+        return gauge(body, "sockecho_connections_waiting") == count;
+      })) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "the room holds not " << count << ":\n" << body;
+}
+
 // Whether a request sent now is answered within `within`.
 bool answered_within(std::uint16_t port, const std::string& text,
                      std::chrono::milliseconds within) {
@@ -84,9 +97,7 @@ void tricklers_do_not_stop_a_client(bool one_source) {
     const std::string from = "127.1.0." + std::to_string(one_source ? 1 : 1 + i);
     held.push_back(held_from(from, server.port(), "x"));
   }
-  ASSERT_TRUE(test::eventually([&] {
-    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kHeld;
-  })) << scrape(server.metrics_port());
+  ASSERT_TRUE(room_holds(server.metrics_port(), kHeld));
   for (int i = 0; i < 50; ++i) {
     ASSERT_TRUE(answered_within(server.port(), "legit " + std::to_string(i), test::kPatience)) << i;
   }
@@ -241,9 +252,7 @@ TEST(WaitingRoomProgram, LineSessionsWaitBetweenLinesWithoutAWorkerAndResume) {
     ASSERT_EQ(line_of(c), kPrefix + "first " + std::to_string(i));
   }
   // Between lines, every session waits in the room: none holds a worker.
-  ASSERT_TRUE(test::eventually([&] {
-    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kSessions;
-  })) << scrape(server.metrics_port());
+  ASSERT_TRUE(room_holds(server.metrics_port(), kSessions));
   // Another session, talking line after line, is served meanwhile.
   Connection talker = held_from("127.2.1.1", server.port(), "");
   ASSERT_EQ(line_of(talker), "connect");
@@ -314,9 +323,7 @@ TEST(WaitingRoomProgram, LineSessionsThatDoNotReadTheirRepliesHoldNoWorker) {
     // It stopped when the server stopped reading it, its replies not taken: megabytes in.
     ASSERT_GT(sent[static_cast<std::size_t>(i)].size(), std::size_t{1} << 20);
   }
-  ASSERT_TRUE(test::eventually([&] {
-    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kNonReaders;
-  })) << scrape(server.metrics_port());
+  ASSERT_TRUE(room_holds(server.metrics_port(), kNonReaders));
   // Another line client is served meanwhile, line after line.
   Connection talker = held_from("127.3.2.100", server.port(), "");
   ASSERT_EQ(line_of(talker), "connect");
@@ -372,9 +379,7 @@ TEST(WaitingRoomProgram, RepliesNotReadWaitInTheRoomWithinTheBudgetWhileOthersAr
   std::vector<Connection> readers;
   readers.reserve(kNonReaders);
   for (int i = 0; i < kNonReaders; ++i) readers.push_back(non_reader(server.port(), i, kSize));
-  ASSERT_TRUE(test::eventually([&] {
-    return gauge(scrape(server.metrics_port()), "sockecho_connections_waiting") == kNonReaders;
-  })) << scrape(server.metrics_port());
+  ASSERT_TRUE(room_holds(server.metrics_port(), kNonReaders));
   for (int i = 0; i < 20; ++i) {
     ASSERT_TRUE(answered_within(server.port(), "legit " + std::to_string(i), test::kPatience));
   }
