@@ -236,6 +236,19 @@ std::string line_of(Connection& c) {
   return line;
 }
 
+// Whether a line session is answered line after line, `count` lines ("line 0", "line 1"...).
+::testing::AssertionResult answers_lines(Connection& session, int count) {
+  for (int i = 0; i < count; ++i) {
+    const std::string line = "line " + std::to_string(i);
+    session.write_all(line + "\n");
+    const std::string got = line_of(session);
+    if (got != kPrefix + line) {
+      return ::testing::AssertionFailure() << "'" << line << "' was answered '" << got << "'";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 TEST(WaitingRoomProgram, LineSessionsWaitBetweenLinesWithoutAWorkerAndResume) {
   constexpr int kWorkers = 2;
   constexpr int kSessions = 10 * kWorkers;
@@ -256,10 +269,7 @@ TEST(WaitingRoomProgram, LineSessionsWaitBetweenLinesWithoutAWorkerAndResume) {
   // Another session, talking line after line, is served meanwhile.
   Connection talker = held_from("127.2.1.1", server.port(), "");
   ASSERT_EQ(line_of(talker), "connect");
-  for (int i = 0; i < 20; ++i) {
-    talker.write_all("line " + std::to_string(i) + "\n");
-    ASSERT_EQ(line_of(talker), kPrefix + "line " + std::to_string(i));
-  }
+  ASSERT_TRUE(answers_lines(talker, 20));
   // A line sent in two parts, far apart, is one line.
   talker.write_all("in two ");
   std::this_thread::sleep_for(50ms);  // ok-sleep: the pause between the two parts of a line
@@ -327,10 +337,7 @@ TEST(WaitingRoomProgram, LineSessionsThatDoNotReadTheirRepliesHoldNoWorker) {
   // Another line client is served meanwhile, line after line.
   Connection talker = held_from("127.3.2.100", server.port(), "");
   ASSERT_EQ(line_of(talker), "connect");
-  for (int n = 0; n < 10; ++n) {
-    talker.write_all("talk " + std::to_string(n) + "\n");
-    ASSERT_EQ(line_of(talker), kPrefix + "talk " + std::to_string(n));
-  }
+  ASSERT_TRUE(answers_lines(talker, 10));
   // Each client, reading at last, gets every reply whole and in order, and its session goes on:
   // the rest of its last line, then one more.
   for (int i = 0; i < kNonReaders; ++i) {
