@@ -167,7 +167,12 @@ TEST(MetricsProgram, UdpDatagramsAreCountedByOutcome) {
       {test::client_program(), "--udp", "--port", std::to_string(m.port()), "--send", "ping"});
   EXPECT_EQ(sent.status, 0) << sent.err;
   EXPECT_EQ(sent.out, "数据是 ping");
-  const std::string body = test::body_of(http_get(m.metrics_port(), "/metrics"));
+  // A datagram is counted by outcome once its reply has gone, a moment after the client has it.
+  std::string body;
+  (void)test::eventually([&] {
+    body = test::body_of(http_get(m.metrics_port(), "/metrics"));
+    return body.find("sockecho_datagrams_total{outcome=\"ok\"} 1\n") != std::string::npos;
+  });
   EXPECT_NE(body.find("sockecho_datagrams_received_total 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("sockecho_datagrams_total{outcome=\"ok\"} 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("sockecho_up 1\n"), std::string::npos) << body;
