@@ -527,10 +527,11 @@ struct Spool::State {
   // The file appended to, shared with a sync under way outside the lock.
   std::shared_ptr<Fd> current;
   std::uint64_t current_number = 0;
-  std::uint64_t position = 0;  // where its next record goes: the end of its records
-  bool filling = false;        // it is zero-filled ahead of its records (until a fill fails)
-  std::uint64_t written = 0;   // sequence of the latest record written
-  std::uint64_t durable = 0;   // every record up to it is durable, or failed
+  std::uint64_t position = 0;    // where its next record goes: the end of its records
+  bool filling = false;          // it is zero-filled ahead of its records (until a fill fails)
+  std::uint64_t synced_end = 0;  // in it: every record before this offset is durable
+  std::uint64_t written = 0;     // sequence of the latest record written
+  std::uint64_t durable = 0;     // every record up to it is durable, or failed
   std::vector<std::pair<std::uint64_t, std::uint64_t>> failed;  // ranges of records
   std::string failure;                                          // why, the latest
   // Records appended and not yet durable whose failure takes a job out: its `accepted`.
@@ -703,6 +704,7 @@ struct Spool::State {
     --lockers;
     if (!current || durable >= written) return;
     const std::uint64_t target = written;
+    const std::uint64_t end = position;
     const int rc = retry_eintr([&] { return ::fdatasync(current->get()); });
     const int err = errno;
     ++syncs;
@@ -710,6 +712,7 @@ struct Spool::State {
       fail(err, "fdatasync " + path(current_number));
       throw SpoolError(failure);
     }
+    synced_end = std::max(synced_end, end);
     settle(target);
     ring_all();
   }
@@ -739,6 +742,7 @@ struct Spool::State {
   // next as soon as it returns.
   void lead(std::unique_lock<std::mutex>& lock) {
     const std::uint64_t target = written;
+    const std::uint64_t end = position;
     const std::shared_ptr<Fd> file = current;
     const std::uint64_t number = current_number;
     if (!file) {  // never: a record is durable or failed before its file is let go
@@ -757,6 +761,7 @@ struct Spool::State {
     syncing = false;
     ++syncs;
     if (rc == 0) {
+      if (number == current_number) synced_end = std::max(synced_end, end);
       settle(target);
     } else if (number == current_number) {
       fail(err, "fdatasync " + path(number));
@@ -774,17 +779,21 @@ struct Spool::State {
   }
 
   // A write or sync of the current file failed: every record in it not yet durable is failed,
-  // the file abandoned, and the next record starts a new one.
+  // the file abandoned, and the next record starts a new one. The failed records are cut from
+  // the file before anyone hears of the failure, so a job refused is never found at the next
+  // start, even when nothing is appended after (a `forgotten` in the next file is the way when
+  // the cut fails, as it may on a disk gone bad).
   void fail(int err, const std::string& what) {
     failure = std::string("spool: ") + os_error(err, what).what();
     if (written > durable) {
       failed.emplace_back(durable + 1, written);
       failed_through.store(written, std::memory_order_release);
     }
+    const bool cut = cut_after_synced();
     for (const auto& [sequence, id] : pending_accepts) {
       auto it = jobs.find(id);
       if (it == jobs.end()) continue;
-      to_forget.emplace_back(current_number, id);
+      if (!cut) to_forget.emplace_back(current_number, id);
       release(it->second);
       by_order.erase(it->second.order);
       jobs.erase(it);
@@ -795,6 +804,18 @@ struct Spool::State {
     current.reset();
     current_number = 0;
     ring_all();
+  }
+
+  // Truncates the current file to its synced records and syncs that: whether it took.
+  bool cut_after_synced() {
+    FileInfo& info = files[current_number];
+    if (retry_eintr([&] { return ::ftruncate(current->get(), static_cast<off_t>(synced_end)); }) !=
+        0) {
+      return false;
+    }
+    info.size = synced_end;
+    ++syncs;
+    return retry_eintr([&] { return ::fdatasync(current->get()); }) == 0;
   }
 
   [[nodiscard]] bool is_failed(std::uint64_t sequence) const {
@@ -813,7 +834,7 @@ struct Spool::State {
           retry_eintr([&] { return ::write(current->get(), rest.data(), rest.size()); });
       if (n < 0) {
         const int err = errno;
-        // What was written of the frame still counts: it is on disk, as a torn record.
+        // What was written of the frame is on disk, until fail() cuts it.
         position += frame.size() - rest.size();
         info.size = std::max(info.size, position);
         fail(err, "write " + path(current_number));
@@ -884,6 +905,7 @@ struct Spool::State {
     current = std::make_shared<Fd>(std::move(fd));
     current_number = number;
     position = header.out().size();
+    synced_end = position;
     filling = true;
   }
 

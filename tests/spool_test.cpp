@@ -427,8 +427,9 @@ TEST(SpoolTest, ManyThreadsShareSyncs) {
 }
 
 // In a child process whose file size limit makes write() fail (EFBIG) part-way through a
-// record: 0 when the spool behaved, else the number of the check that failed.
-int run_out_of_room(const std::string& dir) {
+// record: 0 when the spool behaved, else the number of the check that failed. With
+// `append_after`, one more job is accepted once the limit is lifted.
+int run_out_of_room(const std::string& dir, bool append_after) {
   if (std::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return 1;
   rlimit unlimited{};
   if (::getrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 2;
@@ -463,6 +464,7 @@ int run_out_of_room(const std::string& dir) {
     }
   }
   spool.wait(kept);  // durable before the failure: still so
+  if (!append_after) return 0;
   if (::setrlimit(RLIMIT_FSIZE, &unlimited) != 0) return 7;
   spool.commit(accepted("after"));
   const auto jobs = spool.jobs();
@@ -470,15 +472,14 @@ int run_out_of_room(const std::string& dir) {
   return 0;
 }
 
-TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
-  const test::ScratchDir scratch;
-  const std::string dir = scratch.file("spool");
+// Runs run_out_of_room() in a child process, whose size limit it sets.
+void out_of_room_in_a_child(const std::string& dir, bool append_after) {
   const pid_t pid = ::fork();
   ASSERT_NE(pid, -1);
   if (pid == 0) {
     int code = 99;
     try {
-      code = run_out_of_room(dir);
+      code = run_out_of_room(dir, append_after);
     } catch (...) {
       code = 98;
     }
@@ -488,12 +489,31 @@ TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "check that failed in the child";
+}
+
+TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.file("spool");
+  ASSERT_NO_FATAL_FAILURE(out_of_room_in_a_child(dir, true));
   // The failed file's jobs were re-written forward, the failed acceptance forgotten.
   const Spool spool = Spool::open(dir);
   ASSERT_EQ(spool.replayed().size(), 2U);
   EXPECT_EQ(spool.replayed()[0].id, "kept");
   EXPECT_EQ(spool.replayed()[1].id, "after");
   EXPECT_EQ(spool_files(dir).size(), 1U) << "the abandoned file is deleted";
+}
+
+// The failure is the last thing the spool does before it closes: no later append writes the
+// failed acceptances' `forgotten`, so the failed file itself must not hold them whole (CI once
+// replayed a job whose commit had failed, the last its thread tried).
+TEST(SpoolTest, AFailedAcceptanceIsNotReplayedWhenNothingIsAppendedAfterIt) {
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.file("spool");
+  ASSERT_NO_FATAL_FAILURE(out_of_room_in_a_child(dir, false));
+  const Spool spool = Spool::open(dir);
+  ASSERT_EQ(spool.replayed().size(), 1U);
+  EXPECT_EQ(spool.replayed()[0].id, "kept");
+  EXPECT_EQ(spool.report().torn, 0U) << "the failed records were cut, not left torn";
 }
 
 // In a child process whose files may not pass `limit` bytes: `threads` threads accept jobs at

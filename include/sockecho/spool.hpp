@@ -207,7 +207,9 @@ class SOCKECHO_EXPORT Spool {
   // a failed write or sync fails every record of its file not yet covered, abandons the file
   // (never written or synced again) and the next append starts a new one, into which the
   // abandoned file's live jobs are re-written. A job whose `accepted` failed is out of the
-  // spool (a `forgotten` for it goes into the next file, in case its bytes reached the disk).
+  // spool: before wait() throws, the file is cut back to its synced records (and synced), so
+  // the job is not found at the next open(); should the cut fail, a `forgotten` for it goes
+  // into the next file.
   void wait(SpoolTicket ticket);
   // append() and wait().
   void commit(const SpoolRecord& record) { wait(append(record)); }
