@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -335,27 +336,38 @@ TEST(SpoolTest, ADirectoryHeldByAnotherSpoolIsInUse) {
   EXPECT_NO_THROW((void)Spool::open(dir));
 }
 
-TEST(SpoolTest, ADirectoryHeldByAnotherProcessIsInUse) {
-  const test::ScratchDir scratch;
-  const std::string dir = scratch.file("spool");
-  const Spool held = Spool::open(dir);
+// Runs `checks` in a child process, which exits with what it returns (98 for an exception):
+// 0 when the child found everything as it should be, else the number of the check that failed.
+void passes_in_a_child(const std::function<int()>& checks) {
   const pid_t pid = ::fork();
   ASSERT_NE(pid, -1);
   if (pid == 0) {
-    int code = 1;
+    int code = 99;
     try {
-      const Spool second = Spool::open(dir);
-    } catch (const SpoolError& e) {
-      code = std::string(e.what()).find("in use") == std::string::npos ? 2 : 0;
+      code = checks();
     } catch (...) {
-      code = 3;
+      code = 98;
     }
     ::_exit(code);
   }
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status);
+  ASSERT_EQ(WEXITSTATUS(status), 0) << "check that failed in the child";
+}
+
+TEST(SpoolTest, ADirectoryHeldByAnotherProcessIsInUse) {
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.file("spool");
+  const Spool held = Spool::open(dir);
+  passes_in_a_child([&] {
+    try {
+      const Spool second = Spool::open(dir);
+    } catch (const SpoolError& e) {
+      return std::string(e.what()).find("in use") == std::string::npos ? 2 : 0;
+    }
+    return 1;
+  });
 }
 
 TEST(SpoolTest, RecordsMustFitAJobsLife) {
@@ -472,29 +484,10 @@ int run_out_of_room(const std::string& dir, bool append_after) {
   return 0;
 }
 
-// Runs run_out_of_room() in a child process, whose size limit it sets.
-void out_of_room_in_a_child(const std::string& dir, bool append_after) {
-  const pid_t pid = ::fork();
-  ASSERT_NE(pid, -1);
-  if (pid == 0) {
-    int code = 99;
-    try {
-      code = run_out_of_room(dir, append_after);
-    } catch (...) {
-      code = 98;
-    }
-    ::_exit(code);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "check that failed in the child";
-}
-
 TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
   const test::ScratchDir scratch;
   const std::string dir = scratch.file("spool");
-  ASSERT_NO_FATAL_FAILURE(out_of_room_in_a_child(dir, true));
+  ASSERT_NO_FATAL_FAILURE(passes_in_a_child([&] { return run_out_of_room(dir, true); }));
   // The failed file's jobs were re-written forward, the failed acceptance forgotten.
   const Spool spool = Spool::open(dir);
   ASSERT_EQ(spool.replayed().size(), 2U);
@@ -509,7 +502,7 @@ TEST(SpoolTest, AFailedWriteFailsItsBatchAndTheSpoolGoesOn) {
 TEST(SpoolTest, AFailedAcceptanceIsNotReplayedWhenNothingIsAppendedAfterIt) {
   const test::ScratchDir scratch;
   const std::string dir = scratch.file("spool");
-  ASSERT_NO_FATAL_FAILURE(out_of_room_in_a_child(dir, false));
+  ASSERT_NO_FATAL_FAILURE(passes_in_a_child([&] { return run_out_of_room(dir, false); }));
   const Spool spool = Spool::open(dir);
   ASSERT_EQ(spool.replayed().size(), 1U);
   EXPECT_EQ(spool.replayed()[0].id, "kept");
@@ -567,21 +560,8 @@ TEST(SpoolTest, NoJobIsAcknowledgedThatIsNotOnDisk) {
   const test::ScratchDir scratch;
   const std::string dir = scratch.file("spool");
   const std::string acked = scratch.file("acked");
-  const pid_t pid = ::fork();
-  ASSERT_NE(pid, -1);
-  if (pid == 0) {
-    int code = 99;
-    try {
-      code = accept_while_files_fail(dir, acked, 8);
-    } catch (...) {
-      code = 98;
-    }
-    ::_exit(code);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status);
-  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_NO_FATAL_FAILURE(
+      passes_in_a_child([&] { return accept_while_files_fail(dir, acked, 8); }));
   std::vector<std::string> ids;
   std::string failed;
   std::istringstream lines(scratch.read("acked"));
